@@ -1,0 +1,58 @@
+package domain
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// CouplingStatus is where a coupled record stands after its last sync attempt.
+type CouplingStatus string
+
+const (
+	CouplingSynced    CouplingStatus = "synced"
+	CouplingFailed    CouplingStatus = "failed"
+	CouplingDeleted   CouplingStatus = "deleted"   // deleted at the source (and in Dataverse per policy)
+	CouplingUncoupled CouplingStatus = "uncoupled" // the coupling was removed by policy
+)
+
+// Coupling ties a source record to its Dataverse row and remembers how far it was synced.
+type Coupling struct {
+	Table string
+	Key   string
+	// RowID is the coupled Dataverse row; uuid.Nil while the record is not coupled.
+	RowID  uuid.UUID
+	Entity string
+	// Version is the last source version whose outcome is final (synced or deleted); events
+	// not newer than it are stale.
+	Version       int64
+	Status        CouplingStatus
+	LastSyncedAt  time.Time
+	Skipped       bool
+	LastErrorKind Kind
+	Exists        bool // false for a record the store has never seen
+}
+
+// Coupled reports whether the record has a live Dataverse row.
+func (c Coupling) Coupled() bool {
+	return c.RowID != uuid.Nil && (c.Status == CouplingSynced || c.Status == CouplingFailed)
+}
+
+// CouplingStore keeps couplings. UpdateCoupling runs update while no other worker (in this
+// process or another) can update the same record, and stores what it returns; when update
+// returns an error nothing is stored.
+type CouplingStore interface {
+	Coupling(ctx context.Context, table, key string) (Coupling, error)
+	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling) (Coupling, error)) error
+}
+
+// rowNamespace seeds the deterministic row ids dvsync gives the rows it creates.
+var rowNamespace = uuid.MustParse("6f0e3f43-3c1d-4b8e-9a55-0d5b1c2f7a10")
+
+// DeterministicRowID is the id dvsync creates a record's Dataverse row with. Because it depends
+// only on the record, a retry after a crash between the Dataverse write and the coupling commit
+// upserts the same row instead of creating a second one.
+func DeterministicRowID(table, key string) uuid.UUID {
+	return uuid.NewSHA1(rowNamespace, []byte(table+"\x00"+key))
+}

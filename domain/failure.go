@@ -1,0 +1,139 @@
+package domain
+
+import (
+	"fmt"
+	"time"
+)
+
+// Class says who can fix a failure.
+type Class string
+
+const (
+	ClassCoupling  Class = "coupling"  // the user fixes the record or its dependency
+	ClassSetup     Class = "setup"     // the administrator fixes the integration's setup
+	ClassTransient Class = "transient" // nobody: retried
+)
+
+// Kind names a failure within its class.
+type Kind string
+
+const (
+	KindDependencyNotCoupled Kind = "dependency_not_coupled"
+	KindDestinationDeleted   Kind = "destination_deleted"
+	KindSourceDeleted        Kind = "source_deleted"
+	KindDuplicateRecord      Kind = "duplicate_record"
+	KindUpdateConflict       Kind = "update_conflict"
+	KindInvalidData          Kind = "invalid_data"
+
+	KindMissingPrivilege     Kind = "missing_privilege"
+	KindAuthentication       Kind = "authentication"
+	KindUserDisabled         Kind = "user_disabled_or_unlicensed"
+	KindSchemaMismatch       Kind = "schema_mismatch"
+	KindOptionValueMissing   Kind = "option_value_missing"
+	KindMappingMissing       Kind = "mapping_missing"
+	KindInvalidEvent         Kind = "invalid_event"
+	KindDataverseUnavailable Kind = "dataverse_unavailable"
+	KindUnknown              Kind = "unknown"
+
+	KindThrottled   Kind = "throttled"
+	KindServerError Kind = "server_error"
+	KindNetwork     Kind = "network"
+)
+
+// Stage is one step a message went through, kept as the error's call stack.
+type Stage struct {
+	Name     string    `json:"name"`
+	At       time.Time `json:"at"`
+	Detail   string    `json:"detail,omitempty"`
+	Request  string    `json:"request,omitempty"`
+	Response string    `json:"response,omitempty"`
+}
+
+// Failure is a sync failure sorted for the person who can fix it. It is an error so that it
+// travels through error chains; check it with errors.As.
+type Failure struct {
+	Class      Class             `json:"class"`
+	Kind       Kind              `json:"kind"`
+	Message    string            `json:"message"`
+	Resolution string            `json:"resolution"`
+	Details    map[string]string `json:"details,omitempty"`
+	Dataverse  *DataverseError   `json:"dataverse,omitempty"`
+	// RetryAfter is the least wait before a transient failure is tried again (Dataverse's
+	// Retry-After), zero when it gave none.
+	RetryAfter time.Duration `json:"-"`
+}
+
+func (f *Failure) Error() string { return fmt.Sprintf("%s/%s: %s", f.Class, f.Kind, f.Message) }
+
+// Unwrap exposes the Dataverse error so errors.As finds it through the failure.
+func (f *Failure) Unwrap() error {
+	if f.Dataverse == nil {
+		return nil
+	}
+	return f.Dataverse
+}
+
+// Transient reports whether the failure heals by itself and must be retried, not reported.
+func (f *Failure) Transient() bool { return f.Class == ClassTransient }
+
+// InvalidEvent is the setup failure for an event that breaks the contract. The reason is one
+// sentence the publisher can act on.
+func InvalidEvent(reason string) *Failure {
+	return &Failure{
+		Class:      ClassSetup,
+		Kind:       KindInvalidEvent,
+		Message:    "The change event was rejected: " + reason + ".",
+		Resolution: "Fix the publisher so that it sends CloudEvents 1.0 with data {table, key, version, fields} as documented, then replay the event.",
+		Details:    map[string]string{"reason": reason},
+	}
+}
+
+// DependencyNotCoupled is the coupling failure for a lookup whose record is not coupled yet,
+// worded as Business Central words it ("Currency Code EUR must be coupled to a record in Dataverse").
+func DependencyNotCoupled(ev ChangeEvent, l Lookup, value string) *Failure {
+	return &Failure{
+		Class: ClassCoupling,
+		Kind:  KindDependencyNotCoupled,
+		Message: fmt.Sprintf("%s cannot be synchronized: %s %s must be coupled to a record in Dataverse.",
+			ev.Ref(), l.caption(), value),
+		Resolution: fmt.Sprintf("Couple %s %s first (synchronize it or couple it to an existing Dataverse row); then retry %s.",
+			l.Table, value, ev.Ref()),
+		Details: map[string]string{"field": l.Source, "dependency_table": l.Table, "dependency_key": value},
+	}
+}
+
+// DestinationDeleted is the coupling failure for a coupled Dataverse row that no longer exists.
+func DestinationDeleted(ev ChangeEvent, m Mapping, row string, dv *DataverseError) *Failure {
+	return &Failure{
+		Class:   ClassCoupling,
+		Kind:    KindDestinationDeleted,
+		Message: fmt.Sprintf("The %s record cannot be updated because it is coupled to a deleted record (%s %s).", ev.Ref(), m.Entity, row),
+		Resolution: "Restore the record (re-create the Dataverse row and couple it again) or delete the coupling; " +
+			"set the mapping's onDestinationDeleted to restore or uncouple to do this automatically.",
+		Details:   map[string]string{"entity": m.Entity, "row_id": row},
+		Dataverse: dv,
+	}
+}
+
+// SourceDeleted is the coupling failure for a record deleted at the source whose mapping says to
+// report it rather than act.
+func SourceDeleted(ev ChangeEvent, m Mapping, row string) *Failure {
+	return &Failure{
+		Class:      ClassCoupling,
+		Kind:       KindSourceDeleted,
+		Message:    fmt.Sprintf("%s was deleted in the source but is still coupled to %s %s.", ev.Ref(), m.Entity, row),
+		Resolution: "Delete or deactivate the Dataverse row, or delete the coupling.",
+		Details:    map[string]string{"entity": m.Entity, "row_id": row},
+	}
+}
+
+// MappingMissing is the setup failure for an event of a table that no mapping covers.
+func MappingMissing(table string) *Failure {
+	return &Failure{
+		Class:      ClassSetup,
+		Kind:       KindMappingMissing,
+		Message:    fmt.Sprintf("No table mapping exists for table %q.", table),
+		Resolution: "Add a mapping for the table to the mappings file (--mappings), restart the workers and replay the event.",
+		Details:    map[string]string{"table": table},
+	}
+}

@@ -1,0 +1,247 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// NoVersion is a coupling's version before any outcome of the record was final.
+const NoVersion int64 = -1
+
+// ErrUnchanged, returned by an UpdateCoupling closure, stores nothing and is not an error to the caller.
+var ErrUnchanged = errors.New("coupling unchanged")
+
+// Result is what a sync did with an event.
+type Result string
+
+const (
+	ResultSynced    Result = "synced"    // written to Dataverse and coupled
+	ResultStale     Result = "stale"     // not newer than the last synced version: skipped
+	ResultDeleted   Result = "deleted"   // a delete event applied by the mapping's policy
+	ResultUncoupled Result = "uncoupled" // the coupling was removed by policy
+	ResultFailed    Result = "failed"    // a permanent failure, to be reported
+)
+
+// Outcome is the durable result of syncing one event.
+type Outcome struct {
+	Result  Result
+	RowID   uuid.UUID
+	Failure *Failure
+	// Stages are the steps the sync went through, kept as the call stack of a failure.
+	Stages []Stage
+	// ResolvesErrors is true when the record had failed before and now synced: its open errors
+	// are resolved.
+	ResolvesErrors bool
+}
+
+// Syncer applies change events to Dataverse and keeps couplings. It holds no state of its own,
+// so any number of workers may run it against the same store.
+type Syncer struct {
+	Mappings  Mappings
+	Store     CouplingStore
+	Dataverse Dataverse
+	Now       func() time.Time
+}
+
+// Sync applies one event. A non-nil error means nothing final happened and the event must be
+// tried again: a transient Dataverse failure (a *Failure with class transient) or a store error.
+// Every permanent failure is an Outcome with Result failed.
+func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
+	m, ok := s.Mappings.For(ev.Table)
+	if !ok {
+		f := InvalidEvent(fmt.Sprintf("table %q is not part of the event contract", ev.Table))
+		if IsKnownTable(ev.Table) {
+			f = MappingMissing(ev.Table)
+		}
+		return Outcome{Result: ResultFailed, Failure: f}, nil
+	}
+	var out Outcome
+	err := s.Store.UpdateCoupling(ctx, ev.Table, ev.Key, func(ctx context.Context, cur Coupling) (Coupling, error) {
+		out = Outcome{} // the store may run the closure again
+		if ev.Version <= cur.Version {
+			out.Result = ResultStale
+			return cur, ErrUnchanged
+		}
+		if ev.Type == EventDeleted {
+			return s.applyDelete(ctx, m, ev, cur, &out)
+		}
+		return s.applyUpsert(ctx, m, ev, cur, &out)
+	})
+	return out, err
+}
+
+func (s *Syncer) stage(out *Outcome, name, detail string) {
+	out.Stages = append(out.Stages, Stage{Name: name, At: s.Now().UTC(), Detail: detail})
+}
+
+// fail records a permanent failure on the outcome and returns the coupling that remembers it.
+func (s *Syncer) fail(out *Outcome, cur Coupling, m Mapping, f *Failure) (Coupling, error) {
+	out.Result, out.Failure = ResultFailed, f
+	if f.Dataverse != nil {
+		out.Stages = append(out.Stages, Stage{Name: "dataverse", At: s.Now().UTC(), Detail: f.Dataverse.Error(),
+			Request: f.Dataverse.Request, Response: f.Dataverse.Response})
+	}
+	cur.Entity, cur.Status, cur.LastErrorKind = m.Entity, CouplingFailed, f.Kind
+	return cur, nil
+}
+
+// dataverseFailure turns a Dataverse port error into a failure to report, or into the error to
+// return from the closure (transient failures and errors that are not Dataverse's).
+func dataverseFailure(err error) (*Failure, error) {
+	f := ClassifyDataverse(err)
+	if f == nil {
+		return nil, err
+	}
+	if f.Transient() {
+		return nil, f
+	}
+	return f, nil
+}
+
+func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, out *Outcome) (Coupling, error) {
+	s.stage(out, "map", fmt.Sprintf("%s -> %s", m.Table, m.Entity))
+	attrs, err := m.Attributes(ev.Fields)
+	if err != nil {
+		return s.fail(out, cur, m, InvalidEvent(err.Error()))
+	}
+	if f, err := s.bindLookups(ctx, m, ev, attrs, out); f != nil || err != nil {
+		if err != nil {
+			return cur, err
+		}
+		return s.fail(out, cur, m, f)
+	}
+
+	row := cur.RowID
+	if row == uuid.Nil {
+		row = DeterministicRowID(ev.Table, ev.Key)
+	}
+	if cur.Coupled() {
+		s.stage(out, "dataverse", "update "+m.Row(row).String())
+		err = s.Dataverse.UpdateRow(ctx, m.Row(row), attrs)
+		if isRowMissing(err, row) {
+			switch m.OnDestinationDeleted {
+			case ConflictRestore:
+				s.stage(out, "dataverse", "restore "+m.Row(row).String())
+				err = s.Dataverse.UpsertRow(ctx, m.Row(row), attrs)
+			case ConflictUncouple:
+				out.Result = ResultUncoupled
+				return Coupling{Table: ev.Table, Key: ev.Key, Entity: m.Entity, Version: ev.Version, Status: CouplingUncoupled}, nil
+			default:
+				var dv *DataverseError
+				errors.As(err, &dv)
+				return s.fail(out, cur, m, DestinationDeleted(ev, m, row.String(), dv))
+			}
+		}
+	} else {
+		// Upsert by the deterministic id: a redelivery after a crash updates the row it created.
+		s.stage(out, "dataverse", "upsert "+m.Row(row).String())
+		err = s.Dataverse.UpsertRow(ctx, m.Row(row), attrs)
+	}
+	if err != nil {
+		f, err := dataverseFailure(err)
+		if err != nil {
+			return cur, err
+		}
+		return s.fail(out, cur, m, f)
+	}
+	out.Result, out.RowID = ResultSynced, row
+	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != ""
+	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, Version: ev.Version,
+		Status: CouplingSynced, LastSyncedAt: s.Now().UTC()}, nil
+}
+
+// bindLookups adds an @odata.bind for every lookup field the event carries. A dependency that is
+// not coupled is a failure, and nothing is sent to Dataverse.
+func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, attrs Attributes, out *Outcome) (*Failure, error) {
+	for _, l := range m.Lookups {
+		if raw, present := ev.Fields[l.Source]; present && (raw == nil || raw == "") {
+			attrs[l.Bind+"@odata.bind"] = nil // an emptied field clears the lookup
+			continue
+		}
+		value, ok, err := l.LookupValue(ev.Fields)
+		if err != nil {
+			return InvalidEvent(err.Error()), nil
+		}
+		if !ok {
+			continue
+		}
+		dep, err := s.Store.Coupling(ctx, l.Table, value)
+		if err != nil {
+			return nil, fmt.Errorf("read coupling of %s/%s: %w", l.Table, value, err)
+		}
+		if !dep.Coupled() {
+			s.stage(out, "lookup", fmt.Sprintf("%s %s: %s/%s is not coupled", l.Source, value, l.Table, value))
+			return DependencyNotCoupled(ev, l, value), nil
+		}
+		depMapping, _ := s.Mappings.For(l.Table)
+		target := depMapping.Row(dep.RowID)
+		if q := l.Query; q != nil {
+			filter := strings.ReplaceAll(q.Filter, "{rowId}", dep.RowID.String())
+			id, found, err := s.Dataverse.FindRowID(ctx, q.EntitySet, q.IDAttribute, filter)
+			if err != nil {
+				return dataverseFailure(err)
+			}
+			if !found {
+				s.stage(out, "lookup", fmt.Sprintf("%s?$filter=%s found no row", q.EntitySet, filter))
+				f := DependencyNotCoupled(ev, l, value)
+				f.Message = fmt.Sprintf("%s cannot be synchronized: %s %s is coupled, but Dataverse has no %s row for it (%s).",
+					ev.Ref(), l.caption(), value, q.EntitySet, filter)
+				return f, nil
+			}
+			target = RowRef{EntitySet: q.EntitySet, ID: id}
+		}
+		s.stage(out, "lookup", fmt.Sprintf("%s %s -> %s", l.Source, value, target))
+		attrs[l.Bind+"@odata.bind"] = "/" + target.String()
+	}
+	return nil, nil
+}
+
+// isRowMissing reports whether err says that this row (not a row a lookup binds) does not exist.
+func isRowMissing(err error, row uuid.UUID) bool {
+	var dv *DataverseError
+	if !errors.As(err, &dv) || dv.Status != 404 {
+		return false
+	}
+	return strings.Contains(strings.ToLower(dv.Message), row.String())
+}
+
+// deactivation is the state Dataverse's activatable tables take when deactivated.
+var deactivation = Attributes{"statecode": 1, "statuscode": 2}
+
+func (s *Syncer) applyDelete(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, out *Outcome) (Coupling, error) {
+	deleted := Coupling{Table: ev.Table, Key: ev.Key, RowID: cur.RowID, Entity: m.Entity, Version: ev.Version,
+		Status: CouplingDeleted, LastSyncedAt: s.Now().UTC()}
+	out.Result = ResultDeleted
+	if !cur.Coupled() {
+		return deleted, nil // nothing in Dataverse; the version keeps older upserts out
+	}
+	row := m.Row(cur.RowID)
+	var err error
+	switch m.OnDelete {
+	case DeleteRow:
+		s.stage(out, "dataverse", "delete "+row.String())
+		err = s.Dataverse.DeleteRow(ctx, row)
+	case DeleteDeactivate:
+		s.stage(out, "dataverse", "deactivate "+row.String())
+		err = s.Dataverse.UpdateRow(ctx, row, deactivation)
+	case DeleteUncouple:
+		out.Result = ResultUncoupled
+		deleted.Status, deleted.RowID = CouplingUncoupled, uuid.Nil
+		return deleted, nil
+	case DeleteReport:
+		return s.fail(out, cur, m, SourceDeleted(ev, m, cur.RowID.String()))
+	}
+	if err != nil && !isRowMissing(err, cur.RowID) { // already gone in Dataverse is what we wanted
+		f, err := dataverseFailure(err)
+		if err != nil {
+			return cur, err
+		}
+		return s.fail(out, cur, m, f)
+	}
+	return deleted, nil
+}

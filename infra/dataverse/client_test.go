@@ -1,0 +1,182 @@
+package dataverse_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/dataverse"
+	"github.com/dvsync/dvsync/infra/emulator"
+)
+
+func newClient(t *testing.T) (*dataverse.Client, *emulator.Emulator) {
+	t.Helper()
+	emu := emulator.New()
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(srv.Close)
+	emu.URL = srv.URL
+	creds := dataverse.ClientCredentials{TokenURL: srv.URL + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token",
+		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
+	c, err := dataverse.NewClient(srv.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), srv.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, emu
+}
+
+func dvError(t *testing.T, err error) *domain.DataverseError {
+	t.Helper()
+	var dv *domain.DataverseError
+	if !errors.As(err, &dv) {
+		t.Fatalf("want a Dataverse error, got %v", err)
+	}
+	return dv
+}
+
+func TestCreateReadUpdateDelete(t *testing.T) {
+	c, _ := newClient(t)
+	ctx := context.Background()
+	id, err := c.Create(ctx, "accounts", domain.Attributes{"name": "Adatum", "accountnumber": "C1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := domain.RowRef{EntitySet: "accounts", ID: id}
+	if err := c.UpdateRow(ctx, row, domain.Attributes{"name": "Adatum Corp"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Row(ctx, row, "name")
+	if err != nil || got["name"] != "Adatum Corp" || got["accountnumber"] != nil {
+		t.Fatalf("row = %v, %v; want only name Adatum Corp (and the id)", got, err)
+	}
+	if err := c.DeleteRow(ctx, row); err != nil {
+		t.Fatal(err)
+	}
+	err = c.UpdateRow(ctx, row, domain.Attributes{"name": "x"})
+	dv := dvError(t, err)
+	if dv.Status != 404 || dv.Code != "0x80040217" || !strings.Contains(dv.Message, id.String()+" Does Not Exist") {
+		t.Fatalf("update of a deleted row = %+v", dv)
+	}
+	if dv.MessageName() != "ObjectDoesNotExist" {
+		t.Errorf("annotations were asked for; message name = %q", dv.MessageName())
+	}
+}
+
+func TestUpsertByIDAndAlternateKeyIsIdempotent(t *testing.T) {
+	c, emu := newClient(t)
+	ctx := context.Background()
+	row := domain.RowRef{EntitySet: "accounts", ID: uuid.New()}
+	for i := 0; i < 2; i++ {
+		if err := c.UpsertRow(ctx, row, domain.Attributes{"name": "Fabrikam"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.UpsertByKey(ctx, "accounts", map[string]string{"accountnumber": "C2"}, domain.Attributes{"name": "Contoso"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, _ := emu.Rows("accounts")
+	if len(rows) != 2 {
+		t.Fatalf("two upserts each of two rows left %d rows, want 2", len(rows))
+	}
+	id, found, err := c.FindRowID(ctx, "accounts", "accountid", "accountnumber eq 'C2'")
+	if err != nil || !found || id == row.ID {
+		t.Fatalf("FindRowID = %v %v %v", id, found, err)
+	}
+}
+
+func TestErrorsCarryDataverseCodesAndMessages(t *testing.T) {
+	c, emu := newClient(t)
+	ctx := context.Background()
+	missing := uuid.New()
+	cases := []struct {
+		name   string
+		call   func() error
+		status int
+		code   string
+		text   string
+	}{
+		{"unknown property", func() error {
+			_, err := c.Create(ctx, "accounts", domain.Attributes{"nosuch": "x"})
+			return err
+		}, 400, "0x0", "Could not find a property named 'nosuch' on type 'Microsoft.Dynamics.CRM.account'."},
+		{"bound row missing", func() error {
+			_, err := c.Create(ctx, "accounts", domain.Attributes{"transactioncurrencyid@odata.bind": "/transactioncurrencies(" + missing.String() + ")"})
+			return err
+		}, 404, "0x80040217", "Entity 'transactioncurrency' With Id = " + missing.String() + " Does Not Exist"},
+		{"string too long", func() error {
+			_, err := c.Create(ctx, "accounts", domain.Attributes{"accountnumber": strings.Repeat("9", 21)})
+			return err
+		}, 400, "0x80044331", "A validation error occurred.  The length of the 'accountnumber' attribute of the 'account' entity exceeded the maximum allowed length of '20'."},
+		{"missing privilege", func() error {
+			if err := emu.SetPrivilege(emulator.DefaultApp.UserID, "prvCreateProduct", false); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.Create(ctx, "products", domain.Attributes{"name": "Bicycle"})
+			return err
+		}, 403, "0x80040220", "is missing prvCreateProduct privilege"},
+		{"unknown entity set", func() error {
+			_, err := c.Query(ctx, "acounts", url.Values{})
+			return err
+		}, 404, "0x8006088a", "Resource not found for the segment 'acounts'."},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dv := dvError(t, tc.call())
+			if dv.Status != tc.status || dv.Code != tc.code || !strings.Contains(dv.Message, tc.text) {
+				t.Fatalf("got %d %s %q; want %d %s containing %q", dv.Status, dv.Code, dv.Message, tc.status, tc.code, tc.text)
+			}
+			if dv.Request == "" || dv.Response == "" {
+				t.Error("the error keeps no request or response for the call stack")
+			}
+		})
+	}
+}
+
+func TestBadSecretIsAnAuthenticationError(t *testing.T) {
+	emu := emulator.New()
+	srv := httptest.NewServer(emu.Handler())
+	defer srv.Close()
+	creds := dataverse.ClientCredentials{TokenURL: srv.URL + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token",
+		ClientID: emulator.DefaultApp.ClientID, ClientSecret: "wrong-secret-value"}
+	c, _ := dataverse.NewClient(srv.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), srv.URL)))
+	_, err := c.Create(context.Background(), "accounts", domain.Attributes{"name": "x"})
+	f := domain.ClassifyDataverse(err)
+	if f == nil || f.Class != domain.ClassSetup || f.Kind != domain.KindAuthentication {
+		t.Fatalf("bad secret classified as %+v (%v)", f, err)
+	}
+	if strings.Contains(err.Error(), "wrong-secret-value") {
+		t.Fatal("the error shows the client secret")
+	}
+	if !strings.Contains(err.Error(), "AADSTS7000215") {
+		t.Errorf("the error does not carry Entra ID's reason: %v", err)
+	}
+}
+
+func TestNoTokenGets401WithChallenge(t *testing.T) {
+	emu := emulator.New()
+	srv := httptest.NewServer(emu.Handler())
+	defer srv.Close()
+	c, _ := dataverse.NewClient(srv.URL)
+	_, err := c.Query(context.Background(), "accounts", nil)
+	if dv := dvError(t, err); dv.Status != 401 {
+		t.Fatalf("status %d, want 401", dv.Status)
+	}
+}
+
+func TestUnreachableIsMarked(t *testing.T) {
+	srv := httptest.NewServer(emulator.New().Handler())
+	srv.Close()
+	c, _ := dataverse.NewClient(srv.URL)
+	_, err := c.Query(context.Background(), "accounts", nil)
+	if !errors.Is(err, domain.ErrDataverseUnreachable) {
+		t.Fatalf("err = %v, want ErrDataverseUnreachable", err)
+	}
+	if f := domain.ClassifyDataverse(err); f == nil || !f.Transient() {
+		t.Fatalf("unreachable classified as %+v", f)
+	}
+}

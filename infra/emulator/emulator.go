@@ -1,0 +1,210 @@
+// Package emulator is a stand-in for the Dataverse Web API that answers with Dataverse's status
+// codes, error codes and message forms: OData v4 routes under /api/data/v9.2/, an Entra ID style
+// token endpoint, application users with privileges per entity, and an admin API under
+// /_emulator/ for tests and demos. It keeps everything in memory.
+package emulator
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Verbs a security role grants per entity, as in prv<Verb><Entity>.
+var Verbs = []string{"Create", "Read", "Write", "Delete", "Append", "AppendTo", "Assign"}
+
+// App is an Entra ID app registration with its Dataverse application user.
+type App struct {
+	ClientID     string
+	ClientSecret string
+	UserID       uuid.UUID
+}
+
+type user struct {
+	id         uuid.UUID
+	aadObject  uuid.UUID
+	privileges map[string]bool
+	disabled   bool
+}
+
+type token struct {
+	user    uuid.UUID
+	expires time.Time
+}
+
+type row map[string]any
+
+// Emulator is one emulated Dataverse environment.
+type Emulator struct {
+	mu           sync.Mutex
+	entities     map[string]*Entity // by logical name
+	sets         map[string]*Entity // by entity set name
+	rows         map[string]map[uuid.UUID]row
+	apps         map[string]App
+	users        map[uuid.UUID]*user
+	tokens       map[string]token
+	tokenTTL     time.Duration
+	businessUnit uuid.UUID
+	privilegeIDs map[string]uuid.UUID
+	now          func() time.Time
+	// URL is the environment URL clients are told about (resource_id, OData-EntityId).
+	URL string
+	// Tenant is the Entra ID tenant the token endpoint serves.
+	Tenant string
+}
+
+// DefaultApp is the app registration `dvsync dev` and the tests use. Its secret guards nothing
+// but the emulator.
+var DefaultApp = App{ClientID: "8a1b7d60-51d4-4f39-9a2e-2c4b1f0e9d11", ClientSecret: "emulator-secret",
+	UserID: uuid.MustParse("3f2a9c1e-7b5d-4e8f-a1c2-9d0e6b4a7f35")}
+
+// DefaultTenant is the tenant id of the emulated Entra ID.
+const DefaultTenant = "00000000-0000-0000-0000-0000000000aa"
+
+// New returns an emulator with the default entities and DefaultApp, whose user holds every
+// privilege on every entity.
+func New() *Emulator {
+	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour, URL: "http://dataverse.invalid"}
+	e.Reset()
+	return e
+}
+
+// Reset drops all rows, tokens and users and loads the defaults again.
+func (e *Emulator) Reset() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.entities, e.sets, e.rows = map[string]*Entity{}, map[string]*Entity{}, map[string]map[uuid.UUID]row{}
+	e.apps, e.users, e.tokens = map[string]App{}, map[uuid.UUID]*user{}, map[string]token{}
+	e.privilegeIDs = map[string]uuid.UUID{}
+	e.businessUnit = uuid.NewSHA1(uuid.NameSpaceOID, []byte("business unit"))
+	for _, ent := range DefaultEntities() {
+		e.addEntityLocked(ent)
+	}
+	e.addAppLocked(DefaultApp)
+}
+
+func (e *Emulator) addEntityLocked(ent *Entity) {
+	e.entities[ent.LogicalName], e.sets[ent.EntitySet] = ent, ent
+	if e.rows[ent.LogicalName] == nil {
+		e.rows[ent.LogicalName] = map[uuid.UUID]row{}
+	}
+}
+
+// AddApp registers an app and creates its application user with every privilege.
+func (e *Emulator) AddApp(a App) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.addAppLocked(a)
+}
+
+func (e *Emulator) addAppLocked(a App) {
+	e.apps[a.ClientID] = a
+	u := &user{id: a.UserID, aadObject: uuid.NewSHA1(uuid.NameSpaceOID, []byte(a.ClientID)), privileges: map[string]bool{}}
+	for _, ent := range e.entities {
+		for _, v := range Verbs {
+			u.privileges[privilegeName(v, ent)] = true
+		}
+	}
+	e.users[a.UserID] = u
+}
+
+func privilegeName(verb string, ent *Entity) string { return "prv" + verb + ent.SchemaName }
+
+// privilegeID is a stable id per privilege name, as Dataverse shows in its message.
+func (e *Emulator) privilegeID(name string) uuid.UUID {
+	if id, ok := e.privilegeIDs[name]; ok {
+		return id
+	}
+	id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(name))
+	e.privilegeIDs[name] = id
+	return id
+}
+
+// SetPrivilege grants or revokes a privilege (e.g. prvCreateProduct) of an app's user.
+func (e *Emulator) SetPrivilege(userID uuid.UUID, privilege string, granted bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u, ok := e.users[userID]
+	if !ok {
+		return fmt.Errorf("emulator: no user %s", userID)
+	}
+	if !strings.HasPrefix(privilege, "prv") {
+		return fmt.Errorf("emulator: %q is not a privilege name (prv<Verb><Entity>)", privilege)
+	}
+	if granted {
+		u.privileges[privilege] = true
+	} else {
+		delete(u.privileges, privilege)
+	}
+	return nil
+}
+
+// DisableUser disables or enables an application user.
+func (e *Emulator) DisableUser(userID uuid.UUID, disabled bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u, ok := e.users[userID]
+	if !ok {
+		return fmt.Errorf("emulator: no user %s", userID)
+	}
+	u.disabled = disabled
+	return nil
+}
+
+// Rows returns a copy of every row of an entity set, as the Web API renders them, sorted by creation.
+func (e *Emulator) Rows(entitySet string) ([]map[string]any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.sets[entitySet]
+	if !ok {
+		return nil, fmt.Errorf("emulator: no entity set %q", entitySet)
+	}
+	out := make([]map[string]any, 0, len(e.rows[ent.LogicalName]))
+	for _, r := range e.rows[ent.LogicalName] {
+		out = append(out, render(ent, r, nil))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i]["versionnumber"].(int64) < out[j]["versionnumber"].(int64)
+	})
+	return out, nil
+}
+
+// DeleteRow deletes a row as a Dataverse user would, behind dvsync's back.
+func (e *Emulator) DeleteRow(entitySet string, id uuid.UUID) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.sets[entitySet]
+	if !ok {
+		return fmt.Errorf("emulator: no entity set %q", entitySet)
+	}
+	if _, ok := e.rows[ent.LogicalName][id]; !ok {
+		return fmt.Errorf("emulator: no %s row %s", ent.LogicalName, id)
+	}
+	delete(e.rows[ent.LogicalName], id)
+	return nil
+}
+
+func newToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return "emu." + hex.EncodeToString(b)
+}
+
+// versionCounter orders writes across the whole environment, as Dataverse's rowversion does.
+var versionCounter struct {
+	sync.Mutex
+	n int64
+}
+
+func nextVersion() int64 {
+	versionCounter.Lock()
+	defer versionCounter.Unlock()
+	versionCounter.n++
+	return versionCounter.n
+}

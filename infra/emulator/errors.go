@@ -1,0 +1,129 @@
+package emulator
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// apiError is one Dataverse error answer: status, hex code, message and the symbolic name sent
+// as an annotation when the client asks for annotations.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+	name   string // ApiExceptionMessageName
+}
+
+func (a *apiError) Error() string { return a.msg }
+
+// The error forms below are Dataverse's (see shared/reference/dataverse-webapi.md).
+
+func errNotFound(ent *Entity, id uuid.UUID) *apiError {
+	return &apiError{404, "0x80040217", fmt.Sprintf("%s With Id = %s Does Not Exist", ent.LogicalName, id), "ObjectDoesNotExist"}
+}
+
+func errBoundNotFound(ent *Entity, id uuid.UUID) *apiError {
+	return &apiError{404, "0x80040217", fmt.Sprintf("Entity '%s' With Id = %s Does Not Exist", ent.LogicalName, id), "ObjectDoesNotExist"}
+}
+
+func errKeyNotFound(ent *Entity) *apiError {
+	return &apiError{404, "0x80060891", fmt.Sprintf("A record with the specified key values does not exist in %s entity", ent.LogicalName), "RecordNotFoundByEntityKey"}
+}
+
+func errNoProperty(ent *Entity, name string) *apiError {
+	return &apiError{400, "0x0", fmt.Sprintf("Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.", name, ent.LogicalName), ""}
+}
+
+func errUndeclaredNav(name string) *apiError {
+	return &apiError{400, "0x0", fmt.Sprintf("An undeclared property '%s' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values.", name), ""}
+}
+
+func errConvert(edm string) *apiError {
+	return &apiError{400, "0x0", fmt.Sprintf("Cannot convert a primitive value to the expected type '%s'. See the inner exception for more details.", edm), ""}
+}
+
+func errBadBind(value, nav string) *apiError {
+	return &apiError{400, "0x80090800", fmt.Sprintf("Invalid url value '%s' for lookup property '%s'.", value, nav), "InvalidUrlForODataBindProperty"}
+}
+
+func errTooLong(ent *Entity, attr string, max int) *apiError {
+	return &apiError{400, "0x80044331", fmt.Sprintf("A validation error occurred.  The length of the '%s' attribute of the '%s' entity exceeded the maximum allowed length of '%d'.", attr, ent.LogicalName, max), "StringLengthTooLong"}
+}
+
+func errPicklist() *apiError {
+	return &apiError{400, "0x8004431a", "The picklist value is out of the range.", "PicklistValueOutOfRange"}
+}
+
+func errDuplicateID() *apiError {
+	return &apiError{412, "0x80040237", "A record with matching key values already exists.", "DuplicateRecord"}
+}
+
+func errDuplicateKey(ent *Entity, key []string) *apiError {
+	return &apiError{412, "0x80060892", fmt.Sprintf("Entity Key %s Key violated. A record with the same value for %s already exists. A duplicate record cannot be created. Select one or more unique values and try again.", ent.LocalizedName, strings.Join(key, ", ")), "DuplicateRecordEntityKey"}
+}
+
+func errVersionMismatch() *apiError {
+	return &apiError{412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided.", "ConcurrencyVersionMismatch"}
+}
+
+func errSegment(seg string) *apiError {
+	return &apiError{404, "0x8006088a", fmt.Sprintf("Resource not found for the segment '%s'.", seg), "CrmHttpError"}
+}
+
+func errBadKey(ent *Entity) *apiError {
+	return &apiError{400, "0x0", fmt.Sprintf("The key in the request URI is not valid for resource 'Microsoft.Dynamics.CRM.%s'. Ensure that the names and number of key properties match the declared or alternate key properties for the resource 'Microsoft.Dynamics.CRM.%s'.", ent.LogicalName, ent.LogicalName), ""}
+}
+
+func errBadRequest(msg string) *apiError { return &apiError{400, "0x0", msg, ""} }
+
+func errUserDisabled(u *user) *apiError {
+	return &apiError{403, "0x80040225", fmt.Sprintf("The specified user(Id = %s) is disabled. Consider enabling this user. Additional details: User is disabled.", u.id), "UserDisabled"}
+}
+
+// errPrivilege is the current form of Dataverse's missing-privilege message (403, 0x80040220).
+func (e *Emulator) errPrivilege(u *user, privilege string, ent *Entity) *apiError {
+	msg := fmt.Sprintf("Principal user (Id=%s, type=8, roleCount=1, privilegeCount=%d, accessMode='4 Non-interactive', "+
+		"AADObjectId='%s', MetadataCachePrivilegesCount=%d, businessUnitId=%s), is missing %s privilege (Id=%s) on OTC=%d "+
+		"for entity '%s' (LocalizedName='%s'). context.Caller=%s. Consider adding missed privilege to one of the principal (user/team) roles.",
+		u.id, len(u.privileges), u.aadObject, len(e.entities)*len(Verbs), e.businessUnit, privilege, e.privilegeID(privilege),
+		ent.TypeCode, ent.LogicalName, ent.LocalizedName, u.id)
+	return &apiError{403, "0x80040220", msg, "PrivilegeDenied"}
+}
+
+const annotationPrefix = "@Microsoft.PowerApps.CDS."
+
+func writeError(w http.ResponseWriter, r *http.Request, a *apiError) {
+	body := map[string]any{"code": a.code, "message": a.msg}
+	if wantsAnnotations(r) && a.name != "" {
+		category := "ClientError"
+		if a.status >= 500 {
+			category = "SystemFailure"
+		}
+		body[annotationPrefix+"ErrorDetails.ApiExceptionCategory"] = category
+		body[annotationPrefix+"ErrorDetails.ApiExceptionMessageName"] = a.name
+		body[annotationPrefix+"ErrorDetails.ApiExceptionHttpStatusCode"] = fmt.Sprint(a.status)
+		body[annotationPrefix+"HelpLink"] = "http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm.CrmException%3a" +
+			strings.TrimPrefix(a.code, "0x") + "&client=platform"
+	}
+	writeJSON(w, a.status, map[string]any{"error": body})
+}
+
+func wantsAnnotations(r *http.Request) bool {
+	for _, p := range r.Header.Values("Prefer") {
+		if strings.Contains(p, "odata.include-annotations") {
+			return true
+		}
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
+	w.Header().Set("OData-Version", "4.0")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,726 @@
+package emulator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+const apiPath = "/api/data/v9.2/"
+
+// Handler serves the Web API, the token endpoint and the admin API.
+func (e *Emulator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.serveToken)
+	mux.HandleFunc(apiPath, e.serveAPI)
+	e.adminRoutes(mux)
+	return mux
+}
+
+// serveToken is Entra ID's client-credentials grant.
+func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
+	aadError := func(status int, code, desc string) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error": code, "error_description": desc})
+	}
+	if r.PathValue("tenant") != e.Tenant {
+		aadError(400, "invalid_request", fmt.Sprintf("AADSTS90002: Tenant '%s' not found.", r.PathValue("tenant")))
+		return
+	}
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "client_credentials" {
+		aadError(400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.")
+		return
+	}
+	id, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	if id == "" { // client_secret_basic
+		id, secret, _ = r.BasicAuth()
+	}
+	e.mu.Lock()
+	app, ok := e.apps[id]
+	e.mu.Unlock()
+	switch {
+	case !ok:
+		aadError(400, "unauthorized_client", fmt.Sprintf("AADSTS700016: Application with identifier '%s' was not found in the directory.", id))
+		return
+	case secret != app.ClientSecret:
+		aadError(401, "invalid_client", fmt.Sprintf("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", id))
+		return
+	}
+	tok := newToken()
+	e.mu.Lock()
+	e.tokens[tok] = token{user: app.UserID, expires: e.now().Add(e.tokenTTL)}
+	e.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_ = json.NewEncoder(w).Encode(map[string]any{"token_type": "Bearer", "expires_in": int(e.tokenTTL.Seconds()),
+		"ext_expires_in": int(e.tokenTTL.Seconds()), "access_token": tok})
+}
+
+// authenticate returns the caller, or answers 401 as Dataverse does and returns nil.
+func (e *Emulator) authenticate(w http.ResponseWriter, r *http.Request) *user {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	e.mu.Lock()
+	t, known := e.tokens[tok]
+	u := e.users[t.user]
+	e.mu.Unlock()
+	if !ok || !known || e.now().After(t.expires) || u == nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Bearer authorization_uri=https://login.microsoftonline.com/%s/oauth2/authorize, resource_id=%s", e.Tenant, e.URL))
+		w.WriteHeader(http.StatusUnauthorized)
+		return nil
+	}
+	return u
+}
+
+var segmentRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)(?:\((.*)\))?$`)
+
+func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("OData-Version", "4.0")
+	w.Header().Set("x-ms-dop-hint", "4")
+	u := e.authenticate(w, r)
+	if u == nil {
+		return
+	}
+	if u.disabled {
+		writeError(w, r, errUserDisabled(u))
+		return
+	}
+	seg := strings.TrimPrefix(r.URL.EscapedPath(), apiPath)
+	seg, _ = url.PathUnescape(seg)
+	m := segmentRE.FindStringSubmatch(seg)
+	if m == nil {
+		writeError(w, r, errSegment(seg))
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.sets[m[1]]
+	if !ok {
+		writeError(w, r, errSegment(m[1]))
+		return
+	}
+	hasKey := strings.Contains(seg, "(")
+	var err *apiError
+	switch {
+	case !hasKey && r.Method == http.MethodPost:
+		err = e.create(w, r, u, ent)
+	case !hasKey && r.Method == http.MethodGet:
+		err = e.list(w, r, u, ent)
+	case hasKey:
+		key, kerr := parseKey(ent, m[2])
+		if kerr != nil {
+			writeError(w, r, kerr)
+			return
+		}
+		switch r.Method {
+		case http.MethodGet:
+			err = e.get(w, r, u, ent, key)
+		case http.MethodPatch:
+			err = e.patch(w, r, u, ent, key)
+		case http.MethodDelete:
+			err = e.remove(w, r, u, ent, key)
+		default:
+			err = &apiError{405, "0x0", "The requested resource does not support http method '" + r.Method + "'.", ""}
+		}
+	default:
+		err = &apiError{405, "0x0", "The requested resource does not support http method '" + r.Method + "'.", ""}
+	}
+	if err != nil {
+		writeError(w, r, err)
+	}
+}
+
+// rowKey is a row addressed by primary id or by alternate key values.
+type rowKey struct {
+	id  uuid.UUID
+	alt map[string]string
+}
+
+func parseKey(ent *Entity, s string) (rowKey, *apiError) {
+	if id, err := uuid.Parse(s); err == nil {
+		return rowKey{id: id}, nil
+	}
+	alt := map[string]string{}
+	for _, part := range splitOutsideQuotes(s, ",") {
+		name, val, ok := strings.Cut(part, "=")
+		if !ok {
+			return rowKey{}, errBadKey(ent)
+		}
+		lit, err := parseLiteral(strings.TrimSpace(val))
+		if err != nil {
+			return rowKey{}, errBadKey(ent)
+		}
+		alt[strings.TrimSpace(name)] = fmt.Sprint(lit)
+	}
+	if v, ok := alt[ent.PrimaryID]; ok && len(alt) == 1 {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			return rowKey{}, errBadKey(ent)
+		}
+		return rowKey{id: id}, nil
+	}
+	for _, k := range ent.AlternateKeys {
+		if len(k) == len(alt) && allIn(k, alt) {
+			return rowKey{alt: alt}, nil
+		}
+	}
+	return rowKey{}, errBadKey(ent)
+}
+
+func allIn(names []string, m map[string]string) bool {
+	for _, n := range names {
+		if _, ok := m[n]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// find returns the id of the row a key addresses, or uuid.Nil.
+func (e *Emulator) find(ent *Entity, key rowKey) uuid.UUID {
+	if key.alt == nil {
+		if _, ok := e.rows[ent.LogicalName][key.id]; ok {
+			return key.id
+		}
+		return uuid.Nil
+	}
+	for id, r := range e.rows[ent.LogicalName] {
+		match := true
+		for k, v := range key.alt {
+			if fmt.Sprint(r[k]) != v {
+				match = false
+				break
+			}
+		}
+		if match {
+			return id
+		}
+	}
+	return uuid.Nil
+}
+
+func (e *Emulator) check(u *user, verb string, ent *Entity) *apiError {
+	p := privilegeName(verb, ent)
+	if !u.privileges[p] {
+		return e.errPrivilege(u, p, ent)
+	}
+	return nil
+}
+
+// write is a decoded request body: attribute values and lookup bindings.
+type write struct {
+	attrs map[string]any
+	binds map[string]*uuid.UUID // lookup attribute -> target id (nil clears)
+	navs  map[string]Navigation
+}
+
+// decode reads a request body the way the OData layer does: unknown properties and values of the
+// wrong type fail with code 0x0 before Dataverse's own checks run.
+func (e *Emulator) decode(r *http.Request, ent *Entity) (write, *apiError) {
+	wr := write{attrs: map[string]any{}, binds: map[string]*uuid.UUID{}, navs: map[string]Navigation{}}
+	var body map[string]any
+	dec := json.NewDecoder(r.Body)
+	dec.UseNumber()
+	if err := dec.Decode(&body); err != nil {
+		return wr, errBadRequest("The request body is not valid JSON: " + err.Error())
+	}
+	for k, v := range body {
+		if nav, ok := strings.CutSuffix(k, "@odata.bind"); ok {
+			n, declared := ent.Navigations[nav]
+			if !declared {
+				return wr, errUndeclaredNav(nav)
+			}
+			wr.navs[n.Attribute] = n
+			if v == nil {
+				wr.binds[n.Attribute] = nil
+				continue
+			}
+			s, _ := v.(string)
+			id, aerr := e.parseBind(s, n)
+			if aerr != nil {
+				return wr, aerr
+			}
+			wr.binds[n.Attribute] = &id
+			continue
+		}
+		if strings.HasPrefix(k, "@") || strings.Contains(k, "@") {
+			continue // instance annotations such as @odata.type
+		}
+		a, ok := ent.Attributes[k]
+		if !ok || a.Type == Lookup {
+			return wr, errNoProperty(ent, k)
+		}
+		val, aerr := convert(a, v)
+		if aerr != nil {
+			return wr, aerr
+		}
+		wr.attrs[k] = val
+	}
+	return wr, nil
+}
+
+var bindRE = regexp.MustCompile(`^/?([A-Za-z_][A-Za-z0-9_]*)\(([0-9a-fA-F-]{36})\)$`)
+
+func (e *Emulator) parseBind(s string, n Navigation) (uuid.UUID, *apiError) {
+	if i := strings.Index(s, apiPath); i >= 0 { // absolute URLs are allowed too
+		s = s[i+len(apiPath):]
+	}
+	m := bindRE.FindStringSubmatch(s)
+	if m == nil {
+		return uuid.Nil, errBadBind(s, n.Name)
+	}
+	target := e.entities[n.Target]
+	if m[1] != target.EntitySet {
+		return uuid.Nil, errBadBind(s, n.Name)
+	}
+	return uuid.MustParse(m[2]), nil
+}
+
+func convert(a Attribute, v any) (any, *apiError) {
+	if v == nil {
+		return nil, nil
+	}
+	switch a.Type {
+	case String, Memo:
+		s, ok := v.(string)
+		if !ok {
+			return nil, errConvert("Edm.String")
+		}
+		return s, nil
+	case Boolean:
+		b, ok := v.(bool)
+		if !ok {
+			return nil, errConvert("Edm.Boolean")
+		}
+		return b, nil
+	case Integer, Picklist, State, Status:
+		n, ok := v.(json.Number)
+		i, err := n.Int64()
+		if !ok || err != nil || i > math.MaxInt32 || i < math.MinInt32 {
+			return nil, errConvert("Edm.Int32")
+		}
+		return i, nil
+	case Decimal, Money:
+		n, ok := v.(json.Number)
+		f, err := n.Float64()
+		if !ok || err != nil {
+			return nil, errConvert("Edm.Decimal")
+		}
+		return f, nil
+	case UniqueID:
+		s, _ := v.(string)
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return nil, errConvert("Edm.Guid")
+		}
+		return id.String(), nil
+	case DateTime:
+		s, _ := v.(string)
+		if _, err := time.Parse(time.RFC3339, s); err != nil {
+			return nil, errConvert("Edm.DateTimeOffset")
+		}
+		return s, nil
+	}
+	return v, nil
+}
+
+// validate runs Dataverse's checks that come after the privilege check: lengths, option values,
+// the existence of bound rows, alternate key uniqueness.
+func (e *Emulator) validate(u *user, ent *Entity, wr write, self uuid.UUID, merged row) *apiError {
+	for k, v := range wr.attrs {
+		a := ent.Attributes[k]
+		switch a.Type {
+		case String, Memo:
+			if a.MaxLength > 0 && len([]rune(v.(string))) > a.MaxLength {
+				return errTooLong(ent, k, a.MaxLength)
+			}
+		case Picklist, State, Status:
+			if v != nil && !containsInt(a.Options, v.(int64)) {
+				return errPicklist()
+			}
+		}
+	}
+	for attr, id := range wr.binds {
+		if id == nil {
+			continue
+		}
+		target := e.entities[wr.navs[attr].Target]
+		if err := e.check(u, "Append", ent); err != nil {
+			return err
+		}
+		if err := e.check(u, "AppendTo", target); err != nil {
+			return err
+		}
+		if _, ok := e.rows[target.LogicalName][*id]; !ok {
+			return errBoundNotFound(target, *id)
+		}
+	}
+	for _, key := range ent.AlternateKeys {
+		for id, other := range e.rows[ent.LogicalName] {
+			if id != self && sameKey(key, other, merged) {
+				return errDuplicateKey(ent, key)
+			}
+		}
+	}
+	return nil
+}
+
+func sameKey(key []string, a, b row) bool {
+	for _, k := range key {
+		if a[k] == nil || b[k] == nil || a[k] != b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func containsInt(opts []int, v int64) bool {
+	for _, o := range opts {
+		if int64(o) == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Emulator) apply(ent *Entity, r row, wr write) {
+	for k, v := range wr.attrs {
+		r[k] = v
+	}
+	for attr, id := range wr.binds {
+		if id == nil {
+			delete(r, attr)
+		} else {
+			r[attr] = *id
+		}
+	}
+	now := e.now().UTC().Format(time.RFC3339)
+	if r["createdon"] == nil {
+		r["createdon"] = now
+		if r["statecode"] == nil {
+			r["statecode"], r["statuscode"] = int64(0), int64(1)
+		}
+	}
+	r["modifiedon"] = now
+	r["versionnumber"] = nextVersion()
+}
+
+// insert creates a row, with the side effects Dataverse has (a unit group gets its base unit).
+func (e *Emulator) insert(ent *Entity, id uuid.UUID, wr write) {
+	r := row{ent.PrimaryID: id.String()}
+	e.apply(ent, r, wr)
+	e.rows[ent.LogicalName][id] = r
+	if ent.LogicalName == "uomschedule" {
+		uom := e.entities["uom"]
+		sched := id
+		e.insert(uom, uuid.NewSHA1(id, []byte("base unit")), write{
+			attrs: map[string]any{"name": r["baseuomname"], "quantity": 1.0, "isschedulebaseuom": true},
+			binds: map[string]*uuid.UUID{"uomscheduleid": &sched},
+		})
+	}
+}
+
+func (e *Emulator) entityURL(ent *Entity, id uuid.UUID) string {
+	return fmt.Sprintf("%s%s%s(%s)", strings.TrimRight(e.URL, "/"), apiPath, ent.EntitySet, id)
+}
+
+func (e *Emulator) create(w http.ResponseWriter, r *http.Request, u *user, ent *Entity) *apiError {
+	wr, err := e.decode(r, ent)
+	if err != nil {
+		return err
+	}
+	if err := e.check(u, "Create", ent); err != nil {
+		return err
+	}
+	id := uuid.New()
+	if s, ok := wr.attrs[ent.PrimaryID].(string); ok {
+		id = uuid.MustParse(s)
+		if _, exists := e.rows[ent.LogicalName][id]; exists {
+			return errDuplicateID()
+		}
+	}
+	merged := row{}
+	for k, v := range wr.attrs {
+		merged[k] = v
+	}
+	if err := e.validate(u, ent, wr, id, merged); err != nil {
+		return err
+	}
+	e.insert(ent, id, wr)
+	return e.written(w, r, ent, id, http.StatusCreated)
+}
+
+// written answers a successful create or update: 204 with OData-EntityId, or the row with
+// Prefer: return=representation.
+func (e *Emulator) written(w http.ResponseWriter, r *http.Request, ent *Entity, id uuid.UUID, statusWithBody int) *apiError {
+	w.Header().Set("OData-EntityId", e.entityURL(ent, id))
+	if strings.Contains(strings.Join(r.Header.Values("Prefer"), ","), "return=representation") {
+		w.Header().Set("Preference-Applied", "return=representation")
+		writeJSON(w, statusWithBody, render(ent, e.rows[ent.LogicalName][id], selectOf(r)))
+		return nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *Entity, key rowKey) *apiError {
+	wr, err := e.decode(r, ent)
+	if err != nil {
+		return err
+	}
+	id := e.find(ent, key)
+	ifMatch, ifNoneMatch := r.Header.Get("If-Match"), r.Header.Get("If-None-Match")
+	if id == uuid.Nil {
+		if ifMatch != "" {
+			if key.alt != nil {
+				return errKeyNotFound(ent)
+			}
+			return errNotFound(ent, key.id)
+		}
+		if err := e.check(u, "Create", ent); err != nil {
+			return err
+		}
+		id = key.id
+		if key.alt != nil {
+			id = uuid.New()
+			for k, v := range key.alt { // key values from the URL win on create
+				wr.attrs[k] = v
+			}
+		}
+		merged := row{}
+		for k, v := range wr.attrs {
+			merged[k] = v
+		}
+		if err := e.validate(u, ent, wr, id, merged); err != nil {
+			return err
+		}
+		e.insert(ent, id, wr)
+		return e.written(w, r, ent, id, http.StatusCreated)
+	}
+	if ifNoneMatch == "*" {
+		return errDuplicateID()
+	}
+	existing := e.rows[ent.LogicalName][id]
+	if ifMatch != "" && ifMatch != "*" && ifMatch != etag(existing) {
+		return errVersionMismatch()
+	}
+	if err := e.check(u, "Write", ent); err != nil {
+		return err
+	}
+	merged := row{}
+	for k, v := range existing {
+		merged[k] = v
+	}
+	for k, v := range wr.attrs {
+		merged[k] = v
+	}
+	if err := e.validate(u, ent, wr, id, merged); err != nil {
+		return err
+	}
+	e.apply(ent, existing, wr)
+	return e.written(w, r, ent, id, http.StatusOK)
+}
+
+func (e *Emulator) remove(w http.ResponseWriter, r *http.Request, u *user, ent *Entity, key rowKey) *apiError {
+	id := e.find(ent, key)
+	if err := e.check(u, "Delete", ent); err != nil {
+		return err
+	}
+	if id == uuid.Nil {
+		if key.alt != nil {
+			return errKeyNotFound(ent)
+		}
+		return errNotFound(ent, key.id)
+	}
+	if m := r.Header.Get("If-Match"); m != "" && m != "*" && m != etag(e.rows[ent.LogicalName][id]) {
+		return errVersionMismatch()
+	}
+	delete(e.rows[ent.LogicalName], id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (e *Emulator) get(w http.ResponseWriter, r *http.Request, u *user, ent *Entity, key rowKey) *apiError {
+	if err := e.check(u, "Read", ent); err != nil {
+		return err
+	}
+	id := e.find(ent, key)
+	if id == uuid.Nil {
+		if key.alt != nil {
+			return errKeyNotFound(ent)
+		}
+		return errNotFound(ent, key.id)
+	}
+	out := render(ent, e.rows[ent.LogicalName][id], selectOf(r))
+	out["@odata.context"] = fmt.Sprintf("%s%s$metadata#%s/$entity", strings.TrimRight(e.URL, "/"), apiPath, ent.EntitySet)
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *Entity) *apiError {
+	if err := e.check(u, "Read", ent); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	var conds []condition
+	if f := q.Get("$filter"); f != "" {
+		var err error
+		if conds, err = parseFilter(f); err != nil {
+			return errBadRequest("Syntax error in $filter: " + err.Error())
+		}
+	}
+	top := -1
+	if t := q.Get("$top"); t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 {
+			return errBadRequest("Invalid value for $top query option: " + t)
+		}
+		top = n
+	}
+	sel := selectOf(r)
+	value := []map[string]any{}
+	for _, rw := range e.rows[ent.LogicalName] {
+		full := render(ent, rw, nil)
+		if matches(full, conds) && (top < 0 || len(value) < top) {
+			value = append(value, render(ent, rw, sel))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.context": fmt.Sprintf("%s%s$metadata#%s", strings.TrimRight(e.URL, "/"), apiPath, ent.EntitySet),
+		"value":          value,
+	})
+	return nil
+}
+
+func selectOf(r *http.Request) []string {
+	s := r.URL.Query().Get("$select")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func etag(r row) string { return fmt.Sprintf(`W/"%d"`, r["versionnumber"]) }
+
+// render writes a row as the Web API returns it: lookups as _<name>_value, an @odata.etag, and
+// only the selected columns (plus the primary id) when $select is given.
+func render(ent *Entity, r row, sel []string) map[string]any {
+	out := map[string]any{"@odata.etag": etag(r)}
+	for k, v := range r {
+		name := k
+		if ent.Attributes[k].Type == Lookup {
+			name = "_" + k + "_value"
+			v = fmt.Sprint(v)
+		}
+		out[name] = v
+	}
+	if sel != nil {
+		keep := map[string]bool{ent.PrimaryID: true, "@odata.etag": true}
+		for _, s := range sel {
+			keep[strings.TrimSpace(s)] = true
+		}
+		for k := range out {
+			if !keep[k] {
+				delete(out, k)
+			}
+		}
+	}
+	return out
+}
+
+// condition is one "<property> eq <literal>" term of a $filter.
+type condition struct {
+	prop  string
+	value any
+}
+
+// parseFilter reads the "eq" and "and" subset of OData $filter this version supports.
+func parseFilter(f string) ([]condition, error) {
+	var out []condition
+	for _, term := range splitOutsideQuotes(f, " and ") {
+		parts := strings.SplitN(strings.TrimSpace(term), " ", 3)
+		if len(parts) != 3 || parts[1] != "eq" {
+			return nil, fmt.Errorf("only '<property> eq <value>' terms joined by 'and' are supported, got %q", term)
+		}
+		v, err := parseLiteral(parts[2])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, condition{prop: parts[0], value: v})
+	}
+	return out, nil
+}
+
+func parseLiteral(s string) (any, error) {
+	switch {
+	case strings.HasPrefix(s, "'") && strings.HasSuffix(s, "'") && len(s) >= 2:
+		return strings.ReplaceAll(s[1:len(s)-1], "''", "'"), nil
+	case s == "null":
+		return nil, nil
+	case s == "true" || s == "false":
+		return s == "true", nil
+	}
+	if id, err := uuid.Parse(s); err == nil {
+		return id.String(), nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return f, nil
+	}
+	return nil, errors.New("cannot read literal " + s)
+}
+
+func matches(r map[string]any, conds []condition) bool {
+	for _, c := range conds {
+		v := r[c.prop]
+		switch want := c.value.(type) {
+		case float64:
+			if f, ok := toFloat(v); !ok || f != want {
+				return false
+			}
+		case string:
+			if !strings.EqualFold(fmt.Sprint(v), want) || v == nil {
+				return false
+			}
+		default:
+			if v != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func toFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return float64(n), true
+	case float64:
+		return n, true
+	}
+	return 0, false
+}
+
+// splitOutsideQuotes splits s at sep where sep is not inside a '...' literal.
+func splitOutsideQuotes(s, sep string) []string {
+	var parts []string
+	inQuote, start := false, 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			inQuote = !inQuote
+		}
+		if !inQuote && strings.HasPrefix(s[i:], sep) {
+			parts = append(parts, s[start:i])
+			start = i + len(sep)
+			i += len(sep) - 1
+		}
+	}
+	return append(parts, s[start:])
+}
