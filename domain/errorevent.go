@@ -1,0 +1,53 @@
+package domain
+
+import (
+	"context"
+	"time"
+)
+
+// Delivery is where a change event came from in the stream, like Kafka Connect's dead-letter
+// context headers.
+type Delivery struct {
+	Subject   string `json:"subject"`
+	Stream    string `json:"stream,omitempty"`
+	Sequence  uint64 `json:"sequence,omitempty"`
+	Delivered uint64 `json:"delivered,omitempty"`
+}
+
+// ErrorEvent is what a worker publishes to dvsync.errors.<class>.<table> for a permanent failure,
+// and what the projector stores. Its JSON is the contract of the error topics.
+type ErrorEvent struct {
+	ID         string    `json:"id"` // also the Nats-Msg-Id
+	OccurredAt time.Time `json:"occurred_at"`
+	Failure
+	Table  string `json:"table"`
+	Key    string `json:"key"`
+	Entity string `json:"entity,omitempty"`
+	RowID  string `json:"row_id,omitempty"`
+	// EventID, EventType and EventVersion describe the change event that failed, when it could be read.
+	EventID      string    `json:"event_id,omitempty"`
+	EventType    EventType `json:"event_type,omitempty"`
+	EventVersion *int64    `json:"event_version,omitempty"`
+	Delivery     Delivery  `json:"delivery"`
+	Stage        string    `json:"stage"`
+	CallStack    []Stage   `json:"call_stack"`
+	// Event is the original message body, byte for byte, for replay; EventHeaders its headers.
+	Event        []byte              `json:"event"`
+	EventHeaders map[string][]string `json:"event_headers,omitempty"`
+}
+
+// RecordSynced is published to dvsync.errors.resolved.<table> when a record that had failed
+// syncs: the projector resolves its open errors up to Version.
+type RecordSynced struct {
+	Table   string    `json:"table"`
+	Key     string    `json:"key"`
+	Version int64     `json:"version"`
+	RowID   string    `json:"row_id,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// ErrorLedger stores errors for people to see. Both calls are idempotent.
+type ErrorLedger interface {
+	RecordError(ctx context.Context, ev ErrorEvent) error
+	ResolveRecord(ctx context.Context, synced RecordSynced) error
+}

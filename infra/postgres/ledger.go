@@ -1,0 +1,182 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dvsync/dvsync/domain"
+)
+
+var _ domain.ErrorLedger = (*Store)(nil)
+
+// ErrorStatus is where a stored error stands.
+type ErrorStatus string
+
+const (
+	ErrorOpen     ErrorStatus = "open"
+	ErrorResolved ErrorStatus = "resolved"
+	ErrorReplayed ErrorStatus = "replayed"
+)
+
+// RecordError stores one error event. A redelivered event (same id) changes nothing; a new
+// occurrence of an open error of the same record and kind adds to it. An error of a version
+// that has synced since (it reached the projector late) is stored as resolved.
+func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+
+	delivery, _ := json.Marshal(ev.Delivery)
+	// The occurrence goes first: a concurrent projector with the same event waits on its key.
+	tag, err := tx.Exec(ctx, `INSERT INTO sync_error_occurrences (message_id, seen_at, delivery)
+		VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING`, ev.ID, ev.OccurredAt, delivery)
+	if err != nil {
+		return fmt.Errorf("postgres: record occurrence %s: %w", ev.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return tx.Commit(ctx) // seen before
+	}
+
+	status, resolvedAt, reason := ErrorOpen, (*time.Time)(nil), (*string)(nil)
+	if ev.EventVersion != nil {
+		c, err := readCoupling(ctx, tx, ev.Table, ev.Key, "")
+		if err != nil {
+			return err
+		}
+		if c.Status == domain.CouplingSynced && c.Version >= *ev.EventVersion {
+			now, why := time.Now().UTC(), fmt.Sprintf("version %d synced before this error was stored", c.Version)
+			status, resolvedAt, reason = ErrorResolved, &now, &why
+		}
+	}
+	details, _ := json.Marshal(ev.Details)
+	stack, _ := json.Marshal(ev.CallStack)
+	headers, _ := json.Marshal(ev.EventHeaders)
+	var dvStatus *int
+	var dvCode, dvMessage *string
+	if dv := ev.Dataverse; dv != nil {
+		dvStatus, dvCode, dvMessage = &dv.Status, &dv.Code, &dv.Message
+	}
+	var row *uuid.UUID
+	if id, err := uuid.Parse(ev.RowID); err == nil {
+		row = &id
+	}
+	args := []any{string(ev.Class), string(ev.Kind), ev.Table, ev.Key, ev.Message, ev.Resolution, details,
+		dvStatus, dvCode, dvMessage, stack, ev.Stage, ev.Event, headers, ev.EventID, ev.EventVersion, ev.Entity, row,
+		delivery, ev.OccurredAt, string(status), resolvedAt, reason}
+	const insert = `INSERT INTO sync_errors (class, kind, table_name, source_key, message, resolution, details,
+			dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_headers, event_id,
+			event_version, entity, row_id, delivery, first_seen, last_seen, status, resolved_at, resolved_reason)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21, $22, $23)`
+	var id int64
+	if status == ErrorOpen {
+		// The newest occurrence's details win: they describe the error as it is now.
+		err = tx.QueryRow(ctx, insert+`
+		ON CONFLICT (table_name, source_key, kind) WHERE status = 'open' DO UPDATE SET
+			occurrences = sync_errors.occurrences + 1,
+			first_seen = LEAST(sync_errors.first_seen, EXCLUDED.first_seen),
+			last_seen = GREATEST(sync_errors.last_seen, EXCLUDED.last_seen),
+			class = EXCLUDED.class, message = EXCLUDED.message, resolution = EXCLUDED.resolution,
+			details = EXCLUDED.details, dataverse_status = EXCLUDED.dataverse_status,
+			dataverse_code = EXCLUDED.dataverse_code, dataverse_message = EXCLUDED.dataverse_message,
+			call_stack = EXCLUDED.call_stack, stage = EXCLUDED.stage, event = EXCLUDED.event,
+			event_headers = EXCLUDED.event_headers, event_id = EXCLUDED.event_id,
+			event_version = EXCLUDED.event_version, entity = EXCLUDED.entity, row_id = EXCLUDED.row_id,
+			delivery = EXCLUDED.delivery
+		RETURNING id`, args...).Scan(&id)
+	} else {
+		err = tx.QueryRow(ctx, insert+` RETURNING id`, args...).Scan(&id)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: record error %s/%s %s: %w", ev.Table, ev.Key, ev.Kind, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE sync_error_occurrences SET error_id = $1 WHERE message_id = $2`, id, ev.ID); err != nil {
+		return fmt.Errorf("postgres: link occurrence %s: %w", ev.ID, err)
+	}
+	return tx.Commit(ctx)
+}
+
+// ResolveRecord resolves the open and replayed errors of a record up to the synced version.
+func (s *Store) ResolveRecord(ctx context.Context, synced domain.RecordSynced) error {
+	_, err := s.pool.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = $4,
+			resolved_reason = 'the record synced version ' || $3::bigint
+		WHERE table_name = $1 AND source_key = $2 AND status IN ('open', 'replayed')
+		  AND (event_version IS NULL OR event_version <= $3)`,
+		synced.Table, synced.Key, synced.Version, synced.At)
+	if err != nil {
+		return fmt.Errorf("postgres: resolve %s/%s: %w", synced.Table, synced.Key, err)
+	}
+	return nil
+}
+
+// StoredError is one row of the errors ledger.
+type StoredError struct {
+	ID               int64             `json:"id"`
+	Class            domain.Class      `json:"class"`
+	Kind             domain.Kind       `json:"kind"`
+	Table            string            `json:"table"`
+	Key              string            `json:"key"`
+	Message          string            `json:"message"`
+	Resolution       string            `json:"resolution"`
+	Details          map[string]string `json:"details"`
+	DataverseStatus  *int              `json:"dataverse_status,omitempty"`
+	DataverseCode    *string           `json:"dataverse_code,omitempty"`
+	DataverseMessage *string           `json:"dataverse_message,omitempty"`
+	CallStack        []domain.Stage    `json:"call_stack"`
+	Stage            string            `json:"stage"`
+	Event            []byte            `json:"event"`
+	EventID          *string           `json:"event_id,omitempty"`
+	EventVersion     *int64            `json:"event_version,omitempty"`
+	Entity           *string           `json:"entity,omitempty"`
+	RowID            *uuid.UUID        `json:"row_id,omitempty"`
+	Delivery         domain.Delivery   `json:"delivery"`
+	FirstSeen        time.Time         `json:"first_seen"`
+	LastSeen         time.Time         `json:"last_seen"`
+	Occurrences      int               `json:"occurrences"`
+	Status           ErrorStatus       `json:"status"`
+	ResolvedAt       *time.Time        `json:"resolved_at,omitempty"`
+	ResolvedReason   *string           `json:"resolved_reason,omitempty"`
+}
+
+// ErrorFilter narrows ListErrors; empty fields match everything.
+type ErrorFilter struct {
+	Class  domain.Class
+	Status ErrorStatus
+	Table  string
+	Key    string
+	Limit  int
+}
+
+// ListErrors returns errors newest first.
+func (s *Store) ListErrors(ctx context.Context, f ErrorFilter) ([]StoredError, error) {
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 100
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, class, kind, table_name, source_key, message, resolution, details,
+			dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_id, event_version,
+			entity, row_id, delivery, first_seen, last_seen, occurrences, status, resolved_at, resolved_reason
+		FROM sync_errors
+		WHERE ($1 = '' OR class = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR table_name = $3) AND ($4 = '' OR source_key = $4)
+		ORDER BY last_seen DESC, id DESC LIMIT $5`, string(f.Class), string(f.Status), f.Table, f.Key, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list errors: %w", err)
+	}
+	defer rows.Close()
+	out := []StoredError{}
+	for rows.Next() {
+		var e StoredError
+		if err := rows.Scan(&e.ID, &e.Class, &e.Kind, &e.Table, &e.Key, &e.Message, &e.Resolution, &e.Details,
+			&e.DataverseStatus, &e.DataverseCode, &e.DataverseMessage, &e.CallStack, &e.Stage, &e.Event, &e.EventID,
+			&e.EventVersion, &e.Entity, &e.RowID, &e.Delivery, &e.FirstSeen, &e.LastSeen, &e.Occurrences, &e.Status,
+			&e.ResolvedAt, &e.ResolvedReason); err != nil {
+			return nil, fmt.Errorf("postgres: read error row: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
