@@ -137,3 +137,29 @@ func MappingMissing(table string) *Failure {
 		Details:    map[string]string{"table": table},
 	}
 }
+
+// DataverseUnavailable is the setup failure a transient failure becomes when its retries are
+// spent: the message is parked as an error, not lost, and an administrator looks at Dataverse.
+func DataverseUnavailable(last *Failure, attempts uint64) *Failure {
+	return &Failure{
+		Class: ClassSetup,
+		Kind:  KindDataverseUnavailable,
+		Message: fmt.Sprintf("Dataverse kept failing after %d deliveries of this change (last: %s).",
+			attempts, last.Message),
+		Resolution: "Check Dataverse's service health and the integration user's API limits; replay the error when Dataverse answers again.",
+		Details:    map[string]string{"last_kind": string(last.Kind), "attempts": fmt.Sprint(attempts)},
+		Dataverse:  last.Dataverse,
+	}
+}
+
+// Unprocessable is the setup failure for a message that failed for a reason outside Dataverse
+// (the coupling store, most often) on its last delivery.
+func Unprocessable(err error, attempts uint64) *Failure {
+	return &Failure{
+		Class:      ClassSetup,
+		Kind:       KindUnknown,
+		Message:    fmt.Sprintf("The change could not be processed after %d deliveries: %v.", attempts, err),
+		Resolution: "Check the workers' logs and their database; replay the error once the cause is fixed.",
+		Details:    map[string]string{"attempts": fmt.Sprint(attempts)},
+	}
+}

@@ -106,62 +106,73 @@ func (m Mapping) Row(id uuid.UUID) RowRef { return RowRef{EntitySet: m.EntitySet
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// FieldError is a configuration error at a path inside one mapping, such as "fields[2].type",
+// so that a loader can point at the line that holds it.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
 // Validate checks one mapping on its own; Mappings.Validate checks references between mappings.
+// Every error is a *FieldError; several are joined.
 func (m Mapping) Validate() error {
 	var errs []error
-	need := func(v, what string) {
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	name := func(path, v string) {
 		if !identifier.MatchString(v) {
-			errs = append(errs, fmt.Errorf("%s %q is not a valid name", what, v))
+			bad(path, "%q is not a valid name", v)
 		}
 	}
-	need(m.Table, "table")
-	need(m.Entity, "entity")
-	need(m.EntitySet, "entitySet")
-	need(m.PrimaryID, "primaryId")
+	name("table", m.Table)
+	name("entity", m.Entity)
+	name("entitySet", m.EntitySet)
+	name("primaryId", m.PrimaryID)
 	if len(m.Fields) == 0 {
-		errs = append(errs, errors.New("fields: at least one field mapping is needed"))
+		bad("fields", "at least one field mapping is needed")
 	}
 	attrs := map[string]bool{}
 	for i, f := range m.Fields {
-		if err := f.validate(); err != nil {
-			errs = append(errs, fmt.Errorf("fields[%d]: %w", i, err))
+		p := fmt.Sprintf("fields[%d]", i)
+		name(p+".source", f.Source)
+		name(p+".attribute", f.Attribute)
+		switch f.Type {
+		case TypeString, TypeNumber, TypeInteger, TypeBoolean:
+		default:
+			bad(p+".type", "%q is not one of string, number, integer, boolean", f.Type)
 		}
 		if attrs[f.Attribute] {
-			errs = append(errs, fmt.Errorf("fields[%d]: attribute %q is mapped twice", i, f.Attribute))
+			bad(p+".attribute", "attribute %q is mapped twice", f.Attribute)
 		}
 		attrs[f.Attribute] = true
 	}
 	for i, l := range m.Lookups {
-		if !identifier.MatchString(l.Source) || !identifier.MatchString(l.Table) || !identifier.MatchString(l.Bind) {
-			errs = append(errs, fmt.Errorf("lookups[%d]: source, table and bind must be valid names", i))
-		}
-		if l.Query != nil && (!identifier.MatchString(l.Query.EntitySet) || !identifier.MatchString(l.Query.IDAttribute) || !strings.Contains(l.Query.Filter, "{rowId}")) {
-			errs = append(errs, fmt.Errorf("lookups[%d].query: entitySet and idAttribute must be names and filter must contain {rowId}", i))
+		p := fmt.Sprintf("lookups[%d]", i)
+		name(p+".source", l.Source)
+		name(p+".table", l.Table)
+		name(p+".bind", l.Bind)
+		if q := l.Query; q != nil {
+			name(p+".query.entitySet", q.EntitySet)
+			name(p+".query.idAttribute", q.IDAttribute)
+			if !strings.Contains(q.Filter, "{rowId}") {
+				bad(p+".query.filter", "the filter must contain {rowId}")
+			}
 		}
 	}
 	switch m.OnDelete {
 	case DeleteRow, DeleteDeactivate, DeleteUncouple, DeleteReport:
 	default:
-		errs = append(errs, fmt.Errorf("onDelete %q is not one of delete, deactivate, uncouple, report", m.OnDelete))
+		bad("onDelete", "%q is not one of delete, deactivate, uncouple, report", m.OnDelete)
 	}
 	switch m.OnDestinationDeleted {
 	case ConflictReport, ConflictRestore, ConflictUncouple:
 	default:
-		errs = append(errs, fmt.Errorf("onDestinationDeleted %q is not one of report, restore, uncouple", m.OnDestinationDeleted))
+		bad("onDestinationDeleted", "%q is not one of report, restore, uncouple", m.OnDestinationDeleted)
 	}
 	return errors.Join(errs...)
-}
-
-func (f FieldMapping) validate() error {
-	if !identifier.MatchString(f.Source) || !identifier.MatchString(f.Attribute) {
-		return fmt.Errorf("source %q and attribute %q must be valid names", f.Source, f.Attribute)
-	}
-	switch f.Type {
-	case TypeString, TypeNumber, TypeInteger, TypeBoolean:
-	default:
-		return fmt.Errorf("type %q is not one of string, number, integer, boolean", f.Type)
-	}
-	return nil
 }
 
 // Mappings is the set of table mappings the workers use, by table.
@@ -188,14 +199,27 @@ func (ms Mappings) Validate() error {
 		if err := m.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("mapping %s: %w", table, err))
 		}
-		for i, l := range m.Lookups {
-			if _, ok := ms[l.Table]; !ok {
-				errs = append(errs, fmt.Errorf("mapping %s: lookups[%d]: table %q has no mapping", table, i, l.Table))
-			}
+		if err := ms.validateReferences(m); err != nil {
+			errs = append(errs, fmt.Errorf("mapping %s: %w", table, err))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// validateReferences checks that every lookup of m depends on a mapped table.
+func (ms Mappings) validateReferences(m Mapping) error {
+	var errs []error
+	for i, l := range m.Lookups {
+		if _, ok := ms[l.Table]; !ok {
+			errs = append(errs, &FieldError{Path: fmt.Sprintf("lookups[%d].table", i), Msg: fmt.Sprintf("table %q has no mapping", l.Table)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateReferences checks the lookups of one mapping against the set, for loaders that report
+// errors per mapping.
+func (ms Mappings) ValidateReferences(m Mapping) error { return ms.validateReferences(m) }
 
 // Attributes turns an event's fields into the attribute values of the Dataverse write. A field
 // missing from the event is left out (the row keeps its value); a field present with the wrong

@@ -65,6 +65,9 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 		out = Outcome{} // the store may run the closure again
 		if ev.Version <= cur.Version {
 			out.Result = ResultStale
+			// A redelivery of the very version that synced: its resolution may not have been
+			// published before the worker stopped, so it is published again (idempotently).
+			out.ResolvesErrors = ev.Version == cur.Version && cur.Status == CouplingSynced
 			return cur, ErrUnchanged
 		}
 		if ev.Type == EventDeleted {

@@ -1,0 +1,253 @@
+package syncworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/dvsync/dvsync/domain"
+)
+
+// handle is the whole life of one message, in this order and for these reasons:
+//
+//  1. decode (done by the dispatcher): a message that breaks the contract is reported as an
+//     invalid_event setup error with its bytes and acked, so it never blocks the stream;
+//  2. sync, retrying transient failures in process with backoff (Retry-After as the least
+//     wait), bounded by HandleTimeout so that the ack deadline is never passed;
+//  3. still transient: nak with a delay, so that JetStream redelivers later (to any worker);
+//     on the last delivery the failure becomes a dataverse_unavailable error instead, so
+//     nothing is dropped when MaxDeliver is reached;
+//  4. permanent failure: publish the error event and only then ack, so that the outcome is
+//     durable before the change leaves the stream's pending set;
+//  5. success: the coupling was committed by the sync; publish the resolution if the record
+//     had failed before, then ack.
+//
+// The work runs on its own context, not the Run context: a shutdown lets it finish.
+func (w *Worker) handle(j job) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), w.Config.HandleTimeout)
+	defer cancel()
+	stopKeepAlive := w.keepAlive(j)
+	defer stopKeepAlive()
+	log := w.Log.With("event_id", j.event.ID, "subject", j.msg.Subject(), "seq", j.meta.Sequence.Stream,
+		"delivered", j.meta.NumDelivered, "table", j.event.Table, "key", j.event.Key)
+	table := w.Metrics.Table(j.event.Table)
+	defer func() { w.Metrics.HandleDuration.WithLabelValues(table).Observe(time.Since(start).Seconds()) }()
+
+	if j.invalid != nil {
+		log.Warn("invalid change event", "reason", j.invalid.Details["reason"])
+		w.report(ctx, log, j, j.invalid, []domain.Stage{w.stage("decode", j.invalid.Details["reason"])}, "invalid")
+		return
+	}
+
+	out, err := w.syncWithRetry(ctx, log, j)
+	if err != nil {
+		w.retryLater(ctx, log, j, err)
+		return
+	}
+	switch out.Result {
+	case domain.ResultFailed:
+		w.report(ctx, log, j, out.Failure, append([]domain.Stage{w.stage("decode", "")}, out.Stages...), string(out.Result))
+		return
+	case domain.ResultStale:
+		log.Info("stale change skipped")
+	default:
+		log.Info("change applied", "outcome", out.Result, "row_id", out.RowID)
+	}
+	if out.ResolvesErrors {
+		synced := domain.RecordSynced{Table: j.event.Table, Key: j.event.Key, Version: j.event.Version, RowID: out.RowID.String(), At: time.Now().UTC()}
+		msgID := fmt.Sprintf("dvsync-synced-%s-%s-%d", j.event.Table, j.event.Key, j.event.Version)
+		if err := w.Outcomes.PublishSynced(ctx, msgID, synced); err != nil {
+			log.Error("publishing resolution; the change will be redelivered", "err", err)
+			w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
+			return
+		}
+	}
+	w.ack(ctx, log, j, string(out.Result))
+}
+
+// syncWithRetry runs the sync until it succeeds, fails permanently, or its retry budget is spent.
+func (w *Worker) syncWithRetry(ctx context.Context, log *slog.Logger, j job) (domain.Outcome, error) {
+	var (
+		out        domain.Outcome
+		retryAfter time.Duration
+	)
+	deadline, _ := ctx.Deadline()
+	// Keep a fifth of the budget to publish and ack after the last attempt.
+	budget := time.Until(deadline) * 4 / 5
+	b := &retryAfterBackOff{BackOff: backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
+		backoff.WithMaxElapsedTime(budget)), retryAfter: &retryAfter, deadline: time.Now().Add(budget)}
+	op := func() error {
+		var err error
+		out, err = w.Syncer.Sync(ctx, j.event)
+		if err == nil {
+			return nil
+		}
+		retryAfter = 0
+		var f *domain.Failure
+		kind := "store"
+		if errors.As(err, &f) {
+			retryAfter, kind = f.RetryAfter, string(f.Kind)
+		}
+		w.Metrics.TransientRetries.WithLabelValues(w.Metrics.Table(j.event.Table), kind).Inc()
+		log.Warn("transient failure", "kind", kind, "err", err, "retry_after", retryAfter)
+		return err
+	}
+	err := backoff.Retry(op, backoff.WithContext(b, ctx))
+	if err != nil && retryAfter > 0 {
+		return out, &waitError{err: err, wait: retryAfter}
+	}
+	return out, err
+}
+
+// waitError carries Dataverse's Retry-After past the retry loop into the nak delay.
+type waitError struct {
+	err  error
+	wait time.Duration
+}
+
+func (e *waitError) Error() string { return e.err.Error() }
+func (e *waitError) Unwrap() error { return e.err }
+
+// retryAfterBackOff waits at least Retry-After and gives up rather than pass the deadline.
+type retryAfterBackOff struct {
+	backoff.BackOff
+	retryAfter *time.Duration
+	deadline   time.Time
+}
+
+func (b *retryAfterBackOff) NextBackOff() time.Duration {
+	d := b.BackOff.NextBackOff()
+	if d == backoff.Stop {
+		return d
+	}
+	d = max(d, *b.retryAfter)
+	if time.Now().Add(d).After(b.deadline) {
+		return backoff.Stop
+	}
+	return d
+}
+
+// retryLater naks a transiently failing message with a delay, or on its last delivery reports it.
+func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err error) {
+	if int(j.meta.NumDelivered) >= w.Config.MaxDeliver {
+		var f *domain.Failure
+		final := domain.Unprocessable(err, j.meta.NumDelivered)
+		if errors.As(err, &f) {
+			final = domain.DataverseUnavailable(f, j.meta.NumDelivered)
+		}
+		w.report(ctx, log, j, final, []domain.Stage{w.stage("decode", ""), w.stage("sync", err.Error())}, "failed")
+		return
+	}
+	delay := w.Config.RedeliveryDelay(j.meta.NumDelivered)
+	var we *waitError
+	if errors.As(err, &we) {
+		delay = max(delay, we.wait)
+	}
+	log.Warn("change will be redelivered", "delay", delay, "err", err)
+	w.Metrics.EventsHandled.WithLabelValues(w.Metrics.Table(j.event.Table), "retried").Inc()
+	w.nak(j, delay)
+}
+
+// report publishes a permanent failure and acks the change once the error event is stored.
+func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.Failure, stages []domain.Stage, outcome string) {
+	ev := w.errorEvent(ctx, j, f, stages)
+	log.Warn("sync failed", "class", f.Class, "kind", f.Kind, "message", f.Message)
+	if err := w.Outcomes.PublishError(ctx, ev); err != nil {
+		log.Error("publishing error event; the change will be redelivered", "err", err)
+		w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
+		return
+	}
+	w.Metrics.SyncErrors.WithLabelValues(string(f.Class), string(f.Kind), w.Metrics.Table(ev.Table)).Inc()
+	w.ack(ctx, log, j, outcome)
+}
+
+func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stages []domain.Stage) domain.ErrorEvent {
+	ev := domain.ErrorEvent{
+		// One id per change and kind: a worker that crashed after publishing publishes a duplicate
+		// JetStream drops, and the projector counts once.
+		ID:         fmt.Sprintf("dvsync-err-%s-%d-%s", j.meta.Stream, j.meta.Sequence.Stream, f.Kind),
+		OccurredAt: time.Now().UTC(),
+		Failure:    *f,
+		Table:      j.event.Table,
+		Key:        j.event.Key,
+		EventID:    j.event.ID,
+		EventType:  j.event.Type,
+		Delivery: domain.Delivery{Subject: j.msg.Subject(), Stream: j.meta.Stream, Sequence: j.meta.Sequence.Stream,
+			Delivered: j.meta.NumDelivered},
+		Stage:        "sync",
+		CallStack:    append([]domain.Stage{w.stage("receive", fmt.Sprintf("%s seq %d delivery %d", j.msg.Subject(), j.meta.Sequence.Stream, j.meta.NumDelivered))}, stages...),
+		Event:        j.msg.Data(),
+		EventHeaders: j.msg.Headers(),
+	}
+	if j.invalid == nil {
+		v := j.event.Version
+		ev.EventVersion = &v
+		if m, ok := w.Syncer.Mappings.For(j.event.Table); ok {
+			ev.Entity = m.Entity
+		}
+		if c, err := w.Syncer.Store.Coupling(ctx, j.event.Table, j.event.Key); err == nil && c.Coupled() {
+			ev.RowID = c.RowID.String()
+		}
+	} else {
+		ev.Stage = "decode"
+		// A malformed event has no trustworthy record: it is stored under its subject's table and
+		// its stream sequence, one row each.
+		ev.Table = strings.TrimPrefix(j.msg.Subject(), "dvsync.changes.")
+		ev.Key = fmt.Sprintf("seq:%d", j.meta.Sequence.Stream)
+	}
+	return ev
+}
+
+func (w *Worker) stage(name, detail string) domain.Stage {
+	return domain.Stage{Name: name, At: time.Now().UTC(), Detail: detail}
+}
+
+func (w *Worker) ack(ctx context.Context, log *slog.Logger, j job, outcome string) {
+	if err := j.msg.DoubleAck(ctx); err != nil {
+		// The outcome is durable; a redelivery finds it (stale, or a deduplicated error event).
+		log.Warn("ack not confirmed", "err", err)
+	}
+	w.Metrics.EventsHandled.WithLabelValues(w.Metrics.Table(j.event.Table), outcome).Inc()
+}
+
+func (w *Worker) nak(j job, delay time.Duration) {
+	var err error
+	if delay > 0 {
+		err = j.msg.NakWithDelay(delay)
+	} else {
+		err = j.msg.Nak()
+	}
+	if err != nil {
+		w.Log.Warn("nak failed; the change is redelivered after the ack wait", "seq", j.meta.Sequence.Stream, "err", err)
+	}
+}
+
+// keepAlive tells JetStream the message is being worked on, so that a slow Dataverse call is not
+// mistaken for a dead worker.
+func (w *Worker) keepAlive(j job) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(w.Config.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = j.msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}

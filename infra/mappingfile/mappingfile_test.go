@@ -1,0 +1,70 @@
+package mappingfile_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/mappingfile"
+)
+
+const override = `mappings:
+  - table: customer
+    entity: account
+    entitySet: accounts
+    primaryId: accountid
+    fields:
+      - {source: number, attribute: accountnumber, type: string}
+      - {source: displayName, attribute: name, type: string}
+    lookups:
+      - {source: currencyCode, table: currency, bind: transactioncurrencyid, caption: Currency Code}
+    onDelete: delete
+`
+
+func TestOverrideReplacesOneTableAndKeepsTheDefaults(t *testing.T) {
+	ms, err := mappingfile.Parse("m.yaml", []byte(override))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := ms["customer"]; len(c.Fields) != 2 || c.OnDelete != domain.DeleteRow || c.OnDestinationDeleted != domain.ConflictReport {
+		t.Fatalf("customer = %+v", c)
+	}
+	if _, ok := ms["item"]; !ok {
+		t.Fatal("the item default mapping was dropped")
+	}
+	if err := ms.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErrorsNameTheLine(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"bad type", strings.Replace(override, "attribute: name, type: string", "attribute: name, type: text", 1), `m.yaml:8: fields[1].type: "text" is not one of`},
+		{"unknown key", strings.Replace(override, "    onDelete: delete", "    onDelet: delete", 1), "m.yaml:11: field onDelet not found in type mapping"},
+		{"unmapped dependency", strings.Replace(override, "table: currency", "table: money", 1), `m.yaml:10: lookups[0].table: table "money" has no mapping`},
+		{"bad policy", strings.Replace(override, "onDelete: delete", "onDelete: erase", 1), `m.yaml:11: onDelete: "erase"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := mappingfile.Parse("m.yaml", []byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadReadsAFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "mappings.yaml")
+	if err := os.WriteFile(p, []byte(override), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mappingfile.Load(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mappingfile.Load(p + ".missing"); err == nil {
+		t.Fatal("a missing file loaded")
+	}
+}

@@ -1,0 +1,112 @@
+// Package natsjs holds dvsync's JetStream set-up as code (streams and the workers' durable pull
+// consumer, created or updated idempotently at start), the publisher of outcome events, and an
+// embedded server for `dvsync dev` and tests.
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	ChangesStream     = "DVSYNC_CHANGES"
+	ErrorsStream      = "DVSYNC_ERRORS"
+	WorkerConsumer    = "dvsync-worker"
+	ProjectorConsumer = "dvsync-projector"
+
+	ChangesSubjects = "dvsync.changes.>"
+	ErrorsSubjects  = "dvsync.errors.>"
+)
+
+// Topology is the JetStream configuration dvsync needs.
+type Topology struct {
+	Replicas        int           // 1 for a single server, 3 in a cluster
+	ChangesMaxAge   time.Duration // how long change events stay for replay
+	ErrorsMaxAge    time.Duration
+	DuplicateWindow time.Duration // publishes with a Nats-Msg-Id seen within it are dropped
+	// AckWait must exceed the longest time a worker holds a message: WorkerHandleTimeout plus
+	// the time the message may wait in the worker's lane. Workers also send InProgress.
+	AckWait       time.Duration
+	MaxDeliver    int // bounded: a message that keeps failing ends as an error event, never a hot loop
+	MaxAckPending int
+}
+
+// DefaultTopology is a single-server set-up with the defaults the README documents.
+func DefaultTopology() Topology {
+	return Topology{Replicas: 1, ChangesMaxAge: 7 * 24 * time.Hour, ErrorsMaxAge: 30 * 24 * time.Hour,
+		DuplicateWindow: 2 * time.Minute, AckWait: 2 * time.Minute, MaxDeliver: 10, MaxAckPending: 256}
+}
+
+// Validate checks the settings together.
+func (t Topology) Validate() error {
+	var errs []error
+	if t.Replicas < 1 || t.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas %d is not between 1 and 5", t.Replicas))
+	}
+	if t.AckWait < 10*time.Second {
+		errs = append(errs, fmt.Errorf("ack wait %s is shorter than 10s", t.AckWait))
+	}
+	if t.MaxDeliver < 2 {
+		errs = append(errs, fmt.Errorf("max deliver %d must be at least 2", t.MaxDeliver))
+	}
+	if t.DuplicateWindow <= 0 || t.DuplicateWindow > t.ChangesMaxAge {
+		errs = append(errs, fmt.Errorf("duplicate window %s must be positive and within the changes max age", t.DuplicateWindow))
+	}
+	return errors.Join(errs...)
+}
+
+// redeliveryBackOff is the wait before a message whose ack deadline passed is delivered again:
+// it grows so that a worker that keeps dying on a message does not loop hot. JetStream applies
+// it to ack timeouts only; naks carry their own delay.
+func (t Topology) redeliveryBackOff() []time.Duration {
+	b := []time.Duration{t.AckWait, 2 * t.AckWait, 4 * t.AckWait}
+	if len(b) > t.MaxDeliver {
+		b = b[:t.MaxDeliver]
+	}
+	return b
+}
+
+// WorkerConsumerConfig is the workers' durable pull consumer.
+func (t Topology) WorkerConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       WorkerConsumer,
+		Description:   "dvsync sync workers: change events to Dataverse",
+		FilterSubject: ChangesSubjects,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.AckWait,
+		BackOff:       t.redeliveryBackOff(),
+		MaxDeliver:    t.MaxDeliver,
+		MaxAckPending: t.MaxAckPending,
+		Replicas:      t.Replicas,
+	}
+}
+
+// Ensure creates or updates the streams and the workers' consumer; running it again, from any
+// number of processes, changes nothing.
+func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	if err := t.Validate(); err != nil {
+		return fmt.Errorf("natsjs: %w", err)
+	}
+	streams := []jetstream.StreamConfig{
+		{Name: ChangesStream, Description: "dvsync: record-change events from upstream systems",
+			Subjects: []string{ChangesSubjects}, Retention: jetstream.LimitsPolicy, MaxAge: t.ChangesMaxAge,
+			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.DuplicateWindow},
+		{Name: ErrorsStream, Description: "dvsync: classified sync errors and resolutions",
+			Subjects: []string{ErrorsSubjects}, Retention: jetstream.LimitsPolicy, MaxAge: t.ErrorsMaxAge,
+			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.DuplicateWindow},
+	}
+	for _, cfg := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("natsjs: stream %s: %w", cfg.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, ChangesStream, t.WorkerConsumerConfig()); err != nil {
+		return fmt.Errorf("natsjs: consumer %s: %w", WorkerConsumer, err)
+	}
+	return nil
+}

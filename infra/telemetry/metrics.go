@@ -1,0 +1,72 @@
+// Package telemetry defines dvsync's Prometheus metrics in one place. Labels are of low
+// cardinality: table, class, kind, outcome, method, status; never a record key.
+package telemetry
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the collectors every dvsync process registers.
+type Metrics struct {
+	Registry          *prometheus.Registry
+	EventsHandled     *prometheus.CounterVec   // table, outcome
+	HandleDuration    *prometheus.HistogramVec // table
+	SyncErrors        *prometheus.CounterVec   // class, kind, table
+	TransientRetries  *prometheus.CounterVec   // table, kind
+	DataverseRequests *prometheus.CounterVec   // method, status
+	DataverseDuration *prometheus.HistogramVec // method
+	ErrorsProjected   *prometheus.CounterVec   // class, kind
+	tables            map[string]bool
+}
+
+// New creates the metrics on a fresh registry with the Go and process collectors. knownTables
+// bounds the table label: any other table is counted as "_unknown".
+func New(knownTables []string) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: reg,
+		EventsHandled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_events_handled_total",
+			Help: "Change events handled, by table and outcome (synced, stale, deleted, uncoupled, failed, invalid, retried)."},
+			[]string{"table", "outcome"}),
+		HandleDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dvsync_event_handle_duration_seconds",
+			Help: "Time from taking a change event to its ack or nak.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)},
+			[]string{"table"}),
+		SyncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_sync_errors_total",
+			Help: "Permanent sync failures published to the error topics, by class and kind."},
+			[]string{"class", "kind", "table"}),
+		TransientRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_transient_retries_total",
+			Help: "Transient failures retried in process or by redelivery."}, []string{"table", "kind"}),
+		DataverseRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_dataverse_requests_total",
+			Help: "Dataverse Web API requests by method and HTTP status (0: no answer)."}, []string{"method", "status"}),
+		DataverseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dvsync_dataverse_request_duration_seconds",
+			Help: "Dataverse Web API request duration.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"method"}),
+		ErrorsProjected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_errors_projected_total",
+			Help: "Error events stored in the errors ledger by the projector."}, []string{"class", "kind"}),
+		tables: map[string]bool{},
+	}
+	for _, t := range knownTables {
+		m.tables[t] = true
+	}
+	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
+		m.DataverseDuration, m.ErrorsProjected)
+	return m
+}
+
+// Table returns the table label value for a table name from an event.
+func (m *Metrics) Table(table string) string {
+	if m.tables[table] {
+		return table
+	}
+	return "_unknown"
+}
+
+// ObserveDataverse records one Dataverse request; it fits dataverse.WithRequestObserver.
+func (m *Metrics) ObserveDataverse(method, _ string, status int, took time.Duration) {
+	m.DataverseRequests.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	m.DataverseDuration.WithLabelValues(method).Observe(took.Seconds())
+}
