@@ -171,9 +171,10 @@ func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.
 
 func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stages []domain.Stage) domain.ErrorEvent {
 	ev := domain.ErrorEvent{
-		// One id per change and kind: a worker that crashed after publishing publishes a duplicate
-		// JetStream drops, and the projector counts once.
-		ID:         fmt.Sprintf("dvsync-err-%s-%d-%s", j.meta.Stream, j.meta.Sequence.Stream, f.Kind),
+		// One id per stored change and kind: a worker that crashed after publishing publishes a
+		// duplicate that JetStream drops and the projector counts once. The stored timestamp keeps
+		// ids unique when a stream is re-created and its sequences start again at 1.
+		ID:         fmt.Sprintf("dvsync-err-%s-%d-%d-%s", j.meta.Stream, j.meta.Sequence.Stream, j.meta.Timestamp.UnixNano(), f.Kind),
 		OccurredAt: time.Now().UTC(),
 		Failure:    *f,
 		Table:      j.event.Table,

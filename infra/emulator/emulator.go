@@ -208,3 +208,18 @@ func nextVersion() int64 {
 	versionCounter.n++
 	return versionCounter.n
 }
+
+// Row returns one row as the Web API renders it, or nil when it does not exist.
+func (e *Emulator) Row(entitySet string, id uuid.UUID) map[string]any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.sets[entitySet]
+	if !ok {
+		return nil
+	}
+	r, ok := e.rows[ent.LogicalName][id]
+	if !ok {
+		return nil
+	}
+	return render(ent, r, nil)
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/dvsync/dvsync/consumers/syncworker"
+	"github.com/dvsync/dvsync/infra/natsjs"
+)
+
+// Config is every setting of every subcommand. Environment variables give the defaults; flags
+// override them. Secrets come only from the environment, so they never sit in a process list.
+type Config struct {
+	NATSURL      string
+	DatabaseURL  string
+	MappingsFile string
+	HTTPListen   string
+	LogLevel     string
+	Dataverse    DataverseConfig
+	Topology     natsjs.Topology
+	Worker       syncworker.Config
+}
+
+// DataverseConfig names the Dataverse environment and the app registration dvsync signs in as.
+type DataverseConfig struct {
+	URL          string // DATAVERSE_URL, e.g. https://contoso.crm4.dynamics.com
+	TenantID     string // DATAVERSE_TENANT_ID
+	ClientID     string // DATAVERSE_CLIENT_ID
+	ClientSecret string // DATAVERSE_CLIENT_SECRET (never logged)
+	TokenURL     string // DATAVERSE_TOKEN_URL, to override Entra ID's token endpoint
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+// defaultConfig reads the environment.
+func defaultConfig() Config {
+	c := Config{
+		NATSURL:      env("NATS_URL", ""),
+		DatabaseURL:  env("DATABASE_URL", ""),
+		MappingsFile: env("DVSYNC_MAPPINGS", ""),
+		HTTPListen:   env("DVSYNC_HTTP_LISTEN", ":8080"),
+		LogLevel:     env("DVSYNC_LOG_LEVEL", "info"),
+		Dataverse: DataverseConfig{URL: env("DATAVERSE_URL", ""), TenantID: env("DATAVERSE_TENANT_ID", ""),
+			ClientID: env("DATAVERSE_CLIENT_ID", ""), ClientSecret: env("DATAVERSE_CLIENT_SECRET", ""),
+			TokenURL: env("DATAVERSE_TOKEN_URL", "")},
+		Topology: natsjs.DefaultTopology(),
+		Worker:   syncworker.DefaultConfig(),
+	}
+	c.Topology.Replicas = envInt("DVSYNC_NATS_REPLICAS", c.Topology.Replicas)
+	c.Worker.Lanes = envInt("DVSYNC_WORKER_LANES", c.Worker.Lanes)
+	return c
+}
+
+// flags binds the settings a subcommand uses to its flag set.
+func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
+	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "address of /healthz, /metrics and the API (DVSYNC_HTTP_LISTEN)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (DVSYNC_LOG_LEVEL)")
+	if nats {
+		fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL (NATS_URL)")
+		fs.IntVar(&c.Topology.Replicas, "nats-replicas", c.Topology.Replicas, "stream replicas (DVSYNC_NATS_REPLICAS)")
+	}
+	if db {
+		fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL (DATABASE_URL); prefer the environment, it may hold a password")
+	}
+	if dataverse {
+		fs.StringVar(&c.Dataverse.URL, "dataverse-url", c.Dataverse.URL, "Dataverse environment URL (DATAVERSE_URL)")
+		fs.StringVar(&c.MappingsFile, "mappings", c.MappingsFile, "YAML file of table mappings over the defaults (DVSYNC_MAPPINGS)")
+	}
+	if worker {
+		fs.IntVar(&c.Worker.Lanes, "lanes", c.Worker.Lanes, "records synced at once per process (DVSYNC_WORKER_LANES)")
+		fs.DurationVar(&c.Worker.HandleTimeout, "handle-timeout", c.Worker.HandleTimeout, "most time one change is held, retries included")
+	}
+}
+
+// validate checks the settings a subcommand needs, all at once.
+func (c Config) validate(nats, db, dataverse bool) error {
+	var errs []error
+	if nats && c.NATSURL == "" {
+		errs = append(errs, errors.New("NATS_URL (or --nats-url) is required"))
+	}
+	if db && c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL (or --database-url) is required"))
+	}
+	if dataverse {
+		if u, err := url.Parse(c.Dataverse.URL); err != nil || u.Host == "" {
+			errs = append(errs, errors.New("DATAVERSE_URL (or --dataverse-url) must be the environment's https URL"))
+		}
+		if c.Dataverse.ClientID == "" || c.Dataverse.ClientSecret == "" || (c.Dataverse.TenantID == "" && c.Dataverse.TokenURL == "") {
+			errs = append(errs, errors.New("DATAVERSE_TENANT_ID, DATAVERSE_CLIENT_ID and DATAVERSE_CLIENT_SECRET are required"))
+		}
+	}
+	if err := c.Topology.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Worker.Lanes < 1 || c.Worker.Lanes > 256 {
+		errs = append(errs, fmt.Errorf("lanes %d is not between 1 and 256", c.Worker.Lanes))
+	}
+	// A message waits in its lane for at most one other message, then is handled: twice the
+	// handle timeout must fit in the ack wait.
+	if 2*c.Worker.HandleTimeout+10*time.Second > c.Topology.AckWait {
+		errs = append(errs, fmt.Errorf("handle timeout %s is too long for the ack wait %s", c.Worker.HandleTimeout, c.Topology.AckWait))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/emulator"
+	"github.com/dvsync/dvsync/infra/events"
+	"github.com/dvsync/dvsync/infra/natsjs"
+)
+
+// defaultDevDatabase is the local PostgreSQL `dvsync dev` uses when DATABASE_URL is not set.
+const defaultDevDatabase = "postgres://postgres@127.0.0.1:5432/dvsync_dev?sslmode=disable"
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := defaultConfig()
+	cfg.HTTPListen = "127.0.0.1:8080"
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.flags(fs, false, false, false, true)
+	natsListen := fs.String("nats-listen", "127.0.0.1:4250", "address of the embedded NATS server (unless NATS_URL is set)")
+	emulatorListen := fs.String("emulator-listen", "127.0.0.1:8090", "address of the Dataverse emulator (unless DATAVERSE_URL is set)")
+	dataDir := fs.String("data-dir", filepath.Join(os.TempDir(), "dvsync-dev"), "where the embedded NATS server keeps its streams")
+	seed := fs.Bool("seed", true, "publish a demo that shows a synced record, a coupling error and a setup error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	g, gctx := errgroup.WithContext(ctx)
+
+	natsNote := "external"
+	if cfg.NATSURL == "" {
+		host, port, err := splitHostPort(*natsListen)
+		if err != nil {
+			return usageError{fmt.Errorf("--nats-listen: %w", err)}
+		}
+		srv, err := natsjs.StartEmbedded(host, port, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+		cfg.NATSURL, natsNote = srv.ClientURL(), "embedded, JetStream in "+*dataDir
+	}
+
+	var emu *emulator.Emulator
+	dvNote := "external"
+	if cfg.Dataverse.URL == "" {
+		ln, err := net.Listen("tcp", *emulatorListen)
+		if err != nil {
+			return fmt.Errorf("emulator: %w", err)
+		}
+		emu = emulator.New()
+		emu.URL = "http://" + ln.Addr().String()
+		g.Go(func() error { return serve(gctx, ln, emu.Handler()) })
+		cfg.Dataverse = DataverseConfig{URL: emu.URL, TokenURL: emu.URL + "/" + emu.Tenant + "/oauth2/v2.0/token",
+			ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
+		dvNote = "emulator"
+	}
+
+	dbNote := "DATABASE_URL"
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL, dbNote = defaultDevDatabase, "local"
+		if err := ensureDatabase(ctx, cfg.DatabaseURL); err != nil {
+			return err
+		}
+	}
+	if err := cfg.validate(true, true, true); err != nil {
+		return usageError{err}
+	}
+
+	s := newStack(cfg, log)
+	defer s.close()
+	if err := connectAll(ctx, s, true); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return s.runWorker(gctx) })
+	g.Go(func() error { return s.runProjector(gctx) })
+	g.Go(func() error { return s.serveHTTP(gctx, ln, true) })
+
+	web := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, `dvsync dev is running (Ctrl-C stops it)
+  NATS         %s (%s)
+  Dataverse    %s (%s)
+  PostgreSQL   %s (%s)
+  Errors API   %s/api/v1/errors
+  Metrics      %s/metrics
+  Health       %s/healthz
+`, cfg.NATSURL, natsNote, cfg.Dataverse.URL, dvNote, redactURL(cfg.DatabaseURL), dbNote, web, web, web)
+	if *seed && emu != nil {
+		if err := seedDemo(ctx, s, emu); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		fmt.Fprintf(stdout, `  Demo         currency EUR and customer C10000 sync; customer C20000 waits for currency USD
+               (coupling error); item 1000 fails: prvCreateProduct was revoked (setup error).
+               Grant it back: curl -X POST %s/_emulator/privileges -d '{"grant":["prvCreateProduct"]}'
+`, emu.URL)
+	}
+	return g.Wait()
+}
+
+// seedDemo publishes a few changes that show each outcome. Dependents are published once their
+// dependencies are coupled, so that the demo does not depend on which lane runs first.
+func seedDemo(ctx context.Context, s *stack, emu *emulator.Emulator) error {
+	if err := emu.SetPrivilege(emulator.DefaultApp.UserID, "prvCreateProduct", false); err != nil {
+		return err
+	}
+	dependencies := []domain.ChangeEvent{
+		{Table: "currency", Key: "EUR", Fields: map[string]any{"code": "EUR", "displayName": "Euro", "symbol": "€", "exchangeRate": 1}},
+		{Table: "unitOfMeasure", Key: "PCS", Fields: map[string]any{"code": "PCS", "displayName": "Piece"}},
+	}
+	dependents := []domain.ChangeEvent{
+		{Table: "customer", Key: "C10000", Fields: map[string]any{"number": "C10000", "displayName": "Adatum Corporation",
+			"currencyCode": "EUR", "city": "Atlanta", "email": "robert.townes@contoso.com"}},
+		{Table: "customer", Key: "C20000", Fields: map[string]any{"number": "C20000", "displayName": "Trey Research", "currencyCode": "USD"}},
+		{Table: "item", Key: "1000", Fields: map[string]any{"number": "1000", "displayName": "Bicycle", "unitPrice": 4000, "baseUnitOfMeasureCode": "PCS"}},
+	}
+	if err := publishDemo(ctx, s.js, dependencies); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, ev := range dependencies {
+		for {
+			c, err := s.store.Coupling(ctx, ev.Table, ev.Key)
+			if err != nil {
+				return err
+			}
+			if c.Coupled() {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s was not coupled within 30s; see the log", ev.Ref())
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return publishDemo(ctx, s.js, dependents)
+}
+
+func publishDemo(ctx context.Context, js jetstream.JetStream, evs []domain.ChangeEvent) error {
+	for _, ev := range evs {
+		ev.ID, ev.Type, ev.Source, ev.Version = fmt.Sprintf("dvsync-demo-%s-%s", ev.Table, ev.Key), domain.EventUpserted, "dvsync-dev/demo", 1
+		data, err := events.Encode(ev, time.Now())
+		if err != nil {
+			return err
+		}
+		msg := &nats.Msg{Subject: events.Subject(ev.Table), Data: data}
+		if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID)); err != nil {
+			return fmt.Errorf("publish demo event %s: %w", ev.Ref(), err)
+		}
+	}
+	return nil
+}
+
+// ensureDatabase creates the database of url on its server when it does not exist yet.
+func ensureDatabase(ctx context.Context, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	name := u.Path[1:]
+	admin := *u
+	admin.Path = "/postgres"
+	conn, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		return fmt.Errorf("PostgreSQL at %s: %w (set DATABASE_URL)", redactURL(raw), err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	}
+	return err
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	var p int
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil {
+		return "", 0, fmt.Errorf("port %q is not a number", port)
+	}
+	return host, p, nil
+}

@@ -1,0 +1,453 @@
+package main
+
+// End-to-end tests: an in-process JetStream server per test (random port, store in a temp dir),
+// the Dataverse emulator, and a fresh PostgreSQL database for the package, wired exactly as the
+// dvsync subcommands wire them.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/emulator"
+	"github.com/dvsync/dvsync/infra/events"
+	"github.com/dvsync/dvsync/infra/httpapi"
+	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/postgres/pgtest"
+)
+
+var testDatabaseURL string
+
+func TestMain(m *testing.M) {
+	url, drop, err := pgtest.Database("e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testDatabaseURL = url
+	code := m.Run()
+	drop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// harness is one running dvsync: NATS, the emulator, workers and a projector.
+type harness struct {
+	t       *testing.T
+	emu     *emulator.Emulator
+	js      jetstream.JetStream
+	store   *postgres.Store
+	workers []*stack
+	prefix  string
+}
+
+var testRun atomic.Int64
+
+func start(t *testing.T, workers int) *harness {
+	t.Helper()
+	srv, err := natsjs.StartEmbedded("127.0.0.1", -1, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu := emulator.New()
+	dvSrv := httptest.NewServer(emu.Handler())
+	emu.URL = dvSrv.URL
+
+	cfg := defaultConfig()
+	cfg.NATSURL, cfg.DatabaseURL = srv.ClientURL(), testDatabaseURL
+	cfg.Dataverse = DataverseConfig{URL: dvSrv.URL, TokenURL: dvSrv.URL + "/" + emu.Tenant + "/oauth2/v2.0/token",
+		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
+	cfg.Worker.Lanes = 4
+	if err := cfg.validate(true, true, true); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	h := &harness{t: t, emu: emu, prefix: fmt.Sprintf("T%d", testRun.Add(1))}
+	var stacks []*stack
+	launch := func(withDataverse bool, run func(*stack) func(context.Context) error) *stack {
+		s := newStack(cfg, log)
+		stacks = append(stacks, s)
+		if err := connectAll(ctx, s, withDataverse); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(s)(ctx); err != nil && ctx.Err() == nil {
+				t.Errorf("component stopped: %v", err)
+			}
+		}()
+		return s
+	}
+	for i := 0; i < workers; i++ {
+		h.workers = append(h.workers, launch(true, func(s *stack) func(context.Context) error { return s.runWorker }))
+	}
+	p := launch(false, func(s *stack) func(context.Context) error { return s.runProjector })
+	h.js, h.store = p.js, p.store
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		for _, s := range stacks {
+			s.close()
+		}
+		dvSrv.Close()
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return h
+}
+
+// key makes a record key unique to this test, so tests share the database without meeting.
+func (h *harness) key(k string) string { return h.prefix + k }
+
+func (h *harness) publish(table, key string, version int64, fields map[string]any) {
+	h.t.Helper()
+	ev := domain.ChangeEvent{ID: uuid.NewString(), Type: domain.EventUpserted, Source: "bc-test", Table: table, Key: key,
+		Version: version, Fields: fields}
+	data, err := events.Encode(ev, time.Now())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.publishRaw(events.Subject(table), data, ev.ID)
+}
+
+func (h *harness) publishRaw(subject string, data []byte, msgID string) {
+	h.t.Helper()
+	if _, err := h.js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(msgID)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// eventually waits for cond with a deadline; it is how these tests synchronise.
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) coupling(table, key string) domain.Coupling {
+	h.t.Helper()
+	c, err := h.store.Coupling(context.Background(), table, key)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+func (h *harness) waitCoupled(table, key string, version int64) domain.Coupling {
+	h.t.Helper()
+	var c domain.Coupling
+	h.eventually(fmt.Sprintf("%s/%s synced at version %d", table, key, version), func() bool {
+		c = h.coupling(table, key)
+		return c.Coupled() && c.Version == version && c.Status == domain.CouplingSynced
+	})
+	return c
+}
+
+func (h *harness) waitError(table, key string, kind domain.Kind) postgres.StoredError {
+	h.t.Helper()
+	var found postgres.StoredError
+	h.eventually(fmt.Sprintf("a %s error of %s/%s", kind, table, key), func() bool {
+		list, err := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: table, Key: key})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, e := range list {
+			if e.Kind == kind {
+				found = e
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// idle waits until the workers' consumer has nothing pending or unacknowledged.
+func (h *harness) idle() {
+	h.t.Helper()
+	h.eventually("the worker consumer to drain", func() bool {
+		info, err := h.js.Consumer(context.Background(), natsjs.ChangesStream, natsjs.WorkerConsumer)
+		if err != nil {
+			return false
+		}
+		ci, err := info.Info(context.Background())
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+	})
+}
+
+func (h *harness) row(set string, id uuid.UUID) map[string]any { return h.emu.Row(set, id) }
+
+func (h *harness) rowCount(set string) int {
+	rows, err := h.emu.Rows(set)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return len(rows)
+}
+
+func TestCurrencyThenCustomerSyncsWithTheLookupBound(t *testing.T) {
+	h := start(t, 1)
+	cur, cust := h.key("E"), h.key("C10000")
+	h.publish("currency", cur, 1, map[string]any{"code": cur, "displayName": "Euro", "symbol": "€"})
+	currency := h.waitCoupled("currency", cur, 1)
+	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Adatum Corporation", "currencyCode": cur,
+		"creditLimit": 12500.5, "city": "Atlanta"})
+	account := h.waitCoupled("customer", cust, 1)
+
+	row := h.row("accounts", account.RowID)
+	if row == nil {
+		t.Fatal("no account row in Dataverse")
+	}
+	if row["_transactioncurrencyid_value"] != currency.RowID.String() || row["name"] != "Adatum Corporation" ||
+		row["accountnumber"] != cust || row["creditlimit"] != 12500.5 || row["customertypecode"] != int64(3) {
+		t.Fatalf("account row = %v; want the currency %s bound", row, currency.RowID)
+	}
+}
+
+func TestCustomerBeforeItsCurrencyIsACouplingError(t *testing.T) {
+	h := start(t, 1)
+	cust, cur := h.key("C20000"), h.key("USD")
+	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Trey Research", "currencyCode": cur})
+	e := h.waitError("customer", cust, domain.KindDependencyNotCoupled)
+	if e.Class != domain.ClassCoupling || !strings.Contains(e.Message, "Currency Code "+cur+" must be coupled to a record in Dataverse") ||
+		e.Details["dependency_table"] != "currency" || e.Details["dependency_key"] != cur || e.Status != postgres.ErrorOpen {
+		t.Fatalf("stored error = %+v", e)
+	}
+	if n := h.rowCount("accounts"); n != 0 {
+		t.Fatalf("Dataverse has %d accounts; an uncoupled dependency must not call Dataverse", n)
+	}
+	// When the record later syncs, its error is resolved.
+	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.waitCoupled("currency", cur, 1)
+	h.publish("customer", cust, 2, map[string]any{"number": cust, "displayName": "Trey Research", "currencyCode": cur})
+	h.waitCoupled("customer", cust, 2)
+	h.eventually("the coupling error to be resolved", func() bool {
+		list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "customer", Key: cust, Status: postgres.ErrorResolved})
+		return len(list) == 1
+	})
+}
+
+func TestRevokedPrivilegeIsASetupErrorNamingIt(t *testing.T) {
+	h := start(t, 1)
+	uom, item := h.key("PCS"), h.key("1000")
+	h.publish("unitOfMeasure", uom, 1, map[string]any{"code": uom, "displayName": "Piece"})
+	h.waitCoupled("unitOfMeasure", uom, 1)
+	if err := h.emu.SetPrivilege(emulator.DefaultApp.UserID, "prvCreateProduct", false); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("item", item, 1, map[string]any{"number": item, "displayName": "Bicycle", "unitPrice": 4000, "baseUnitOfMeasureCode": uom})
+	e := h.waitError("item", item, domain.KindMissingPrivilege)
+	if e.Class != domain.ClassSetup || e.Details["privilege"] != "prvCreateProduct" || e.Details["entity"] != "product" ||
+		e.Details["user_id"] != emulator.DefaultApp.UserID.String() || *e.DataverseCode != "0x80040220" || *e.DataverseStatus != 403 {
+		t.Fatalf("stored error = %+v, details %v", e, e.Details)
+	}
+	if !strings.Contains(e.Resolution, "prvCreateProduct") || len(e.CallStack) < 3 {
+		t.Fatalf("resolution %q / call stack %v", e.Resolution, e.CallStack)
+	}
+	// Granted again, the next change syncs with the unit group and its base unit bound.
+	if err := h.emu.SetPrivilege(emulator.DefaultApp.UserID, "prvCreateProduct", true); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("item", item, 2, map[string]any{"number": item, "displayName": "Bicycle", "baseUnitOfMeasureCode": uom})
+	c := h.waitCoupled("item", item, 2)
+	product := h.row("products", c.RowID)
+	if product["_defaultuomscheduleid_value"] != h.coupling("unitOfMeasure", uom).RowID.String() || product["_defaultuomid_value"] == nil {
+		t.Fatalf("product = %v; want the unit group and its base unit bound", product)
+	}
+}
+
+func TestDeletedDestinationRowIsACouplingError(t *testing.T) {
+	h := start(t, 1)
+	cur := h.key("GBP")
+	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	c := h.waitCoupled("currency", cur, 1)
+	if err := h.emu.DeleteRow("transactioncurrencies", c.RowID); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("currency", cur, 2, map[string]any{"code": cur, "displayName": "Pound"})
+	e := h.waitError("currency", cur, domain.KindDestinationDeleted)
+	if e.Class != domain.ClassCoupling || *e.DataverseCode != "0x80040217" || e.RowID == nil || *e.RowID != c.RowID ||
+		!strings.Contains(e.Message, "coupled to a deleted record") {
+		t.Fatalf("stored error = %+v", e)
+	}
+	if n := h.rowCount("transactioncurrencies"); n != 0 {
+		t.Fatalf("the deleted row was re-created (%d rows); the mapping says report", n)
+	}
+}
+
+func TestOlderVersionAfterNewerChangesNothing(t *testing.T) {
+	h := start(t, 1)
+	cur := h.key("CHF")
+	h.publish("currency", cur, 5, map[string]any{"code": cur, "displayName": "Franc (new)"})
+	c := h.waitCoupled("currency", cur, 5)
+	stale := testutil.ToFloat64(h.workers[0].metrics.EventsHandled.WithLabelValues("currency", "stale"))
+	h.publish("currency", cur, 4, map[string]any{"code": cur, "displayName": "Franc (old)"})
+	h.eventually("the older event to be counted as stale", func() bool {
+		return testutil.ToFloat64(h.workers[0].metrics.EventsHandled.WithLabelValues("currency", "stale")) == stale+1
+	})
+	if got := h.row("transactioncurrencies", c.RowID)["currencyname"]; got != "Franc (new)" {
+		t.Fatalf("currencyname = %v after an older event", got)
+	}
+	if v := h.coupling("currency", cur).Version; v != 5 {
+		t.Fatalf("coupling version = %d, want 5", v)
+	}
+}
+
+// A worker that wrote Dataverse and died before the coupling was committed: the redelivered
+// change must update the row it created, not create a second one.
+func TestRedeliveryAfterALostCouplingCreatesNoSecondRow(t *testing.T) {
+	h := start(t, 1)
+	cur := h.key("JPY")
+	ev := domain.ChangeEvent{ID: uuid.NewString(), Type: domain.EventUpserted, Source: "bc-test", Table: "currency", Key: cur,
+		Version: 1, Fields: map[string]any{"code": cur, "displayName": "Yen"}}
+	data, _ := events.Encode(ev, time.Now())
+	h.publishRaw(events.Subject("currency"), data, ev.ID)
+	first := h.waitCoupled("currency", cur, 1)
+
+	conn, err := pgx.Connect(context.Background(), testDatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `DELETE FROM couplings WHERE table_name = 'currency' AND source_key = $1`, cur); err != nil {
+		t.Fatal(err)
+	}
+	// The same change again, as JetStream redelivers it (a new stream message: the old one was acked).
+	h.publishRaw(events.Subject("currency"), data, ev.ID+"-redelivery")
+	again := h.waitCoupled("currency", cur, 1)
+	if again.RowID != first.RowID || h.rowCount("transactioncurrencies") != 1 {
+		t.Fatalf("redelivery coupled %s (first %s), %d rows; want the same single row", again.RowID, first.RowID, h.rowCount("transactioncurrencies"))
+	}
+	// A publisher retry with the same Nats-Msg-Id is dropped by JetStream's duplicate window.
+	h.publishRaw(events.Subject("currency"), data, ev.ID)
+	h.idle()
+	if n := h.rowCount("transactioncurrencies"); n != 1 {
+		t.Fatalf("%d rows after a duplicate publish", n)
+	}
+}
+
+func TestNonJSONMessageBecomesAnInvalidEventWithItsBytes(t *testing.T) {
+	h := start(t, 1)
+	raw := []byte("this is not JSON \x00\x01")
+	h.publishRaw("dvsync.changes.customer", raw, uuid.NewString())
+	var found postgres.StoredError
+	h.eventually("an invalid_event error", func() bool {
+		list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Class: domain.ClassSetup, Table: "customer"})
+		for _, e := range list {
+			if e.Kind == domain.KindInvalidEvent && string(e.Event) == string(raw) {
+				found = e
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(found.Message, "not JSON") || !strings.HasPrefix(found.Key, "seq:") || found.Stage != "decode" {
+		t.Fatalf("stored error = %+v", found)
+	}
+	// The stream is not blocked: a good event after it syncs.
+	cur := h.key("SEK")
+	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.waitCoupled("currency", cur, 1)
+}
+
+// Two worker processes on one durable consumer, many versions of few records published in
+// order: every record ends at its newest version, with one row each.
+func TestTwoWorkersShareTheConsumerAndNewestWins(t *testing.T) {
+	h := start(t, 2)
+	const records, versions = 6, 8
+	for v := int64(1); v <= versions; v++ {
+		for r := 0; r < records; r++ {
+			cur := h.key(fmt.Sprintf("R%d", r))
+			h.publish("currency", cur, v, map[string]any{"code": cur, "displayName": fmt.Sprintf("v%d", v)})
+		}
+	}
+	h.idle()
+	for r := 0; r < records; r++ {
+		c := h.waitCoupled("currency", h.key(fmt.Sprintf("R%d", r)), versions)
+		if got := h.row("transactioncurrencies", c.RowID)["currencyname"]; got != fmt.Sprintf("v%d", versions) {
+			t.Errorf("record %d: Dataverse has %v, want v%d", r, got, versions)
+		}
+	}
+	if n := h.rowCount("transactioncurrencies"); n != records {
+		t.Fatalf("%d rows, want %d", n, records)
+	}
+	handled := 0.0
+	for _, w := range h.workers {
+		for _, o := range []string{"synced", "stale"} {
+			handled += testutil.ToFloat64(w.metrics.EventsHandled.WithLabelValues("currency", o))
+		}
+	}
+	if handled != records*versions {
+		t.Fatalf("handled %v events, want %d", handled, records*versions)
+	}
+}
+
+func TestErrorsAPIListsStoredErrors(t *testing.T) {
+	h := start(t, 1)
+	cust := h.key("C30000")
+	h.publish("customer", cust, 1, map[string]any{"number": cust, "currencyCode": h.key("XXX")})
+	h.waitError("customer", cust, domain.KindDependencyNotCoupled)
+	srv := httptest.NewServer((&httpapi.Server{Metrics: h.workers[0].metrics, Errors: h.store}).Handler())
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/api/v1/errors?class=coupling&table=customer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Errors []postgres.StoredError `json:"errors"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d, %v", resp.StatusCode, err)
+	}
+	ok := false
+	for _, e := range body.Errors {
+		ok = ok || e.Key == cust
+	}
+	if !ok {
+		t.Fatalf("the API does not list the error of %s", cust)
+	}
+	bad, err := srv.Client().Get(srv.URL + "/api/v1/errors?class=nonsense")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Body.Close()
+	if bad.StatusCode != 400 || bad.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("a bad filter answered %d %s", bad.StatusCode, bad.Header.Get("Content-Type"))
+	}
+}

@@ -1,0 +1,179 @@
+// Command dvsync keeps Microsoft Dataverse in step with change events published to NATS
+// JetStream. Run `dvsync help` for its subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dvsync/dvsync/infra/emulator"
+)
+
+const usage = `dvsync keeps Microsoft Dataverse in step with change events on NATS JetStream.
+
+Usage:
+  dvsync dev        one process with everything: embedded NATS, Dataverse emulator, worker,
+                    projector and the HTTP endpoint, seeded with a demo
+  dvsync worker     sync change events to Dataverse (run any number)
+  dvsync projector  store error events in PostgreSQL and serve /api/v1/errors
+  dvsync emulator   run the Dataverse emulator alone
+  dvsync help       this text
+
+Run "dvsync <command> -h" for a command's flags; README.md lists the environment variables.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one subcommand and returns the exit status: 0 done, 1 failed, 2 usage.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	commands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"dev": runDev, "worker": runWorker, "projector": runProjector, "emulator": runEmulator,
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "dvsync: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "dvsync %s: %v\n", args[0], err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "dvsync %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// usageError is a configuration mistake: exit status 2.
+type usageError struct{ error }
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.flags(fs, true, true, true, true)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.validate(true, true, true); err != nil {
+		return usageError{err}
+	}
+	s := newStack(cfg, newLogger(stderr, cfg.LogLevel))
+	defer s.close()
+	if err := connectAll(ctx, s, true); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return err
+	}
+	s.log.Info("worker started", "nats", s.nc.ConnectedUrlRedacted(), "dataverse", cfg.Dataverse.URL, "http", ln.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.runWorker(gctx) })
+	g.Go(func() error { return s.serveHTTP(gctx, ln, false) })
+	return g.Wait()
+}
+
+func runProjector(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("projector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.flags(fs, true, true, false, false)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.validate(true, true, false); err != nil {
+		return usageError{err}
+	}
+	s := newStack(cfg, newLogger(stderr, cfg.LogLevel))
+	defer s.close()
+	if err := connectAll(ctx, s, false); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return err
+	}
+	s.log.Info("projector started", "nats", s.nc.ConnectedUrlRedacted(), "http", ln.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.runProjector(gctx) })
+	g.Go(func() error { return s.serveHTTP(gctx, ln, true) })
+	return g.Wait()
+}
+
+// connectAll connects NATS and PostgreSQL, and Dataverse when the process writes to it.
+func connectAll(ctx context.Context, s *stack, withDataverse bool) error {
+	if err := s.connectNATS(ctx); err != nil {
+		return err
+	}
+	if err := s.openStore(ctx); err != nil {
+		return err
+	}
+	if withDataverse {
+		return s.connectDataverse(ctx)
+	}
+	return nil
+}
+
+func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("emulator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8090", "address the emulator listens on")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	emu := emulator.New()
+	emu.URL = "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "Dataverse emulator on %s\n  DATAVERSE_URL=%s\n  DATAVERSE_TOKEN_URL=%s/%s/oauth2/v2.0/token\n  DATAVERSE_CLIENT_ID=%s\n  (client secret: see README)\n",
+		emu.URL, emu.URL, emu.URL, emu.Tenant, emulator.DefaultApp.ClientID)
+	return serve(ctx, ln, emu.Handler())
+}

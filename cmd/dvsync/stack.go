@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dvsync/dvsync/consumers/projector"
+	"github.com/dvsync/dvsync/consumers/syncworker"
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/dataverse"
+	"github.com/dvsync/dvsync/infra/httpapi"
+	"github.com/dvsync/dvsync/infra/mappingfile"
+	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/telemetry"
+)
+
+// stack is the connected parts a process runs on. Every subcommand and the end-to-end tests
+// build it the same way; each part is nil when the subcommand does not need it.
+type stack struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *telemetry.Metrics
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	store    *postgres.Store
+	dv       *dataverse.Client
+	mappings domain.Mappings
+}
+
+func newStack(cfg Config, log *slog.Logger) *stack {
+	cfg.Worker.AckWait, cfg.Worker.MaxDeliver = cfg.Topology.AckWait, cfg.Topology.MaxDeliver
+	return &stack{cfg: cfg, log: log, metrics: telemetry.New(domain.KnownTables)}
+}
+
+func (s *stack) connectNATS(ctx context.Context) error {
+	nc, err := nats.Connect(s.cfg.NATSURL, nats.Name("dvsync"), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("NATS disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }))
+	if err != nil {
+		return fmt.Errorf("connect to NATS: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	if err := natsjs.Ensure(ctx, js, s.cfg.Topology); err != nil {
+		nc.Close()
+		return err
+	}
+	s.nc, s.js = nc, js
+	return nil
+}
+
+func (s *stack) openStore(ctx context.Context) error {
+	st, err := postgres.Open(ctx, s.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	s.store = st
+	return nil
+}
+
+func (s *stack) connectDataverse(ctx context.Context) error {
+	ms := domain.DefaultMappings()
+	if s.cfg.MappingsFile != "" {
+		var err error
+		if ms, err = mappingfile.Load(s.cfg.MappingsFile); err != nil {
+			return err
+		}
+	}
+	if err := ms.Validate(); err != nil {
+		return fmt.Errorf("mappings: %w", err)
+	}
+	d := s.cfg.Dataverse
+	creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: d.ClientID, ClientSecret: d.ClientSecret}
+	// The token source outlives this call: it refreshes tokens for the process's whole life.
+	ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
+	dv, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithRequestObserver(s.metrics.ObserveDataverse),
+		dataverse.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	if err != nil {
+		return err
+	}
+	s.dv, s.mappings = dv, ms
+	return nil
+}
+
+func (s *stack) close() {
+	if s.nc != nil {
+		_ = s.nc.Drain()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+func (s *stack) runWorker(ctx context.Context) error {
+	consumer, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
+	if err != nil {
+		return fmt.Errorf("worker consumer: %w", err)
+	}
+	w := &syncworker.Worker{
+		Consumer: consumer,
+		Syncer:   &domain.Syncer{Mappings: s.mappings, Store: s.store, Dataverse: s.dv, Now: time.Now},
+		Outcomes: natsjs.Publisher{JS: s.js},
+		Config:   s.cfg.Worker,
+		Metrics:  s.metrics,
+		Log:      s.log.With("component", "worker"),
+	}
+	return w.Run(ctx)
+}
+
+func (s *stack) runProjector(ctx context.Context) error {
+	return projector.Run(ctx, s.nc, &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")})
+}
+
+// checks are the dependencies /healthz reports on.
+func (s *stack) checks() map[string]httpapi.Check {
+	c := map[string]httpapi.Check{}
+	if s.nc != nil {
+		c["nats"] = func(context.Context) error {
+			if !s.nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			return nil
+		}
+	}
+	if s.store != nil {
+		c["postgres"] = s.store.Ping
+	}
+	return c
+}
+
+// serveHTTP serves /healthz, /metrics and (withAPI) the errors API on ln until ctx ends.
+func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, withAPI bool) error {
+	api := &httpapi.Server{Metrics: s.metrics, Checks: s.checks()}
+	if withAPI && s.store != nil {
+		api.Errors = s.store
+	}
+	return serve(ctx, ln, api.Handler())
+}
+
+// serve runs an HTTP server on ln until ctx ends, then shuts it down gracefully.
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := srv.Shutdown(shutdown)
+		<-errc
+		return err
+	}
+}
