@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -68,12 +69,29 @@ var testRun atomic.Int64
 
 func start(t *testing.T, workers int) *harness {
 	t.Helper()
+	return startWith(t, options{workers: workers})
+}
+
+// options vary a harness: a wrapper around the emulator (to inject faults) and config changes.
+type options struct {
+	workers int
+	wrap    func(http.Handler) http.Handler
+	tweak   func(*Config)
+}
+
+func startWith(t *testing.T, o options) *harness {
+	t.Helper()
+	workers := o.workers
 	srv, err := natsjs.StartEmbedded("127.0.0.1", -1, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	emu := emulator.New()
-	dvSrv := httptest.NewServer(emu.Handler())
+	var handler http.Handler = emu.Handler()
+	if o.wrap != nil {
+		handler = o.wrap(handler)
+	}
+	dvSrv := httptest.NewServer(handler)
 	emu.URL = dvSrv.URL
 
 	cfg := defaultConfig()
@@ -81,6 +99,9 @@ func start(t *testing.T, workers int) *harness {
 	cfg.Dataverse = DataverseConfig{URL: dvSrv.URL, TokenURL: dvSrv.URL + "/" + emu.Tenant + "/oauth2/v2.0/token",
 		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
 	cfg.Worker.Lanes = 4
+	if o.tweak != nil {
+		o.tweak(&cfg)
+	}
 	if err := cfg.validate(true, true, true); err != nil {
 		t.Fatal(err)
 	}
@@ -450,4 +471,96 @@ func TestErrorsAPIListsStoredErrors(t *testing.T) {
 	if bad.StatusCode != 400 || bad.Header.Get("Content-Type") != "application/problem+json" {
 		t.Fatalf("a bad filter answered %d %s", bad.StatusCode, bad.Header.Get("Content-Type"))
 	}
+}
+
+// faults answers Web API requests with a failure while a mode is set, as Dataverse does when it
+// throttles (429, service-protection code, Retry-After) or when its front end is down (503).
+type faults struct {
+	mode  atomic.Value // "", "throttle", "down"
+	left  atomic.Int64 // failures still to give; negative: unlimited
+	calls atomic.Int64
+	next  http.Handler
+}
+
+func (f *faults) set(mode string, times int64) { f.left.Store(times); f.mode.Store(mode) }
+
+func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	mode, _ := f.mode.Load().(string)
+	if !strings.HasPrefix(r.URL.Path, "/api/data/") || mode == "" || f.left.Load() == 0 {
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	f.left.Add(-1)
+	f.calls.Add(1)
+	switch mode {
+	case "throttle":
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = io.WriteString(w, `{"error":{"code":"0x80072322","message":"Number of requests exceeded the limit of 6000 over time window of 300 seconds."}}`)
+	default:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "Service Unavailable")
+	}
+}
+
+func withFaults(f *faults) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler { f.next = h; return f }
+}
+
+func TestThrottlingIsRetriedInProcessWithoutAnError(t *testing.T) {
+	f := &faults{}
+	f.set("throttle", 2)
+	h := startWith(t, options{workers: 1, wrap: withFaults(f)})
+	cur := h.key("NOK")
+	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.waitCoupled("currency", cur, 1)
+	if f.calls.Load() != 2 {
+		t.Fatalf("%d throttled calls, want 2", f.calls.Load())
+	}
+	if n := testutil.ToFloat64(h.workers[0].metrics.TransientRetries.WithLabelValues("currency", "throttled")); n != 2 {
+		t.Fatalf("transient retries counted %v, want 2", n)
+	}
+	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency", Key: cur})
+	if len(list) != 0 {
+		t.Fatalf("a throttled and retried change left errors: %+v", list)
+	}
+}
+
+func TestDataverseDownIsRedeliveredUntilItAnswers(t *testing.T) {
+	f := &faults{}
+	f.set("down", -1)
+	h := startWith(t, options{workers: 1, wrap: withFaults(f), tweak: func(c *Config) {
+		c.Worker.HandleTimeout = time.Second
+		c.Worker.RedeliveryDelay = func(uint64) time.Duration { return 100 * time.Millisecond }
+	}})
+	cur := h.key("DKK")
+	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.eventually("the change to be nak'd for redelivery", func() bool {
+		return testutil.ToFloat64(h.workers[0].metrics.EventsHandled.WithLabelValues("currency", "retried")) >= 1
+	})
+	f.set("", 0)
+	h.waitCoupled("currency", cur, 1)
+	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency", Key: cur})
+	if len(list) != 0 {
+		t.Fatalf("a change that healed left errors: %+v", list)
+	}
+}
+
+func TestSpentRetriesBecomeADataverseUnavailableSetupError(t *testing.T) {
+	f := &faults{}
+	f.set("down", -1)
+	h := startWith(t, options{workers: 1, wrap: withFaults(f), tweak: func(c *Config) {
+		c.Topology.MaxDeliver = 2
+		c.Worker.HandleTimeout = 500 * time.Millisecond
+		c.Worker.RedeliveryDelay = func(uint64) time.Duration { return 50 * time.Millisecond }
+	}})
+	cur := h.key("PLN")
+	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	e := h.waitError("currency", cur, domain.KindDataverseUnavailable)
+	if e.Class != domain.ClassSetup || e.Details["attempts"] != "2" || e.Details["last_kind"] != string(domain.KindServerError) ||
+		e.Event == nil {
+		t.Fatalf("stored error = %+v", e)
+	}
+	h.idle() // parked as an error, not left pending
 }

@@ -3,6 +3,7 @@ package dataverse_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -178,5 +179,47 @@ func TestUnreachableIsMarked(t *testing.T) {
 	}
 	if f := domain.ClassifyDataverse(err); f == nil || !f.Transient() {
 		t.Fatalf("unreachable classified as %+v", f)
+	}
+}
+
+func TestQueryFiltersWithAndAndTop(t *testing.T) {
+	c, _ := newClient(t)
+	ctx := context.Background()
+	for i, city := range []string{"Atlanta", "Atlanta", "Seattle"} {
+		if _, err := c.Create(ctx, "accounts", domain.Attributes{"name": "A" + string(rune('0'+i)), "address1_city": city}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := c.Query(ctx, "accounts", url.Values{"$filter": {"address1_city eq 'Atlanta' and name eq 'A1'"}, "$select": {"name"}})
+	if err != nil || len(rows) != 1 || rows[0]["name"] != "A1" || rows[0]["address1_city"] != nil {
+		t.Fatalf("filtered rows = %v, %v", rows, err)
+	}
+	rows, err = c.Query(ctx, "accounts", url.Values{"$filter": {"address1_city eq 'Atlanta'"}, "$top": {"1"}})
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("$top=1 gave %d rows, %v", len(rows), err)
+	}
+}
+
+// The token is fetched once and reused until shortly before it expires.
+func TestTokenIsCachedAcrossRequests(t *testing.T) {
+	emu := emulator.New()
+	var tokenRequests int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/token") {
+			tokenRequests++
+		}
+		emu.Handler().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	creds := dataverse.ClientCredentials{TokenURL: srv.URL + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token",
+		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
+	c, _ := dataverse.NewClient(srv.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), srv.URL)))
+	for i := 0; i < 3; i++ {
+		if _, err := c.Query(context.Background(), "accounts", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tokenRequests != 1 {
+		t.Fatalf("%d token requests for 3 calls, want 1", tokenRequests)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/goleak"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
@@ -26,6 +27,12 @@ func TestMain(m *testing.M) {
 	dbURL = url
 	code := m.Run()
 	drop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

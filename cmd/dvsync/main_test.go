@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/infra/postgres"
+)
+
+// syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestUsageErrorsExitWithTwo(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("DATAVERSE_URL", "")
+	for _, args := range [][]string{{}, {"frobnicate"}, {"worker"}, {"projector", "--no-such-flag"}} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut); code != 2 {
+			t.Errorf("dvsync %v exited %d, want 2 (stderr %q)", args, code, errOut.String())
+		}
+	}
+	var out, errOut bytes.Buffer
+	run(context.Background(), []string{"worker"}, &out, &errOut)
+	for _, want := range []string{"NATS_URL", "DATABASE_URL", "DATAVERSE_URL"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("a worker without configuration does not say %s is missing: %q", want, errOut.String())
+		}
+	}
+}
+
+func TestSecretsStayOutOfErrors(t *testing.T) {
+	srv, err := natsjs.StartEmbedded("127.0.0.1", -1, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	// NATS answers; PostgreSQL does not, so the error is about the URL holding the password.
+	t.Setenv("DATABASE_URL", "postgres://dvsync:hunter2-secret@127.0.0.1:1/x?sslmode=disable&connect_timeout=1")
+	t.Setenv("NATS_URL", srv.ClientURL())
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"projector", "--http-listen", "127.0.0.1:0"}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "127.0.0.1") {
+		t.Fatalf("the error does not say which database failed: %s", errOut.String())
+	}
+	if strings.Contains(errOut.String()+out.String(), "hunter2-secret") {
+		t.Fatalf("the database password appears in the output: %s", errOut.String())
+	}
+}
+
+func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
+	t.Setenv("DATABASE_URL", testDatabaseURL)
+	t.Setenv("NATS_URL", "")
+	t.Setenv("DATAVERSE_URL", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
+			"--emulator-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, &out, &errOut)
+	}()
+
+	api := regexp.MustCompile(`Errors API\s+(\S+)`)
+	var url string
+	deadline := time.Now().Add(30 * time.Second)
+	for url == "" {
+		if m := api.FindStringSubmatch(out.String()); m != nil && strings.Contains(out.String(), "Demo") {
+			url = m[1]
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("dvsync dev exited %d early: %s", code, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dvsync dev printed no addresses: %s %s", out.String(), errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	kinds := map[domain.Kind]bool{}
+	for time.Now().Before(deadline) && !(kinds[domain.KindDependencyNotCoupled] && kinds[domain.KindMissingPrivilege]) {
+		resp, err := http.Get(url + "?status=open")
+		if err == nil {
+			var body struct{ Errors []postgres.StoredError }
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			for _, e := range body.Errors {
+				if (e.Key == "C20000" || e.Key == "1000") && e.Table != "" {
+					kinds[e.Kind] = true
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !kinds[domain.KindDependencyNotCoupled] || !kinds[domain.KindMissingPrivilege] {
+		t.Fatalf("the demo shows %v; want a coupling and a setup error", kinds)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("dvsync dev exited %d after SIGTERM: %s", code, errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dvsync dev did not stop within 30s of being cancelled")
+	}
+}

@@ -1,0 +1,83 @@
+package domain_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"github.com/dvsync/dvsync/domain"
+)
+
+// memStore is an in-memory CouplingStore for unit tests; PostgreSQL's is tested against a real
+// database in infra/postgres.
+type memStore struct {
+	mu   sync.Mutex
+	rows map[string]domain.Coupling
+}
+
+func newMemStore() *memStore { return &memStore{rows: map[string]domain.Coupling{}} }
+
+func (s *memStore) Coupling(_ context.Context, table, key string) (domain.Coupling, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.rows[table+"/"+key]; ok {
+		return c, nil
+	}
+	return domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}, nil
+}
+
+func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling) (domain.Coupling, error)) error {
+	cur, _ := s.Coupling(ctx, table, key)
+	next, err := update(ctx, cur)
+	if errors.Is(err, domain.ErrUnchanged) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	next.Exists = true
+	s.mu.Lock()
+	s.rows[table+"/"+key] = next
+	s.mu.Unlock()
+	return nil
+}
+
+// call is one request the sync made of Dataverse.
+type call struct {
+	op    string
+	row   domain.RowRef
+	attrs domain.Attributes
+}
+
+// recorder is a Dataverse that records calls and answers with the next queued error, if any.
+type recorder struct {
+	calls []call
+	errs  []error
+	found uuid.UUID
+}
+
+func (r *recorder) answer(c call) error {
+	r.calls = append(r.calls, c)
+	if len(r.errs) == 0 {
+		return nil
+	}
+	err := r.errs[0]
+	r.errs = r.errs[1:]
+	return err
+}
+
+func (r *recorder) UpsertRow(_ context.Context, row domain.RowRef, a domain.Attributes) error {
+	return r.answer(call{"upsert", row, a})
+}
+func (r *recorder) UpdateRow(_ context.Context, row domain.RowRef, a domain.Attributes) error {
+	return r.answer(call{"update", row, a})
+}
+func (r *recorder) DeleteRow(_ context.Context, row domain.RowRef) error {
+	return r.answer(call{"delete", row, nil})
+}
+func (r *recorder) FindRowID(_ context.Context, set, _, filter string) (uuid.UUID, bool, error) {
+	err := r.answer(call{"find", domain.RowRef{EntitySet: set}, domain.Attributes{"filter": filter}})
+	return r.found, r.found != uuid.Nil, err
+}

@@ -1,0 +1,199 @@
+package domain_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dvsync/dvsync/domain"
+)
+
+func newSyncer(dv *recorder) (*domain.Syncer, *memStore) {
+	st := newMemStore()
+	return &domain.Syncer{Mappings: domain.DefaultMappings(), Store: st, Dataverse: dv, Now: time.Now}, st
+}
+
+func upsert(table, key string, version int64, fields map[string]any) domain.ChangeEvent {
+	return domain.ChangeEvent{ID: uuid.NewString(), Type: domain.EventUpserted, Table: table, Key: key, Version: version, Fields: fields}
+}
+
+func mustSync(t *testing.T, s *domain.Syncer, ev domain.ChangeEvent) domain.Outcome {
+	t.Helper()
+	out, err := s.Sync(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestVersionRule(t *testing.T) {
+	dv := &recorder{}
+	s, st := newSyncer(dv)
+	if out := mustSync(t, s, upsert("currency", "EUR", 5, map[string]any{"code": "EUR"})); out.Result != domain.ResultSynced {
+		t.Fatalf("first sync: %+v", out)
+	}
+	for _, v := range []int64{4, 5} {
+		out := mustSync(t, s, upsert("currency", "EUR", v, map[string]any{"code": "OLD"}))
+		if out.Result != domain.ResultStale {
+			t.Fatalf("version %d after 5: %s, want stale", v, out.Result)
+		}
+	}
+	if len(dv.calls) != 1 {
+		t.Fatalf("%d Dataverse calls; stale events must not call Dataverse", len(dv.calls))
+	}
+	// A delete is final too: an older upsert delivered late does not bring the record back.
+	del := domain.ChangeEvent{ID: "d", Type: domain.EventDeleted, Table: "currency", Key: "EUR", Version: 7}
+	if out := mustSync(t, s, del); out.Result != domain.ResultDeleted {
+		t.Fatalf("delete: %+v", out)
+	}
+	if out := mustSync(t, s, upsert("currency", "EUR", 6, map[string]any{"code": "EUR"})); out.Result != domain.ResultStale {
+		t.Fatalf("upsert v6 after delete v7: %s", out.Result)
+	}
+	if c, _ := st.Coupling(context.Background(), "currency", "EUR"); c.Version != 7 || c.Status != domain.CouplingDeleted {
+		t.Fatalf("coupling = %+v", c)
+	}
+}
+
+func TestNewRecordIsUpsertedByItsDeterministicID(t *testing.T) {
+	dv := &recorder{}
+	s, _ := newSyncer(dv)
+	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	want := domain.DeterministicRowID("currency", "EUR")
+	if c := dv.calls[0]; c.op != "upsert" || c.row.ID != want || c.row.EntitySet != "transactioncurrencies" {
+		t.Fatalf("call = %+v, want an upsert of %s", c, want)
+	}
+	if domain.DeterministicRowID("currency", "EUR") != want || domain.DeterministicRowID("currency", "USD") == want {
+		t.Fatal("the row id must depend on the record only")
+	}
+	mustSync(t, s, upsert("currency", "EUR", 2, map[string]any{"code": "EUR"}))
+	if c := dv.calls[1]; c.op != "update" || c.row.ID != want {
+		t.Fatalf("a coupled record must be updated by its row id (If-Match), got %+v", c)
+	}
+}
+
+func TestUncoupledDependencyFailsWithoutCallingDataverse(t *testing.T) {
+	dv := &recorder{}
+	s, st := newSyncer(dv)
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": "EUR"}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindDependencyNotCoupled ||
+		out.Failure.Message != "customer/C1 cannot be synchronized: Currency Code EUR must be coupled to a record in Dataverse." {
+		t.Fatalf("outcome = %+v", out.Failure)
+	}
+	if len(dv.calls) != 0 {
+		t.Fatalf("Dataverse was called: %+v", dv.calls)
+	}
+	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.Status != domain.CouplingFailed || c.Version != domain.NoVersion {
+		t.Fatalf("coupling = %+v; a failure must not move the version", c)
+	}
+	// Coupled, the lookup is bound to the currency's row; an emptied field clears it.
+	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	out = mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": "EUR"}))
+	bind := dv.calls[len(dv.calls)-1].attrs["transactioncurrencyid@odata.bind"]
+	if out.Result != domain.ResultSynced || !out.ResolvesErrors || bind != "/transactioncurrencies("+domain.DeterministicRowID("currency", "EUR").String()+")" {
+		t.Fatalf("outcome %+v, bind %v", out, bind)
+	}
+	mustSync(t, s, upsert("customer", "C1", 2, map[string]any{"number": "C1", "currencyCode": ""}))
+	if a := dv.calls[len(dv.calls)-1].attrs; !hasKey(a, "transactioncurrencyid@odata.bind") || a["transactioncurrencyid@odata.bind"] != nil {
+		t.Fatalf("an emptied lookup must be sent as null: %v", a)
+	}
+}
+
+func TestTransientFailuresAreReturnedNotRecorded(t *testing.T) {
+	dv := &recorder{errs: []error{&domain.DataverseError{Status: 429, Code: "0x80072322", RetryAfter: 3 * time.Second}}}
+	s, st := newSyncer(dv)
+	_, err := s.Sync(context.Background(), upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	var f *domain.Failure
+	if !errors.As(err, &f) || !f.Transient() || f.RetryAfter != 3*time.Second {
+		t.Fatalf("err = %v, want a transient failure carrying Retry-After", err)
+	}
+	if c, _ := st.Coupling(context.Background(), "currency", "EUR"); c.Exists {
+		t.Fatalf("a transient failure was recorded: %+v", c)
+	}
+}
+
+func rowMissing(row uuid.UUID) error {
+	return fmt.Errorf("PATCH: %w", &domain.DataverseError{Status: 404, Code: "0x80040217", Message: "transactioncurrency With Id = " + row.String() + " Does Not Exist"})
+}
+
+func TestDestinationDeletedPolicies(t *testing.T) {
+	row := domain.DeterministicRowID("currency", "EUR")
+	for _, tc := range []struct {
+		policy domain.ConflictPolicy
+		result domain.Result
+		ops    []string
+	}{
+		{domain.ConflictReport, domain.ResultFailed, []string{"upsert", "update"}},
+		{domain.ConflictRestore, domain.ResultSynced, []string{"upsert", "update", "upsert"}},
+		{domain.ConflictUncouple, domain.ResultUncoupled, []string{"upsert", "update"}},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			dv := &recorder{}
+			s, _ := newSyncer(dv)
+			m := s.Mappings["currency"]
+			m.OnDestinationDeleted = tc.policy
+			s.Mappings["currency"] = m
+			mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+			dv.errs = []error{rowMissing(row)}
+			out := mustSync(t, s, upsert("currency", "EUR", 2, map[string]any{"code": "EUR"}))
+			if out.Result != tc.result || len(dv.calls) != len(tc.ops) {
+				t.Fatalf("result %s after %d calls; want %s after %v", out.Result, len(dv.calls), tc.result, tc.ops)
+			}
+			if tc.policy == domain.ConflictReport && (out.Failure.Kind != domain.KindDestinationDeleted || out.Failure.Class != domain.ClassCoupling) {
+				t.Fatalf("failure = %+v", out.Failure)
+			}
+		})
+	}
+}
+
+func TestDeletePolicies(t *testing.T) {
+	for _, tc := range []struct {
+		policy domain.DeletePolicy
+		op     string
+		result domain.Result
+	}{
+		{domain.DeleteRow, "delete", domain.ResultDeleted},
+		{domain.DeleteDeactivate, "update", domain.ResultDeleted},
+		{domain.DeleteUncouple, "", domain.ResultUncoupled},
+		{domain.DeleteReport, "", domain.ResultFailed},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			dv := &recorder{}
+			s, _ := newSyncer(dv)
+			m := s.Mappings["currency"]
+			m.OnDelete = tc.policy
+			s.Mappings["currency"] = m
+			mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+			out := mustSync(t, s, domain.ChangeEvent{ID: "d", Type: domain.EventDeleted, Table: "currency", Key: "EUR", Version: 2})
+			var op string
+			if len(dv.calls) == 2 {
+				op = dv.calls[1].op
+			}
+			if out.Result != tc.result || op != tc.op {
+				t.Fatalf("result %s, call %q; want %s, %q", out.Result, op, tc.result, tc.op)
+			}
+			if tc.policy == domain.DeleteDeactivate && dv.calls[1].attrs["statecode"] != 1 {
+				t.Fatalf("deactivation sent %v", dv.calls[1].attrs)
+			}
+		})
+	}
+	// A delete of a record never coupled calls nothing and records the version.
+	dv := &recorder{}
+	s, _ := newSyncer(dv)
+	if out := mustSync(t, s, domain.ChangeEvent{ID: "d", Type: domain.EventDeleted, Table: "customer", Key: "X", Version: 3}); out.Result != domain.ResultDeleted || len(dv.calls) != 0 {
+		t.Fatalf("outcome %+v, calls %v", out, dv.calls)
+	}
+}
+
+func TestUnknownAndUnmappedTables(t *testing.T) {
+	s, _ := newSyncer(&recorder{})
+	if out := mustSync(t, s, upsert("spaceship", "1", 1, map[string]any{})); out.Failure.Kind != domain.KindInvalidEvent {
+		t.Fatalf("unknown table: %+v", out.Failure)
+	}
+	if out := mustSync(t, s, upsert("vendor", "V1", 1, map[string]any{})); out.Failure.Kind != domain.KindMappingMissing || out.Failure.Class != domain.ClassSetup {
+		t.Fatalf("known table without a mapping: %+v", out.Failure)
+	}
+}

@@ -1,0 +1,101 @@
+package natsjs_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/natsjs"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func connect(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := natsjs.StartEmbedded("127.0.0.1", -1, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close(); srv.Shutdown(); srv.WaitForShutdown() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestEnsureIsIdempotentAndConfiguresTheWorkerConsumer(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	top := natsjs.DefaultTopology()
+	for i := 0; i < 2; i++ {
+		if err := natsjs.Ensure(ctx, js, top); err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+	}
+	c, err := js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.CachedInfo().Config
+	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != 10 || cfg.AckWait != 2*time.Minute ||
+		len(cfg.BackOff) != 3 || cfg.Durable != natsjs.WorkerConsumer || cfg.FilterSubject != "dvsync.changes.>" {
+		t.Fatalf("consumer config = %+v", cfg)
+	}
+	s, err := js.Stream(ctx, natsjs.ChangesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := s.CachedInfo().Config.Duplicates; d != 2*time.Minute {
+		t.Fatalf("duplicate window %s", d)
+	}
+	// A changed setting is applied by the next start.
+	top.MaxDeliver = 5
+	if err := natsjs.Ensure(ctx, js, top); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := c.Info(ctx)
+	if info.Config.MaxDeliver != 5 {
+		t.Fatalf("MaxDeliver = %d after an update, want 5", info.Config.MaxDeliver)
+	}
+}
+
+func TestEnsureRejectsUnsafeSettings(t *testing.T) {
+	top := natsjs.DefaultTopology()
+	top.MaxDeliver = -1
+	if err := natsjs.Ensure(context.Background(), nil, top); err == nil {
+		t.Fatal("unbounded MaxDeliver was accepted")
+	}
+}
+
+func TestPublishedErrorEventsAreDeduplicatedByID(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	if err := natsjs.Ensure(ctx, js, natsjs.DefaultTopology()); err != nil {
+		t.Fatal(err)
+	}
+	p := natsjs.Publisher{JS: js}
+	ev := domain.ErrorEvent{ID: "dvsync-err-x", Failure: *domain.InvalidEvent("not JSON"), Table: "bad.table*", Key: "seq:1"}
+	for i := 0; i < 2; i++ {
+		if err := p.PublishError(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := js.Stream(ctx, natsjs.ErrorsStream)
+	info, _ := s.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if info.State.Msgs != 1 {
+		t.Fatalf("%d error events stored, want 1", info.State.Msgs)
+	}
+	if _, ok := info.State.Subjects["dvsync.errors.setup._unknown"]; !ok {
+		t.Fatalf("subjects %v; a table that is no subject token goes to _unknown", info.State.Subjects)
+	}
+}
