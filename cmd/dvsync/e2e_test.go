@@ -147,6 +147,10 @@ func startWith(t *testing.T, o options) *harness {
 	return h
 }
 
+// isoCode is a currency code of at most five characters (Dataverse's isocurrencycode length) that
+// stays unique within a test.
+func isoCode(key string) string { return key[max(0, len(key)-5):] }
+
 // key makes a record key unique to this test, so tests share the database without meeting.
 func (h *harness) key(k string) string { return h.prefix + k }
 
@@ -244,7 +248,7 @@ func (h *harness) rowCount(set string) int {
 func TestCurrencyThenCustomerSyncsWithTheLookupBound(t *testing.T) {
 	h := start(t, 1)
 	cur, cust := h.key("E"), h.key("C10000")
-	h.publish("currency", cur, 1, map[string]any{"code": cur, "displayName": "Euro", "symbol": "€"})
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur), "displayName": "Euro", "symbol": "€"})
 	currency := h.waitCoupled("currency", cur, 1)
 	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Adatum Corporation", "currencyCode": cur,
 		"creditLimit": 12500.5, "city": "Atlanta"})
@@ -273,7 +277,7 @@ func TestCustomerBeforeItsCurrencyIsACouplingError(t *testing.T) {
 		t.Fatalf("Dataverse has %d accounts; an uncoupled dependency must not call Dataverse", n)
 	}
 	// When the record later syncs, its error is resolved.
-	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	h.waitCoupled("currency", cur, 1)
 	h.publish("customer", cust, 2, map[string]any{"number": cust, "displayName": "Trey Research", "currencyCode": cur})
 	h.waitCoupled("customer", cust, 2)
@@ -315,12 +319,12 @@ func TestRevokedPrivilegeIsASetupErrorNamingIt(t *testing.T) {
 func TestDeletedDestinationRowIsACouplingError(t *testing.T) {
 	h := start(t, 1)
 	cur := h.key("GBP")
-	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	c := h.waitCoupled("currency", cur, 1)
 	if err := h.emu.DeleteRow("transactioncurrencies", c.RowID); err != nil {
 		t.Fatal(err)
 	}
-	h.publish("currency", cur, 2, map[string]any{"code": cur, "displayName": "Pound"})
+	h.publish("currency", cur, 2, map[string]any{"code": isoCode(cur), "displayName": "Pound"})
 	e := h.waitError("currency", cur, domain.KindDestinationDeleted)
 	if e.Class != domain.ClassCoupling || *e.DataverseCode != "0x80040217" || e.RowID == nil || *e.RowID != c.RowID ||
 		!strings.Contains(e.Message, "coupled to a deleted record") {
@@ -334,10 +338,10 @@ func TestDeletedDestinationRowIsACouplingError(t *testing.T) {
 func TestOlderVersionAfterNewerChangesNothing(t *testing.T) {
 	h := start(t, 1)
 	cur := h.key("CHF")
-	h.publish("currency", cur, 5, map[string]any{"code": cur, "displayName": "Franc (new)"})
+	h.publish("currency", cur, 5, map[string]any{"code": isoCode(cur), "displayName": "Franc (new)"})
 	c := h.waitCoupled("currency", cur, 5)
 	stale := testutil.ToFloat64(h.workers[0].metrics.EventsHandled.WithLabelValues("currency", "stale"))
-	h.publish("currency", cur, 4, map[string]any{"code": cur, "displayName": "Franc (old)"})
+	h.publish("currency", cur, 4, map[string]any{"code": isoCode(cur), "displayName": "Franc (old)"})
 	h.eventually("the older event to be counted as stale", func() bool {
 		return testutil.ToFloat64(h.workers[0].metrics.EventsHandled.WithLabelValues("currency", "stale")) == stale+1
 	})
@@ -355,7 +359,7 @@ func TestRedeliveryAfterALostCouplingCreatesNoSecondRow(t *testing.T) {
 	h := start(t, 1)
 	cur := h.key("JPY")
 	ev := domain.ChangeEvent{ID: uuid.NewString(), Type: domain.EventUpserted, Source: "bc-test", Table: "currency", Key: cur,
-		Version: 1, Fields: map[string]any{"code": cur, "displayName": "Yen"}}
+		Version: 1, Fields: map[string]any{"code": isoCode(cur), "displayName": "Yen"}}
 	data, _ := events.Encode(ev, time.Now())
 	h.publishRaw(events.Subject("currency"), data, ev.ID)
 	first := h.waitCoupled("currency", cur, 1)
@@ -402,7 +406,7 @@ func TestNonJSONMessageBecomesAnInvalidEventWithItsBytes(t *testing.T) {
 	}
 	// The stream is not blocked: a good event after it syncs.
 	cur := h.key("SEK")
-	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	h.waitCoupled("currency", cur, 1)
 }
 
@@ -414,7 +418,7 @@ func TestTwoWorkersShareTheConsumerAndNewestWins(t *testing.T) {
 	for v := int64(1); v <= versions; v++ {
 		for r := 0; r < records; r++ {
 			cur := h.key(fmt.Sprintf("R%d", r))
-			h.publish("currency", cur, v, map[string]any{"code": cur, "displayName": fmt.Sprintf("v%d", v)})
+			h.publish("currency", cur, v, map[string]any{"code": isoCode(cur), "displayName": fmt.Sprintf("v%d", v)})
 		}
 	}
 	h.idle()
@@ -513,7 +517,7 @@ func TestThrottlingIsRetriedInProcessWithoutAnError(t *testing.T) {
 	f.set("throttle", 2)
 	h := startWith(t, options{workers: 1, wrap: withFaults(f)})
 	cur := h.key("NOK")
-	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	h.waitCoupled("currency", cur, 1)
 	if f.calls.Load() != 2 {
 		t.Fatalf("%d throttled calls, want 2", f.calls.Load())
@@ -535,7 +539,7 @@ func TestDataverseDownIsRedeliveredUntilItAnswers(t *testing.T) {
 		c.Worker.RedeliveryDelay = func(uint64) time.Duration { return 100 * time.Millisecond }
 	}})
 	cur := h.key("DKK")
-	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	h.eventually("the change to be nak'd for redelivery", func() bool {
 		return testutil.ToFloat64(h.workers[0].metrics.EventsHandled.WithLabelValues("currency", "retried")) >= 1
 	})
@@ -556,7 +560,7 @@ func TestSpentRetriesBecomeADataverseUnavailableSetupError(t *testing.T) {
 		c.Worker.RedeliveryDelay = func(uint64) time.Duration { return 50 * time.Millisecond }
 	}})
 	cur := h.key("PLN")
-	h.publish("currency", cur, 1, map[string]any{"code": cur})
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	e := h.waitError("currency", cur, domain.KindDataverseUnavailable)
 	if e.Class != domain.ClassSetup || e.Details["attempts"] != "2" || e.Details["last_kind"] != string(domain.KindServerError) ||
 		e.Event == nil {

@@ -71,7 +71,7 @@ func TestMigrationsRunConcurrentlyAndTwice(t *testing.T) {
 
 func TestUnknownCouplingHasNoVersion(t *testing.T) {
 	s := open(t)
-	c, err := s.Coupling(context.Background(), "customer", "never-seen")
+	c, err := s.Coupling(context.Background(), "customer", "never-seen-"+uuid.NewString())
 	if err != nil || c.Exists || c.Version != domain.NoVersion || c.Coupled() {
 		t.Fatalf("coupling = %+v, %v", c, err)
 	}
@@ -81,30 +81,31 @@ func TestUpdateCouplingStoresWhatTheClosureReturns(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
 	row := uuid.New()
-	err := s.UpdateCoupling(ctx, "customer", "C1", func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
-		return domain.Coupling{Table: "customer", Key: "C1", RowID: row, Entity: "account", Version: 7,
+	key := "C" + uuid.NewString()[:8]
+	err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+		return domain.Coupling{Table: "customer", Key: key, RowID: row, Entity: "account", Version: 7,
 			Status: domain.CouplingSynced, LastSyncedAt: time.Now()}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := s.Coupling(ctx, "customer", "C1")
+	c, _ := s.Coupling(ctx, "customer", key)
 	if !c.Exists || c.RowID != row || c.Version != 7 || !c.Coupled() {
 		t.Fatalf("stored coupling = %+v", c)
 	}
 	// An error from the closure stores nothing; ErrUnchanged stores nothing and is no error.
 	boom := fmt.Errorf("boom")
-	if err := s.UpdateCoupling(ctx, "customer", "C1", func(context.Context, domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling) (domain.Coupling, error) {
 		return domain.Coupling{Version: 99}, boom
 	}); err != boom {
 		t.Fatalf("err = %v, want the closure's error", err)
 	}
-	if err := s.UpdateCoupling(ctx, "customer", "C1", func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
 		return domain.Coupling{Version: 99}, domain.ErrUnchanged
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := s.Coupling(ctx, "customer", "C1"); c.Version != 7 {
+	if c, _ := s.Coupling(ctx, "customer", key); c.Version != 7 {
 		t.Fatalf("version = %d after failed and unchanged updates, want 7", c.Version)
 	}
 }
@@ -114,6 +115,7 @@ func TestUpdateCouplingStoresWhatTheClosureReturns(t *testing.T) {
 func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 	a, b := open(t), open(t)
 	ctx := context.Background()
+	key := "I" + uuid.NewString()[:8]
 	const each = 20
 	var wg sync.WaitGroup
 	var inside, overlaps int32
@@ -123,7 +125,7 @@ func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 		go func(s *postgres.Store) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				err := s.UpdateCoupling(ctx, "item", "1000", func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+				err := s.UpdateCoupling(ctx, "item", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
 					mu.Lock()
 					inside++
 					if inside > 1 {
@@ -145,16 +147,16 @@ func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 		}(s)
 	}
 	wg.Wait()
-	c, _ := a.Coupling(ctx, "item", "1000")
+	c, _ := a.Coupling(ctx, "item", key)
 	if want := int64(domain.NoVersion + 2*each); c.Version != want || overlaps != 0 {
 		t.Fatalf("version = %d (want %d), overlapping closures = %d (want 0)", c.Version, want, overlaps)
 	}
 }
 
-func errorEvent(id string, version int64) domain.ErrorEvent {
+func errorEvent(key, id string, version int64) domain.ErrorEvent {
 	return domain.ErrorEvent{
-		ID: id, OccurredAt: time.Now().UTC(), Table: "customer", Key: "C9", EventVersion: &version,
-		Failure: *domain.DependencyNotCoupled(domain.ChangeEvent{Table: "customer", Key: "C9"},
+		ID: key + "-" + id, OccurredAt: time.Now().UTC(), Table: "customer", Key: key, EventVersion: &version,
+		Failure: *domain.DependencyNotCoupled(domain.ChangeEvent{Table: "customer", Key: key},
 			domain.Lookup{Source: "currencyCode", Table: "currency", Caption: "Currency Code"}, "EUR"),
 		Event: []byte(`{"raw":true}`), Stage: "sync",
 	}
@@ -163,12 +165,13 @@ func errorEvent(id string, version int64) domain.ErrorEvent {
 func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
+	key := "C" + uuid.NewString()[:8] // unique per run: the database outlives -count repetitions
 	for _, id := range []string{"e1", "e1", "e2"} { // e1 redelivered
-		if err := s.RecordError(ctx, errorEvent(id, 3)); err != nil {
+		if err := s.RecordError(ctx, errorEvent(key, id, 3)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	list, err := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: "C9"})
+	list, err := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key})
 	if err != nil || len(list) != 1 {
 		t.Fatalf("errors = %d (%v), want one row per record and kind", len(list), err)
 	}
@@ -176,18 +179,18 @@ func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 		e.Details["dependency_key"] != "EUR" {
 		t.Fatalf("stored error = %+v", e)
 	}
-	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: "C9", Version: 4, At: time.Now()}); err != nil {
+	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: key, Version: 4, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	list, _ = s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: "C9"})
+	list, _ = s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key})
 	if list[0].Status != postgres.ErrorResolved || list[0].ResolvedAt == nil {
 		t.Fatalf("after the record synced: %+v", list[0])
 	}
 	// A new failure after resolution opens a new row.
-	if err := s.RecordError(ctx, errorEvent("e3", 5)); err != nil {
+	if err := s.RecordError(ctx, errorEvent(key, "e3", 5)); err != nil {
 		t.Fatal(err)
 	}
-	open, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: "C9", Status: postgres.ErrorOpen})
+	open, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorOpen})
 	if len(open) != 1 || open[0].Occurrences != 1 {
 		t.Fatalf("open errors after a new failure = %+v", open)
 	}
