@@ -24,7 +24,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/goleak"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/emulator"
@@ -37,23 +36,7 @@ import (
 
 var testDatabaseURL string
 
-func TestMain(m *testing.M) {
-	url, drop, err := pgtest.Database("e2e")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	testDatabaseURL = url
-	code := m.Run()
-	drop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgtest.Main(m, "e2e", &testDatabaseURL) }
 
 // harness is one running dvsync: NATS, the emulator, workers and a projector.
 type harness struct {

@@ -447,6 +447,11 @@ func (e *Emulator) create(w http.ResponseWriter, r *http.Request, u *user, ent *
 			return errDuplicateID()
 		}
 	}
+	return e.createRow(w, r, u, ent, id, wr)
+}
+
+// createRow validates and inserts a new row and answers as a create does.
+func (e *Emulator) createRow(w http.ResponseWriter, r *http.Request, u *user, ent *Entity, id uuid.UUID, wr write) *apiError {
 	merged := row{}
 	for k, v := range wr.attrs {
 		merged[k] = v
@@ -456,6 +461,14 @@ func (e *Emulator) create(w http.ResponseWriter, r *http.Request, u *user, ent *
 	}
 	e.insert(ent, id, wr)
 	return e.written(w, r, ent, id, http.StatusCreated)
+}
+
+// missing is the 404 for a key that addresses no row.
+func missing(ent *Entity, key rowKey) *apiError {
+	if key.alt != nil {
+		return errKeyNotFound(ent)
+	}
+	return errNotFound(ent, key.id)
 }
 
 // written answers a successful create or update: 204 with OData-EntityId, or the row with
@@ -480,10 +493,7 @@ func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *E
 	ifMatch, ifNoneMatch := r.Header.Get("If-Match"), r.Header.Get("If-None-Match")
 	if id == uuid.Nil {
 		if ifMatch != "" {
-			if key.alt != nil {
-				return errKeyNotFound(ent)
-			}
-			return errNotFound(ent, key.id)
+			return missing(ent, key)
 		}
 		if err := e.check(u, "Create", ent); err != nil {
 			return err
@@ -495,15 +505,7 @@ func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *E
 				wr.attrs[k] = v
 			}
 		}
-		merged := row{}
-		for k, v := range wr.attrs {
-			merged[k] = v
-		}
-		if err := e.validate(u, ent, wr, id, merged); err != nil {
-			return err
-		}
-		e.insert(ent, id, wr)
-		return e.written(w, r, ent, id, http.StatusCreated)
+		return e.createRow(w, r, u, ent, id, wr)
 	}
 	if ifNoneMatch == "*" {
 		return errDuplicateID()
@@ -535,10 +537,7 @@ func (e *Emulator) remove(w http.ResponseWriter, r *http.Request, u *user, ent *
 		return err
 	}
 	if id == uuid.Nil {
-		if key.alt != nil {
-			return errKeyNotFound(ent)
-		}
-		return errNotFound(ent, key.id)
+		return missing(ent, key)
 	}
 	if m := r.Header.Get("If-Match"); m != "" && m != "*" && m != etag(e.rows[ent.LogicalName][id]) {
 		return errVersionMismatch()
@@ -554,10 +553,7 @@ func (e *Emulator) get(w http.ResponseWriter, r *http.Request, u *user, ent *Ent
 	}
 	id := e.find(ent, key)
 	if id == uuid.Nil {
-		if key.alt != nil {
-			return errKeyNotFound(ent)
-		}
-		return errNotFound(ent, key.id)
+		return missing(ent, key)
 	}
 	out := render(ent, e.rows[ent.LogicalName][id], selectOf(r))
 	out["@odata.context"] = fmt.Sprintf("%s%s$metadata#%s/$entity", strings.TrimRight(e.URL, "/"), apiPath, ent.EntitySet)

@@ -3,13 +3,11 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"go.uber.org/goleak"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
@@ -18,23 +16,7 @@ import (
 
 var dbURL string
 
-func TestMain(m *testing.M) {
-	url, drop, err := pgtest.Database("store")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	dbURL = url
-	code := m.Run()
-	drop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgtest.Main(m, "store", &dbURL) }
 
 func open(t *testing.T) *postgres.Store {
 	t.Helper()
@@ -165,7 +147,7 @@ func errorEvent(key, id string, version int64) domain.ErrorEvent {
 func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
-	key := "C" + uuid.NewString()[:8] // unique per run: the database outlives -count repetitions
+	key := "C" + uuid.NewString()[:8]               // unique per run: the database outlives -count repetitions
 	for _, id := range []string{"e1", "e1", "e2"} { // e1 redelivered
 		if err := s.RecordError(ctx, errorEvent(key, id, 3)); err != nil {
 			t.Fatal(err)

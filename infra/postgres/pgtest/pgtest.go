@@ -3,9 +3,12 @@ package pgtest
 
 import (
 	"context"
+	"testing"
+
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"go.uber.org/goleak"
 	"net/url"
 	"os"
 	"strings"
@@ -51,4 +54,24 @@ func redact(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// Main is a TestMain for a package that needs PostgreSQL: it creates the package's database,
+// stores its URL in *url, runs the tests, drops the database and fails the run on leaked goroutines.
+func Main(m *testing.M, prefix string, url *string) {
+	u, drop, err := Database(prefix)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*url = u
+	code := m.Run()
+	drop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
