@@ -51,6 +51,10 @@ type Syncer struct {
 // Sync applies one event. A non-nil error means nothing final happened and the event must be
 // tried again: a transient Dataverse failure (a *Failure with class transient) or a store error.
 // Every permanent failure is an Outcome with Result failed.
+//
+// Lookups are resolved before the record is locked: they read other records' couplings and may
+// ask Dataverse, and none of that may wait on a database connection while the record's lock
+// holds one. The version is checked again under the lock, and that check decides.
 func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 	m, ok := s.Mappings.For(ev.Table)
 	if !ok {
@@ -60,22 +64,62 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 		}
 		return Outcome{Result: ResultFailed, Failure: f}, nil
 	}
+	cur, err := s.Store.Coupling(ctx, ev.Table, ev.Key)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if out, stale := staleOutcome(ev, cur); stale {
+		return out, nil
+	}
+	var (
+		prepared Outcome
+		attrs    Attributes
+		failure  *Failure
+	)
+	if ev.Type == EventUpserted {
+		if attrs, failure, err = s.prepare(ctx, m, ev, &prepared); err != nil {
+			return prepared, err
+		}
+	}
 	var out Outcome
-	err := s.Store.UpdateCoupling(ctx, ev.Table, ev.Key, func(ctx context.Context, cur Coupling) (Coupling, error) {
-		out = Outcome{} // the store may run the closure again
-		if ev.Version <= cur.Version {
-			out.Result = ResultStale
-			// A redelivery of the very version that synced: its resolution may not have been
-			// published before the worker stopped, so it is published again (idempotently).
-			out.ResolvesErrors = ev.Version == cur.Version && cur.Status == CouplingSynced
+	err = s.Store.UpdateCoupling(ctx, ev.Table, ev.Key, func(ctx context.Context, cur Coupling) (Coupling, error) {
+		// The store may run the closure again: start from what was prepared each time.
+		out = Outcome{Stages: append([]Stage(nil), prepared.Stages...)}
+		if o, stale := staleOutcome(ev, cur); stale {
+			out = o
 			return cur, ErrUnchanged
 		}
-		if ev.Type == EventDeleted {
+		switch {
+		case ev.Type == EventDeleted:
 			return s.applyDelete(ctx, m, ev, cur, &out)
+		case failure != nil:
+			return s.fail(&out, cur, m, failure)
 		}
-		return s.applyUpsert(ctx, m, ev, cur, &out)
+		return s.applyUpsert(ctx, m, ev, cur, attrs, &out)
 	})
 	return out, err
+}
+
+// staleOutcome reports whether ev is not newer than the record's last final version.
+func staleOutcome(ev ChangeEvent, cur Coupling) (Outcome, bool) {
+	if ev.Version > cur.Version {
+		return Outcome{}, false
+	}
+	// A redelivery of the very version that synced: its resolution may not have been published
+	// before the worker stopped, so it is published again (idempotently).
+	return Outcome{Result: ResultStale, ResolvesErrors: ev.Version == cur.Version && cur.Status == CouplingSynced}, true
+}
+
+// prepare maps the event's fields and binds its lookups. A failure is permanent and is recorded
+// under the lock; an error is transient.
+func (s *Syncer) prepare(ctx context.Context, m Mapping, ev ChangeEvent, out *Outcome) (Attributes, *Failure, error) {
+	s.stage(out, "map", fmt.Sprintf("%s -> %s", m.Table, m.Entity))
+	attrs, err := m.Attributes(ev.Fields)
+	if err != nil {
+		return nil, InvalidEvent(err.Error()), nil
+	}
+	f, err := s.bindLookups(ctx, m, ev, attrs, out)
+	return attrs, f, err
 }
 
 func (s *Syncer) stage(out *Outcome, name, detail string) {
@@ -106,19 +150,8 @@ func dataverseFailure(err error) (*Failure, error) {
 	return f, nil
 }
 
-func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, out *Outcome) (Coupling, error) {
-	s.stage(out, "map", fmt.Sprintf("%s -> %s", m.Table, m.Entity))
-	attrs, err := m.Attributes(ev.Fields)
-	if err != nil {
-		return s.fail(out, cur, m, InvalidEvent(err.Error()))
-	}
-	if f, err := s.bindLookups(ctx, m, ev, attrs, out); f != nil || err != nil {
-		if err != nil {
-			return cur, err
-		}
-		return s.fail(out, cur, m, f)
-	}
-
+func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, attrs Attributes, out *Outcome) (Coupling, error) {
+	var err error
 	row := cur.RowID
 	if row == uuid.Nil {
 		row = DeterministicRowID(ev.Table, ev.Key)

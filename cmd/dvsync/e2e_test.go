@@ -551,3 +551,36 @@ func TestSpentRetriesBecomeADataverseUnavailableSetupError(t *testing.T) {
 	}
 	h.idle() // parked as an error, not left pending
 }
+
+// slow delays every Web API request, as a real Dataverse's round trips do.
+func slow(d time.Duration) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/api/data/") {
+				time.Sleep(d)
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Every lane busy with a record that has a lookup, against a slow Dataverse: the per-record
+// transactions must not starve the lookups of database connections.
+func TestAllLanesBusyWithLookupsDoNotStarveTheDatabasePool(t *testing.T) {
+	h := startWith(t, options{workers: 1, wrap: slow(100 * time.Millisecond), tweak: func(c *Config) { c.Worker.Lanes = 16 }})
+	cur := h.key("USD")
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
+	h.waitCoupled("currency", cur, 1)
+	const customers = 48
+	for i := 0; i < customers; i++ {
+		k := h.key(fmt.Sprintf("C%d", i))
+		h.publish("customer", k, 1, map[string]any{"number": k, "currencyCode": cur})
+	}
+	h.idle()
+	for i := 0; i < customers; i++ {
+		h.waitCoupled("customer", h.key(fmt.Sprintf("C%d", i)), 1)
+	}
+	if n := testutil.ToFloat64(h.workers[0].metrics.TransientRetries.WithLabelValues("customer", "store")); n != 0 {
+		t.Fatalf("%v store failures; the pool was starved", n)
+	}
+}

@@ -62,7 +62,9 @@ func (s *stack) connectNATS(ctx context.Context) error {
 }
 
 func (s *stack) openStore(ctx context.Context) error {
-	st, err := postgres.Open(ctx, s.cfg.DatabaseURL)
+	// Each lane holds a connection while its record is locked; the rest serve lookups, the
+	// projector and health checks.
+	st, err := postgres.Open(ctx, s.cfg.DatabaseURL, s.cfg.Worker.Lanes+4)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -23,12 +24,17 @@ type Store struct {
 }
 
 // Open connects to the database at url and applies pending migrations. Several processes may
-// start at once: a session lock lets one migrate while the others wait.
-func Open(ctx context.Context, url string) (*Store, error) {
+// start at once: a session lock lets one migrate while the others wait. maxConns sizes the pool
+// (0 keeps pgx's default, or pool_max_conns from the URL); a worker needs one connection per lane
+// besides those it reads with.
+func Open(ctx context.Context, url string, maxConns int) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx's parse error can quote the URL with its password; say only what is wrong.
 		return nil, fmt.Errorf("postgres: DATABASE_URL is not a valid connection string")
+	}
+	if maxConns > 0 && !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = int32(maxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

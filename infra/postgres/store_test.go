@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { pgtest.Main(m, "store", &dbURL) }
 
 func open(t *testing.T) *postgres.Store {
 	t.Helper()
-	s, err := postgres.Open(context.Background(), dbURL)
+	s, err := postgres.Open(context.Background(), dbURL, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestMigrationsRunConcurrentlyAndTwice(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := postgres.Open(context.Background(), dbURL)
+			s, err := postgres.Open(context.Background(), dbURL, 0)
 			if err == nil {
 				s.Close()
 			}
