@@ -30,6 +30,7 @@ type stack struct {
 	log      *slog.Logger
 	metrics  *telemetry.Metrics
 	nc       *nats.Conn
+	ncClosed chan struct{} // closed by NATS after its last callback
 	js       jetstream.JetStream
 	store    *postgres.Store
 	dv       *dataverse.Client
@@ -42,9 +43,15 @@ func newStack(cfg Config, log *slog.Logger) *stack {
 }
 
 func (s *stack) connectNATS(ctx context.Context) error {
+	closed := make(chan struct{})
 	nc, err := nats.Connect(s.cfg.NATSURL, nats.Name("dvsync"), nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }))
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: we closed it
+				s.log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -57,7 +64,7 @@ func (s *stack) connectNATS(ctx context.Context) error {
 		nc.Close()
 		return err
 	}
-	s.nc, s.js = nc, js
+	s.nc, s.ncClosed, s.js = nc, closed, js
 	return nil
 }
 
@@ -96,9 +103,18 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	return nil
 }
 
+// close drains NATS and waits until its last callback ran, so that nothing runs after the
+// process says it stopped.
 func (s *stack) close() {
 	if s.nc != nil {
-		_ = s.nc.Drain()
+		if err := s.nc.Drain(); err != nil {
+			s.nc.Close()
+		}
+		select {
+		case <-s.ncClosed:
+		case <-time.After(30 * time.Second):
+			s.log.Warn("NATS did not close within 30s")
+		}
 	}
 	if s.store != nil {
 		s.store.Close()
