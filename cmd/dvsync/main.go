@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dvsync/dvsync/infra/emulator"
+	"github.com/dvsync/dvsync/infra/httpapi"
+	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
 const usage = `dvsync keeps Microsoft Dataverse in step with change events on NATS JetStream.
@@ -175,5 +178,11 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	emu.URL = "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "Dataverse emulator on %s\n  DATAVERSE_URL=%s\n  DATAVERSE_TOKEN_URL=%s/%s/oauth2/v2.0/token\n  DATAVERSE_CLIENT_ID=%s\n  (client secret: see README)\n",
 		emu.URL, emu.URL, emu.URL, emu.Tenant, emulator.DefaultApp.ClientID)
-	return serve(ctx, ln, emu.Handler())
+	// Like every dvsync process it answers /healthz and /metrics beside the emulated routes.
+	mux := http.NewServeMux()
+	mux.Handle("/", emu.Handler())
+	ops := (&httpapi.Server{Metrics: telemetry.New(nil)}).Handler()
+	mux.Handle("GET /healthz", ops)
+	mux.Handle("GET /metrics", ops)
+	return serve(ctx, ln, mux)
 }

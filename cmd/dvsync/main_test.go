@@ -127,3 +127,37 @@ func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
 		t.Fatal("dvsync dev did not stop within 30s of being cancelled")
 	}
 }
+
+func TestEmulatorCommandServesDataverseAndHealth(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"emulator", "--listen", "127.0.0.1:0"}, &out, &errOut) }()
+	re := regexp.MustCompile(`DATAVERSE_URL=(\S+)`)
+	var base string
+	for deadline := time.Now().Add(10 * time.Second); base == ""; {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no address printed: %s", errOut.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/metrics": 200, "/api/data/v9.2/accounts": 401} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	if strings.Contains(out.String(), "emulator-secret") {
+		t.Error("the emulator printed its client secret")
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
