@@ -3,7 +3,9 @@ GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin/dvsync
 
-.PHONY: build run test test-repeat lint bench tools
+.PHONY: build run deps test test-repeat lint bench
+
+CONFORMANCE := infra/emulator/conformance
 
 build:
 	$(GO) build -o $(BIN) ./cmd/dvsync
@@ -12,13 +14,18 @@ build:
 run:
 	$(GO) run ./cmd/dvsync dev
 
+# The emulator's conformance suite drives it with dynamics-web-api, a published Dataverse client
+# (Node.js 18 or newer); npm ci installs the version package-lock.json pins.
+deps:
+	npm ci --prefix $(CONFORMANCE) --no-audit --no-fund --loglevel=error
+
 # Every test, with the race detector. Needs PostgreSQL on 127.0.0.1:5432 (DVSYNC_TEST_DATABASE_URL
 # to use another); each package creates and drops its own database.
-test:
+test: deps
 	$(GO) test -race -count=1 ./...
 
 # The concurrent tests, three times over, as before resolving an issue.
-test-repeat:
+test-repeat: deps
 	$(GO) test -race -count=3 ./cmd/... ./infra/postgres/...
 
 lint:

@@ -56,6 +56,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	var emu *emulator.Emulator
+	var emuURL string
 	dvNote := "external"
 	if cfg.Dataverse.URL == "" {
 		ln, err := net.Listen("tcp", *emulatorListen)
@@ -63,9 +64,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("emulator: %w", err)
 		}
 		emu = emulator.New()
-		emu.URL = "http://" + ln.Addr().String()
+		emuURL = "http://" + ln.Addr().String()
 		g.Go(func() error { return serve(gctx, ln, emu.Handler()) })
-		cfg.Dataverse = DataverseConfig{URL: emu.URL, TokenURL: emu.URL + "/" + emu.Tenant + "/oauth2/v2.0/token",
+		cfg.Dataverse = DataverseConfig{URL: emuURL, TokenURL: emuURL + "/" + emu.Tenant + "/oauth2/v2.0/token",
 			ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
 		dvNote = "emulator"
 	}
@@ -110,7 +111,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, `  Demo         currency EUR and customer C10000 sync; customer C20000 waits for currency USD
                (coupling error); item 1000 fails: prvCreateProduct was revoked (setup error).
                Grant it back: curl -X POST %s/_emulator/privileges -d '{"grant":["prvCreateProduct"]}'
-`, emu.URL)
+`, emuURL)
 	}
 	return g.Wait()
 }

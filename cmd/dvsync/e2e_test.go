@@ -75,7 +75,6 @@ func startWith(t *testing.T, o options) *harness {
 		handler = o.wrap(handler)
 	}
 	dvSrv := httptest.NewServer(handler)
-	emu.URL = dvSrv.URL
 
 	cfg := defaultConfig()
 	cfg.NATSURL, cfg.DatabaseURL = srv.ClientURL(), testDatabaseURL

@@ -175,9 +175,9 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	emu := emulator.New()
-	emu.URL = "http://" + ln.Addr().String()
+	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "Dataverse emulator on %s\n  DATAVERSE_URL=%s\n  DATAVERSE_TOKEN_URL=%s/%s/oauth2/v2.0/token\n  DATAVERSE_CLIENT_ID=%s\n  (client secret: see README)\n",
-		emu.URL, emu.URL, emu.URL, emu.Tenant, emulator.DefaultApp.ClientID)
+		base, base, base, emu.Tenant, emulator.DefaultApp.ClientID)
 	// Like every dvsync process it answers /healthz and /metrics beside the emulated routes.
 	mux := http.NewServeMux()
 	mux.Handle("/", emu.Handler())

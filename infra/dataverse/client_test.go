@@ -21,7 +21,6 @@ func newClient(t *testing.T) (*dataverse.Client, *emulator.Emulator) {
 	emu := emulator.New()
 	srv := httptest.NewServer(emu.Handler())
 	t.Cleanup(srv.Close)
-	emu.URL = srv.URL
 	creds := dataverse.ClientCredentials{TokenURL: srv.URL + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token",
 		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
 	c, err := dataverse.NewClient(srv.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), srv.URL)))

@@ -53,8 +53,6 @@ type Emulator struct {
 	businessUnit uuid.UUID
 	privilegeIDs map[string]uuid.UUID
 	now          func() time.Time
-	// URL is the environment URL clients are told about (resource_id, OData-EntityId).
-	URL string
 	// Tenant is the Entra ID tenant the token endpoint serves.
 	Tenant string
 }
@@ -70,7 +68,7 @@ const DefaultTenant = "00000000-0000-0000-0000-0000000000aa"
 // New returns an emulator with the default entities and DefaultApp, whose user holds every
 // privilege on every entity.
 func New() *Emulator {
-	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour, URL: "http://dataverse.invalid"}
+	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour}
 	e.Reset()
 	return e
 }

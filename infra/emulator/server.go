@@ -2,12 +2,12 @@ package emulator
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -73,7 +73,7 @@ func (e *Emulator) authenticate(w http.ResponseWriter, r *http.Request) *user {
 	u := e.users[t.user]
 	e.mu.Unlock()
 	if !ok || !known || e.now().After(t.expires) || u == nil {
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Bearer authorization_uri=https://login.microsoftonline.com/%s/oauth2/authorize, resource_id=%s", e.Tenant, e.URL))
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Bearer authorization_uri=https://login.microsoftonline.com/%s/oauth2/authorize, resource_id=%s", e.Tenant, baseURL(r)))
 		w.WriteHeader(http.StatusUnauthorized)
 		return nil
 	}
@@ -93,6 +93,17 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errUserDisabled(u))
 		return
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if strings.TrimPrefix(r.URL.Path, apiPath) == "$batch" && r.Method == http.MethodPost {
+		e.serveBatch(w, r, u)
+		return
+	}
+	e.dispatch(w, r, u)
+}
+
+// dispatch serves one Web API request; the caller holds e.mu.
+func (e *Emulator) dispatch(w http.ResponseWriter, r *http.Request, u *user) {
 	seg := strings.TrimPrefix(r.URL.EscapedPath(), apiPath)
 	seg, _ = url.PathUnescape(seg)
 	m := segmentRE.FindStringSubmatch(seg)
@@ -100,8 +111,6 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errSegment(seg))
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	ent, ok := e.sets[m[1]]
 	if !ok {
 		writeError(w, r, errSegment(m[1]))
@@ -428,8 +437,17 @@ func (e *Emulator) insert(ent *Entity, id uuid.UUID, wr write) {
 	}
 }
 
-func (e *Emulator) entityURL(ent *Entity, id uuid.UUID) string {
-	return fmt.Sprintf("%s%s%s(%s)", strings.TrimRight(e.URL, "/"), apiPath, ent.EntitySet, id)
+// baseURL is the environment URL as the client reached it, as a Dataverse server knows its own.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func entityURL(r *http.Request, ent *Entity, id uuid.UUID) string {
+	return fmt.Sprintf("%s%s%s(%s)", baseURL(r), apiPath, ent.EntitySet, id)
 }
 
 func (e *Emulator) create(w http.ResponseWriter, r *http.Request, u *user, ent *Entity) *apiError {
@@ -474,7 +492,7 @@ func missing(ent *Entity, key rowKey) *apiError {
 // written answers a successful create or update: 204 with OData-EntityId, or the row with
 // Prefer: return=representation.
 func (e *Emulator) written(w http.ResponseWriter, r *http.Request, ent *Entity, id uuid.UUID, statusWithBody int) *apiError {
-	w.Header().Set("OData-EntityId", e.entityURL(ent, id))
+	w.Header().Set("OData-EntityId", entityURL(r, ent, id))
 	if strings.Contains(strings.Join(r.Header.Values("Prefer"), ","), "return=representation") {
 		w.Header().Set("Preference-Applied", "return=representation")
 		writeJSON(w, statusWithBody, render(ent, e.rows[ent.LogicalName][id], selectOf(r)))
@@ -556,7 +574,7 @@ func (e *Emulator) get(w http.ResponseWriter, r *http.Request, u *user, ent *Ent
 		return missing(ent, key)
 	}
 	out := render(ent, e.rows[ent.LogicalName][id], selectOf(r))
-	out["@odata.context"] = fmt.Sprintf("%s%s$metadata#%s/$entity", strings.TrimRight(e.URL, "/"), apiPath, ent.EntitySet)
+	out["@odata.context"] = fmt.Sprintf("%s%s$metadata#%s/$entity", baseURL(r), apiPath, ent.EntitySet)
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -566,10 +584,10 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *En
 		return err
 	}
 	q := r.URL.Query()
-	var conds []condition
+	var cond filter
 	if f := q.Get("$filter"); f != "" {
 		var err error
-		if conds, err = parseFilter(f); err != nil {
+		if cond, err = parseFilter(f); err != nil {
 			return errBadRequest("Syntax error in $filter: " + err.Error())
 		}
 	}
@@ -581,18 +599,44 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *En
 		}
 		top = n
 	}
-	sel := selectOf(r)
-	value := []map[string]any{}
+	all := make([]map[string]any, 0, len(e.rows[ent.LogicalName]))
 	for _, rw := range e.rows[ent.LogicalName] {
 		full := render(ent, rw, nil)
-		if matches(full, conds) && (top < 0 || len(value) < top) {
-			value = append(value, render(ent, rw, sel))
+		if cond == nil || cond.match(full) {
+			all = append(all, full)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"@odata.context": fmt.Sprintf("%s%s$metadata#%s", strings.TrimRight(e.URL, "/"), apiPath, ent.EntitySet),
-		"value":          value,
-	})
+	// Without $orderby, rows come in the order they were created, as a stable page order needs.
+	sort.Slice(all, func(i, j int) bool { return all[i]["versionnumber"].(int64) < all[j]["versionnumber"].(int64) })
+	if ob := q.Get("$orderby"); ob != "" {
+		if err := orderBy(all, ob); err != nil {
+			return errBadRequest(err.Error())
+		}
+	}
+	if top >= 0 && top < len(all) {
+		all = all[:top]
+	}
+	body := map[string]any{"@odata.context": fmt.Sprintf("%s%s$metadata#%s", baseURL(r), apiPath, ent.EntitySet)}
+	if q.Get("$count") == "true" {
+		body["@odata.count"] = min(len(all), 5000)
+	}
+	size := maxPageSize(r.Header.Values("Prefer"))
+	page := pageOf(q.Get("$skiptoken"))
+	from := min((page-1)*size, len(all))
+	to := min(from+size, len(all))
+	if to < len(all) {
+		body["@odata.nextLink"] = nextLink(baseURL(r)+apiPath+ent.EntitySet, q, page+1)
+	}
+	if size < 5000 {
+		w.Header().Set("Preference-Applied", fmt.Sprintf("odata.maxpagesize=%d", size))
+	}
+	sel := selectOf(r)
+	value := make([]map[string]any, 0, to-from)
+	for _, full := range all[from:to] {
+		value = append(value, project(ent, full, sel))
+	}
+	body["value"] = value
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 
@@ -618,80 +662,25 @@ func render(ent *Entity, r row, sel []string) map[string]any {
 		}
 		out[name] = v
 	}
-	if sel != nil {
-		keep := map[string]bool{ent.PrimaryID: true, "@odata.etag": true}
-		for _, s := range sel {
-			keep[strings.TrimSpace(s)] = true
-		}
-		for k := range out {
-			if !keep[k] {
-				delete(out, k)
-			}
+	return project(ent, out, sel)
+}
+
+// project keeps the selected columns of a rendered row, the primary id and the etag.
+func project(ent *Entity, full map[string]any, sel []string) map[string]any {
+	if sel == nil {
+		return full
+	}
+	keep := map[string]bool{ent.PrimaryID: true, "@odata.etag": true}
+	for _, s := range sel {
+		keep[strings.TrimSpace(s)] = true
+	}
+	out := make(map[string]any, len(keep))
+	for k, v := range full {
+		if keep[k] {
+			out[k] = v
 		}
 	}
 	return out
-}
-
-// condition is one "<property> eq <literal>" term of a $filter.
-type condition struct {
-	prop  string
-	value any
-}
-
-// parseFilter reads the "eq" and "and" subset of OData $filter this version supports.
-func parseFilter(f string) ([]condition, error) {
-	var out []condition
-	for _, term := range splitOutsideQuotes(f, " and ") {
-		parts := strings.SplitN(strings.TrimSpace(term), " ", 3)
-		if len(parts) != 3 || parts[1] != "eq" {
-			return nil, fmt.Errorf("only '<property> eq <value>' terms joined by 'and' are supported, got %q", term)
-		}
-		v, err := parseLiteral(parts[2])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, condition{prop: parts[0], value: v})
-	}
-	return out, nil
-}
-
-func parseLiteral(s string) (any, error) {
-	switch {
-	case strings.HasPrefix(s, "'") && strings.HasSuffix(s, "'") && len(s) >= 2:
-		return strings.ReplaceAll(s[1:len(s)-1], "''", "'"), nil
-	case s == "null":
-		return nil, nil
-	case s == "true" || s == "false":
-		return s == "true", nil
-	}
-	if id, err := uuid.Parse(s); err == nil {
-		return id.String(), nil
-	}
-	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		return f, nil
-	}
-	return nil, errors.New("cannot read literal " + s)
-}
-
-func matches(r map[string]any, conds []condition) bool {
-	for _, c := range conds {
-		v := r[c.prop]
-		switch want := c.value.(type) {
-		case float64:
-			if f, ok := toFloat(v); !ok || f != want {
-				return false
-			}
-		case string:
-			if !strings.EqualFold(fmt.Sprint(v), want) || v == nil {
-				return false
-			}
-		default:
-			if v != want {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func toFloat(v any) (float64, bool) {
@@ -702,21 +691,4 @@ func toFloat(v any) (float64, bool) {
 		return n, true
 	}
 	return 0, false
-}
-
-// splitOutsideQuotes splits s at sep where sep is not inside a '...' literal.
-func splitOutsideQuotes(s, sep string) []string {
-	var parts []string
-	inQuote, start := false, 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			inQuote = !inQuote
-		}
-		if !inQuote && strings.HasPrefix(s[i:], sep) {
-			parts = append(parts, s[start:i])
-			start = i + len(sep)
-			i += len(sep) - 1
-		}
-	}
-	return append(parts, s[start:])
 }

@@ -1,0 +1,230 @@
+package emulator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/dvsync/dvsync/infra/emulator"
+)
+
+type api struct {
+	t   *testing.T
+	srv *httptest.Server
+	emu *emulator.Emulator
+	c   *http.Client
+}
+
+func newAPI(t *testing.T) *api {
+	emu := emulator.New()
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(srv.Close)
+	cfg := clientcredentials.Config{ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret,
+		TokenURL: srv.URL + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token"}
+	return &api{t: t, srv: srv, emu: emu, c: cfg.Client(context.Background())}
+}
+
+func (a *api) do(method, path string, body string, hdr ...string) (*http.Response, map[string]any) {
+	a.t.Helper()
+	req, _ := http.NewRequest(method, a.srv.URL+"/api/data/v9.2/"+path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return resp, out
+}
+
+func (a *api) seed(names ...string) {
+	for i, n := range names {
+		body := fmt.Sprintf(`{"name":%q,"creditlimit":%d,"address1_city":"%s"}`, n, (i+1)*100, map[bool]string{true: "Oslo", false: "Bergen"}[i%2 == 0])
+		if resp, out := a.do("POST", "accounts", body); resp.StatusCode != 204 {
+			a.t.Fatalf("create %s: %d %v", n, resp.StatusCode, out)
+		}
+	}
+}
+
+func names(out map[string]any) []string {
+	var n []string
+	for _, v := range out["value"].([]any) {
+		n = append(n, v.(map[string]any)["name"].(string))
+	}
+	return n
+}
+
+func TestFilterOrderByAndCount(t *testing.T) {
+	a := newAPI(t)
+	a.seed("Alpha", "Bravo", "Charlie", "Delta", "Echo")
+	cases := []struct{ query, want string }{
+		{"$filter=creditlimit gt 200 and creditlimit le 400", "Charlie,Delta"},
+		{"$filter=address1_city eq 'oslo' or name eq 'Bravo'&$orderby=name desc", "Echo,Charlie,Bravo,Alpha"},
+		{"$filter=not (address1_city eq 'Oslo')", "Bravo,Delta"},
+		{"$filter=contains(name,'ar') or startswith(name,'E') or endswith(name,'ta')", "Charlie,Delta,Echo"},
+		{"$filter=name ne 'Alpha' and accountnumber eq null&$top=2", "Bravo,Charlie"},
+		{"$orderby=address1_city asc,creditlimit desc", "Delta,Bravo,Echo,Charlie,Alpha"},
+	}
+	for _, tc := range cases {
+		resp, out := a.do("GET", "accounts?"+strings.ReplaceAll(tc.query, " ", "%20"), "")
+		if got := strings.Join(names(out), ","); resp.StatusCode != 200 || got != tc.want {
+			t.Errorf("%s: %d %s, want %s", tc.query, resp.StatusCode, got, tc.want)
+		}
+	}
+	_, out := a.do("GET", "accounts?$count=true&$filter=address1_city%20eq%20'Oslo'", "")
+	if out["@odata.count"] != 3.0 {
+		t.Errorf("@odata.count = %v, want 3", out["@odata.count"])
+	}
+	resp, out := a.do("GET", "accounts?$filter=name%20eqq%20'x'", "")
+	if resp.StatusCode != 400 || out["error"].(map[string]any)["code"] != "0x0" {
+		t.Errorf("a bad filter answered %d %v", resp.StatusCode, out)
+	}
+}
+
+func TestPagingFollowsNextLinks(t *testing.T) {
+	a := newAPI(t)
+	a.seed("A1", "A2", "A3", "A4", "A5")
+	path, seen, pages := "accounts?$select=name", []string{}, 0
+	for path != "" {
+		resp, out := a.do("GET", path, "", "Prefer", "odata.maxpagesize=2")
+		if resp.Header.Get("Preference-Applied") != "odata.maxpagesize=2" {
+			t.Fatalf("Preference-Applied = %q", resp.Header.Get("Preference-Applied"))
+		}
+		seen = append(seen, names(out)...)
+		pages++
+		path = ""
+		if next, ok := out["@odata.nextLink"].(string); ok {
+			u, _ := url.Parse(next)
+			path = strings.TrimPrefix(u.Path, "/api/data/v9.2/") + "?" + u.RawQuery
+		}
+	}
+	if pages != 3 || strings.Join(seen, ",") != "A1,A2,A3,A4,A5" {
+		t.Fatalf("%d pages: %v", pages, seen)
+	}
+}
+
+// batch builds a $batch body: top-level parts, and change sets as []string of requests.
+func batch(parts ...any) (string, string) {
+	var b bytes.Buffer
+	w := multipart.NewWriter(&b)
+	req := func(mw *multipart.Writer, id int, text string) {
+		h := map[string][]string{"Content-Type": {"application/http"}, "Content-Transfer-Encoding": {"binary"}}
+		if id > 0 {
+			h["Content-ID"] = []string{fmt.Sprint(id)}
+		}
+		p, _ := mw.CreatePart(h)
+		_, _ = io.WriteString(p, strings.ReplaceAll(text, "\n", "\r\n"))
+	}
+	for _, p := range parts {
+		switch v := p.(type) {
+		case string:
+			req(w, 0, v)
+		case []string:
+			var cs bytes.Buffer
+			cw := multipart.NewWriter(&cs)
+			for i, r := range v {
+				req(cw, i+1, r)
+			}
+			_ = cw.Close()
+			pw, _ := w.CreatePart(map[string][]string{"Content-Type": {"multipart/mixed; boundary=" + cw.Boundary()}})
+			_, _ = pw.Write(cs.Bytes())
+		}
+	}
+	_ = w.Close()
+	return b.String(), "multipart/mixed; boundary=" + w.Boundary()
+}
+
+// statuses reads the status line of every response part, change sets flattened.
+func statuses(t *testing.T, resp *http.Response, body []byte) []string {
+	_, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var walk func(r io.Reader, boundary string)
+	walk = func(r io.Reader, boundary string) {
+		mr := multipart.NewReader(r, boundary)
+		for {
+			p, err := mr.NextPart()
+			if err != nil {
+				return
+			}
+			if ct, cp, _ := mime.ParseMediaType(p.Header.Get("Content-Type")); ct == "multipart/mixed" {
+				walk(p, cp["boundary"])
+				continue
+			}
+			raw, _ := io.ReadAll(p)
+			out = append(out, strings.SplitN(string(raw), "\r\n", 2)[0])
+		}
+	}
+	walk(bytes.NewReader(body), params["boundary"])
+	return out
+}
+
+func (a *api) batch(body, ct string, prefer ...string) (*http.Response, []string) {
+	a.t.Helper()
+	req, _ := http.NewRequest("POST", a.srv.URL+"/api/data/v9.2/$batch", strings.NewReader(body))
+	req.Header.Set("Content-Type", ct)
+	for _, p := range prefer {
+		req.Header.Add("Prefer", p)
+	}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp, statuses(a.t, resp, raw)
+}
+
+func TestBatchChangeSetWithContentIDReference(t *testing.T) {
+	a := newAPI(t)
+	body, ct := batch([]string{
+		"POST /api/data/v9.2/transactioncurrencies HTTP/1.1\nContent-Type: application/json\n\n{\"isocurrencycode\":\"EUR\"}",
+		"POST accounts HTTP/1.1\nContent-Type: application/json\n\n{\"name\":\"Ref\",\"transactioncurrencyid@odata.bind\":\"$1\"}",
+	}, "GET /api/data/v9.2/accounts?$select=name HTTP/1.1\n\n")
+	resp, got := a.batch(body, ct)
+	if resp.StatusCode != 200 || strings.Join(got, "|") != "HTTP/1.1 204 No Content|HTTP/1.1 204 No Content|HTTP/1.1 200 OK" {
+		t.Fatalf("%d %v", resp.StatusCode, got)
+	}
+	accounts, _ := a.emu.Rows("accounts")
+	currencies, _ := a.emu.Rows("transactioncurrencies")
+	if len(accounts) != 1 || accounts[0]["_transactioncurrencyid_value"] != currencies[0]["transactioncurrencyid"] {
+		t.Fatalf("the $1 reference was not bound: %v", accounts)
+	}
+}
+
+func TestBatchChangeSetRollsBackAndStopsWithoutContinueOnError(t *testing.T) {
+	a := newAPI(t)
+	body, ct := batch([]string{
+		"POST accounts HTTP/1.1\nContent-Type: application/json\n\n{\"name\":\"Kept?\"}",
+		"POST accounts HTTP/1.1\nContent-Type: application/json\n\n{\"nosuch\":1}",
+	}, "POST accounts HTTP/1.1\nContent-Type: application/json\n\n{\"name\":\"After\"}")
+	resp, got := a.batch(body, ct)
+	if rows, _ := a.emu.Rows("accounts"); len(rows) != 0 || resp.StatusCode != 400 || len(got) != 1 {
+		t.Fatalf("status %d, parts %v, %d rows; want 400, one error part, nothing kept", resp.StatusCode, got, len(rows))
+	}
+	resp, got = a.batch(body, ct, "odata.continue-on-error")
+	rows, _ := a.emu.Rows("accounts")
+	if resp.StatusCode != 200 || len(got) != 2 || len(rows) != 1 || rows[0]["name"] != "After" {
+		t.Fatalf("continue-on-error: status %d, parts %v, rows %v", resp.StatusCode, got, rows)
+	}
+}
