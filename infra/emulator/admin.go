@@ -2,7 +2,9 @@ package emulator
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -15,7 +17,53 @@ import (
 //	POST   /_emulator/privileges             {"user":"<id>","grant":["prv..."],"revoke":["prv..."]}
 //	POST   /_emulator/users/{id}/disable     disable an application user (enable: .../enable)
 //	POST   /_emulator/reset                  drop all rows and restore the defaults
+//	POST   /_emulator/limits                 {"window":"5m","requests":6000,"executionTime":"20m","concurrent":52,"dopHint":4}
+//	POST   /_emulator/latency                {"perRequest":"80ms","perRecord":"4ms"}
+//	POST   /_emulator/faults                 {"kind":"status","status":503,"count":2} | {"kind":"slow","delay":"40s","count":1}
+//	                                         | {"kind":"drop","count":1} | {"kind":"outage","for":"30s"}
+//	DELETE /_emulator/faults                 remove every injected fault
+//
+// Durations are Go duration strings ("250ms", "5m").
 func (e *Emulator) adminRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /_emulator/limits", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Window, ExecutionTime         duration
+			Requests, Concurrent, DOPHint int
+		}
+		if !decodeAdmin(w, r, &req) {
+			return
+		}
+		e.SetLimits(Limits{Window: time.Duration(req.Window), ExecutionTime: time.Duration(req.ExecutionTime),
+			Requests: req.Requests, Concurrent: req.Concurrent, DOPHint: req.DOPHint})
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /_emulator/latency", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ PerRequest, PerRecord duration }
+		if !decodeAdmin(w, r, &req) {
+			return
+		}
+		e.SetLatency(Latency{PerRequest: time.Duration(req.PerRequest), PerRecord: time.Duration(req.PerRecord)})
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /_emulator/faults", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Kind          string
+			Status, Count int
+			Delay, For    duration
+		}
+		if !decodeAdmin(w, r, &req) {
+			return
+		}
+		if err := e.InjectFault(Fault{Kind: req.Kind, Status: req.Status, Count: req.Count, Delay: time.Duration(req.Delay), For: time.Duration(req.For)}); err != nil {
+			adminError(w, http.StatusBadRequest, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("DELETE /_emulator/faults", func(w http.ResponseWriter, _ *http.Request) {
+		e.ClearFaults()
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /_emulator/rows/{set}", func(w http.ResponseWriter, r *http.Request) {
 		rows, err := e.Rows(r.PathValue("set"))
 		if err != nil {
@@ -88,4 +136,25 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 
 func adminError(w http.ResponseWriter, status int, err error) {
 	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// duration reads a Go duration string from JSON.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"250ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	*d = duration(v)
+	return err
+}
+
+func decodeAdmin(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		adminError(w, http.StatusBadRequest, err)
+		return false
+	}
+	return true
 }

@@ -53,6 +53,7 @@ type Emulator struct {
 	businessUnit uuid.UUID
 	privilegeIDs map[string]uuid.UUID
 	now          func() time.Time
+	prot         *protection
 	// Tenant is the Entra ID tenant the token endpoint serves.
 	Tenant string
 }
@@ -68,7 +69,7 @@ const DefaultTenant = "00000000-0000-0000-0000-0000000000aa"
 // New returns an emulator with the default entities and DefaultApp, whose user holds every
 // privilege on every entity.
 func New() *Emulator {
-	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour}
+	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour, prot: newProtection()}
 	e.Reset()
 	return e
 }
@@ -85,6 +86,7 @@ func (e *Emulator) Reset() {
 		e.addEntityLocked(ent)
 	}
 	e.addAppLocked(DefaultApp)
+	e.prot = newProtection()
 }
 
 func (e *Emulator) addEntityLocked(ent *Entity) {

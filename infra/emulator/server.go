@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"sort"
@@ -82,24 +83,59 @@ func (e *Emulator) authenticate(w http.ResponseWriter, r *http.Request) *user {
 
 var segmentRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)(?:\((.*)\))?$`)
 
+// recordsHeader is how a handler tells serveAPI how many records a request carried, for the
+// latency model; it never leaves the emulator.
+const recordsHeader = "X-Emulator-Records"
+
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
+	start := e.now()
 	w.Header().Set("OData-Version", "4.0")
-	w.Header().Set("x-ms-dop-hint", "4")
 	u := e.authenticate(w, r)
 	if u == nil {
 		return
 	}
-	if u.disabled {
-		writeError(w, r, errUserDisabled(u))
+	if f := e.prot.nextFault(start); f != nil && applyFault(w, f) {
 		return
 	}
+	e.prot.mu.Lock()
+	limits, latency := e.prot.limits, e.prot.latency
+	e.prot.mu.Unlock()
+	w.Header().Set("x-ms-dop-hint", strconv.Itoa(limits.DOPHint))
+	release, throttled, wait := e.prot.admit(u.id, start)
+	if throttled != nil {
+		w.Header().Set("Retry-After", retryAfterSeconds(wait))
+		writeError(w, r, throttled)
+		return
+	}
+	// The request runs against a recorder under the data lock; the latency is spent after the
+	// lock is released, so that slow round trips do not serialize the emulator.
+	rec := httptest.NewRecorder()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if strings.TrimPrefix(r.URL.Path, apiPath) == "$batch" && r.Method == http.MethodPost {
-		e.serveBatch(w, r, u)
-		return
+	switch {
+	case u.disabled:
+		writeError(rec, r, errUserDisabled(u))
+	case strings.TrimPrefix(r.URL.Path, apiPath) == "$batch" && r.Method == http.MethodPost:
+		e.serveBatch(rec, r, u)
+	default:
+		e.dispatch(rec, r, u)
 	}
-	e.dispatch(w, r, u)
+	e.mu.Unlock()
+	records := max(1, atoiOr(rec.Header().Get(recordsHeader), 1))
+	rec.Header().Del(recordsHeader)
+	time.Sleep(latency.PerRequest + time.Duration(records)*latency.PerRecord)
+	release(e.now().Sub(start))
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+func atoiOr(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return def
 }
 
 // dispatch serves one Web API request; the caller holds e.mu.
