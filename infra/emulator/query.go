@@ -375,7 +375,9 @@ func maxPageSize(prefer []string) int {
 }
 
 // skipToken is the paging cookie of page n, in the form Dataverse uses.
-func skipToken(page int) string { return fmt.Sprintf(`<cookie pagenumber="%d" istracking="False" />`, page) }
+func skipToken(page int) string {
+	return fmt.Sprintf(`<cookie pagenumber="%d" istracking="False" />`, page)
+}
 
 func pageOf(token string) int {
 	if token == "" {
