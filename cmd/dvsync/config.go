@@ -33,6 +33,17 @@ type DataverseConfig struct {
 	ClientID     string // DATAVERSE_CLIENT_ID
 	ClientSecret string // DATAVERSE_CLIENT_SECRET (never logged)
 	TokenURL     string // DATAVERSE_TOKEN_URL, to override Entra ID's token endpoint
+	// MaxParallel caps requests in flight (DATAVERSE_MAX_PARALLEL); x-ms-dop-hint lowers it.
+	MaxParallel int
+	// DuplicateDetection turns on Dataverse's duplicate-detection rules for dvsync's writes.
+	DuplicateDetection bool
+	// BypassCustomPlugins skips custom synchronous plug-ins (needs prvBypassCustomPlugins).
+	BypassCustomPlugins bool
+}
+
+func envBool(name string) bool {
+	v, err := strconv.ParseBool(os.Getenv(name))
+	return err == nil && v
 }
 
 func env(name, def string) string {
@@ -59,7 +70,8 @@ func defaultConfig() Config {
 		LogLevel:     env("DVSYNC_LOG_LEVEL", "info"),
 		Dataverse: DataverseConfig{URL: env("DATAVERSE_URL", ""), TenantID: env("DATAVERSE_TENANT_ID", ""),
 			ClientID: env("DATAVERSE_CLIENT_ID", ""), ClientSecret: env("DATAVERSE_CLIENT_SECRET", ""),
-			TokenURL: env("DATAVERSE_TOKEN_URL", "")},
+			TokenURL: env("DATAVERSE_TOKEN_URL", ""), MaxParallel: envInt("DATAVERSE_MAX_PARALLEL", 52),
+			DuplicateDetection: envBool("DATAVERSE_DUPLICATE_DETECTION"), BypassCustomPlugins: envBool("DATAVERSE_BYPASS_CUSTOM_PLUGINS")},
 		Topology: natsjs.DefaultTopology(),
 		Worker:   syncworker.DefaultConfig(),
 	}

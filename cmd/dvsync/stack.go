@@ -95,7 +95,8 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	// The token source outlives this call: it refreshes tokens for the process's whole life.
 	ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
 	dv, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithRequestObserver(s.metrics.ObserveDataverse),
-		dataverse.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+		dataverse.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}), dataverse.WithMaxParallel(d.MaxParallel),
+		dataverse.WithDuplicateDetection(d.DuplicateDetection), dataverse.WithBypassCustomPlugins(d.BypassCustomPlugins))
 	if err != nil {
 		return err
 	}

@@ -25,10 +25,13 @@ const APIPath = "/api/data/v9.2/"
 
 // Client talks to one Dataverse environment as one application user.
 type Client struct {
-	base    string // environment URL + APIPath
-	http    *http.Client
-	tokens  oauth2.TokenSource
-	observe RequestObserver
+	base         string // environment URL + APIPath
+	http         *http.Client
+	tokens       oauth2.TokenSource
+	observe      RequestObserver
+	gate         gate
+	limit        *limiter
+	writeHeaders http.Header // optional headers sent on every write
 }
 
 // NewClient returns a client of the environment at environmentURL (https://<org>.crm.dynamics.com).
@@ -37,7 +40,8 @@ func NewClient(environmentURL string, opts ...Option) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("dataverse: environment URL %q is not an http(s) URL", environmentURL)
 	}
-	c := &Client{base: strings.TrimRight(environmentURL, "/") + APIPath, http: &http.Client{Timeout: 30 * time.Second}}
+	c := &Client{base: strings.TrimRight(environmentURL, "/") + APIPath, http: &http.Client{Timeout: 30 * time.Second},
+		limit: newLimiter(52), writeHeaders: http.Header{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -165,9 +169,51 @@ func (c *Client) do(ctx context.Context, method, entitySet, path string, body do
 			return nil, fmt.Errorf("dataverse: encode %s body: %w", path, err)
 		}
 	}
+	if method != http.MethodGet {
+		hdr = mergeHeaders(c.writeHeaders, hdr)
+	}
+	return c.send(ctx, method, entitySet, path, payload, "application/json", hdr)
+}
+
+// send makes one request: it waits for the throttle gate and a parallelism slot, authenticates,
+// retries once with a fresh token after a 401, and turns an error answer into an *Error.
+func (c *Client) send(ctx context.Context, method, entitySet, path string, payload []byte, contentType string, hdr http.Header) (*response, error) {
+	requestText := method + " " + APIPath + path
+	if payload != nil {
+		requestText += "\n" + truncate(string(payload), maxTextInStack)
+	}
+	for attempt := 1; ; attempt++ {
+		if err := c.gate.wait(ctx); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if err := c.limit.acquire(ctx); err != nil {
+			return nil, fmt.Errorf("dataverse: %s %s: %w", method, path, err)
+		}
+		resp, data, err := c.roundTrip(ctx, method, entitySet, path, payload, contentType, hdr)
+		c.limit.release()
+		if err != nil {
+			return nil, err
+		}
+		c.limit.hint(resp.Header.Get("x-ms-dop-hint"))
+		if resp.StatusCode < 400 {
+			return &response{Response: resp, body: data}, nil
+		}
+		dvErr := parseError(resp, data, requestText)
+		if inv, ok := c.tokens.(interface{ Invalidate() }); ok && resp.StatusCode == http.StatusUnauthorized && attempt == 1 {
+			inv.Invalidate() // the token may have been revoked or expired early: one retry with a new one
+			continue
+		}
+		if resp.StatusCode == http.StatusTooManyRequests {
+			c.gate.block(max(dvErr.RetryAfter, time.Second))
+		}
+		return nil, fmt.Errorf("%s %s: %w", method, path, dvErr)
+	}
+}
+
+func (c *Client) roundTrip(ctx context.Context, method, entitySet, path string, payload []byte, contentType string, hdr http.Header) (*http.Response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(payload))
 	if err != nil {
-		return nil, fmt.Errorf("dataverse: %s %s: %w", method, path, err)
+		return nil, nil, fmt.Errorf("dataverse: %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("OData-MaxVersion", "4.0")
@@ -175,7 +221,7 @@ func (c *Client) do(ctx context.Context, method, entitySet, path string, body do
 	// Dataverse sends the exception name and help link only when asked; the classifier wants them.
 	req.Header.Set("Prefer", `odata.include-annotations="*"`)
 	if payload != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
@@ -183,35 +229,41 @@ func (c *Client) do(ctx context.Context, method, entitySet, path string, body do
 	if c.tokens != nil {
 		tok, err := c.tokens.Token()
 		if err != nil {
-			return nil, tokenError(err)
+			return nil, nil, tokenError(err)
 		}
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	}
-	requestText := method + " " + APIPath + path
-	if payload != nil {
-		requestText += "\n" + truncate(string(payload), maxTextInStack)
-	}
-
 	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.record(method, entitySet, 0, start)
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("dataverse: %s %s: %w", method, path, ctx.Err())
+			return nil, nil, fmt.Errorf("dataverse: %s %s: %w", method, path, ctx.Err())
 		}
-		return nil, fmt.Errorf("%w: %s %s: %v", domain.ErrDataverseUnreachable, method, path, err)
+		return nil, nil, fmt.Errorf("%w: %s %s: %v", domain.ErrDataverseUnreachable, method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	c.record(method, entitySet, resp.StatusCode, start)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: reading response: %v", domain.ErrDataverseUnreachable, method, path, err)
+		return nil, nil, fmt.Errorf("%w: %s %s: reading response: %v", domain.ErrDataverseUnreachable, method, path, err)
 	}
-	if resp.StatusCode >= 400 {
-		return nil, fmt.Errorf("%s %s: %w", method, path, parseError(resp, data, requestText))
-	}
-	return &response{Response: resp, body: data}, nil
+	return resp, data, nil
 }
+
+func mergeHeaders(base, extra http.Header) http.Header {
+	if len(base) == 0 {
+		return extra
+	}
+	out := base.Clone()
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+// MaxParallel is the cap on requests in flight now (x-ms-dop-hint applied).
+func (c *Client) MaxParallel() int { return c.limit.Limit() }
 
 func (c *Client) record(method, entitySet string, status int, start time.Time) {
 	if c.observe != nil {

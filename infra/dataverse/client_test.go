@@ -222,3 +222,25 @@ func TestTokenIsCachedAcrossRequests(t *testing.T) {
 		t.Fatalf("%d token requests for 3 calls, want 1", tokenRequests)
 	}
 }
+
+func TestDuplicateDetectionOnlyWhenAsked(t *testing.T) {
+	plain, _ := newClient(t)
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if _, err := plain.Create(ctx, "accounts", domain.Attributes{"name": "Contoso"}); err != nil {
+			t.Fatalf("without duplicate detection, create %d: %v", i+1, err)
+		}
+	}
+	c, _ := countedClient(t, dataverse.WithDuplicateDetection(true))
+	if _, err := c.Create(ctx, "accounts", domain.Attributes{"name": "Contoso"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Create(ctx, "accounts", domain.Attributes{"name": "CONTOSO"})
+	dv := dvError(t, err)
+	if dv.Status != 500 || dv.Code != "0x80040333" {
+		t.Fatalf("duplicate: %d %s", dv.Status, dv.Code)
+	}
+	if f := domain.ClassifyDataverse(err); f.Kind != domain.KindDuplicateRecord || f.Class != domain.ClassCoupling {
+		t.Fatalf("classified %+v; duplicate detection's 500 is not a server error", f)
+	}
+}

@@ -17,7 +17,8 @@ type Option func(*Client)
 // WithHTTPClient sets the HTTP client (its Timeout bounds each request).
 func WithHTTPClient(c *http.Client) Option { return func(cl *Client) { cl.http = c } }
 
-// WithTokenSource authenticates every request with a bearer token from ts.
+// WithTokenSource authenticates every request with a bearer token from ts. When ts can
+// Invalidate (as CachedTokenSource can), a 401 is retried once with a fresh token.
 func WithTokenSource(ts oauth2.TokenSource) Option { return func(cl *Client) { cl.tokens = ts } }
 
 // RequestObserver sees every finished request: method, entity set, HTTP status (0 when no answer
@@ -26,3 +27,33 @@ type RequestObserver func(method, entitySet string, status int, took time.Durati
 
 // WithRequestObserver calls obs after every request.
 func WithRequestObserver(obs RequestObserver) Option { return func(cl *Client) { cl.observe = obs } }
+
+// WithMaxParallel caps the requests in flight (default 52, Dataverse's concurrency limit per
+// user); x-ms-dop-hint lowers it further while Dataverse sends one.
+func WithMaxParallel(n int) Option {
+	return func(cl *Client) {
+		if n > 0 {
+			cl.limit = newLimiter(n)
+		}
+	}
+}
+
+// WithDuplicateDetection turns on Dataverse's duplicate-detection rules for writes, which the Web
+// API skips by default (MSCRM.SuppressDuplicateDetection: false).
+func WithDuplicateDetection(on bool) Option {
+	return func(cl *Client) {
+		if on {
+			cl.writeHeaders.Set("MSCRM.SuppressDuplicateDetection", "false")
+		}
+	}
+}
+
+// WithBypassCustomPlugins skips custom synchronous plug-ins on writes
+// (MSCRM.BypassCustomPluginExecution; the user needs prvBypassCustomPlugins).
+func WithBypassCustomPlugins(on bool) Option {
+	return func(cl *Client) {
+		if on {
+			cl.writeHeaders.Set("MSCRM.BypassCustomPluginExecution", "true")
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 //	POST   /_emulator/faults                 {"kind":"status","status":503,"count":2} | {"kind":"slow","delay":"40s","count":1}
 //	                                         | {"kind":"drop","count":1} | {"kind":"outage","for":"30s"}
 //	DELETE /_emulator/faults                 remove every injected fault
+//	POST   /_emulator/tokens/revoke          invalidate every token issued (the next request answers 401)
 //
 // Durations are Go duration strings ("250ms", "5m").
 func (e *Emulator) adminRoutes(mux *http.ServeMux) {
@@ -58,6 +59,10 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 			adminError(w, http.StatusBadRequest, err)
 			return
 		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /_emulator/tokens/revoke", func(w http.ResponseWriter, _ *http.Request) {
+		e.RevokeTokens()
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("DELETE /_emulator/faults", func(w http.ResponseWriter, _ *http.Request) {

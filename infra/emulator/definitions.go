@@ -46,6 +46,9 @@ type Entity struct {
 	Attributes    map[string]Attribute
 	Navigations   map[string]Navigation
 	AlternateKeys [][]string
+	// DuplicateRules are the attribute sets whose equal values make two rows duplicates when a
+	// request turns duplicate detection on (Dataverse's published default rules).
+	DuplicateRules [][]string
 }
 
 func entity(logical, schema, localized, set, primaryID, primaryName string, otc int, attrs []Attribute, keys ...[]string) *Entity {
@@ -98,7 +101,7 @@ func DefaultEntities() []*Entity {
 			lookup("transactioncurrencyid", "transactioncurrency"),
 			lookup("primarycontactid", "contact"),
 			lookup("parentaccountid", "account"),
-		}, []string{"accountnumber"}),
+		}, []string{"accountnumber"}).withDuplicateRules([]string{"name"}),
 		entity("contact", "Contact", "Contact", "contacts", "contactid", "fullname", 2, []Attribute{
 			str("firstname", 50), str("middlename", 50), str("lastname", 50), str("fullname", 160), str("jobtitle", 100),
 			str("emailaddress1", 100), str("telephone1", 50), str("mobilephone", 50), str("address1_line1", 250),
@@ -106,7 +109,7 @@ func DefaultEntities() []*Entity {
 			str("address1_country", 80), str("websiteurl", 200),
 			lookup("parentcustomerid", "account", "contact"),
 			lookup("transactioncurrencyid", "transactioncurrency"),
-		}),
+		}).withDuplicateRules([]string{"emailaddress1"}),
 		entity("uomschedule", "UoMSchedule", "Unit Group", "uomschedules", "uomscheduleid", "name", 1056, []Attribute{
 			str("name", 200), str("baseuomname", 100), {Name: "description", Type: Memo, MaxLength: 2000},
 		}, []string{"name"}),
@@ -122,4 +125,9 @@ func DefaultEntities() []*Entity {
 			lookup("transactioncurrencyid", "transactioncurrency"),
 		}, []string{"productnumber"}),
 	}
+}
+
+func (e *Entity) withDuplicateRules(rules ...[]string) *Entity {
+	e.DuplicateRules = rules
+	return e
 }

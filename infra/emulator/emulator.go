@@ -223,3 +223,18 @@ func (e *Emulator) Row(entitySet string, id uuid.UUID) map[string]any {
 	}
 	return render(ent, r, nil)
 }
+
+// RevokeTokens invalidates every token issued so far, as when Entra ID revokes a session; the
+// next request with one answers 401.
+func (e *Emulator) RevokeTokens() {
+	e.mu.Lock()
+	e.tokens = map[string]token{}
+	e.mu.Unlock()
+}
+
+// SetTokenLifetime sets the lifetime of tokens issued from now on (an hour by default).
+func (e *Emulator) SetTokenLifetime(d time.Duration) {
+	e.mu.Lock()
+	e.tokenTTL = d
+	e.mu.Unlock()
+}

@@ -127,3 +127,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// errDuplicateDetected is duplicate detection's answer; Dataverse sends it with HTTP 500.
+func errDuplicateDetected() *apiError {
+	return &apiError{500, "0x80040333", "A record was not created or updated because a duplicate of the current record already exists.", "DuplicateRecordsFound"}
+}

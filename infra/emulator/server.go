@@ -59,11 +59,12 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := newToken()
 	e.mu.Lock()
-	e.tokens[tok] = token{user: app.UserID, expires: e.now().Add(e.tokenTTL)}
+	ttl := e.tokenTTL
+	e.tokens[tok] = token{user: app.UserID, expires: e.now().Add(ttl)}
 	e.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	_ = json.NewEncoder(w).Encode(map[string]any{"token_type": "Bearer", "expires_in": int(e.tokenTTL.Seconds()),
-		"ext_expires_in": int(e.tokenTTL.Seconds()), "access_token": tok})
+	_ = json.NewEncoder(w).Encode(map[string]any{"token_type": "Bearer", "expires_in": int(ttl.Seconds()),
+		"ext_expires_in": int(ttl.Seconds()), "access_token": tok})
 }
 
 // authenticate returns the caller, or answers 401 as Dataverse does and returns nil.
@@ -379,7 +380,7 @@ func convert(a Attribute, v any) (any, *apiError) {
 
 // validate runs Dataverse's checks that come after the privilege check: lengths, option values,
 // the existence of bound rows, alternate key uniqueness.
-func (e *Emulator) validate(u *user, ent *Entity, wr write, self uuid.UUID, merged row) *apiError {
+func (e *Emulator) validate(r *http.Request, u *user, ent *Entity, wr write, self uuid.UUID, merged row) *apiError {
 	for k, v := range wr.attrs {
 		a := ent.Attributes[k]
 		switch a.Type {
@@ -415,7 +416,29 @@ func (e *Emulator) validate(u *user, ent *Entity, wr write, self uuid.UUID, merg
 			}
 		}
 	}
+	// The Web API skips duplicate detection unless the request asks for it.
+	if strings.EqualFold(r.Header.Get("MSCRM.SuppressDuplicateDetection"), "false") {
+		for _, rule := range ent.DuplicateRules {
+			for id, other := range e.rows[ent.LogicalName] {
+				if id != self && sameFold(rule, other, merged) {
+					return errDuplicateDetected()
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// sameFold compares the rule's attributes without regard to case, as duplicate rules do.
+func sameFold(attrs []string, a, b row) bool {
+	for _, k := range attrs {
+		as, aok := a[k].(string)
+		bs, bok := b[k].(string)
+		if !aok || !bok || as == "" || !strings.EqualFold(as, bs) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameKey(key []string, a, b row) bool {
@@ -510,7 +533,7 @@ func (e *Emulator) createRow(w http.ResponseWriter, r *http.Request, u *user, en
 	for k, v := range wr.attrs {
 		merged[k] = v
 	}
-	if err := e.validate(u, ent, wr, id, merged); err != nil {
+	if err := e.validate(r, u, ent, wr, id, merged); err != nil {
 		return err
 	}
 	e.insert(ent, id, wr)
@@ -578,7 +601,7 @@ func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *E
 	for k, v := range wr.attrs {
 		merged[k] = v
 	}
-	if err := e.validate(u, ent, wr, id, merged); err != nil {
+	if err := e.validate(r, u, ent, wr, id, merged); err != nil {
 		return err
 	}
 	e.apply(ent, existing, wr)
