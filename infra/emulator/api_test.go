@@ -228,3 +228,30 @@ func TestBatchChangeSetRollsBackAndStopsWithoutContinueOnError(t *testing.T) {
 		t.Fatalf("continue-on-error: status %d, parts %v, rows %v", resp.StatusCode, got, rows)
 	}
 }
+
+func TestBulkActionsAreOneTransaction(t *testing.T) {
+	a := newAPI(t)
+	bad := `{"Targets":[
+		{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"Kept?","@odata.id":"accounts(accountnumber='K1')"},
+		{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"` + strings.Repeat("x", 161) + `","@odata.id":"accounts(accountnumber='K2')"}]}`
+	resp, out := a.do("POST", "accounts/Microsoft.Dynamics.CRM.UpsertMultiple", bad)
+	if rows, _ := a.emu.Rows("accounts"); resp.StatusCode != 400 || len(rows) != 0 || out["error"].(map[string]any)["code"] != "0x80044331" {
+		t.Fatalf("a bad target: %d %v, %d rows kept", resp.StatusCode, out, len(rows))
+	}
+	good := strings.Replace(bad, strings.Repeat("x", 161), "Second", 1)
+	if resp, out := a.do("POST", "accounts/Microsoft.Dynamics.CRM.UpsertMultiple", good); resp.StatusCode != 204 {
+		t.Fatalf("UpsertMultiple: %d %v", resp.StatusCode, out)
+	}
+	a.do("POST", "accounts/Microsoft.Dynamics.CRM.UpsertMultiple", good) // again: updates by alternate key
+	if rows, _ := a.emu.Rows("accounts"); len(rows) != 2 || rows[0]["accountnumber"] != "K1" {
+		t.Fatalf("rows after two upserts by alternate key: %v", rows)
+	}
+	resp, out = a.do("POST", "accounts/Microsoft.Dynamics.CRM.CreateMultiple", `{"Targets":[{"name":"untyped"}]}`)
+	if resp.StatusCode != 400 || !strings.Contains(out["error"].(map[string]any)["message"].(string), "without a type name") {
+		t.Fatalf("a target without @odata.type: %d %v", resp.StatusCode, out)
+	}
+	resp, out = a.do("POST", "accounts/Microsoft.Dynamics.CRM.CreateMultiple", `{"Targets":[{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"C"}]}`)
+	if ids, _ := out["Ids"].([]any); resp.StatusCode != 200 || len(ids) != 1 {
+		t.Fatalf("CreateMultiple: %d %v", resp.StatusCode, out)
+	}
+}

@@ -143,6 +143,14 @@ func atoiOr(s string, def int) int {
 func (e *Emulator) dispatch(w http.ResponseWriter, r *http.Request, u *user) {
 	seg := strings.TrimPrefix(r.URL.EscapedPath(), apiPath)
 	seg, _ = url.PathUnescape(seg)
+	if set, action, ok := strings.Cut(seg, "/Microsoft.Dynamics.CRM."); ok && r.Method == http.MethodPost {
+		if ent, known := e.sets[set]; known {
+			if err := e.bulk(w, r, u, ent, action); err != nil {
+				writeError(w, r, err)
+			}
+			return
+		}
+	}
 	m := segmentRE.FindStringSubmatch(seg)
 	if m == nil {
 		writeError(w, r, errSegment(seg))
@@ -271,13 +279,18 @@ type write struct {
 // decode reads a request body the way the OData layer does: unknown properties and values of the
 // wrong type fail with code 0x0 before Dataverse's own checks run.
 func (e *Emulator) decode(r *http.Request, ent *Entity) (write, *apiError) {
-	wr := write{attrs: map[string]any{}, binds: map[string]*uuid.UUID{}, navs: map[string]Navigation{}}
 	var body map[string]any
 	dec := json.NewDecoder(r.Body)
 	dec.UseNumber()
 	if err := dec.Decode(&body); err != nil {
-		return wr, errBadRequest("The request body is not valid JSON: " + err.Error())
+		return write{}, errBadRequest("The request body is not valid JSON: " + err.Error())
 	}
+	return e.decodeEntry(ent, body)
+}
+
+// decodeEntry reads one entity body (a request's, or one of a bulk action's Targets).
+func (e *Emulator) decodeEntry(ent *Entity, body map[string]any) (write, *apiError) {
+	wr := write{attrs: map[string]any{}, binds: map[string]*uuid.UUID{}, navs: map[string]Navigation{}}
 	for k, v := range body {
 		if nav, ok := strings.CutSuffix(k, "@odata.bind"); ok {
 			n, declared := ent.Navigations[nav]
