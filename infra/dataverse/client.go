@@ -195,7 +195,8 @@ func (c *Client) send(ctx context.Context, method, entitySet, path string, paylo
 			return nil, err
 		}
 		c.limit.hint(resp.Header.Get("x-ms-dop-hint"))
-		if resp.StatusCode < 400 {
+		// A $batch answers multipart even when a part failed; its parts carry the errors.
+		if resp.StatusCode < 400 || strings.HasPrefix(resp.Header.Get("Content-Type"), "multipart/mixed") {
 			return &response{Response: resp, body: data}, nil
 		}
 		dvErr := parseError(resp, data, requestText)

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -29,7 +30,7 @@ func (e *Emulator) serveBatch(w http.ResponseWriter, r *http.Request, u *user) {
 	var out bytes.Buffer
 	mw := multipart.NewWriter(&out)
 	_ = mw.SetBoundary("batchresponse_" + uuid.NewString())
-	status := http.StatusOK
+	status, parts := http.StatusOK, 0
 	mr := multipart.NewReader(r.Body, params["boundary"])
 	for {
 		part, err := mr.NextPart()
@@ -41,6 +42,7 @@ func (e *Emulator) serveBatch(w http.ResponseWriter, r *http.Request, u *user) {
 			return
 		}
 		var failed *httptest.ResponseRecorder
+		parts++
 		if ct, cp, _ := mime.ParseMediaType(part.Header.Get("Content-Type")); ct == "multipart/mixed" {
 			failed = e.changeSet(mw, r, u, multipart.NewReader(part, cp["boundary"]))
 		} else {
@@ -56,6 +58,7 @@ func (e *Emulator) serveBatch(w http.ResponseWriter, r *http.Request, u *user) {
 		}
 	}
 	_ = mw.Close()
+	w.Header().Set(recordsHeader, strconv.Itoa(parts))
 	w.Header().Set("Content-Type", "multipart/mixed; boundary="+mw.Boundary())
 	w.Header().Set("OData-Version", "4.0")
 	if continueOnError {
