@@ -34,6 +34,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	natsListen := fs.String("nats-listen", "127.0.0.1:4250", "address of the embedded NATS server (unless NATS_URL is set)")
 	emulatorListen := fs.String("emulator-listen", "127.0.0.1:8090", "address of the Dataverse emulator (unless DATAVERSE_URL is set)")
 	dataDir := fs.String("data-dir", filepath.Join(os.TempDir(), "dvsync-dev"), "where the embedded NATS server keeps its streams")
+	definitions := fs.String("emulator-definitions", "", "a definition file of more tables for the emulator")
 	seed := fs.Bool("seed", true, "publish a demo that shows a synced record, a coupling error and a setup error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -59,11 +60,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var emuURL string
 	dvNote := "external"
 	if cfg.Dataverse.URL == "" {
+		var err error
+		if emu, err = newEmulator(*definitions); err != nil {
+			return err
+		}
 		ln, err := net.Listen("tcp", *emulatorListen)
 		if err != nil {
 			return fmt.Errorf("emulator: %w", err)
 		}
-		emu = emulator.New()
 		emuURL = "http://" + ln.Addr().String()
 		g.Go(func() error { return serve(gctx, ln, emu.Handler()) })
 		cfg.Dataverse = DataverseConfig{URL: emuURL, TokenURL: emuURL + "/" + emu.Tenant + "/oauth2/v2.0/token",

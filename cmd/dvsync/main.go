@@ -167,14 +167,18 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("emulator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8090", "address the emulator listens on")
+	definitions := fs.String("definitions", "", "a definition file of more tables (see infra/emulator/definitions/dataverse.json)")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	emu, err := newEmulator(*definitions)
+	if err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	emu := emulator.New()
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "Dataverse emulator on %s\n  DATAVERSE_URL=%s\n  DATAVERSE_TOKEN_URL=%s/%s/oauth2/v2.0/token\n  DATAVERSE_CLIENT_ID=%s\n  (client secret: see README)\n",
 		base, base, base, emu.Tenant, emulator.DefaultApp.ClientID)
@@ -185,4 +189,20 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	mux.Handle("GET /healthz", ops)
 	mux.Handle("GET /metrics", ops)
 	return serve(ctx, ln, mux)
+}
+
+// newEmulator returns an emulator with the shipped definitions and, when named, a user's file.
+func newEmulator(definitions string) (*emulator.Emulator, error) {
+	emu := emulator.New()
+	if definitions == "" {
+		return emu, nil
+	}
+	data, err := os.ReadFile(definitions)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if err := emu.LoadDefinitions(data); err != nil {
+		return nil, usageError{fmt.Errorf("%s: %w", definitions, err)}
+	}
+	return emu, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -159,5 +160,16 @@ func TestEmulatorCommandServesDataverseAndHealth(t *testing.T) {
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+func TestEmulatorRejectsABadDefinitionFile(t *testing.T) {
+	bad := t.TempDir() + "/defs.json"
+	if err := os.WriteFile(bad, []byte(`{"entities":[{"logicalName":"x"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"emulator", "--definitions", bad}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "defs.json") {
+		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 }

@@ -3,6 +3,7 @@ package emulator
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 //	POST   /_emulator/faults                 {"kind":"status","status":503,"count":2} | {"kind":"slow","delay":"40s","count":1}
 //	                                         | {"kind":"drop","count":1} | {"kind":"outage","for":"30s"}
 //	DELETE /_emulator/faults                 remove every injected fault
+//	POST   /_emulator/definitions            a definition file (like definitions/dataverse.json): add or replace tables
 //	POST   /_emulator/tokens/revoke          invalidate every token issued (the next request answers 401)
 //
 // Durations are Go duration strings ("250ms", "5m").
@@ -56,6 +58,17 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 			return
 		}
 		if err := e.InjectFault(Fault{Kind: req.Kind, Status: req.Status, Count: req.Count, Delay: time.Duration(req.Delay), For: time.Duration(req.For)}); err != nil {
+			adminError(w, http.StatusBadRequest, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /_emulator/definitions", func(w http.ResponseWriter, r *http.Request) {
+		data, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+		if err == nil {
+			err = e.LoadDefinitions(data)
+		}
+		if err != nil {
 			adminError(w, http.StatusBadRequest, err)
 			return
 		}

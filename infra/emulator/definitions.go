@@ -1,5 +1,13 @@
 package emulator
 
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
 // AttrType is a Dataverse attribute type, as AttributeTypeName in the metadata.
 type AttrType string
 
@@ -18,13 +26,19 @@ const (
 	DateTime AttrType = "DateTime"
 )
 
-// Attribute is one column of an entity.
+// Attribute is one column of an entity, named as in Dataverse's attribute metadata.
 type Attribute struct {
-	Name      string
-	Type      AttrType
-	MaxLength int      // strings
-	Options   []int    // picklists
-	Targets   []string // lookups: target entity logical names
+	Name      string   `json:"logicalName"`
+	Type      AttrType `json:"type"`
+	MaxLength int      `json:"maxLength,omitempty"` // strings
+	Options   []int    `json:"options,omitempty"`   // picklists, states and statuses
+	Targets   []string `json:"targets,omitempty"`   // lookups: target entity logical names
+	// MinValue and MaxValue bound numbers; nil means the type's own range.
+	MinValue *float64 `json:"minValue,omitempty"`
+	MaxValue *float64 `json:"maxValue,omitempty"`
+	// RequiredLevel is None, ApplicationRequired or SystemRequired. The Web API enforces only
+	// SystemRequired, and only on create.
+	RequiredLevel string `json:"requiredLevel,omitempty"`
 }
 
 // Navigation is a single-valued navigation property: the name written as "<name>@odata.bind".
@@ -34,100 +48,108 @@ type Navigation struct {
 	Target    string // target entity logical name
 }
 
-// Entity is the metadata of one table.
+// Entity is the metadata of one table, named as in Dataverse's entity metadata.
 type Entity struct {
-	LogicalName   string
-	SchemaName    string // used in privilege names: prvCreate<SchemaName>
-	LocalizedName string
-	EntitySet     string
-	PrimaryID     string
-	PrimaryName   string
-	TypeCode      int // ObjectTypeCode, shown in privilege errors as OTC
-	Attributes    map[string]Attribute
-	Navigations   map[string]Navigation
-	AlternateKeys [][]string
+	LogicalName   string `json:"logicalName"`
+	SchemaName    string `json:"schemaName"` // used in privilege names: prvCreate<SchemaName>
+	LocalizedName string `json:"displayName"`
+	EntitySet     string `json:"entitySetName"`
+	PrimaryID     string `json:"primaryIdAttribute"`
+	PrimaryName   string `json:"primaryNameAttribute"`
+	TypeCode      int    `json:"objectTypeCode"` // shown in privilege errors as OTC
+	// AttributeList is the file's form of the columns; Attributes indexes them by name.
+	AttributeList []Attribute           `json:"attributes"`
+	Attributes    map[string]Attribute  `json:"-"`
+	Navigations   map[string]Navigation `json:"-"`
+	AlternateKeys [][]string            `json:"alternateKeys,omitempty"`
 	// DuplicateRules are the attribute sets whose equal values make two rows duplicates when a
 	// request turns duplicate detection on (Dataverse's published default rules).
-	DuplicateRules [][]string
+	DuplicateRules [][]string `json:"duplicateRules,omitempty"`
 }
 
-func entity(logical, schema, localized, set, primaryID, primaryName string, otc int, attrs []Attribute, keys ...[]string) *Entity {
-	e := &Entity{LogicalName: logical, SchemaName: schema, LocalizedName: localized, EntitySet: set, PrimaryID: primaryID,
-		PrimaryName: primaryName, TypeCode: otc, Attributes: map[string]Attribute{}, Navigations: map[string]Navigation{}, AlternateKeys: keys}
-	common := []Attribute{
-		{Name: primaryID, Type: UniqueID},
-		{Name: "statecode", Type: State, Options: []int{0, 1}},
-		{Name: "statuscode", Type: Status, Options: []int{1, 2}},
-		{Name: "createdon", Type: DateTime},
-		{Name: "modifiedon", Type: DateTime},
-		{Name: "versionnumber", Type: Integer},
+//go:embed definitions/dataverse.json
+var shippedDefinitions []byte
+
+// DefaultEntities are the tables dvsync maps, from the definition file shipped with dvsync
+// (definitions/dataverse.json).
+func DefaultEntities() []*Entity {
+	ents, err := ParseDefinitions(shippedDefinitions, nil)
+	if err != nil {
+		panic("emulator: the shipped definitions are invalid: " + err.Error()) // a test keeps this from shipping
 	}
-	for _, a := range append(common, attrs...) {
+	return ents
+}
+
+var validTypes = map[AttrType]bool{String: true, Memo: true, Integer: true, Decimal: true, Money: true, Boolean: true,
+	Picklist: true, State: true, Status: true, Lookup: true, UniqueID: true, DateTime: true}
+
+// ParseDefinitions reads a definition file ({"entities":[...]}) and indexes its entities. Lookup
+// targets must be among the file's entities or known (the entities already loaded).
+func ParseDefinitions(data []byte, known map[string]*Entity) ([]*Entity, error) {
+	var file struct {
+		Description string    `json:"description"`
+		Entities    []*Entity `json:"entities"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&file); err != nil {
+		return nil, fmt.Errorf("definitions: %w", err)
+	}
+	names := map[string]bool{}
+	for name := range known {
+		names[name] = true
+	}
+	for _, e := range file.Entities {
+		names[e.LogicalName] = true
+	}
+	var errs []error
+	for _, e := range file.Entities {
+		if err := e.index(names); err != nil {
+			errs = append(errs, fmt.Errorf("definitions: entity %q: %w", e.LogicalName, err))
+		}
+	}
+	return file.Entities, errors.Join(errs...)
+}
+
+// index checks an entity read from a file and builds its attribute and navigation maps.
+// Polymorphic lookups get one navigation property per target, as <attribute>_<target>.
+func (e *Entity) index(entities map[string]bool) error {
+	var errs []error
+	if e.LogicalName == "" || e.EntitySet == "" || e.PrimaryID == "" || e.SchemaName == "" {
+		errs = append(errs, errors.New("logicalName, schemaName, entitySetName and primaryIdAttribute are required"))
+	}
+	e.Attributes, e.Navigations = map[string]Attribute{}, map[string]Navigation{}
+	for _, a := range e.AttributeList {
+		if !validTypes[a.Type] {
+			errs = append(errs, fmt.Errorf("attribute %q: type %q is not a Dataverse attribute type", a.Name, a.Type))
+		}
 		e.Attributes[a.Name] = a
-		if a.Type == Lookup {
-			for _, t := range a.Targets {
-				nav := a.Name
-				if len(a.Targets) > 1 { // polymorphic lookups have one navigation property per target
-					nav = a.Name + "_" + t
-				}
-				e.Navigations[nav] = Navigation{Name: nav, Attribute: a.Name, Target: t}
+		if a.Type != Lookup {
+			continue
+		}
+		if len(a.Targets) == 0 {
+			errs = append(errs, fmt.Errorf("attribute %q: a lookup needs targets", a.Name))
+		}
+		for _, t := range a.Targets {
+			if !entities[t] {
+				errs = append(errs, fmt.Errorf("attribute %q: target %q is not defined", a.Name, t))
+			}
+			nav := a.Name
+			if len(a.Targets) > 1 {
+				nav = a.Name + "_" + t
+			}
+			e.Navigations[nav] = Navigation{Name: nav, Attribute: a.Name, Target: t}
+		}
+	}
+	if _, ok := e.Attributes[e.PrimaryID]; !ok {
+		errs = append(errs, fmt.Errorf("the primary id attribute %q is not among the attributes", e.PrimaryID))
+	}
+	for _, key := range append(append([][]string{}, e.AlternateKeys...), e.DuplicateRules...) {
+		for _, k := range key {
+			if _, ok := e.Attributes[k]; !ok {
+				errs = append(errs, fmt.Errorf("key or rule attribute %q is not defined", k))
 			}
 		}
 	}
-	return e
-}
-
-func str(name string, max int) Attribute { return Attribute{Name: name, Type: String, MaxLength: max} }
-func lookup(name string, targets ...string) Attribute {
-	return Attribute{Name: name, Type: Lookup, Targets: targets}
-}
-
-// DefaultEntities are the tables dvsync maps, with the attributes, lengths and lookups Dataverse
-// defines for them.
-func DefaultEntities() []*Entity {
-	return []*Entity{
-		entity("transactioncurrency", "TransactionCurrency", "Currency", "transactioncurrencies", "transactioncurrencyid", "currencyname", 9105, []Attribute{
-			str("isocurrencycode", 5), str("currencyname", 100), str("currencysymbol", 10),
-			{Name: "exchangerate", Type: Decimal}, {Name: "currencyprecision", Type: Integer},
-		}, []string{"isocurrencycode"}),
-		entity("account", "Account", "Account", "accounts", "accountid", "name", 1, []Attribute{
-			str("name", 160), str("accountnumber", 20), str("address1_line1", 250), str("address1_line2", 250),
-			str("address1_city", 80), str("address1_stateorprovince", 50), str("address1_postalcode", 20),
-			str("address1_country", 80), str("telephone1", 50), str("emailaddress1", 100), str("websiteurl", 200),
-			str("address1_primarycontactname", 100), str("fax", 50),
-			{Name: "creditlimit", Type: Money},
-			{Name: "customertypecode", Type: Picklist, Options: []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}},
-			{Name: "paymenttermscode", Type: Picklist, Options: []int{1, 2, 3, 4}},
-			lookup("transactioncurrencyid", "transactioncurrency"),
-			lookup("primarycontactid", "contact"),
-			lookup("parentaccountid", "account"),
-		}, []string{"accountnumber"}).withDuplicateRules([]string{"name"}),
-		entity("contact", "Contact", "Contact", "contacts", "contactid", "fullname", 2, []Attribute{
-			str("firstname", 50), str("middlename", 50), str("lastname", 50), str("fullname", 160), str("jobtitle", 100),
-			str("emailaddress1", 100), str("telephone1", 50), str("mobilephone", 50), str("address1_line1", 250),
-			str("address1_line2", 250), str("address1_city", 80), str("address1_postalcode", 20),
-			str("address1_country", 80), str("websiteurl", 200),
-			lookup("parentcustomerid", "account", "contact"),
-			lookup("transactioncurrencyid", "transactioncurrency"),
-		}).withDuplicateRules([]string{"emailaddress1"}),
-		entity("uomschedule", "UoMSchedule", "Unit Group", "uomschedules", "uomscheduleid", "name", 1056, []Attribute{
-			str("name", 200), str("baseuomname", 100), {Name: "description", Type: Memo, MaxLength: 2000},
-		}, []string{"name"}),
-		entity("uom", "UoM", "Unit", "uoms", "uomid", "name", 1055, []Attribute{
-			str("name", 100), {Name: "quantity", Type: Decimal}, {Name: "isschedulebaseuom", Type: Boolean},
-			lookup("uomscheduleid", "uomschedule"), lookup("baseuom", "uom"),
-		}),
-		entity("product", "Product", "Product", "products", "productid", "name", 1024, []Attribute{
-			str("name", 100), str("productnumber", 100), {Name: "price", Type: Money}, {Name: "standardcost", Type: Money},
-			{Name: "currentcost", Type: Money}, {Name: "quantitydecimal", Type: Integer},
-			{Name: "producttypecode", Type: Picklist, Options: []int{1, 2, 3, 4}},
-			lookup("defaultuomscheduleid", "uomschedule"), lookup("defaultuomid", "uom"),
-			lookup("transactioncurrencyid", "transactioncurrency"),
-		}, []string{"productnumber"}),
-	}
-}
-
-func (e *Entity) withDuplicateRules(rules ...[]string) *Entity {
-	e.DuplicateRules = rules
-	return e
+	return errors.Join(errs...)
 }

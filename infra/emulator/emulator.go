@@ -238,3 +238,26 @@ func (e *Emulator) SetTokenLifetime(d time.Duration) {
 	e.tokenTTL = d
 	e.mu.Unlock()
 }
+
+// LoadDefinitions adds the entities of a definition file, replacing those with the same logical
+// name. Existing rows of replaced entities are kept.
+func (e *Emulator) LoadDefinitions(data []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ents, err := ParseDefinitions(data, e.entities)
+	if err != nil {
+		return err
+	}
+	for _, ent := range ents {
+		if old, ok := e.entities[ent.LogicalName]; ok {
+			delete(e.sets, old.EntitySet)
+		}
+		e.addEntityLocked(ent)
+		for _, u := range e.users { // application users hold every privilege on new tables too
+			for _, v := range Verbs {
+				u.privileges[privilegeName(v, ent)] = true
+			}
+		}
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package emulator
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 
@@ -131,4 +132,30 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // errDuplicateDetected is duplicate detection's answer; Dataverse sends it with HTTP 500.
 func errDuplicateDetected() *apiError {
 	return &apiError{500, "0x80040333", "A record was not created or updated because a duplicate of the current record already exists.", "DuplicateRecordsFound"}
+}
+
+// checkRange applies an attribute's minimum and maximum. Dataverse answers 0x8004432F for whole
+// numbers and 0x80044330 for decimals and money; the message text here is not confirmed against
+// a real response.
+func checkRange(ent *Entity, a Attribute, v any) *apiError {
+	f, ok := toFloat(v)
+	if !ok {
+		return nil
+	}
+	lo, hi := math.Inf(-1), math.Inf(1)
+	if a.MinValue != nil {
+		lo = *a.MinValue
+	}
+	if a.MaxValue != nil {
+		hi = *a.MaxValue
+	}
+	if f >= lo && f <= hi {
+		return nil
+	}
+	code, name := "0x80044330", "DecimalValueOutOfRange"
+	if a.Type == Integer {
+		code, name = "0x8004432f", "IntegerValueOutOfRange"
+	}
+	return &apiError{400, code, fmt.Sprintf("A validation error occurred. The value %v of '%s' on record of type '%s' is outside the valid range. Accepted range: %v to %v",
+		v, a.Name, ent.LogicalName, lo, hi), name}
 }

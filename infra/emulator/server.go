@@ -405,6 +405,10 @@ func (e *Emulator) validate(r *http.Request, u *user, ent *Entity, wr write, sel
 			if v != nil && !containsInt(a.Options, v.(int64)) {
 				return errPicklist()
 			}
+		case Integer, Decimal, Money:
+			if err := checkRange(ent, a, v); err != nil {
+				return err
+			}
 		}
 	}
 	for attr, id := range wr.binds {
