@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -55,10 +54,9 @@ func start(t *testing.T, workers int) *harness {
 	return startWith(t, options{workers: workers})
 }
 
-// options vary a harness: a wrapper around the emulator (to inject faults) and config changes.
+// options vary a harness's configuration.
 type options struct {
 	workers int
-	wrap    func(http.Handler) http.Handler
 	tweak   func(*Config)
 }
 
@@ -70,11 +68,7 @@ func startWith(t *testing.T, o options) *harness {
 		t.Fatal(err)
 	}
 	emu := emulator.New()
-	var handler http.Handler = emu.Handler()
-	if o.wrap != nil {
-		handler = o.wrap(handler)
-	}
-	dvSrv := httptest.NewServer(handler)
+	dvSrv := httptest.NewServer(emu.Handler())
 
 	cfg := defaultConfig()
 	cfg.NATSURL, cfg.DatabaseURL = srv.ClientURL(), testDatabaseURL
@@ -459,73 +453,47 @@ func TestErrorsAPIListsStoredErrors(t *testing.T) {
 	}
 }
 
-// faults answers Web API requests with a failure while a mode is set, as Dataverse does when it
-// throttles (429, service-protection code, Retry-After) or when its front end is down (503).
-type faults struct {
-	mode  atomic.Value // "", "throttle", "down"
-	left  atomic.Int64 // failures still to give; negative: unlimited
-	calls atomic.Int64
-	next  http.Handler
-}
-
-func (f *faults) set(mode string, times int64) { f.left.Store(times); f.mode.Store(mode) }
-
-func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	mode, _ := f.mode.Load().(string)
-	if !strings.HasPrefix(r.URL.Path, "/api/data/") || mode == "" || f.left.Load() == 0 {
-		f.next.ServeHTTP(w, r)
-		return
-	}
-	f.left.Add(-1)
-	f.calls.Add(1)
-	switch mode {
-	case "throttle":
-		w.Header().Set("Retry-After", "1")
-		w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
-		w.WriteHeader(http.StatusTooManyRequests)
-		_, _ = io.WriteString(w, `{"error":{"code":"0x80072322","message":"Number of requests exceeded the limit of 6000 over time window of 300 seconds."}}`)
-	default:
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = io.WriteString(w, "Service Unavailable")
-	}
-}
-
-func withFaults(f *faults) func(http.Handler) http.Handler {
-	return func(h http.Handler) http.Handler { f.next = h; return f }
-}
-
+// The emulator's service protection answers 429 with Retry-After; the worker waits and retries
+// in process, and nothing is reported.
 func TestThrottlingIsRetriedInProcessWithoutAnError(t *testing.T) {
-	f := &faults{}
-	f.set("throttle", 2)
-	h := startWith(t, options{workers: 1, wrap: withFaults(f)})
-	cur := h.key("NOK")
-	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
-	h.waitCoupled("currency", cur, 1)
-	if f.calls.Load() != 2 {
-		t.Fatalf("%d throttled calls, want 2", f.calls.Load())
+	h := start(t, 1)
+	h.emu.SetLimits(emulator.Limits{Requests: 2, Window: 2 * time.Second})
+	var keys []string
+	for i := 0; i < 4; i++ {
+		cur := h.key(fmt.Sprintf("N%d", i))
+		keys = append(keys, cur)
+		h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	}
-	if n := testutil.ToFloat64(h.workers[0].metrics.TransientRetries.WithLabelValues("currency", "throttled")); n != 2 {
-		t.Fatalf("transient retries counted %v, want 2", n)
+	for _, cur := range keys {
+		h.waitCoupled("currency", cur, 1)
 	}
-	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency", Key: cur})
-	if len(list) != 0 {
-		t.Fatalf("a throttled and retried change left errors: %+v", list)
+	if n := testutil.ToFloat64(h.workers[0].metrics.TransientRetries.WithLabelValues("currency", "throttled")); n < 1 {
+		t.Fatalf("transient retries counted %v; four writes against two per window must be throttled", n)
+	}
+	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency"})
+	for _, e := range list {
+		for _, k := range keys {
+			if e.Key == k {
+				t.Fatalf("a throttled and retried change left an error: %+v", e)
+			}
+		}
 	}
 }
 
 func TestDataverseDownIsRedeliveredUntilItAnswers(t *testing.T) {
-	f := &faults{}
-	f.set("down", -1)
-	h := startWith(t, options{workers: 1, wrap: withFaults(f), tweak: func(c *Config) {
+	h := startWith(t, options{workers: 1, tweak: func(c *Config) {
 		c.Worker.HandleTimeout = time.Second
 		c.Worker.RedeliveryDelay = func(uint64) time.Duration { return 100 * time.Millisecond }
 	}})
+	if err := h.emu.InjectFault(emulator.Fault{Kind: "outage", For: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
 	cur := h.key("DKK")
 	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	h.eventually("the change to be nak'd for redelivery", func() bool {
 		return testutil.ToFloat64(h.workers[0].metrics.EventsHandled.WithLabelValues("currency", "retried")) >= 1
 	})
-	f.set("", 0)
+	h.emu.ClearFaults()
 	h.waitCoupled("currency", cur, 1)
 	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency", Key: cur})
 	if len(list) != 0 {
@@ -534,13 +502,14 @@ func TestDataverseDownIsRedeliveredUntilItAnswers(t *testing.T) {
 }
 
 func TestSpentRetriesBecomeADataverseUnavailableSetupError(t *testing.T) {
-	f := &faults{}
-	f.set("down", -1)
-	h := startWith(t, options{workers: 1, wrap: withFaults(f), tweak: func(c *Config) {
+	h := startWith(t, options{workers: 1, tweak: func(c *Config) {
 		c.Topology.MaxDeliver = 2
 		c.Worker.HandleTimeout = 500 * time.Millisecond
 		c.Worker.RedeliveryDelay = func(uint64) time.Duration { return 50 * time.Millisecond }
 	}})
+	if err := h.emu.InjectFault(emulator.Fault{Kind: "outage", For: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
 	cur := h.key("PLN")
 	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	e := h.waitError("currency", cur, domain.KindDataverseUnavailable)
@@ -551,22 +520,11 @@ func TestSpentRetriesBecomeADataverseUnavailableSetupError(t *testing.T) {
 	h.idle() // parked as an error, not left pending
 }
 
-// slow delays every Web API request, as a real Dataverse's round trips do.
-func slow(d time.Duration) func(http.Handler) http.Handler {
-	return func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, "/api/data/") {
-				time.Sleep(d)
-			}
-			h.ServeHTTP(w, r)
-		})
-	}
-}
-
 // Every lane busy with a record that has a lookup, against a slow Dataverse: the per-record
 // transactions must not starve the lookups of database connections.
 func TestAllLanesBusyWithLookupsDoNotStarveTheDatabasePool(t *testing.T) {
-	h := startWith(t, options{workers: 1, wrap: slow(100 * time.Millisecond), tweak: func(c *Config) { c.Worker.Lanes = 16 }})
+	h := startWith(t, options{workers: 1, tweak: func(c *Config) { c.Worker.Lanes = 16 }})
+	h.emu.SetLatency(emulator.Latency{PerRequest: 100 * time.Millisecond})
 	cur := h.key("USD")
 	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	h.waitCoupled("currency", cur, 1)

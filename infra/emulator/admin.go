@@ -15,8 +15,10 @@ import (
 //
 //	GET    /_emulator/rows/{set}             every row of an entity set
 //	DELETE /_emulator/rows/{set}/{id}        delete a row
+//	PATCH  /_emulator/rows/{set}/{id}        {"name":"..."}: change a row as a Dataverse user would
 //	POST   /_emulator/privileges             {"user":"<id>","grant":["prv..."],"revoke":["prv..."]}
 //	POST   /_emulator/users/{id}/disable     disable an application user (enable: .../enable)
+//	POST   /_emulator/users/{id}/unassign-role take its security role away (assign-role gives it back)
 //	POST   /_emulator/reset                  drop all rows and restore the defaults
 //	POST   /_emulator/limits                 {"window":"5m","requests":6000,"executionTime":"20m","concurrent":52,"dopHint":4}
 //	POST   /_emulator/latency                {"perRequest":"80ms","perRecord":"4ms"}
@@ -101,6 +103,34 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("PATCH /_emulator/rows/{set}/{id}", func(w http.ResponseWriter, r *http.Request) {
+		var values map[string]any
+		id, err := uuid.Parse(r.PathValue("id"))
+		if err == nil {
+			err = json.NewDecoder(r.Body).Decode(&values)
+		}
+		if err == nil {
+			err = e.ChangeRow(r.PathValue("set"), id, values)
+		}
+		if err != nil {
+			adminError(w, http.StatusBadRequest, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	for action, assigned := range map[string]bool{"assign-role": true, "unassign-role": false} {
+		mux.HandleFunc("POST /_emulator/users/{id}/"+action, func(w http.ResponseWriter, r *http.Request) {
+			id, err := uuid.Parse(r.PathValue("id"))
+			if err == nil {
+				err = e.SetRoleAssigned(id, assigned)
+			}
+			if err != nil {
+				adminError(w, http.StatusNotFound, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 	mux.HandleFunc("POST /_emulator/privileges", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			User   string   `json:"user"`

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -253,5 +254,77 @@ func TestBulkActionsAreOneTransaction(t *testing.T) {
 	resp, out = a.do("POST", "accounts/Microsoft.Dynamics.CRM.CreateMultiple", `{"Targets":[{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"C"}]}`)
 	if ids, _ := out["Ids"].([]any); resp.StatusCode != 200 || len(ids) != 1 {
 		t.Fatalf("CreateMultiple: %d %v", resp.StatusCode, out)
+	}
+}
+
+func TestConditionalOperationsAndRepresentations(t *testing.T) {
+	a := newAPI(t)
+	id := "11111111-2222-3333-4444-555555555555"
+	resp, out := a.do("PATCH", "accounts("+id+")", `{"name":"New"}`, "Prefer", "return=representation")
+	if resp.StatusCode != 201 || out["name"] != "New" {
+		t.Fatalf("upsert that creates: %d %v", resp.StatusCode, out)
+	}
+	etag := out["@odata.etag"].(string)
+	resp, out = a.do("PATCH", "accounts("+id+")", `{"name":"Updated"}`, "Prefer", "return=representation")
+	if resp.StatusCode != 200 || out["@odata.etag"] == etag {
+		t.Fatalf("upsert that updates: %d %v (etag must move on)", resp.StatusCode, out)
+	}
+	if resp, out := a.do("PATCH", "accounts("+id+")", `{"name":"x"}`, "If-None-Match", "*"); resp.StatusCode != 412 || out["error"].(map[string]any)["code"] != "0x80040237" {
+		t.Fatalf("If-None-Match on an existing row: %d %v", resp.StatusCode, out)
+	}
+	if resp, out := a.do("PATCH", "accounts("+id+")", `{"name":"x"}`, "If-Match", etag); resp.StatusCode != 412 || out["error"].(map[string]any)["code"] != "0x80060882" {
+		t.Fatalf("If-Match with a stale ETag: %d %v", resp.StatusCode, out)
+	}
+	if resp, _ := a.do("DELETE", "accounts("+id+")", "", "If-Match", etag); resp.StatusCode != 412 {
+		t.Fatalf("DELETE with a stale ETag: %d", resp.StatusCode)
+	}
+	if resp, out := a.do("PATCH", "accounts(99999999-2222-3333-4444-555555555555)", `{"name":"x"}`, "If-Match", "*"); resp.StatusCode != 404 {
+		t.Fatalf("update of a missing row: %d %v", resp.StatusCode, out)
+	}
+}
+
+func TestIdentityAnswers(t *testing.T) {
+	a := newAPI(t)
+	if err := a.emu.SetRoleAssigned(emulator.DefaultApp.UserID, false); err != nil {
+		t.Fatal(err)
+	}
+	resp, out := a.do("GET", "accounts", "")
+	if e, _ := out["error"].(map[string]any); resp.StatusCode != 403 || e["code"] != "0x80042f09" ||
+		e["message"] != "The user (Id = "+emulator.DefaultApp.UserID.String()+") has not been assigned any roles." {
+		t.Fatalf("a user without a role: %d %v", resp.StatusCode, out)
+	}
+	_ = a.emu.SetRoleAssigned(emulator.DefaultApp.UserID, true)
+	_ = a.emu.DisableUser(emulator.DefaultApp.UserID, true)
+	if resp, out := a.do("GET", "accounts", ""); resp.StatusCode != 403 || out["error"].(map[string]any)["code"] != "0x80040225" {
+		t.Fatalf("a disabled user: %d %v", resp.StatusCode, out)
+	}
+	// An expired token answers 401 with Dataverse's challenge.
+	b := newAPI(t)
+	b.emu.SetTokenLifetime(-time.Second)
+	req, _ := http.NewRequest("GET", b.srv.URL+"/api/data/v9.2/accounts", nil)
+	resp, err := b.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer authorization_uri=https://login.microsoftonline.com/") {
+		t.Fatalf("an expired token: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}
+
+func TestChangeRowBehindTheClientsBack(t *testing.T) {
+	a := newAPI(t)
+	resp, out := a.do("POST", "accounts", `{"name":"Before"}`, "Prefer", "return=representation")
+	if resp.StatusCode != 201 {
+		t.Fatal(resp.StatusCode)
+	}
+	id, etag := out["accountid"].(string), out["@odata.etag"].(string)
+	req, _ := http.NewRequest("PATCH", a.srv.URL+"/_emulator/rows/accounts/"+id, strings.NewReader(`{"name":"Changed in Dataverse"}`))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("admin change: %v %v", err, resp.Status)
+	}
+	_, out = a.do("GET", "accounts("+id+")", "")
+	if out["name"] != "Changed in Dataverse" || out["@odata.etag"] == etag {
+		t.Fatalf("row after the change: %v", out)
 	}
 }

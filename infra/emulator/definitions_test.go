@@ -60,8 +60,8 @@ func TestBadDefinitionsNameWhatIsWrong(t *testing.T) {
 	emu := emulator.New()
 	for bad, want := range map[string]string{
 		strings.Replace(customTable, `"targets": ["account"]`, `"targets": ["nosuchtable"]`, 1): `target "nosuchtable" is not defined`,
-		strings.Replace(customTable, `"type": "Integer"`, `"type": "Int"`, 1):                    `type "Int" is not a Dataverse attribute type`,
-		strings.Replace(customTable, `"displayName"`, `"label"`, 1):                              `unknown field "label"`,
+		strings.Replace(customTable, `"type": "Integer"`, `"type": "Int"`, 1):                   `type "Int" is not a Dataverse attribute type`,
+		strings.Replace(customTable, `"displayName"`, `"label"`, 1):                             `unknown field "label"`,
 	} {
 		err := emu.LoadDefinitions([]byte(bad))
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -29,8 +29,9 @@ type App struct {
 type user struct {
 	id         uuid.UUID
 	aadObject  uuid.UUID
-	privileges map[string]bool
+	privileges map[string]bool // of the user's security role
 	disabled   bool
+	noRole     bool // the security role was taken away
 }
 
 type token struct {
@@ -259,5 +260,35 @@ func (e *Emulator) LoadDefinitions(data []byte) error {
 			}
 		}
 	}
+	return nil
+}
+
+// SetRoleAssigned assigns or unassigns the application user's security role. Without a role every
+// request answers 403 0x80042f09.
+func (e *Emulator) SetRoleAssigned(userID uuid.UUID, assigned bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	u, ok := e.users[userID]
+	if !ok {
+		return fmt.Errorf("emulator: no user %s", userID)
+	}
+	u.noRole = !assigned
+	return nil
+}
+
+// ChangeRow changes a row as a Dataverse user would, behind dvsync's back: the values are set,
+// modifiedon and the row version (its ETag) move on. No privilege or validation applies.
+func (e *Emulator) ChangeRow(entitySet string, id uuid.UUID, values map[string]any) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.sets[entitySet]
+	if !ok {
+		return fmt.Errorf("emulator: no entity set %q", entitySet)
+	}
+	r, ok := e.rows[ent.LogicalName][id]
+	if !ok {
+		return fmt.Errorf("emulator: no %s row %s", ent.LogicalName, id)
+	}
+	e.apply(ent, r, write{attrs: values})
 	return nil
 }

@@ -159,3 +159,7 @@ func checkRange(ent *Entity, a Attribute, v any) *apiError {
 	return &apiError{400, code, fmt.Sprintf("A validation error occurred. The value %v of '%s' on record of type '%s' is outside the valid range. Accepted range: %v to %v",
 		v, a.Name, ent.LogicalName, lo, hi), name}
 }
+
+func errNoRoles(u *user) *apiError {
+	return &apiError{403, "0x80042f09", fmt.Sprintf("The user (Id = %s) has not been assigned any roles.", u.id), "UserNotAssignedRoles"}
+}

@@ -115,6 +115,8 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case u.disabled:
 		writeError(rec, r, errUserDisabled(u))
+	case u.noRole:
+		writeError(rec, r, errNoRoles(u))
 	case strings.TrimPrefix(r.URL.Path, apiPath) == "$batch" && r.Method == http.MethodPost:
 		e.serveBatch(rec, r, u)
 	default:
