@@ -81,8 +81,8 @@ func errBadKey(ent *Entity) *apiError {
 
 func errBadRequest(msg string) *apiError { return &apiError{400, "0x0", msg, ""} }
 
-func errUserDisabled(u *user) *apiError {
-	return &apiError{403, "0x80040225", fmt.Sprintf("The specified user(Id = %s) is disabled. Consider enabling this user. Additional details: User is disabled.", u.id), "UserDisabled"}
+func errUserDisabled() *apiError {
+	return &apiError{403, "0x80040225", "The specified user is either disabled or is not a member of any business unit.", "UnManagedIdsUserNotEnabled"}
 }
 
 // errPrivilege is the current form of Dataverse's missing-privilege message (403, 0x80040220).

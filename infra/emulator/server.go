@@ -114,7 +114,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	switch {
 	case u.disabled:
-		writeError(rec, r, errUserDisabled(u))
+		writeError(rec, r, errUserDisabled())
 	case u.noRole:
 		writeError(rec, r, errNoRoles(u))
 	case strings.TrimPrefix(r.URL.Path, apiPath) == "$batch" && r.Method == http.MethodPost:
