@@ -35,9 +35,13 @@ const (
 	KindDataverseUnavailable Kind = "dataverse_unavailable"
 	KindUnknown              Kind = "unknown"
 
+	KindCustomLogic          Kind = "custom_logic" // a plug-in or business process rejected the write
+
 	KindThrottled   Kind = "throttled"
 	KindServerError Kind = "server_error"
 	KindNetwork     Kind = "network"
+	KindTimeout     Kind = "timeout"
+	KindInternal    Kind = "internal" // a failure inside dvsync (its database, most often)
 )
 
 // Stage is one step a message went through, kept as the error's call stack.

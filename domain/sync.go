@@ -42,10 +42,11 @@ type Outcome struct {
 // Syncer applies change events to Dataverse and keeps couplings. It holds no state of its own,
 // so any number of workers may run it against the same store.
 type Syncer struct {
-	Mappings  Mappings
-	Store     CouplingStore
-	Dataverse Dataverse
-	Now       func() time.Time
+	Mappings   Mappings
+	Store      CouplingStore
+	Dataverse  Dataverse
+	Classifier Classifier
+	Now        func() time.Time
 }
 
 // Sync applies one event. A non-nil error means nothing final happened and the event must be
@@ -139,11 +140,11 @@ func (s *Syncer) fail(out *Outcome, cur Coupling, m Mapping, f *Failure) (Coupli
 
 // dataverseFailure turns a Dataverse port error into a failure to report, or into the error to
 // return from the closure (transient failures and errors that are not Dataverse's).
-func dataverseFailure(err error) (*Failure, error) {
-	f := ClassifyDataverse(err)
-	if f == nil {
+func (s *Syncer) dataverseFailure(err error) (*Failure, error) {
+	if ClassifyDataverse(err) == nil {
 		return nil, err
 	}
+	f := s.Classifier.Classify(err)
 	if f.Transient() {
 		return nil, f
 	}
@@ -179,7 +180,7 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 		err = s.Dataverse.UpsertRow(ctx, m.Row(row), attrs)
 	}
 	if err != nil {
-		f, err := dataverseFailure(err)
+		f, err := s.dataverseFailure(err)
 		if err != nil {
 			return cur, err
 		}
@@ -220,7 +221,7 @@ func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, att
 			filter := strings.ReplaceAll(q.Filter, "{rowId}", dep.RowID.String())
 			id, found, err := s.Dataverse.FindRowID(ctx, q.EntitySet, q.IDAttribute, filter)
 			if err != nil {
-				return dataverseFailure(err)
+				return s.dataverseFailure(err)
 			}
 			if !found {
 				s.stage(out, "lookup", fmt.Sprintf("%s?$filter=%s found no row", q.EntitySet, filter))
@@ -273,7 +274,7 @@ func (s *Syncer) applyDelete(ctx context.Context, m Mapping, ev ChangeEvent, cur
 		return s.fail(out, cur, m, SourceDeleted(ev, m, cur.RowID.String()))
 	}
 	if err != nil && !isRowMissing(err, cur.RowID) { // already gone in Dataverse is what we wanted
-		f, err := dataverseFailure(err)
+		f, err := s.dataverseFailure(err)
 		if err != nil {
 			return cur, err
 		}

@@ -39,6 +39,8 @@ type DataverseConfig struct {
 	DuplicateDetection bool
 	// BypassCustomPlugins skips custom synchronous plug-ins (needs prvBypassCustomPlugins).
 	BypassCustomPlugins bool
+	// IntegrationUser names the application user in resolutions (DATAVERSE_INTEGRATION_USER).
+	IntegrationUser string
 }
 
 func envBool(name string) bool {
@@ -71,7 +73,8 @@ func defaultConfig() Config {
 		Dataverse: DataverseConfig{URL: env("DATAVERSE_URL", ""), TenantID: env("DATAVERSE_TENANT_ID", ""),
 			ClientID: env("DATAVERSE_CLIENT_ID", ""), ClientSecret: env("DATAVERSE_CLIENT_SECRET", ""),
 			TokenURL: env("DATAVERSE_TOKEN_URL", ""), MaxParallel: envInt("DATAVERSE_MAX_PARALLEL", 52),
-			DuplicateDetection: envBool("DATAVERSE_DUPLICATE_DETECTION"), BypassCustomPlugins: envBool("DATAVERSE_BYPASS_CUSTOM_PLUGINS")},
+			DuplicateDetection: envBool("DATAVERSE_DUPLICATE_DETECTION"), BypassCustomPlugins: envBool("DATAVERSE_BYPASS_CUSTOM_PLUGINS"),
+			IntegrationUser: env("DATAVERSE_INTEGRATION_USER", "")},
 		Topology: natsjs.DefaultTopology(),
 		Worker:   syncworker.DefaultConfig(),
 	}

@@ -31,6 +31,7 @@ Usage:
   dvsync worker     sync change events to Dataverse (run any number)
   dvsync projector  store error events in PostgreSQL and serve /api/v1/errors
   dvsync emulator   run the Dataverse emulator alone
+  dvsync classify   read a Dataverse error body on standard input, print how dvsync sorts it
   dvsync help       this text
 
 Run "dvsync <command> -h" for a command's flags; README.md lists the environment variables.
@@ -40,6 +41,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// stdin is the classify command's input; tests replace it.
+var stdin io.Reader = os.Stdin
+
+func classifyCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	return runClassify(stdin, args, stdout, stderr)
 }
 
 // run executes one subcommand and returns the exit status: 0 done, 1 failed, 2 usage.
@@ -52,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	commands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"dev": runDev, "worker": runWorker, "projector": runProjector, "emulator": runEmulator,
+		"dev": runDev, "worker": runWorker, "projector": runProjector, "emulator": runEmulator, "classify": classifyCommand,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

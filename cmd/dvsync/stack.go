@@ -129,7 +129,8 @@ func (s *stack) runWorker(ctx context.Context) error {
 	}
 	w := &syncworker.Worker{
 		Consumer: consumer,
-		Syncer:   &domain.Syncer{Mappings: s.mappings, Store: s.store, Dataverse: s.dv, Now: time.Now},
+		Syncer: &domain.Syncer{Mappings: s.mappings, Store: s.store, Dataverse: s.dv, Now: time.Now,
+			Classifier: domain.Classifier{IntegrationUser: s.integrationUser()}},
 		Outcomes: natsjs.Publisher{JS: s.js},
 		Config:   s.cfg.Worker,
 		Metrics:  s.metrics,
@@ -183,4 +184,12 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 		<-errc
 		return err
 	}
+}
+
+// integrationUser names the application user in resolutions: as configured, or by its app.
+func (s *stack) integrationUser() string {
+	if u := s.cfg.Dataverse.IntegrationUser; u != "" {
+		return u
+	}
+	return "of the app " + s.cfg.Dataverse.ClientID
 }

@@ -26,9 +26,18 @@ type errorBody struct {
 // parseError reads a Dataverse error response. It never fails: a body that is not Dataverse's
 // JSON still gives the status and the text.
 func parseError(resp *http.Response, body []byte, request string) *Error {
-	e := &Error{Status: resp.StatusCode, Request: request, Response: responseText(resp, body)}
+	e, _ := ParseErrorBody(resp.StatusCode, resp.Header, body)
+	e.Request, e.Response = request, responseText(resp, body)
+	return e
+}
+
+// ParseErrorBody reads Dataverse's error body {"error":{"code","message","@...annotations"}}.
+// ok is false when the body is not that JSON; the error then carries the status and the text.
+// Without a status (0), the ApiExceptionHttpStatusCode annotation gives it when present.
+func ParseErrorBody(status int, header http.Header, body []byte) (e *Error, ok bool) {
+	e = &Error{Status: status}
 	var b errorBody
-	if json.Unmarshal(body, &b) == nil && b.Error != nil {
+	if ok = json.Unmarshal(body, &b) == nil && b.Error != nil; ok {
 		for k, raw := range b.Error {
 			var s string
 			if json.Unmarshal(raw, &s) != nil {
@@ -49,14 +58,19 @@ func parseError(resp *http.Response, body []byte, request string) *Error {
 			}
 		}
 	}
+	if e.Status == 0 {
+		e.Status, _ = strconv.Atoi(e.Annotations["@Microsoft.PowerApps.CDS.ErrorDetails.ApiExceptionHttpStatusCode"])
+	}
 	if e.Message == "" {
 		e.Message = strings.TrimSpace(truncate(string(body), 300))
 		if e.Message == "" {
-			e.Message = http.StatusText(resp.StatusCode)
+			e.Message = http.StatusText(e.Status)
 		}
 	}
-	e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
-	return e
+	if header != nil {
+		e.RetryAfter = retryAfter(header.Get("Retry-After"))
+	}
+	return e, ok
 }
 
 // retryAfter reads Retry-After in seconds or as an HTTP date.
