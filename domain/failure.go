@@ -35,7 +35,7 @@ const (
 	KindDataverseUnavailable Kind = "dataverse_unavailable"
 	KindUnknown              Kind = "unknown"
 
-	KindCustomLogic          Kind = "custom_logic" // a plug-in or business process rejected the write
+	KindCustomLogic Kind = "custom_logic" // a plug-in or business process rejected the write
 
 	KindThrottled   Kind = "throttled"
 	KindServerError Kind = "server_error"
