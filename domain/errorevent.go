@@ -30,7 +30,9 @@ type ErrorEvent struct {
 	EventVersion *int64    `json:"event_version,omitempty"`
 	Delivery     Delivery  `json:"delivery"`
 	Stage        string    `json:"stage"`
-	CallStack    []Stage   `json:"call_stack"`
+	// CorrelationID ties the error to the publisher's request or trace.
+	CorrelationID string  `json:"correlation_id,omitempty"`
+	CallStack     []Stage `json:"call_stack"`
 	// Event is the original message body, byte for byte, for replay; EventHeaders its headers.
 	Event        []byte              `json:"event"`
 	EventHeaders map[string][]string `json:"event_headers,omitempty"`

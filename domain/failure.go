@@ -148,7 +148,7 @@ func DataverseUnavailable(last *Failure, attempts uint64) *Failure {
 	return &Failure{
 		Class: ClassSetup,
 		Kind:  KindDataverseUnavailable,
-		Message: fmt.Sprintf("Dataverse kept failing after %d deliveries of this change (last: %s).",
+		Message: fmt.Sprintf("Dataverse kept failing for this change; its retries are spent after %d deliveries (last: %s).",
 			attempts, last.Message),
 		Resolution: "Check Dataverse's service health and the integration user's API limits; replay the error when Dataverse answers again.",
 		Details:    map[string]string{"last_kind": string(last.Kind), "attempts": fmt.Sprint(attempts)},

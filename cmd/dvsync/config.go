@@ -80,6 +80,9 @@ func defaultConfig() Config {
 	}
 	c.Topology.Replicas = envInt("DVSYNC_NATS_REPLICAS", c.Topology.Replicas)
 	c.Worker.Lanes = envInt("DVSYNC_WORKER_LANES", c.Worker.Lanes)
+	if d, err := time.ParseDuration(os.Getenv("DVSYNC_RETRY_BUDGET")); err == nil {
+		c.Worker.RetryBudget = d
+	}
 	return c
 }
 
@@ -101,6 +104,7 @@ func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
 	if worker {
 		fs.IntVar(&c.Worker.Lanes, "lanes", c.Worker.Lanes, "records synced at once per process (DVSYNC_WORKER_LANES)")
 		fs.DurationVar(&c.Worker.HandleTimeout, "handle-timeout", c.Worker.HandleTimeout, "most time one change is held, retries included")
+		fs.DurationVar(&c.Worker.RetryBudget, "retry-budget", c.Worker.RetryBudget, "how long a transiently failing change is retried before it is parked as an error (DVSYNC_RETRY_BUDGET)")
 	}
 }
 

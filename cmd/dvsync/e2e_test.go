@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -540,4 +541,36 @@ func TestAllLanesBusyWithLookupsDoNotStarveTheDatabasePool(t *testing.T) {
 	if n := testutil.ToFloat64(h.workers[0].metrics.TransientRetries.WithLabelValues("customer", "store")); n != 0 {
 		t.Fatalf("%v store failures; the pool was starved", n)
 	}
+}
+
+// A change that keeps failing transiently is retried until its retry budget is spent, then
+// parked as a setup error with its bytes; MaxDeliver is not what stops it.
+func TestRetryBudgetParksTheChange(t *testing.T) {
+	h := startWith(t, options{workers: 1, tweak: func(c *Config) {
+		c.Worker.HandleTimeout = 300 * time.Millisecond
+		c.Worker.RetryBudget = 1500 * time.Millisecond
+		c.Worker.RedeliveryDelay = func(uint64) time.Duration { return 100 * time.Millisecond }
+	}})
+	if err := h.emu.InjectFault(emulator.Fault{Kind: "outage", For: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	cur := h.key("HUF")
+	ev := domain.ChangeEvent{ID: uuid.NewString(), Type: domain.EventUpserted, Source: "bc-test", Table: "currency", Key: cur,
+		Version: 1, Fields: map[string]any{"code": isoCode(cur)}}
+	data, _ := events.Encode(ev, time.Now())
+	msg := &nats.Msg{Subject: events.Subject("currency"), Data: data, Header: nats.Header{
+		"Dvsync-Correlation-Id": {"trace-42"}, "Authorization": {"Bearer leaked-token"}}}
+	if _, err := h.js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(ev.ID)); err != nil {
+		t.Fatal(err)
+	}
+	e := h.waitError("currency", cur, domain.KindDataverseUnavailable)
+	attempts, _ := strconv.Atoi(e.Details["attempts"])
+	if e.Class != domain.ClassSetup || attempts < 2 || attempts >= 200 || string(e.Event) != string(data) {
+		t.Fatalf("stored error = %+v", e)
+	}
+	raw, _ := json.Marshal(e)
+	if strings.Contains(string(raw), "leaked-token") {
+		t.Fatal("a credential from the event's headers was stored with the error")
+	}
+	h.idle()
 }

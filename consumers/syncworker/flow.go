@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -135,9 +136,12 @@ func (b *retryAfterBackOff) NextBackOff() time.Duration {
 	return d
 }
 
-// retryLater naks a transiently failing message with a delay, or on its last delivery reports it.
+// retryLater naks a transiently failing message with a delay; when its retry budget or its
+// deliveries are spent it is parked as an error instead, so that nothing is dropped.
 func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err error) {
-	if int(j.meta.NumDelivered) >= w.Config.MaxDeliver {
+	age := time.Since(j.meta.Timestamp)
+	spent := w.Config.RetryBudget > 0 && age >= w.Config.RetryBudget
+	if spent || int(j.meta.NumDelivered) >= w.Config.MaxDeliver {
 		var f *domain.Failure
 		final := domain.Unprocessable(err, j.meta.NumDelivered)
 		if errors.As(err, &f) {
@@ -150,6 +154,10 @@ func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err er
 	var we *waitError
 	if errors.As(err, &we) {
 		delay = max(delay, we.wait)
+	}
+	if w.Config.RetryBudget > 0 {
+		// The last attempt lands at the end of the budget, not a long delay after it.
+		delay = max(min(delay, w.Config.RetryBudget-age), 0)
 	}
 	log.Warn("change will be redelivered", "delay", delay, "err", err)
 	w.Metrics.EventsHandled.WithLabelValues(w.Metrics.Table(j.event.Table), "retried").Inc()
@@ -183,10 +191,11 @@ func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stage
 		EventType:  j.event.Type,
 		Delivery: domain.Delivery{Subject: j.msg.Subject(), Stream: j.meta.Stream, Sequence: j.meta.Sequence.Stream,
 			Delivered: j.meta.NumDelivered},
-		Stage:        "sync",
-		CallStack:    append([]domain.Stage{w.stage("receive", fmt.Sprintf("%s seq %d delivery %d", j.msg.Subject(), j.meta.Sequence.Stream, j.meta.NumDelivered))}, stages...),
-		Event:        j.msg.Data(),
-		EventHeaders: j.msg.Headers(),
+		Stage:         "sync",
+		CorrelationID: correlationID(j),
+		CallStack:     append([]domain.Stage{w.stage("receive", fmt.Sprintf("%s seq %d delivery %d", j.msg.Subject(), j.meta.Sequence.Stream, j.meta.NumDelivered))}, stages...),
+		Event:         j.msg.Data(),
+		EventHeaders:  scrubHeaders(j.msg.Headers()),
 	}
 	if j.invalid == nil {
 		v := j.event.Version
@@ -251,4 +260,34 @@ func (w *Worker) keepAlive(j job) (stop func()) {
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// correlationID ties an error to the publisher's request: its Dvsync-Correlation-Id or W3C
+// traceparent header, else the change event's id.
+func correlationID(j job) string {
+	h := j.msg.Headers()
+	for _, k := range []string{"Dvsync-Correlation-Id", "traceparent"} {
+		if v := h.Get(k); v != "" {
+			return v
+		}
+	}
+	if j.event.ID != "" {
+		return j.event.ID
+	}
+	return h.Get("Nats-Msg-Id")
+}
+
+var secretHeader = regexp.MustCompile(`(?i)authorization|cookie|token|secret|password|api-?key|credential`)
+
+// scrubHeaders drops headers that may carry credentials before an event is stored with its error.
+func scrubHeaders(h map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(h))
+	for k, v := range h {
+		if secretHeader.MatchString(k) {
+			out[k] = []string{"(removed)"}
+			continue
+		}
+		out[k] = v
+	}
+	return out
 }

@@ -41,12 +41,15 @@ type Config struct {
 	MaxDeliver int
 	// RedeliveryDelay is the nak delay after the given delivery, before Retry-After is applied.
 	RedeliveryDelay func(delivered uint64) time.Duration
+	// RetryBudget is how long a change that keeps failing transiently is retried, counted from
+	// when it was stored; then it is parked as a dataverse_unavailable setup error.
+	RetryBudget time.Duration
 }
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
-	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 2 * time.Minute, MaxDeliver: 10,
-		RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute)}
+	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 2 * time.Minute, MaxDeliver: 200,
+		RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
 }
 
 // ExponentialDelay doubles from first up to max.

@@ -26,6 +26,7 @@ const (
 	HeaderDelivered        = "Dvsync-Delivered"
 	HeaderDataverseStatus  = "Dvsync-Dataverse-Status"
 	HeaderDataverseCode    = "Dvsync-Dataverse-Code"
+	HeaderCorrelationID    = "Dvsync-Correlation-Id"
 	resolvedSubjectPrefix  = "dvsync.errors.resolved."
 	errorSubjectPrefix     = "dvsync.errors."
 	unknownTableSubjectTok = "_unknown"
@@ -75,6 +76,9 @@ func (p Publisher) PublishError(ctx context.Context, ev domain.ErrorEvent) error
 	h.Set(HeaderSourceSubject, ev.Delivery.Subject)
 	h.Set(HeaderSourceSequence, strconv.FormatUint(ev.Delivery.Sequence, 10))
 	h.Set(HeaderDelivered, strconv.FormatUint(ev.Delivery.Delivered, 10))
+	if ev.CorrelationID != "" {
+		h.Set(HeaderCorrelationID, ev.CorrelationID)
+	}
 	if dv := ev.Dataverse; dv != nil {
 		h.Set(HeaderDataverseStatus, strconv.Itoa(dv.Status))
 		h.Set(HeaderDataverseCode, dv.Code)

@@ -30,15 +30,17 @@ type Topology struct {
 	DuplicateWindow time.Duration // publishes with a Nats-Msg-Id seen within it are dropped
 	// AckWait must exceed the longest time a worker holds a message: WorkerHandleTimeout plus
 	// the time the message may wait in the worker's lane. Workers also send InProgress.
-	AckWait       time.Duration
-	MaxDeliver    int // bounded: a message that keeps failing ends as an error event, never a hot loop
+	AckWait time.Duration
+	// MaxDeliver bounds redeliveries: with the workers' growing nak delays, 200 covers the default
+	// one-day retry budget; a message that keeps failing ends as an error event, never a hot loop.
+	MaxDeliver    int
 	MaxAckPending int
 }
 
 // DefaultTopology is a single-server set-up with the defaults the README documents.
 func DefaultTopology() Topology {
 	return Topology{Replicas: 1, ChangesMaxAge: 7 * 24 * time.Hour, ErrorsMaxAge: 30 * 24 * time.Hour,
-		DuplicateWindow: 2 * time.Minute, AckWait: 2 * time.Minute, MaxDeliver: 10, MaxAckPending: 256}
+		DuplicateWindow: 2 * time.Minute, AckWait: 2 * time.Minute, MaxDeliver: 200, MaxAckPending: 256}
 }
 
 // Validate checks the settings together.
@@ -59,18 +61,13 @@ func (t Topology) Validate() error {
 	return errors.Join(errs...)
 }
 
-// redeliveryBackOff is the wait before a message whose ack deadline passed is delivered again:
-// it grows so that a worker that keeps dying on a message does not loop hot. JetStream applies
-// it to ack timeouts only; naks carry their own delay.
-func (t Topology) redeliveryBackOff() []time.Duration {
-	b := []time.Duration{t.AckWait, 2 * t.AckWait, 4 * t.AckWait}
-	if len(b) > t.MaxDeliver {
-		b = b[:t.MaxDeliver]
-	}
-	return b
-}
-
 // WorkerConsumerConfig is the workers' durable pull consumer.
+//
+// It has no BackOff list on purpose: the workers back off themselves, with a growing delay on
+// every nak (and Dataverse's Retry-After). nats-server (2.15) stores a nak delay as
+// now-AckWait+delay but, with a BackOff list, measures it against BackOff[deliveries-1], so every
+// nak after the first would wait BackOff[n]-AckWait longer than asked. A worker that dies
+// mid-message is covered by AckWait.
 func (t Topology) WorkerConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       WorkerConsumer,
@@ -79,7 +76,6 @@ func (t Topology) WorkerConsumerConfig() jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		BackOff:       t.redeliveryBackOff(),
 		MaxDeliver:    t.MaxDeliver,
 		MaxAckPending: t.MaxAckPending,
 		Replicas:      t.Replicas,

@@ -47,8 +47,8 @@ func TestEnsureIsIdempotentAndConfiguresTheWorkerConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
-	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != 10 || cfg.AckWait != 2*time.Minute ||
-		len(cfg.BackOff) != 3 || cfg.Durable != natsjs.WorkerConsumer || cfg.FilterSubject != "dvsync.changes.>" {
+	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != 200 || cfg.AckWait != 2*time.Minute ||
+		len(cfg.BackOff) != 0 || cfg.Durable != natsjs.WorkerConsumer || cfg.FilterSubject != "dvsync.changes.>" {
 		t.Fatalf("consumer config = %+v", cfg)
 	}
 	s, err := js.Stream(ctx, natsjs.ChangesStream)
