@@ -26,11 +26,15 @@ type Coupling struct {
 	Entity string
 	// Version is the last source version whose outcome is final (synced or deleted); events
 	// not newer than it are stale.
-	Version       int64
-	Status        CouplingStatus
-	LastSyncedAt  time.Time
+	Version      int64
+	Status       CouplingStatus
+	LastSyncedAt time.Time
+	// Skipped records are not sent to Dataverse until retried or until their cause is gone.
 	Skipped       bool
 	LastErrorKind Kind
+	// Failures counts consecutive permanent failures of LastErrorKind.
+	Failures      int
+	LastAttemptAt time.Time
 	Exists        bool // false for a record the store has never seen
 }
 

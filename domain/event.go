@@ -25,6 +25,8 @@ type ChangeEvent struct {
 	Version int64
 	// Fields is the whole current state of the record, named as in Business Central's API v2.0.
 	Fields map[string]any
+	// Retry is set when a person asked to retry the record: a skipped record is sent again.
+	Retry bool
 }
 
 // Ref names the record as "<table>/<key>", the form used in subjects, logs and messages.

@@ -167,3 +167,28 @@ func Unprocessable(err error, attempts uint64) *Failure {
 		Details:    map[string]string{"attempts": fmt.Sprint(attempts)},
 	}
 }
+
+// userKinds are the kinds a user fixes; every other permanent kind is the administrator's.
+var userKinds = map[Kind]bool{KindDependencyNotCoupled: true, KindDestinationDeleted: true, KindSourceDeleted: true,
+	KindDuplicateRecord: true, KindUpdateConflict: true, KindInvalidData: true}
+
+// ClassOf is the class of a permanent failure kind.
+func ClassOf(k Kind) Class {
+	if userKinds[k] {
+		return ClassCoupling
+	}
+	return ClassSetup
+}
+
+// RecordSkipped is the failure reported for a change of a skipped record: the change is kept with
+// the record's open error and not sent, as Business Central skips a record after a repeated failure.
+func RecordSkipped(ev ChangeEvent, kind Kind, failures int) *Failure {
+	return &Failure{
+		Class: ClassOf(kind),
+		Kind:  kind,
+		Message: fmt.Sprintf("%s is skipped: it failed with %s %d times in a row. This change is kept and not sent.",
+			ev.Ref(), kind, failures),
+		Resolution: "Fix the cause named in the record's error, then retry the record; a missing dependency is noticed by itself once it is coupled.",
+		Details:    map[string]string{"skipped": "true", "failures": fmt.Sprint(failures)},
+	}
+}

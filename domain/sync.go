@@ -25,6 +25,7 @@ const (
 	ResultDeleted   Result = "deleted"   // a delete event applied by the mapping's policy
 	ResultUncoupled Result = "uncoupled" // the coupling was removed by policy
 	ResultFailed    Result = "failed"    // a permanent failure, to be reported
+	ResultSkipped   Result = "skipped"   // the record is skipped: the change is kept, not sent
 )
 
 // Outcome is the durable result of syncing one event.
@@ -46,8 +47,22 @@ type Syncer struct {
 	Store      CouplingStore
 	Dataverse  Dataverse
 	Classifier Classifier
+	Skip       SkipPolicy
 	Now        func() time.Time
 }
+
+// SkipPolicy is Business Central's skip rule, made smarter: a record that fails the same way
+// After times in a row is skipped; its changes are kept but not sent until a person retries it,
+// its missing dependency is coupled, or a probe (at most every Probe) finds the cause gone.
+// Transient failures never count.
+type SkipPolicy struct {
+	After int           // 0 never skips
+	Probe time.Duration // 0 never probes
+}
+
+// DefaultSkipPolicy skips after two identical failures, as Business Central does, and probes a
+// skipped record at most every 15 minutes.
+var DefaultSkipPolicy = SkipPolicy{After: 2, Probe: 15 * time.Minute}
 
 // Sync applies one event. A non-nil error means nothing final happened and the event must be
 // tried again: a transient Dataverse failure (a *Failure with class transient) or a store error.
@@ -90,6 +105,11 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 			out = o
 			return cur, ErrUnchanged
 		}
+		if s.holdBack(ev, cur, failure) {
+			out.Result, out.Failure = ResultSkipped, RecordSkipped(ev, cur.LastErrorKind, cur.Failures)
+			return cur, ErrUnchanged
+		}
+		cur.LastAttemptAt = s.Now().UTC()
 		switch {
 		case ev.Type == EventDeleted:
 			return s.applyDelete(ctx, m, ev, cur, &out)
@@ -99,6 +119,19 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 		return s.applyUpsert(ctx, m, ev, cur, attrs, &out)
 	})
 	return out, err
+}
+
+// holdBack reports whether a change of a skipped record is kept rather than sent. prepared is the
+// failure the change's own lookups gave (nil when they all resolved).
+func (s *Syncer) holdBack(ev ChangeEvent, cur Coupling, prepared *Failure) bool {
+	if !cur.Skipped || ev.Retry {
+		return false
+	}
+	if cur.LastErrorKind == KindDependencyNotCoupled {
+		// The dependency's coupling is at hand: the record goes as soon as it is coupled.
+		return prepared != nil && prepared.Kind == KindDependencyNotCoupled
+	}
+	return s.Skip.Probe <= 0 || s.Now().Sub(cur.LastAttemptAt) < s.Skip.Probe
 }
 
 // staleOutcome reports whether ev is not newer than the record's last final version.
@@ -134,7 +167,13 @@ func (s *Syncer) fail(out *Outcome, cur Coupling, m Mapping, f *Failure) (Coupli
 		out.Stages = append(out.Stages, Stage{Name: "dataverse", At: s.Now().UTC(), Detail: f.Dataverse.Error(),
 			Request: f.Dataverse.Request, Response: f.Dataverse.Response})
 	}
+	if cur.LastErrorKind == f.Kind {
+		cur.Failures++
+	} else {
+		cur.Failures = 1
+	}
 	cur.Entity, cur.Status, cur.LastErrorKind = m.Entity, CouplingFailed, f.Kind
+	cur.Skipped = s.Skip.After > 0 && cur.Failures >= s.Skip.After
 	return cur, nil
 }
 
@@ -189,7 +228,7 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	out.Result, out.RowID = ResultSynced, row
 	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != ""
 	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, Version: ev.Version,
-		Status: CouplingSynced, LastSyncedAt: s.Now().UTC()}, nil
+		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
 }
 
 // bindLookups adds an @odata.bind for every lookup field the event carries. A dependency that is

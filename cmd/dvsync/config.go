@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dvsync/dvsync/consumers/syncworker"
+	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
@@ -24,6 +25,7 @@ type Config struct {
 	Dataverse    DataverseConfig
 	Topology     natsjs.Topology
 	Worker       syncworker.Config
+	Skip         domain.SkipPolicy
 }
 
 // DataverseConfig names the Dataverse environment and the app registration dvsync signs in as.
@@ -77,6 +79,11 @@ func defaultConfig() Config {
 			IntegrationUser: env("DATAVERSE_INTEGRATION_USER", "")},
 		Topology: natsjs.DefaultTopology(),
 		Worker:   syncworker.DefaultConfig(),
+		Skip:     domain.DefaultSkipPolicy,
+	}
+	c.Skip.After = envInt("DVSYNC_SKIP_AFTER", c.Skip.After)
+	if d, err := time.ParseDuration(os.Getenv("DVSYNC_SKIP_PROBE")); err == nil {
+		c.Skip.Probe = d
 	}
 	c.Topology.Replicas = envInt("DVSYNC_NATS_REPLICAS", c.Topology.Replicas)
 	c.Worker.Lanes = envInt("DVSYNC_WORKER_LANES", c.Worker.Lanes)
@@ -104,6 +111,8 @@ func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
 	if worker {
 		fs.IntVar(&c.Worker.Lanes, "lanes", c.Worker.Lanes, "records synced at once per process (DVSYNC_WORKER_LANES)")
 		fs.DurationVar(&c.Worker.HandleTimeout, "handle-timeout", c.Worker.HandleTimeout, "most time one change is held, retries included")
+		fs.IntVar(&c.Skip.After, "skip-after", c.Skip.After, "identical permanent failures in a row that skip a record; 0 never skips (DVSYNC_SKIP_AFTER)")
+		fs.DurationVar(&c.Skip.Probe, "skip-probe", c.Skip.Probe, "how often a skipped record is tried anyway, to find its cause gone; 0 never (DVSYNC_SKIP_PROBE)")
 		fs.DurationVar(&c.Worker.RetryBudget, "retry-budget", c.Worker.RetryBudget, "how long a transiently failing change is retried before it is parked as an error (DVSYNC_RETRY_BUDGET)")
 	}
 }

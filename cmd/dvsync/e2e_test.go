@@ -574,3 +574,38 @@ func TestRetryBudgetParksTheChange(t *testing.T) {
 	}
 	h.idle()
 }
+
+// Business Central's skip rule, end to end: the same failure twice skips the customer, its next
+// change is kept with the open error (not sent), and once its currency is coupled the customer
+// syncs by itself and the error is resolved.
+func TestSkippedRecordKeepsItsChangesUntilTheCauseIsGone(t *testing.T) {
+	h := start(t, 1)
+	cust, cur := h.key("C40000"), h.key("ZAR")
+	for v := int64(1); v <= 2; v++ {
+		h.publish("customer", cust, v, map[string]any{"number": cust, "displayName": fmt.Sprintf("v%d", v), "currencyCode": cur})
+		h.eventually(fmt.Sprintf("failure %d to be recorded", v), func() bool { return h.coupling("customer", cust).Failures == int(v) })
+	}
+	if !h.coupling("customer", cust).Skipped {
+		t.Fatal("the same failure twice did not skip the record")
+	}
+	h.publish("customer", cust, 3, map[string]any{"number": cust, "displayName": "v3", "currencyCode": cur})
+	h.eventually("the kept change in the ledger", func() bool {
+		e := h.waitError("customer", cust, domain.KindDependencyNotCoupled)
+		return e.EventVersion != nil && *e.EventVersion == 3 && e.Details["skipped"] == "true"
+	})
+	e := h.waitError("customer", cust, domain.KindDependencyNotCoupled)
+	if e.Occurrences != 3 || !strings.Contains(e.Message, "must be coupled") || h.rowCount("accounts") != 0 {
+		t.Fatalf("the open error after a skipped change: %+v (%d accounts)", e, h.rowCount("accounts"))
+	}
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
+	h.waitCoupled("currency", cur, 1)
+	h.publish("customer", cust, 4, map[string]any{"number": cust, "displayName": "v4", "currencyCode": cur})
+	c := h.waitCoupled("customer", cust, 4)
+	if c.Skipped || h.row("accounts", c.RowID)["name"] != "v4" {
+		t.Fatalf("after the currency was coupled: %+v", c)
+	}
+	h.eventually("the error to be resolved", func() bool {
+		list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "customer", Key: cust, Status: postgres.ErrorOpen})
+		return len(list) == 0
+	})
+}

@@ -53,7 +53,9 @@ func (w *Worker) handle(j job) {
 		return
 	}
 	switch out.Result {
-	case domain.ResultFailed:
+	case domain.ResultFailed, domain.ResultSkipped:
+		// A skipped record's change is kept with its open error (the projector stores the newest
+		// change there, for a retry) and is not sent.
 		w.report(ctx, log, j, out.Failure, append([]domain.Stage{w.stage("decode", "")}, out.Stages...), string(out.Result))
 		return
 	case domain.ResultStale:
@@ -166,7 +168,7 @@ func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err er
 
 // report publishes a permanent failure and acks the change once the error event is stored.
 func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.Failure, stages []domain.Stage, outcome string) {
-	ev := w.errorEvent(ctx, j, f, stages)
+	ev := w.errorEvent(ctx, j, f, stages, outcome)
 	log.Warn("sync failed", "class", f.Class, "kind", f.Kind, "message", f.Message)
 	if err := w.Outcomes.PublishError(ctx, ev); err != nil {
 		log.Error("publishing error event; the change will be redelivered", "err", err)
@@ -177,7 +179,7 @@ func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.
 	w.ack(ctx, log, j, outcome)
 }
 
-func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stages []domain.Stage) domain.ErrorEvent {
+func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stages []domain.Stage, outcome string) domain.ErrorEvent {
 	ev := domain.ErrorEvent{
 		// One id per stored change and kind: a worker that crashed after publishing publishes a
 		// duplicate that JetStream drops and the projector counts once. The stored timestamp keeps
@@ -200,6 +202,9 @@ func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stage
 	if j.invalid == nil {
 		v := j.event.Version
 		ev.EventVersion = &v
+		if outcome == string(domain.ResultSkipped) {
+			ev.Stage = "skipped"
+		}
 		if m, ok := w.Syncer.Mappings.For(j.event.Table); ok {
 			ev.Entity = m.Entity
 		}

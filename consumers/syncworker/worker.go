@@ -21,6 +21,9 @@ import (
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
+// RetryHeader on a change event marks a person's retry: a skipped record is sent again.
+const RetryHeader = "Dvsync-Retry"
+
 // Outcomes publishes what a worker decided; natsjs.Publisher implements it.
 type Outcomes interface {
 	PublishError(ctx context.Context, ev domain.ErrorEvent) error
@@ -153,6 +156,8 @@ func (w *Worker) decode(msg jetstream.Msg) job {
 		j.meta = &jetstream.MsgMetadata{}
 	}
 	ev, f := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+	// A person's retry (the replay tool sets this header) sends a skipped record again.
+	ev.Retry = msg.Headers().Get(RetryHeader) != ""
 	j.event, j.invalid = ev, f
 	return j
 }

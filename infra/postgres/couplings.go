@@ -15,7 +15,7 @@ import (
 
 var _ domain.CouplingStore = (*Store)(nil)
 
-const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind`
+const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at`
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -24,13 +24,14 @@ type querier interface {
 func readCoupling(ctx context.Context, q querier, table, key, suffix string) (domain.Coupling, error) {
 	c := domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}
 	var (
-		row    *uuid.UUID
-		synced *time.Time
-		status string
-		kind   string
+		row     *uuid.UUID
+		synced  *time.Time
+		attempt *time.Time
+		status  string
+		kind    string
 	)
 	err := q.QueryRow(ctx, `SELECT `+couplingColumns+` FROM couplings WHERE table_name = $1 AND source_key = $2`+suffix, table, key).
-		Scan(&row, &c.Entity, &c.Version, &status, &synced, &c.Skipped, &kind)
+		Scan(&row, &c.Entity, &c.Version, &status, &synced, &c.Skipped, &kind, &c.Failures, &attempt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, nil
 	}
@@ -43,6 +44,9 @@ func readCoupling(ctx context.Context, q querier, table, key, suffix string) (do
 	}
 	if synced != nil {
 		c.LastSyncedAt = *synced
+	}
+	if attempt != nil {
+		c.LastAttemptAt = *attempt
 	}
 	return c, nil
 }
@@ -79,18 +83,17 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	if next.RowID != uuid.Nil {
 		row = &next.RowID
 	}
-	var synced *time.Time
-	if !next.LastSyncedAt.IsZero() {
-		synced = &next.LastSyncedAt
-	}
+	synced, attempt := optionalTime(next.LastSyncedAt), optionalTime(next.LastAttemptAt)
 	_, err = tx.Exec(ctx, `
 		INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
 		ON CONFLICT (table_name, source_key) DO UPDATE SET
 			row_id = EXCLUDED.row_id, entity = EXCLUDED.entity, version = EXCLUDED.version,
 			status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,
-			skipped = EXCLUDED.skipped, last_error_kind = EXCLUDED.last_error_kind, updated_at = now()`,
-		table, key, row, next.Entity, next.Version, string(next.Status), synced, next.Skipped, string(next.LastErrorKind))
+			skipped = EXCLUDED.skipped, last_error_kind = EXCLUDED.last_error_kind,
+			failures = EXCLUDED.failures, last_attempt_at = EXCLUDED.last_attempt_at, updated_at = now()`,
+		table, key, row, next.Entity, next.Version, string(next.Status), synced, next.Skipped, string(next.LastErrorKind),
+		next.Failures, attempt)
 	if err != nil {
 		return fmt.Errorf("postgres: write coupling %s/%s: %w", table, key, err)
 	}
@@ -108,4 +111,11 @@ func recordLockID(table, key string) int64 {
 	h.Write([]byte{0})
 	h.Write([]byte(key))
 	return int64(h.Sum64())
+}
+
+func optionalTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }

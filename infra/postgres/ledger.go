@@ -75,16 +75,23 @@ func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21, $22, $23)`
 	var id int64
 	if status == ErrorOpen {
-		// The newest occurrence's details win: they describe the error as it is now.
+		// The newest occurrence's details win: they describe the error as it is now. A change of a
+		// skipped record (stage 'skipped') keeps the error's own description and brings only the
+		// newest change, which a retry sends.
 		err = tx.QueryRow(ctx, insert+`
 		ON CONFLICT (table_name, source_key, kind) WHERE status = 'open' DO UPDATE SET
 			occurrences = sync_errors.occurrences + 1,
 			first_seen = LEAST(sync_errors.first_seen, EXCLUDED.first_seen),
 			last_seen = GREATEST(sync_errors.last_seen, EXCLUDED.last_seen),
-			class = EXCLUDED.class, message = EXCLUDED.message, resolution = EXCLUDED.resolution,
-			details = EXCLUDED.details, dataverse_status = EXCLUDED.dataverse_status,
-			dataverse_code = EXCLUDED.dataverse_code, dataverse_message = EXCLUDED.dataverse_message,
-			call_stack = EXCLUDED.call_stack, stage = EXCLUDED.stage, event = EXCLUDED.event,
+			class = EXCLUDED.class,
+			message = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.message ELSE EXCLUDED.message END,
+			resolution = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.resolution ELSE EXCLUDED.resolution END,
+			details = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.details || EXCLUDED.details ELSE EXCLUDED.details END,
+			dataverse_status = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.dataverse_status ELSE EXCLUDED.dataverse_status END,
+			dataverse_code = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.dataverse_code ELSE EXCLUDED.dataverse_code END,
+			dataverse_message = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.dataverse_message ELSE EXCLUDED.dataverse_message END,
+			call_stack = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.call_stack ELSE EXCLUDED.call_stack END,
+			stage = EXCLUDED.stage, event = EXCLUDED.event,
 			event_headers = EXCLUDED.event_headers, event_id = EXCLUDED.event_id,
 			event_version = EXCLUDED.event_version, entity = EXCLUDED.entity, row_id = EXCLUDED.row_id,
 			delivery = EXCLUDED.delivery
