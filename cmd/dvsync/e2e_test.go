@@ -609,3 +609,19 @@ func TestSkippedRecordKeepsItsChangesUntilTheCauseIsGone(t *testing.T) {
 		return len(list) == 0
 	})
 }
+
+// Dataverse counts its limits per user: a 429 for one worker holds back the other worker of the
+// same app registration, in another process, until Retry-After has passed.
+func TestThrottlingSlowsEveryWorkerOfTheUser(t *testing.T) {
+	h := start(t, 2)
+	h.emu.SetLimits(emulator.Limits{Requests: 1, Window: 3 * time.Second})
+	ctx := context.Background()
+	_, _ = h.workers[0].dv.Query(ctx, "accounts", nil)
+	if _, err := h.workers[0].dv.Query(ctx, "accounts", nil); domain.ClassifyDataverse(err) == nil || domain.ClassifyDataverse(err).Kind != domain.KindThrottled {
+		t.Fatalf("the second request within the limit was not throttled: %v", err)
+	}
+	h.eventually("the other worker to hold back", func() bool { return time.Until(h.workers[1].dv.HeldUntil()) > 0 })
+	if held := time.Until(h.workers[1].dv.HeldUntil()); held > 4*time.Second {
+		t.Fatalf("held for %s; Retry-After was at most 3s", held)
+	}
+}

@@ -94,11 +94,23 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: d.ClientID, ClientSecret: d.ClientSecret}
 	// The token source outlives this call: it refreshes tokens for the process's whole life.
 	ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
+	var notify func(time.Time)
 	dv, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithRequestObserver(s.metrics.ObserveDataverse),
 		dataverse.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}), dataverse.WithMaxParallel(d.MaxParallel),
-		dataverse.WithDuplicateDetection(d.DuplicateDetection), dataverse.WithBypassCustomPlugins(d.BypassCustomPlugins))
+		dataverse.WithDuplicateDetection(d.DuplicateDetection), dataverse.WithBypassCustomPlugins(d.BypassCustomPlugins),
+		dataverse.WithThrottleListener(func(until time.Time) {
+			if notify != nil {
+				notify(until)
+			}
+		}))
 	if err != nil {
 		return err
+	}
+	if s.nc != nil {
+		// Dataverse throttles per user: every worker of this app registration waits together.
+		if notify, _, err = natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil); err != nil {
+			return err
+		}
 	}
 	s.dv, s.mappings = dv, ms
 	return nil

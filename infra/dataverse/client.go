@@ -32,6 +32,7 @@ type Client struct {
 	gate         gate
 	limit        *limiter
 	writeHeaders http.Header // optional headers sent on every write
+	onThrottle   func(until time.Time)
 }
 
 // NewClient returns a client of the environment at environmentURL (https://<org>.crm.dynamics.com).
@@ -205,7 +206,10 @@ func (c *Client) send(ctx context.Context, method, entitySet, path string, paylo
 			continue
 		}
 		if resp.StatusCode == http.StatusTooManyRequests {
-			c.gate.block(max(dvErr.RetryAfter, time.Second))
+			until := c.gate.block(max(dvErr.RetryAfter, time.Second))
+			if c.onThrottle != nil {
+				c.onThrottle(until)
+			}
 		}
 		return nil, fmt.Errorf("%s %s: %w", method, path, dvErr)
 	}
@@ -261,6 +265,17 @@ func mergeHeaders(base, extra http.Header) http.Header {
 		out[k] = v
 	}
 	return out
+}
+
+// HoldUntil holds back every request of this client until t, as a 429 does; another process of
+// the same Dataverse user reports its 429s through it.
+func (c *Client) HoldUntil(t time.Time) { c.gate.holdUntil(t) }
+
+// HeldUntil is when the throttle gate opens (in the past when it is open).
+func (c *Client) HeldUntil() time.Time {
+	c.gate.mu.Lock()
+	defer c.gate.mu.Unlock()
+	return c.gate.until
 }
 
 // MaxParallel is the cap on requests in flight now (x-ms-dop-hint applied).

@@ -15,12 +15,18 @@ type gate struct {
 	until time.Time
 }
 
-func (g *gate) block(d time.Duration) {
+func (g *gate) block(d time.Duration) time.Time {
+	return g.holdUntil(time.Now().Add(d))
+}
+
+// holdUntil closes the gate until t (or later, if it already is) and returns when it opens.
+func (g *gate) holdUntil(t time.Time) time.Time {
 	g.mu.Lock()
-	if u := time.Now().Add(d); u.After(g.until) {
-		g.until = u
+	defer g.mu.Unlock()
+	if t.After(g.until) {
+		g.until = t
 	}
-	g.mu.Unlock()
+	return g.until
 }
 
 // wait returns when the gate is open. When the wait would outlast ctx's deadline it returns at
