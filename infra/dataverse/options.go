@@ -60,4 +60,6 @@ func WithBypassCustomPlugins(on bool) Option {
 
 // WithThrottleListener calls f with the time the gate opens again after every 429, so that other
 // processes of the same Dataverse user can hold back too.
-func WithThrottleListener(f func(until time.Time)) Option { return func(cl *Client) { cl.onThrottle = f } }
+func WithThrottleListener(f func(until time.Time)) Option {
+	return func(cl *Client) { cl.onThrottle = f }
+}
