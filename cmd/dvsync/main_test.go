@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"regexp"
@@ -171,5 +172,30 @@ func TestEmulatorRejectsABadDefinitionFile(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run(context.Background(), []string{"emulator", "--definitions", bad}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "defs.json") {
 		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+}
+
+func TestClassifyCommand(t *testing.T) {
+	defer func(old io.Reader) { stdin = old }(stdin)
+	body := `{"error":{"code":"0x80044331","message":"A validation error occurred.  The length of the 'name' attribute of the 'account' entity exceeded the maximum allowed length of '160'."}}`
+	stdin = strings.NewReader(body)
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"classify", "--status", "400"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var got struct {
+		Class, Kind, Message, Resolution string
+		Details                          map[string]string
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Class != "coupling" || got.Kind != "invalid_data" || got.Details["attribute"] != "name" || got.Details["limit"] != "160" || got.Resolution == "" {
+		t.Fatalf("classified %+v", got)
+	}
+	stdin = strings.NewReader("<html>not a Dataverse error</html>")
+	out.Reset()
+	if code := run(context.Background(), []string{"classify"}, &out, &errOut); code != 2 {
+		t.Fatalf("unreadable input: exit %d", code)
 	}
 }
