@@ -26,6 +26,10 @@ type Config struct {
 	Topology     natsjs.Topology
 	Worker       syncworker.Config
 	Skip         domain.SkipPolicy
+	// APITokens are "name:role:token" entries (DVSYNC_API_TOKENS), or a file of them, one a line
+	// (--tokens-file, DVSYNC_API_TOKENS_FILE); the token may be given as sha256=<hex>.
+	APITokens     string
+	APITokensFile string
 }
 
 // DataverseConfig names the Dataverse environment and the app registration dvsync signs in as.
@@ -77,9 +81,10 @@ func defaultConfig() Config {
 			TokenURL: env("DATAVERSE_TOKEN_URL", ""), MaxParallel: envInt("DATAVERSE_MAX_PARALLEL", 52),
 			DuplicateDetection: envBool("DATAVERSE_DUPLICATE_DETECTION"), BypassCustomPlugins: envBool("DATAVERSE_BYPASS_CUSTOM_PLUGINS"),
 			IntegrationUser: env("DATAVERSE_INTEGRATION_USER", "")},
-		Topology: natsjs.DefaultTopology(),
-		Worker:   syncworker.DefaultConfig(),
-		Skip:     domain.DefaultSkipPolicy,
+		Topology:  natsjs.DefaultTopology(),
+		Worker:    syncworker.DefaultConfig(),
+		Skip:      domain.DefaultSkipPolicy,
+		APITokens: env("DVSYNC_API_TOKENS", ""), APITokensFile: env("DVSYNC_API_TOKENS_FILE", ""),
 	}
 	c.Skip.After = envInt("DVSYNC_SKIP_AFTER", c.Skip.After)
 	if d, err := time.ParseDuration(os.Getenv("DVSYNC_SKIP_PROBE")); err == nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/emulator"
 	"github.com/dvsync/dvsync/infra/events"
+	"github.com/dvsync/dvsync/infra/httpapi"
 	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
@@ -95,9 +96,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	tokens, err := cfg.loadTokens()
+	if err != nil {
+		return usageError{err}
+	}
+	operatorToken := httpapi.NewToken()
+	tokens.Add("dev", httpapi.RoleOperator, operatorToken)
 	g.Go(func() error { return s.runWorker(gctx) })
 	g.Go(func() error { return s.runProjector(gctx) })
-	g.Go(func() error { return s.serveHTTP(gctx, ln, true) })
+	g.Go(func() error { return s.serveHTTP(gctx, ln, tokens) })
 
 	web := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, `dvsync dev is running (Ctrl-C stops it)
@@ -107,7 +114,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   Errors API   %s/api/v1/errors
   Metrics      %s/metrics
   Health       %s/healthz
-`, cfg.NATSURL, natsNote, cfg.Dataverse.URL, dvNote, redactURL(cfg.DatabaseURL), dbNote, web, web, web)
+  Token        %s (operator; export DVSYNC_TOKEN=… for the CLI)
+`, cfg.NATSURL, natsNote, cfg.Dataverse.URL, dvNote, redactURL(cfg.DatabaseURL), dbNote, web, web, web, operatorToken)
 	if *seed && emu != nil {
 		if err := seedDemo(ctx, s, emu); err != nil {
 			return fmt.Errorf("seed: %w", err)

@@ -28,7 +28,6 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/emulator"
 	"github.com/dvsync/dvsync/infra/events"
-	"github.com/dvsync/dvsync/infra/httpapi"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
@@ -40,12 +39,13 @@ func TestMain(m *testing.M) { pgtest.Main(m, "e2e", &testDatabaseURL) }
 
 // harness is one running dvsync: NATS, the emulator, workers and a projector.
 type harness struct {
-	t       *testing.T
-	emu     *emulator.Emulator
-	js      jetstream.JetStream
-	store   *postgres.Store
-	workers []*stack
-	prefix  string
+	t         *testing.T
+	emu       *emulator.Emulator
+	js        jetstream.JetStream
+	store     *postgres.Store
+	workers   []*stack
+	projector *stack
+	prefix    string
 }
 
 var testRun atomic.Int64
@@ -110,7 +110,7 @@ func startWith(t *testing.T, o options) *harness {
 		h.workers = append(h.workers, launch(true, func(s *stack) func(context.Context) error { return s.runWorker }))
 	}
 	p := launch(false, func(s *stack) func(context.Context) error { return s.runProjector })
-	h.js, h.store = p.js, p.store
+	h.js, h.store, h.projector = p.js, p.store, p
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
@@ -416,41 +416,6 @@ func TestTwoWorkersShareTheConsumerAndNewestWins(t *testing.T) {
 	}
 	if handled != records*versions {
 		t.Fatalf("handled %v events, want %d", handled, records*versions)
-	}
-}
-
-func TestErrorsAPIListsStoredErrors(t *testing.T) {
-	h := start(t, 1)
-	cust := h.key("C30000")
-	h.publish("customer", cust, 1, map[string]any{"number": cust, "currencyCode": h.key("XXX")})
-	h.waitError("customer", cust, domain.KindDependencyNotCoupled)
-	srv := httptest.NewServer((&httpapi.Server{Metrics: h.workers[0].metrics, Errors: h.store}).Handler())
-	defer srv.Close()
-	resp, err := srv.Client().Get(srv.URL + "/api/v1/errors?class=coupling&table=customer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Errors []postgres.StoredError `json:"errors"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("status %d, %v", resp.StatusCode, err)
-	}
-	ok := false
-	for _, e := range body.Errors {
-		ok = ok || e.Key == cust
-	}
-	if !ok {
-		t.Fatalf("the API does not list the error of %s", cust)
-	}
-	bad, err := srv.Client().Get(srv.URL + "/api/v1/errors?class=nonsense")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad.Body.Close()
-	if bad.StatusCode != 400 || bad.Header.Get("Content-Type") != "application/problem+json" {
-		t.Fatalf("a bad filter answered %d %s", bad.StatusCode, bad.Header.Get("Content-Type"))
 	}
 }
 

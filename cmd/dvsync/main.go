@@ -29,7 +29,8 @@ Usage:
   dvsync dev        one process with everything: embedded NATS, Dataverse emulator, worker,
                     projector and the HTTP endpoint, seeded with a demo
   dvsync worker     sync change events to Dataverse (run any number)
-  dvsync projector  store error events in PostgreSQL and serve /api/v1/errors
+  dvsync projector  store error events in PostgreSQL
+  dvsync serve      the errors API (and page) for people and the CLI
   dvsync emulator   run the Dataverse emulator alone
   dvsync classify   read a Dataverse error body on standard input, print how dvsync sorts it
   dvsync help       this text
@@ -60,7 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	commands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"dev": runDev, "worker": runWorker, "projector": runProjector, "emulator": runEmulator, "classify": classifyCommand,
+		"dev": runDev, "worker": runWorker, "projector": runProjector, "serve": runServe, "emulator": runEmulator,
+		"classify": classifyCommand, "errors": runErrors, "status": runStatus,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -126,7 +128,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	s.log.Info("worker started", "nats", s.nc.ConnectedUrlRedacted(), "dataverse", cfg.Dataverse.URL, "http", ln.Addr().String())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.runWorker(gctx) })
-	g.Go(func() error { return s.serveHTTP(gctx, ln, false) })
+	g.Go(func() error { return s.serveHTTP(gctx, ln, nil) })
 	return g.Wait()
 }
 
@@ -153,8 +155,38 @@ func runProjector(ctx context.Context, args []string, _, stderr io.Writer) error
 	s.log.Info("projector started", "nats", s.nc.ConnectedUrlRedacted(), "http", ln.Addr().String())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.runProjector(gctx) })
-	g.Go(func() error { return s.serveHTTP(gctx, ln, true) })
+	g.Go(func() error { return s.serveHTTP(gctx, ln, nil) })
 	return g.Wait()
+}
+
+// runServe serves the errors API for people, the page and the CLI.
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.flags(fs, true, true, false, false)
+	fs.StringVar(&cfg.APITokensFile, "tokens-file", cfg.APITokensFile, "file of API tokens, name:role:token a line (DVSYNC_API_TOKENS_FILE)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.validate(true, true, false); err != nil {
+		return usageError{err}
+	}
+	tokens, err := cfg.loadTokens()
+	if err != nil {
+		return usageError{err}
+	}
+	s := newStack(cfg, newLogger(stderr, cfg.LogLevel))
+	defer s.close()
+	if err := connectAll(ctx, s, false); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return err
+	}
+	s.log.Info("serving the errors API", "http", ln.Addr().String())
+	return s.serveHTTP(ctx, ln, tokens)
 }
 
 // connectAll connects NATS and PostgreSQL, and Dataverse when the process writes to it.

@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dvsync/dvsync/consumers/projector"
+	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/consumers/syncworker"
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/dataverse"
@@ -172,13 +174,38 @@ func (s *stack) checks() map[string]httpapi.Check {
 	return c
 }
 
-// serveHTTP serves /healthz, /metrics and (withAPI) the errors API on ln until ctx ends.
-func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, withAPI bool) error {
-	api := &httpapi.Server{Metrics: s.metrics, Checks: s.checks()}
-	if withAPI && s.store != nil {
-		api.Errors = s.store
+// serveHTTP serves /healthz, /metrics and, given tokens, the errors API on ln until ctx ends.
+func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.Tokens) error {
+	api := &httpapi.Server{Metrics: s.metrics, Checks: s.checks(), Log: s.log.With("component", "api")}
+	if tokens != nil && s.store != nil && s.js != nil {
+		api.Ledger, api.Tokens = s.store, tokens
+		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay")}
+		api.Lag = func(ctx context.Context) (uint64, error) {
+			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
+			if err != nil {
+				return 0, err
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return info.NumPending + uint64(info.NumAckPending), nil
+		}
 	}
 	return serve(ctx, ln, api.Handler())
+}
+
+// loadTokens reads the API tokens from the configuration.
+func (c Config) loadTokens() (*httpapi.Tokens, error) {
+	spec := c.APITokens
+	if c.APITokensFile != "" {
+		data, err := os.ReadFile(c.APITokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("api tokens: %w", err)
+		}
+		spec += "\n" + string(data)
+	}
+	return httpapi.ParseTokens(spec)
 }
 
 // serve runs an HTTP server on ln until ctx ends, then shuts it down gracefully.

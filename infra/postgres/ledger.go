@@ -3,8 +3,13 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/google/uuid"
 
@@ -79,7 +84,8 @@ func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 		// skipped record (stage 'skipped') keeps the error's own description and brings only the
 		// newest change, which a retry sends.
 		err = tx.QueryRow(ctx, insert+`
-		ON CONFLICT (table_name, source_key, kind) WHERE status = 'open' DO UPDATE SET
+		ON CONFLICT (table_name, source_key, kind) WHERE status IN ('open', 'replayed') DO UPDATE SET
+			status = 'open', -- a replayed change that failed again
 			occurrences = sync_errors.occurrences + 1,
 			first_seen = LEAST(sync_errors.first_seen, EXCLUDED.first_seen),
 			last_seen = GREATEST(sync_errors.last_seen, EXCLUDED.last_seen),
@@ -148,42 +154,101 @@ type StoredError struct {
 	Status           ErrorStatus       `json:"status"`
 	ResolvedAt       *time.Time        `json:"resolved_at,omitempty"`
 	ResolvedReason   *string           `json:"resolved_reason,omitempty"`
+	Replays          int               `json:"replays"`
 }
 
 // ErrorFilter narrows ListErrors; empty fields match everything.
 type ErrorFilter struct {
 	Class  domain.Class
+	Kind   domain.Kind
 	Status ErrorStatus
 	Table  string
 	Key    string
+	Text   string    // in the message, key or table, without regard to case
+	Since  time.Time // last seen at or after
+	Until  time.Time // last seen before
 	Limit  int
+	Cursor string // from the previous page's Next
 }
 
-// ListErrors returns errors newest first.
-func (s *Store) ListErrors(ctx context.Context, f ErrorFilter) ([]StoredError, error) {
+// ErrorPage is one page of errors, newest first; Next is the cursor of the next page ("" at the end).
+type ErrorPage struct {
+	Errors []StoredError `json:"errors"`
+	Next   string        `json:"next,omitempty"`
+}
+
+const errorColumns = `id, class, kind, table_name, source_key, message, resolution, details,
+	dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_id, event_version,
+	entity, row_id, delivery, first_seen, last_seen, occurrences, status, resolved_at, resolved_reason, replays`
+
+func scanError(row pgx.Row) (StoredError, error) {
+	var e StoredError
+	err := row.Scan(&e.ID, &e.Class, &e.Kind, &e.Table, &e.Key, &e.Message, &e.Resolution, &e.Details,
+		&e.DataverseStatus, &e.DataverseCode, &e.DataverseMessage, &e.CallStack, &e.Stage, &e.Event, &e.EventID,
+		&e.EventVersion, &e.Entity, &e.RowID, &e.Delivery, &e.FirstSeen, &e.LastSeen, &e.Occurrences, &e.Status,
+		&e.ResolvedAt, &e.ResolvedReason, &e.Replays)
+	return e, err
+}
+
+// ErrBadCursor is a cursor that no page gave.
+var ErrBadCursor = errors.New("postgres: the cursor is not one this API gave")
+
+// PageErrors returns one page of errors, newest first.
+func (s *Store) PageErrors(ctx context.Context, f ErrorFilter) (ErrorPage, error) {
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id, class, kind, table_name, source_key, message, resolution, details,
-			dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_id, event_version,
-			entity, row_id, delivery, first_seen, last_seen, occurrences, status, resolved_at, resolved_reason
-		FROM sync_errors
-		WHERE ($1 = '' OR class = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR table_name = $3) AND ($4 = '' OR source_key = $4)
-		ORDER BY last_seen DESC, id DESC LIMIT $5`, string(f.Class), string(f.Status), f.Table, f.Key, f.Limit)
+	var since, until, afterSeen *time.Time
+	var afterID int64
+	if !f.Since.IsZero() {
+		since = &f.Since
+	}
+	if !f.Until.IsZero() {
+		until = &f.Until
+	}
+	if f.Cursor != "" {
+		nanos, id, ok := strings.Cut(f.Cursor, "_")
+		n, err1 := strconv.ParseInt(nanos, 10, 64)
+		i, err2 := strconv.ParseInt(id, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			return ErrorPage{}, ErrBadCursor
+		}
+		t := time.Unix(0, n).UTC()
+		afterSeen, afterID = &t, i
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+errorColumns+` FROM sync_errors
+		WHERE ($1 = '' OR class = $1) AND ($2 = '' OR kind = $2) AND ($3 = '' OR status = $3)
+		  AND ($4 = '' OR table_name = $4) AND ($5 = '' OR source_key = $5)
+		  AND ($6 = '' OR message ILIKE '%' || $6 || '%' OR source_key ILIKE '%' || $6 || '%' OR table_name ILIKE '%' || $6 || '%')
+		  AND ($7::timestamptz IS NULL OR last_seen >= $7) AND ($8::timestamptz IS NULL OR last_seen < $8)
+		  AND ($9::timestamptz IS NULL OR (last_seen, id) < ($9, $10))
+		ORDER BY last_seen DESC, id DESC LIMIT $11`,
+		string(f.Class), string(f.Kind), string(f.Status), f.Table, f.Key, f.Text, since, until, afterSeen, afterID, f.Limit+1)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list errors: %w", err)
+		return ErrorPage{}, fmt.Errorf("postgres: list errors: %w", err)
 	}
 	defer rows.Close()
-	out := []StoredError{}
+	page := ErrorPage{Errors: []StoredError{}}
 	for rows.Next() {
-		var e StoredError
-		if err := rows.Scan(&e.ID, &e.Class, &e.Kind, &e.Table, &e.Key, &e.Message, &e.Resolution, &e.Details,
-			&e.DataverseStatus, &e.DataverseCode, &e.DataverseMessage, &e.CallStack, &e.Stage, &e.Event, &e.EventID,
-			&e.EventVersion, &e.Entity, &e.RowID, &e.Delivery, &e.FirstSeen, &e.LastSeen, &e.Occurrences, &e.Status,
-			&e.ResolvedAt, &e.ResolvedReason); err != nil {
-			return nil, fmt.Errorf("postgres: read error row: %w", err)
+		e, err := scanError(rows)
+		if err != nil {
+			return ErrorPage{}, fmt.Errorf("postgres: read error row: %w", err)
 		}
-		out = append(out, e)
+		page.Errors = append(page.Errors, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return ErrorPage{}, err
+	}
+	if len(page.Errors) > f.Limit {
+		page.Errors = page.Errors[:f.Limit]
+		last := page.Errors[f.Limit-1]
+		page.Next = fmt.Sprintf("%d_%d", last.LastSeen.UnixNano(), last.ID)
+	}
+	return page, nil
+}
+
+// ListErrors returns the first page of errors, newest first.
+func (s *Store) ListErrors(ctx context.Context, f ErrorFilter) ([]StoredError, error) {
+	page, err := s.PageErrors(ctx, f)
+	return page.Errors, err
 }

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// apiClient is the CLI's side of the errors API.
+type apiClient struct {
+	server, token string
+	http          *http.Client
+}
+
+func cliFlags(name string, stderr io.Writer) (*flag.FlagSet, *apiClient, *bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &apiClient{token: os.Getenv("DVSYNC_TOKEN"), http: &http.Client{Timeout: 60 * time.Second}}
+	fs.StringVar(&c.server, "server", env("DVSYNC_SERVER", "http://127.0.0.1:8080"), "the dvsync serve (or dev) address (DVSYNC_SERVER)")
+	asJSON := fs.Bool("json", false, "print JSON, for scripts")
+	return fs, c, asJSON
+}
+
+// call sends one request and decodes the answer into out; an error answer becomes an error with
+// the problem's detail.
+func (c *apiClient) call(ctx context.Context, method, path string, body any, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, rd)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("--server: %w", err)}
+	}
+	if c.token == "" {
+		return 0, usageError{errors.New("set DVSYNC_TOKEN to an API token (dvsync dev prints one)")}
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("the API at %s did not answer: %w", c.server, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusConflict {
+		var p struct{ Title, Detail string }
+		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
+			return resp.StatusCode, fmt.Errorf("%s: %s", p.Title, p.Detail)
+		}
+		return resp.StatusCode, fmt.Errorf("the API answered %s", resp.Status)
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = data
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, json.Unmarshal(data, out)
+}
+
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		_, err = w.Write(raw)
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func runErrors(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{errors.New("errors list|show|replay|delete; see dvsync errors <command> -h")}
+	}
+	switch args[0] {
+	case "list":
+		return errorsList(ctx, args[1:], stdout, stderr)
+	case "show":
+		return errorsShow(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return errorsReplay(ctx, args[1:], stdout, stderr)
+	case "delete":
+		return errorsDelete(ctx, args[1:], stdout, stderr)
+	}
+	return usageError{fmt.Errorf("unknown errors command %q: list, show, replay or delete", args[0])}
+}
+
+type cliError struct {
+	ID          int64     `json:"id"`
+	Class       string    `json:"class"`
+	Kind        string    `json:"kind"`
+	Table       string    `json:"table"`
+	Key         string    `json:"key"`
+	Message     string    `json:"message"`
+	Resolution  string    `json:"resolution"`
+	Status      string    `json:"status"`
+	Occurrences int       `json:"occurrences"`
+	LastSeen    time.Time `json:"last_seen"`
+	CallStack   []struct {
+		Name, Detail, Request, Response string
+		At                              time.Time
+	} `json:"call_stack"`
+}
+
+func errorsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c, asJSON := cliFlags("errors list", stderr)
+	filters := map[string]*string{}
+	for _, name := range []string{"class", "kind", "status", "table", "key", "q", "since", "until", "limit", "cursor"} {
+		filters[name] = fs.String(name, "", "filter: "+name)
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	q := url.Values{}
+	for name, v := range filters {
+		if *v != "" {
+			q.Set(name, *v)
+		}
+	}
+	var raw json.RawMessage
+	if _, err := c.call(ctx, http.MethodGet, "/api/v1/errors?"+q.Encode(), nil, &raw); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, raw)
+	}
+	var page struct {
+		Errors []cliError
+		Next   string
+	}
+	if err := json.Unmarshal(raw, &page); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCLASS\tKIND\tRECORD\tSTATUS\tSEEN\tLAST SEEN\tMESSAGE")
+	for _, e := range page.Errors {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%d\t%s\t%s\n", e.ID, e.Class, e.Kind, e.Table, e.Key, e.Status, e.Occurrences,
+			e.LastSeen.Local().Format("2006-01-02 15:04"), shorten(e.Message, 90))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.Next != "" {
+		fmt.Fprintf(stdout, "more: --cursor %s\n", page.Next)
+	}
+	return nil
+}
+
+func shorten(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+func errorsShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c, asJSON := cliFlags("errors show", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("errors show needs one error id")}
+	}
+	var raw json.RawMessage
+	if _, err := c.call(ctx, http.MethodGet, "/api/v1/errors/"+url.PathEscape(fs.Arg(0)), nil, &raw); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, raw)
+	}
+	var e cliError
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Error %d: %s/%s of %s/%s (%s, seen %d times, last %s)\n\n%s\n\nWhat to do: %s\n\nCall stack:\n",
+		e.ID, e.Class, e.Kind, e.Table, e.Key, e.Status, e.Occurrences, e.LastSeen.Local().Format(time.RFC1123), e.Message, e.Resolution)
+	for i, st := range e.CallStack {
+		fmt.Fprintf(stdout, "  %d. %s %s\n", i+1, st.Name, st.Detail)
+		if st.Request != "" {
+			fmt.Fprintf(stdout, "     request:  %s\n", strings.ReplaceAll(st.Request, "\n", "\n               "))
+		}
+		if st.Response != "" {
+			fmt.Fprintf(stdout, "     response: %s\n", strings.ReplaceAll(st.Response, "\n", "\n               "))
+		}
+	}
+	return nil
+}
+
+func errorsReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c, asJSON := cliFlags("errors replay", stderr)
+	class := fs.String("class", "", "replay every open error of this class")
+	kind := fs.String("kind", "", "... of this kind")
+	table := fs.String("table", "", "... of this table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var results []struct {
+		ErrorID   int64  `json:"error_id"`
+		Outcome   string `json:"outcome"`
+		MessageID string `json:"message_id"`
+		Detail    string `json:"detail"`
+	}
+	var raw json.RawMessage
+	switch {
+	case fs.NArg() > 0:
+		var all []json.RawMessage
+		for _, id := range fs.Args() {
+			if _, err := strconv.ParseInt(id, 10, 64); err != nil {
+				return usageError{fmt.Errorf("%q is not an error id", id)}
+			}
+			var one json.RawMessage
+			if _, err := c.call(ctx, http.MethodPost, "/api/v1/errors/"+id+"/replay", nil, &one); err != nil {
+				return err
+			}
+			all = append(all, one)
+		}
+		raw, _ = json.Marshal(map[string]any{"results": all})
+	case *class != "" || *kind != "" || *table != "":
+		if _, err := c.call(ctx, http.MethodPost, "/api/v1/errors/replay", map[string]string{"class": *class, "kind": *kind, "table": *table}, &raw); err != nil {
+			return err
+		}
+	default:
+		return usageError{errors.New("errors replay needs error ids, or --class/--kind/--table")}
+	}
+	if *asJSON {
+		return printJSON(stdout, raw)
+	}
+	var body struct{ Results json.RawMessage }
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body.Results, &results); err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range results {
+		fmt.Fprintf(stdout, "error %d: %s %s\n", r.ErrorID, r.Outcome, r.Detail)
+		if r.Outcome == "failed" || r.Outcome == "not_found" {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d replays failed", failed, len(results))
+	}
+	return nil
+}
+
+func errorsDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c, asJSON := cliFlags("errors delete", stderr)
+	days := fs.Int("older-than-days", 7, "delete errors last seen more than this many days ago")
+	all := fs.Bool("all", false, "delete every error")
+	yes := fs.Bool("yes", false, "confirm --all")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	path := "/api/v1/errors?older_than_days=" + strconv.Itoa(*days)
+	if *all {
+		if !*yes {
+			return usageError{errors.New("--all deletes every error: add --yes to confirm")}
+		}
+		path = "/api/v1/errors?all=true"
+	}
+	var raw json.RawMessage
+	if _, err := c.call(ctx, http.MethodDelete, path, nil, &raw); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, raw)
+	}
+	var out struct{ Deleted int }
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "deleted %d errors\n", out.Deleted)
+	return nil
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c, asJSON := cliFlags("status", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if _, err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &raw); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, raw)
+	}
+	var st struct {
+		Tables []struct {
+			Table                   string
+			Synced, Failed, Skipped int
+			OpenErrors              map[string]int `json:"open_errors"`
+			LastSyncedAt            *time.Time     `json:"last_synced_at"`
+		}
+		ConsumerLag *uint64 `json:"consumer_lag"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TABLE\tSYNCED\tFAILED\tSKIPPED\tCOUPLING ERRORS\tSETUP ERRORS\tLAST SYNC")
+	for _, t := range st.Tables {
+		last := "-"
+		if t.LastSyncedAt != nil {
+			last = t.LastSyncedAt.Local().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", t.Table, t.Synced, t.Failed, t.Skipped, t.OpenErrors["coupling"], t.OpenErrors["setup"], last)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st.ConsumerLag != nil {
+		fmt.Fprintf(stdout, "changes waiting for the workers: %d\n", *st.ConsumerLag)
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+// Package replay publishes the stored change of an error again, once its cause is fixed.
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dvsync/dvsync/consumers/syncworker"
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/events"
+	"github.com/dvsync/dvsync/infra/postgres"
+)
+
+// Headers on a replayed change.
+const (
+	HeaderReplayOf      = "Dvsync-Replay-Of"
+	HeaderReplayAttempt = "Dvsync-Replay-Attempt"
+	HeaderReplayedBy    = "Dvsync-Replayed-By"
+)
+
+// Outcome is what a replay of one error did.
+type Outcome string
+
+const (
+	Published        Outcome = "published"         // the change is on its way to the workers
+	Stale            Outcome = "stale"             // a newer version synced since: not sent, the error resolved
+	AlreadyReplaying Outcome = "already_replaying" // a concurrent request replays it
+	NotReplayable    Outcome = "not_replayable"    // resolved, or no change kept
+	NotFound         Outcome = "not_found"
+	Failed           Outcome = "failed"
+)
+
+// Result is the outcome of replaying one error.
+type Result struct {
+	ErrorID   int64   `json:"error_id"`
+	Outcome   Outcome `json:"outcome"`
+	MessageID string  `json:"message_id,omitempty"`
+	Detail    string  `json:"detail,omitempty"`
+}
+
+// Store is what replay needs of the ledger and the couplings.
+type Store interface {
+	ClaimReplay(ctx context.Context, id int64) (postgres.ReplayClaim, error)
+	FinishReplay(ctx context.Context, c postgres.ReplayClaim, messageID, actor, outcome string) error
+	Coupling(ctx context.Context, table, key string) (domain.Coupling, error)
+}
+
+// Replayer replays errors.
+type Replayer struct {
+	Store Store
+	JS    jetstream.JetStream
+	Log   *slog.Logger
+}
+
+// Replay replays each error once, in order, and says what happened to each.
+func (r *Replayer) Replay(ctx context.Context, ids []int64, actor string) []Result {
+	out := make([]Result, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, r.one(ctx, id, actor))
+	}
+	return out
+}
+
+func (r *Replayer) one(ctx context.Context, id int64, actor string) Result {
+	res := Result{ErrorID: id}
+	claim, err := r.Store.ClaimReplay(ctx, id)
+	switch {
+	case errors.Is(err, postgres.ErrNotFound):
+		res.Outcome = NotFound
+		return res
+	case errors.Is(err, postgres.ErrAlreadyReplaying):
+		res.Outcome = AlreadyReplaying
+		return res
+	case errors.Is(err, postgres.ErrNotReplayable):
+		res.Outcome = NotReplayable
+		return res
+	case err != nil:
+		res.Outcome, res.Detail = Failed, err.Error()
+		return res
+	}
+	// A change older than what synced since would change nothing: say so instead of sending it.
+	if claim.EventVersion != nil {
+		c, err := r.Store.Coupling(ctx, claim.Table, claim.Key)
+		if err == nil && c.Status == domain.CouplingSynced && c.Version >= *claim.EventVersion {
+			res.Outcome, res.Detail = Stale, fmt.Sprintf("version %d synced since; this change is version %d", c.Version, *claim.EventVersion)
+			if err := r.Store.FinishReplay(ctx, claim, "", actor, string(Stale)); err != nil {
+				res.Outcome, res.Detail = Failed, err.Error()
+			}
+			return res
+		}
+	}
+	msgID := fmt.Sprintf("dvsync-replay-%d-%d", claim.ErrorID, claim.Attempt)
+	msg := &nats.Msg{Subject: subject(claim), Data: claim.Event, Header: nats.Header{}}
+	for k, v := range claim.EventHeaders {
+		if !strings.EqualFold(k, nats.MsgIdHdr) {
+			msg.Header[k] = v
+		}
+	}
+	msg.Header.Set(syncworker.RetryHeader, "true") // a person's retry: a skipped record is sent
+	msg.Header.Set(HeaderReplayOf, strconv.FormatInt(claim.ErrorID, 10))
+	msg.Header.Set(HeaderReplayAttempt, strconv.Itoa(claim.Attempt))
+	msg.Header.Set(HeaderReplayedBy, actor)
+	if _, err := r.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID)); err != nil {
+		res.Outcome, res.Detail = Failed, err.Error()
+		return res
+	}
+	res.Outcome, res.MessageID = Published, msgID
+	if err := r.Store.FinishReplay(ctx, claim, msgID, actor, string(Published)); err != nil {
+		r.Log.Warn("replay published but not recorded", "error_id", id, "err", err)
+	}
+	r.Log.Info("error replayed", "error_id", id, "attempt", claim.Attempt, "table", claim.Table, "key", claim.Key, "by", actor)
+	return res
+}
+
+// subject is where the change was first published, or its table's subject.
+func subject(c postgres.ReplayClaim) string {
+	if strings.HasPrefix(c.Subject, events.SubjectPrefix) {
+		return c.Subject
+	}
+	return events.Subject(c.Table)
+}
