@@ -145,7 +145,8 @@ func TestReplayResolvesAndIsAudited(t *testing.T) {
 	for r := range results {
 		outcomes[r["outcome"].(string)]++
 	}
-	if outcomes["published"] != 1 || outcomes["already_replaying"] != 1 {
+	// One publishes; the other finds it under way, or already resolved when the worker was quick.
+	if outcomes["published"] != 1 || outcomes["already_replaying"]+outcomes["not_replayable"] != 1 {
 		t.Fatalf("two replays at once: %v", outcomes)
 	}
 	h.waitCoupled("customer", cust, 1)

@@ -85,11 +85,12 @@ func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
 	}()
 
 	api := regexp.MustCompile(`Errors API\s+(\S+)`)
-	var url string
+	tokenLine := regexp.MustCompile(`Token\s+(\S+)`)
+	var url, token string
 	deadline := time.Now().Add(30 * time.Second)
 	for url == "" {
 		if m := api.FindStringSubmatch(out.String()); m != nil && strings.Contains(out.String(), "Demo") {
-			url = m[1]
+			url, token = m[1], tokenLine.FindStringSubmatch(out.String())[1]
 		}
 		select {
 		case code := <-done:
@@ -103,7 +104,9 @@ func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
 	}
 	kinds := map[domain.Kind]bool{}
 	for time.Now().Before(deadline) && !(kinds[domain.KindDependencyNotCoupled] && kinds[domain.KindMissingPrivilege]) {
-		resp, err := http.Get(url + "?status=open")
+		req, _ := http.NewRequest("GET", url+"?status=open", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			var body struct{ Errors []postgres.StoredError }
 			_ = json.NewDecoder(resp.Body).Decode(&body)
