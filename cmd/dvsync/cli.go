@@ -269,7 +269,12 @@ func errorsDelete(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	path := "/api/v1/errors?older_than_days=" + strconv.Itoa(*days)
-	if *all {
+	if fs.NArg() == 1 {
+		if _, err := strconv.ParseInt(fs.Arg(0), 10, 64); err != nil {
+			return usageError{fmt.Errorf("%q is not an error id", fs.Arg(0))}
+		}
+		path = "/api/v1/errors/" + fs.Arg(0)
+	} else if *all {
 		if !*yes {
 			return usageError{errors.New("--all deletes every error: add --yes to confirm")}
 		}

@@ -30,6 +30,12 @@ type Config struct {
 	// (--tokens-file, DVSYNC_API_TOKENS_FILE); the token may be given as sha256=<hex>.
 	APITokens     string
 	APITokensFile string
+	// SourceURL is a template of a source record's link with {table} and {key} (DVSYNC_SOURCE_URL),
+	// for instance a Business Central web client page.
+	SourceURL string
+	// SessionKey signs page sessions (DVSYNC_SESSION_KEY, hex); set it when several serve
+	// replicas share users.
+	SessionKey string
 }
 
 // DataverseConfig names the Dataverse environment and the app registration dvsync signs in as.
@@ -85,6 +91,7 @@ func defaultConfig() Config {
 		Worker:    syncworker.DefaultConfig(),
 		Skip:      domain.DefaultSkipPolicy,
 		APITokens: env("DVSYNC_API_TOKENS", ""), APITokensFile: env("DVSYNC_API_TOKENS_FILE", ""),
+		SourceURL: env("DVSYNC_SOURCE_URL", ""), SessionKey: env("DVSYNC_SESSION_KEY", ""),
 	}
 	c.Skip.After = envInt("DVSYNC_SKIP_AFTER", c.Skip.After)
 	if d, err := time.ParseDuration(os.Getenv("DVSYNC_SKIP_PROBE")); err == nil {

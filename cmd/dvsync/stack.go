@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -178,7 +179,11 @@ func (s *stack) checks() map[string]httpapi.Check {
 func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.Tokens) error {
 	api := &httpapi.Server{Metrics: s.metrics, Checks: s.checks(), Log: s.log.With("component", "api")}
 	if tokens != nil && s.store != nil && s.js != nil {
-		api.Ledger, api.Tokens = s.store, tokens
+		api.Ledger, api.Tokens, api.Couplings = s.store, tokens, s.store
+		api.Links = httpapi.Links{DataverseURL: s.cfg.Dataverse.URL, SourceURL: s.cfg.SourceURL}
+		if key, err := hex.DecodeString(s.cfg.SessionKey); err == nil && len(key) >= 16 {
+			api.SessionKey = key
+		}
 		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay")}
 		api.Lag = func(ctx context.Context) (uint64, error) {
 			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)

@@ -44,6 +44,7 @@ var routes = []route{
 	{"GET", "/api/v1/errors", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.listErrors }},
 	{"DELETE", "/api/v1/errors", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.deleteErrors }},
 	{"GET", "/api/v1/errors/{id}", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.getError }},
+	{"DELETE", "/api/v1/errors/{id}", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.deleteOne }},
 	{"POST", "/api/v1/errors/{id}/replay", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.replayOne }},
 	{"POST", "/api/v1/errors/replay", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.replayMatching }},
 	{"GET", "/api/v1/couplings/{table}/{key}", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.getCoupling }},
@@ -207,6 +208,23 @@ func (s *Server) deleteErrors(w http.ResponseWriter, r *http.Request, p Principa
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"deleted": n})
+}
+
+func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, p Principal) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	err := s.Couplings.DeleteError(r.Context(), id, p.Name)
+	if errors.Is(err, postgres.ErrNotFound) {
+		problem(w, http.StatusNotFound, "Not found", fmt.Sprintf("there is no error %d", id))
+		return
+	}
+	if err != nil {
+		s.unavailable(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": 1})
 }
 
 func (s *Server) getCoupling(w http.ResponseWriter, r *http.Request, _ Principal) {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -28,6 +29,13 @@ type Server struct {
 	// Lag is the workers' consumer lag (changes not yet handled), for /api/v1/status.
 	Lag func(ctx context.Context) (uint64, error)
 	Log *slog.Logger
+	// Couplings and Links serve the web page; without Couplings there is no page.
+	Couplings PageStore
+	Links     Links
+	// SessionKey signs the page's session cookies; a random one is made when empty (sessions then
+	// end when the process restarts and are not shared between replicas).
+	SessionKey []byte
+	keyOnce    sync.Once
 }
 
 // Handler returns the routes.
@@ -37,6 +45,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{Registry: s.Metrics.Registry}))
 	if s.Ledger != nil {
 		s.apiRoutes(mux)
+		if s.Couplings != nil {
+			s.pageRoutes(mux)
+		}
 	}
 	return mux
 }

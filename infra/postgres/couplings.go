@@ -21,32 +21,40 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func readCoupling(ctx context.Context, q querier, table, key, suffix string) (domain.Coupling, error) {
-	c := domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}
+// scanCoupling reads couplingColumns into c; lead are destinations for columns selected before them.
+func scanCoupling(row pgx.Row, c *domain.Coupling, lead ...any) error {
 	var (
-		row     *uuid.UUID
+		rowID   *uuid.UUID
 		synced  *time.Time
 		attempt *time.Time
 		status  string
 		kind    string
 	)
-	err := q.QueryRow(ctx, `SELECT `+couplingColumns+` FROM couplings WHERE table_name = $1 AND source_key = $2`+suffix, table, key).
-		Scan(&row, &c.Entity, &c.Version, &status, &synced, &c.Skipped, &kind, &c.Failures, &attempt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, nil
-	}
-	if err != nil {
-		return c, fmt.Errorf("postgres: read coupling %s/%s: %w", table, key, err)
+	dest := append(lead, &rowID, &c.Entity, &c.Version, &status, &synced, &c.Skipped, &kind, &c.Failures, &attempt)
+	if err := row.Scan(dest...); err != nil {
+		return err
 	}
 	c.Exists, c.Status, c.LastErrorKind = true, domain.CouplingStatus(status), domain.Kind(kind)
-	if row != nil {
-		c.RowID = *row
+	if rowID != nil {
+		c.RowID = *rowID
 	}
 	if synced != nil {
 		c.LastSyncedAt = *synced
 	}
 	if attempt != nil {
 		c.LastAttemptAt = *attempt
+	}
+	return nil
+}
+
+func readCoupling(ctx context.Context, q querier, table, key, suffix string) (domain.Coupling, error) {
+	c := domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}
+	err := scanCoupling(q.QueryRow(ctx, `SELECT `+couplingColumns+` FROM couplings WHERE table_name = $1 AND source_key = $2`+suffix, table, key), &c)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("postgres: read coupling %s/%s: %w", table, key, err)
 	}
 	return c, nil
 }

@@ -270,3 +270,57 @@ func (s *Store) Status(ctx context.Context) ([]TableStatus, error) {
 	}
 	return out, rows.Err()
 }
+
+// DeleteError deletes one error and records it in the audit log; its coupling stays.
+func (s *Store) DeleteError(ctx context.Context, id int64, actor string) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	var table, key string
+	err = tx.QueryRow(ctx, `DELETE FROM sync_errors WHERE id = $1 RETURNING table_name, source_key`, id).Scan(&table, &key)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: delete error %d: %w", id, err)
+	}
+	if err := audit(ctx, tx, actor, "delete", fmt.Sprintf("error %d (%s/%s)", id, table, key), 1); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// CouplingFilter narrows ListCouplings.
+type CouplingFilter struct {
+	Table   string
+	Status  domain.CouplingStatus
+	Skipped bool
+	Text    string // in the key
+	Limit   int
+}
+
+// ListCouplings lists couplings, the most recently changed first.
+func (s *Store) ListCouplings(ctx context.Context, f CouplingFilter) ([]domain.Coupling, error) {
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 200
+	}
+	rows, err := s.pool.Query(ctx, `SELECT table_name, source_key, `+couplingColumns+` FROM couplings
+		WHERE ($1 = '' OR table_name = $1) AND ($2 = '' OR status = $2) AND (NOT $3 OR skipped)
+		  AND ($4 = '' OR source_key ILIKE '%' || $4 || '%')
+		ORDER BY updated_at DESC LIMIT $5`, f.Table, string(f.Status), f.Skipped, f.Text, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list couplings: %w", err)
+	}
+	defer rows.Close()
+	out := []domain.Coupling{}
+	for rows.Next() {
+		var c domain.Coupling
+		if err := scanCoupling(rows, &c, &c.Table, &c.Key); err != nil {
+			return nil, fmt.Errorf("postgres: read coupling row: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

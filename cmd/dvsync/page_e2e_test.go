@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/dvsync/dvsync/domain"
+)
+
+// browser starts a headless Chromium (Debian's; .ci/run installs it) for the page tests.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := os.Getenv("CHROME_PATH")
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if path == "" {
+			path, _ = exec.LookPath(name)
+		}
+	}
+	if path == "" {
+		t.Fatal("no Chromium: install Debian's chromium (the page is tested in a real browser)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(420, 900))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(alloc)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+// A seeded error shows, its call stack opens, retry and delete work and the list updates; bulk
+// deletion asks first. Driven in a real headless browser on a narrow screen.
+func TestErrorsPageInABrowser(t *testing.T) {
+	h := start(t, 1)
+	base := h.api()
+	cust, cur := h.key("C80000"), h.key("SEK")
+	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Browser test", "currencyCode": cur})
+	e := h.openError("customer", cust, domain.KindDependencyNotCoupled)
+	other := h.key("C81000")
+	h.publish("customer", other, 1, map[string]any{"number": other, "currencyCode": h.key("NOPE")})
+	e2 := h.openError("customer", other, domain.KindDependencyNotCoupled)
+
+	ctx := browser(t)
+	card := fmt.Sprintf("#error-%d", e.ID)
+	var message, stack, flash string
+	var stackVisible bool
+	err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/errors"),
+		chromedp.WaitVisible("#token", chromedp.ByID),
+		chromedp.SendKeys("#token", "operator-token", chromedp.ByID),
+		chromedp.Submit("#token", chromedp.ByID),
+		chromedp.WaitVisible(card, chromedp.ByQuery),
+		chromedp.Text(card+" .message", &message, chromedp.ByQuery),
+		chromedp.Click(card+" details.stack summary", chromedp.ByQuery),
+		chromedp.WaitVisible(card+" details.stack ol li", chromedp.ByQuery),
+		chromedp.Evaluate(fmt.Sprintf(`document.querySelector(%q).open`, card+" details.stack"), &stackVisible),
+		chromedp.Text(card+" details.stack ol", &stack, chromedp.ByQuery),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(message, "must be coupled to a record in Dataverse") || !stackVisible || !strings.Contains(stack, "lookup") {
+		t.Fatalf("the error card: message %q, stack open %v: %q", message, stackVisible, stack)
+	}
+	shot(t, ctx, "errors-page")
+
+	// Retry once the currency is coupled: the change syncs and the error leaves the open list.
+	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
+	h.waitCoupled("currency", cur, 1)
+	if err := chromedp.Run(ctx,
+		chromedp.Click(card+" button.retry", chromedp.ByQuery),
+		chromedp.WaitVisible(".flash", chromedp.ByQuery),
+		chromedp.Text(".flash", &flash, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(flash, "published") {
+		t.Fatalf("after retry: %q", flash)
+	}
+	h.waitCoupled("customer", cust, 1)
+	h.eventually("the retried error to leave the open list", func() bool {
+		var n int
+		if err := chromedp.Run(ctx, chromedp.Navigate(base+"/errors?class=coupling&q="+h.prefix),
+			chromedp.WaitVisible("main h1", chromedp.ByQuery),
+			chromedp.Evaluate(fmt.Sprintf(`document.querySelectorAll(%q).length`, card), &n)); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+
+	// Delete one error; it disappears.
+	card2 := fmt.Sprintf("#error-%d", e2.ID)
+	var left int
+	if err := chromedp.Run(ctx,
+		chromedp.WaitVisible(card2, chromedp.ByQuery),
+		chromedp.Click(card2+" button.delete", chromedp.ByQuery),
+		chromedp.WaitVisible(".flash", chromedp.ByQuery),
+		chromedp.Evaluate(fmt.Sprintf(`document.querySelectorAll(%q).length`, card2), &left),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatal("a deleted error is still listed")
+	}
+
+	// Bulk deletion asks for confirmation first.
+	var question string
+	if err := chromedp.Run(ctx,
+		chromedp.Click(`form[action="/errors/delete-all"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible(`main form button.danger`, chromedp.ByQuery),
+		chromedp.Text("main p", &question, chromedp.ByQuery),
+		chromedp.Click(`main form button`, chromedp.ByQuery),
+		chromedp.WaitVisible(".flash", chromedp.ByQuery),
+		chromedp.Text(".flash", &flash, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(question, "Delete every error") || !strings.Contains(flash, "errors deleted") {
+		t.Fatalf("delete all: %q then %q", question, flash)
+	}
+
+	// The coupled-records and audit pages show the customer and who did what.
+	var records, audit string
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/couplings?q="+cust), chromedp.Text("table", &records, chromedp.ByQuery),
+		chromedp.Navigate(base+"/audit"), chromedp.Text("table", &audit, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(records, cust) || !strings.Contains(records, "synced") || !strings.Contains(audit, "otto") || !strings.Contains(audit, "replay") {
+		t.Fatalf("couplings %q / audit %q", records, audit)
+	}
+	shot(t, ctx, "audit-page")
+}
+
+// A form posted without the page's CSRF token, or by a viewer, changes nothing.
+func TestPageRefusesForgedAndViewerPosts(t *testing.T) {
+	h := start(t, 1)
+	base := h.api()
+	ctx := browser(t)
+	var status int
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/login"), chromedp.SendKeys("#token", "viewer-token", chromedp.ByID), chromedp.Submit("#token", chromedp.ByID),
+		chromedp.WaitVisible("main h1", chromedp.ByQuery),
+		chromedp.Evaluate(`fetch("/errors/delete-all", {method: "POST", body: new URLSearchParams({confirm: "yes"})}).then(r => r.status)`, &status,
+			func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if status != 403 {
+		t.Fatalf("a viewer's forged post answered %d", status)
+	}
+}
+
+func shot(t *testing.T, ctx context.Context, name string) {
+	var buf []byte
+	if err := chromedp.Run(ctx, chromedp.FullScreenshot(&buf, 100)); err == nil { // 100: PNG
+		_ = os.WriteFile(os.TempDir()+"/dvsync-"+name+".png", buf, 0o644)
+	}
+}

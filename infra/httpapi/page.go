@@ -1,0 +1,355 @@
+package httpapi
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/postgres"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+// Links builds the links from an error to its rows.
+type Links struct {
+	// DataverseURL is the environment's URL; rows open as main.aspx?etn=<entity>&id=<id>&pagetype=entityrecord.
+	DataverseURL string
+	// SourceURL is a template of a source record's URL with {table} and {key}, e.g. a Business
+	// Central web client link; empty: no source links.
+	SourceURL string
+}
+
+// PageStore is what the page needs besides the Ledger: the coupled records and deleting one error.
+type PageStore interface {
+	ListCouplings(ctx context.Context, f postgres.CouplingFilter) ([]domain.Coupling, error)
+	DeleteError(ctx context.Context, id int64, actor string) error
+}
+
+var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
+	"fmtTime": func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
+	"times": func(n int) string {
+		if n == 1 {
+			return "once"
+		}
+		return fmt.Sprintf("%d times", n)
+	},
+}).ParseFS(templateFS, "templates/*.html"))
+
+// pageData is what every page template gets.
+type pageData struct {
+	Title, Nav, User, CSRF, Flash, Problem string
+	Role                                   Role
+	Operator                               bool
+	s                                      *Server
+
+	Filter    postgres.ErrorFilter
+	Statuses  []string
+	Errors    []postgres.StoredError
+	Next      string
+	NextLink  string
+	Error     postgres.ErrorDetail
+	CFilter   postgres.CouplingFilter
+	CStatuses []string
+	Couplings []domain.Coupling
+	Audit     []postgres.AuditEntry
+
+	Question, Action, Button, Back string
+	Hidden                         []hidden
+}
+
+type hidden struct{ Name, Value string }
+
+// SourceLink is the source record of an error, when a template is configured.
+func (d pageData) SourceLink(e postgres.StoredError) string {
+	if d.s.Links.SourceURL == "" || strings.HasPrefix(e.Key, "seq:") {
+		return ""
+	}
+	r := strings.NewReplacer("{table}", url.QueryEscape(e.Table), "{key}", url.QueryEscape(e.Key))
+	return r.Replace(d.s.Links.SourceURL)
+}
+
+// DestinationLink is the Dataverse row of an error.
+func (d pageData) DestinationLink(e postgres.StoredError) string {
+	if e.RowID == nil || e.Entity == nil {
+		return ""
+	}
+	return d.s.rowLink(*e.Entity, *e.RowID)
+}
+
+// RowLink is the Dataverse row of a coupling.
+func (d pageData) RowLink(c domain.Coupling) string {
+	if c.RowID == uuid.Nil {
+		return ""
+	}
+	return d.s.rowLink(c.Entity, c.RowID)
+}
+
+func (s *Server) rowLink(entity string, id uuid.UUID) string {
+	if s.Links.DataverseURL == "" || entity == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s/main.aspx?etn=%s&id=%s&pagetype=entityrecord", strings.TrimRight(s.Links.DataverseURL, "/"),
+		url.QueryEscape(entity), id)
+}
+
+func (s *Server) pageRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /login", s.loginPage)
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", s.page(RoleViewer, func(w http.ResponseWriter, r *http.Request, _ pageData) {
+		endSession(w, r)
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+	}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/errors?class=coupling", http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /errors", s.page(RoleViewer, s.errorsPage))
+	mux.HandleFunc("GET /errors/{id}", s.page(RoleViewer, s.errorPage))
+	mux.HandleFunc("POST /errors/{id}/replay", s.page(RoleOperator, s.replayForm))
+	mux.HandleFunc("POST /errors/{id}/delete", s.page(RoleOperator, s.deleteForm))
+	mux.HandleFunc("POST /errors/replay-shown", s.page(RoleOperator, s.replayShown))
+	mux.HandleFunc("POST /errors/delete-old", s.page(RoleOperator, s.deleteOld))
+	mux.HandleFunc("POST /errors/delete-all", s.page(RoleOperator, s.deleteAll))
+	mux.HandleFunc("GET /couplings", s.page(RoleViewer, s.couplingsPage))
+	mux.HandleFunc("GET /audit", s.page(RoleViewer, s.auditPage))
+}
+
+// page wraps a page handler: a signed-in session with the role, and a valid CSRF token on posts.
+func (s *Server) page(need Role, h func(http.ResponseWriter, *http.Request, pageData)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ses, ok := s.sessionOf(r)
+		if !ok {
+			http.Redirect(w, r, "/login", http.StatusSeeOther)
+			return
+		}
+		d := pageData{User: ses.Name, Role: ses.Role, CSRF: ses.CSRF, Operator: ses.Role == RoleOperator, s: s,
+			Flash: r.URL.Query().Get("msg")}
+		if !ses.Role.allows(need) {
+			http.Error(w, "Only an operator may do this.", http.StatusForbidden)
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+			if err := r.ParseForm(); err != nil || !validCSRF(r, ses) {
+				http.Error(w, "The form has expired or did not come from this page: reload it and try again.", http.StatusForbidden)
+				return
+			}
+		}
+		h(w, r, d)
+	}
+}
+
+func (s *Server) render(w http.ResponseWriter, name string, d pageData) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if err := pageTemplates.ExecuteTemplate(w, name, d); err != nil && s.Log != nil {
+		s.Log.Warn("rendering a page", "page", name, "err", err)
+	}
+}
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	s.render(w, "login.html", pageData{Title: "Sign in", s: s})
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	p, ok := s.Tokens.Lookup(strings.TrimSpace(r.PostFormValue("token")))
+	if !ok {
+		w.WriteHeader(http.StatusUnauthorized)
+		s.render(w, "login.html", pageData{Title: "Sign in", Problem: "That token is not valid.", s: s})
+		return
+	}
+	s.startSession(w, r, p)
+	http.Redirect(w, r, "/errors?class=coupling", http.StatusSeeOther)
+}
+
+func (s *Server) errorsPage(w http.ResponseWriter, r *http.Request, d pageData) {
+	q := r.URL.Query()
+	if q.Get("class") == "" {
+		q.Set("class", string(domain.ClassCoupling))
+	}
+	if !q.Has("status") {
+		q.Set("status", string(postgres.ErrorOpen))
+	}
+	f, err := filterFrom(q.Get)
+	if err != nil {
+		d.Flash = err.Error()
+		f = postgres.ErrorFilter{Class: domain.ClassCoupling, Status: postgres.ErrorOpen, Limit: 100}
+	}
+	page, err := s.Ledger.PageErrors(r.Context(), f)
+	if err != nil {
+		http.Error(w, "The errors ledger could not be read; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	d.Filter, d.Errors, d.Next = f, page.Errors, page.Next
+	d.Statuses = []string{"open", "replayed", "resolved", ""}
+	d.Nav, d.Title = string(f.Class), "Coupling errors"
+	if f.Class == domain.ClassSetup {
+		d.Title = "Setup errors"
+	}
+	if page.Next != "" {
+		q.Set("cursor", page.Next)
+		d.NextLink = "/errors?" + q.Encode()
+	}
+	s.render(w, "errors.html", d)
+}
+
+func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, d pageData) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	e, err := s.Ledger.GetError(r.Context(), id)
+	if errors.Is(err, postgres.ErrNotFound) {
+		http.NotFound(w, r)
+		return
+	}
+	if err != nil {
+		http.Error(w, "The errors ledger could not be read; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	d.Error, d.Title, d.Nav = e, fmt.Sprintf("Error %d", id), string(e.Class)
+	s.render(w, "error.html", d)
+}
+
+// back returns to the list the form was posted from, with a message.
+func back(w http.ResponseWriter, r *http.Request, msg string) {
+	to := "/errors"
+	// Only the list itself: after a confirmation step the referrer is the action's own URL.
+	if ref, err := url.Parse(r.Referer()); err == nil && ref.Path == "/errors" && ref.Host == r.Host {
+		q := ref.Query()
+		q.Set("msg", msg)
+		q.Del("cursor")
+		to = ref.Path + "?" + q.Encode()
+	} else {
+		to += "?msg=" + url.QueryEscape(msg)
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+func (s *Server) replayForm(w http.ResponseWriter, r *http.Request, d pageData) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	res := s.Replay.Replay(r.Context(), []int64{id}, d.User)[0]
+	back(w, r, fmt.Sprintf("Error %d: %s. %s", id, strings.ReplaceAll(string(res.Outcome), "_", " "), res.Detail))
+}
+
+func (s *Server) deleteForm(w http.ResponseWriter, r *http.Request, d pageData) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	if err := s.Couplings.DeleteError(r.Context(), id, d.User); err != nil && !errors.Is(err, postgres.ErrNotFound) {
+		http.Error(w, "The error could not be deleted; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	back(w, r, fmt.Sprintf("Error %d deleted.", id))
+}
+
+// confirm renders the confirmation step of a bulk action, unless the form says it is confirmed.
+func (s *Server) confirmed(w http.ResponseWriter, r *http.Request, d pageData, title, question, button string, keep ...string) bool {
+	if r.PostFormValue("confirm") == "yes" {
+		return true
+	}
+	d.Title, d.Question, d.Button, d.Action = title, question, button, r.URL.Path
+	d.Back = "/errors"
+	if u, err := url.Parse(r.Referer()); err == nil && u.Host == r.Host && u.Path == "/errors" {
+		d.Back = u.RequestURI()
+	}
+	for _, name := range keep {
+		for _, v := range r.PostForm[name] {
+			d.Hidden = append(d.Hidden, hidden{name, v})
+		}
+	}
+	s.render(w, "confirm.html", d)
+	return false
+}
+
+func (s *Server) replayShown(w http.ResponseWriter, r *http.Request, d pageData) {
+	var ids []int64
+	for _, v := range r.PostForm["id"] {
+		if id, err := strconv.ParseInt(v, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	if !s.confirmed(w, r, d, "Retry all shown", fmt.Sprintf("Replay the changes of the %d errors shown?", len(ids)), "Retry them", "id") {
+		return
+	}
+	published := 0
+	for _, res := range s.Replay.Replay(r.Context(), ids, d.User) {
+		if res.Outcome == "published" {
+			published++
+		}
+	}
+	back(w, r, fmt.Sprintf("%d of %d errors replayed.", published, len(ids)))
+}
+
+func (s *Server) deleteOld(w http.ResponseWriter, r *http.Request, d pageData) {
+	days, err := strconv.Atoi(r.PostFormValue("days"))
+	if err != nil || days < 0 {
+		days = 7
+	}
+	if !s.confirmed(w, r, d, "Delete old entries", fmt.Sprintf("Delete every error last seen more than %d days ago? Errors still relevant may be among them.", days), "Delete them", "days") {
+		return
+	}
+	n, err := s.Ledger.DeleteErrors(r.Context(), time.Now().Add(-time.Duration(days)*24*time.Hour), d.User)
+	if err != nil {
+		http.Error(w, "The errors could not be deleted; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	back(w, r, fmt.Sprintf("%d errors deleted.", n))
+}
+
+func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, d pageData) {
+	if !s.confirmed(w, r, d, "Delete all entries", "Delete every error, open ones too? Couplings are kept.", "Delete all") {
+		return
+	}
+	n, err := s.Ledger.DeleteErrors(r.Context(), time.Time{}, d.User)
+	if err != nil {
+		http.Error(w, "The errors could not be deleted; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	back(w, r, fmt.Sprintf("%d errors deleted.", n))
+}
+
+func (s *Server) couplingsPage(w http.ResponseWriter, r *http.Request, d pageData) {
+	q := r.URL.Query()
+	f := postgres.CouplingFilter{Table: q.Get("table"), Status: domain.CouplingStatus(q.Get("status")), Skipped: q.Get("skipped") == "true", Text: q.Get("q")}
+	list, err := s.Couplings.ListCouplings(r.Context(), f)
+	if err != nil {
+		http.Error(w, "The couplings could not be read; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	d.Title, d.Nav, d.CFilter, d.Couplings = "Coupled records", "couplings", f, list
+	d.CStatuses = []string{"", "synced", "failed", "deleted", "uncoupled"}
+	s.render(w, "couplings.html", d)
+}
+
+func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, d pageData) {
+	entries, err := s.Ledger.Audit(r.Context(), 500)
+	if err != nil {
+		http.Error(w, "The audit log could not be read; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	d.Title, d.Nav, d.Audit = "Audit", "audit", entries
+	s.render(w, "audit.html", d)
+}
