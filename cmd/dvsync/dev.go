@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,7 +33,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.flags(fs, false, false, false, true)
 	natsListen := fs.String("nats-listen", "127.0.0.1:4250", "address of the embedded NATS server (unless NATS_URL is set)")
 	emulatorListen := fs.String("emulator-listen", "127.0.0.1:8090", "address of the Dataverse emulator (unless DATAVERSE_URL is set)")
-	dataDir := fs.String("data-dir", filepath.Join(os.TempDir(), "dvsync-dev"), "where the embedded NATS server keeps its streams")
+	dataDir := fs.String("data-dir", "", "where the embedded NATS server keeps its streams (default: a fresh temporary folder)")
 	definitions := fs.String("emulator-definitions", "", "a definition file of more tables for the emulator")
 	seed := fs.Bool("seed", true, "publish a demo that shows a synced record, a coupling error and a setup error")
 	if err := parse(fs, args); err != nil {
@@ -44,6 +43,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g, gctx := errgroup.WithContext(ctx)
 
 	natsNote := "external"
+	if cfg.NATSURL == "" && *dataDir == "" {
+		// A fresh store each run: the demo's events would otherwise fall in the duplicate window of
+		// the previous run's, and the in-memory emulator does not remember what they created.
+		tmp, err := os.MkdirTemp("", "dvsync-dev-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		*dataDir = tmp
+	}
 	if cfg.NATSURL == "" {
 		host, port, err := splitHostPort(*natsListen)
 		if err != nil {
@@ -78,10 +87,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	dbNote := "DATABASE_URL"
 	if cfg.DatabaseURL == "" {
+		// With the in-memory emulator, couplings kept from an earlier run would point at rows this
+		// emulator does not have: the local dev database starts fresh.
 		cfg.DatabaseURL, dbNote = defaultDevDatabase, "local"
-		if err := ensureDatabase(ctx, cfg.DatabaseURL); err != nil {
+		if err := ensureDatabase(ctx, cfg.DatabaseURL, emu != nil); err != nil {
 			return err
 		}
+		if emu != nil {
+			dbNote = "local, fresh"
+		}
+	} else if emu != nil {
+		dbNote = "DATABASE_URL; its couplings may name rows this fresh emulator does not have"
 	}
 	if err := cfg.validate(true, true, true); err != nil {
 		return usageError{err}
@@ -185,8 +201,9 @@ func publishDemo(ctx context.Context, js jetstream.JetStream, evs []domain.Chang
 	return nil
 }
 
-// ensureDatabase creates the database of url on its server when it does not exist yet.
-func ensureDatabase(ctx context.Context, raw string) error {
+// ensureDatabase creates the database of url on its server when it does not exist yet, or anew
+// when fresh.
+func ensureDatabase(ctx context.Context, raw string, fresh bool) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return err
@@ -199,6 +216,11 @@ func ensureDatabase(ctx context.Context, raw string) error {
 		return fmt.Errorf("PostgreSQL at %s: %w (set DATABASE_URL)", redactURL(raw), err)
 	}
 	defer conn.Close(ctx)
+	if fresh {
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("reset the dev database: %w", err)
+		}
+	}
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
 		return err

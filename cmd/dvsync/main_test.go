@@ -16,6 +16,7 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/postgres/pgtest"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
@@ -72,7 +73,13 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 }
 
 func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
-	t.Setenv("DATABASE_URL", testDatabaseURL)
+	// A database of its own: the demo's records have fixed keys.
+	devDB, drop, err := pgtest.Database("dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drop()
+	t.Setenv("DATABASE_URL", devDB)
 	t.Setenv("NATS_URL", "")
 	t.Setenv("DATAVERSE_URL", "")
 	ctx, cancel := context.WithCancel(context.Background())

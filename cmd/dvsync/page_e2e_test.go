@@ -117,9 +117,9 @@ func TestErrorsPageInABrowser(t *testing.T) {
 	var question string
 	if err := chromedp.Run(ctx,
 		chromedp.Click(`form[action="/errors/delete-all"] button`, chromedp.ByQuery),
-		chromedp.WaitVisible(`main form button.danger`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#confirm-button`, chromedp.ByQuery),
 		chromedp.Text("main p", &question, chromedp.ByQuery),
-		chromedp.Click(`main form button`, chromedp.ByQuery),
+		chromedp.Click(`#confirm-button`, chromedp.ByQuery),
 		chromedp.WaitVisible(".flash", chromedp.ByQuery),
 		chromedp.Text(".flash", &flash, chromedp.ByQuery),
 	); err != nil {
