@@ -45,18 +45,29 @@ func newStack(cfg Config, log *slog.Logger) *stack {
 	return &stack{cfg: cfg, log: log, metrics: telemetry.New(domain.KnownTables)}
 }
 
-func (s *stack) connectNATS(ctx context.Context) error {
-	closed := make(chan struct{})
-	nc, err := nats.Connect(s.cfg.NATSURL, nats.Name("dvsync"), nats.MaxReconnects(-1),
+// dialNATS opens a connection that reconnects for ever and logs its disconnections.
+func (s *stack) dialNATS(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it
-				s.log.Warn("NATS disconnected", "err", err)
+				s.log.Warn("NATS disconnected", "connection", name, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			s.log.Info("NATS reconnected", "connection", name, "url", c.ConnectedUrlRedacted())
+		})}, opts...)
+	nc, err := nats.Connect(s.cfg.NATSURL, opts...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS: %w", err)
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	return nc, nil
+}
+
+func (s *stack) connectNATS(ctx context.Context) error {
+	closed := make(chan struct{})
+	nc, err := s.dialNATS("dvsync", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		return err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -155,7 +166,13 @@ func (s *stack) runWorker(ctx context.Context) error {
 }
 
 func (s *stack) runProjector(ctx context.Context) error {
-	return projector.Run(ctx, s.nc, &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")})
+	// The projector drains its own connection on shutdown (see projector.Run), which must not
+	// close the connection the worker and the API share.
+	nc, err := s.dialNATS("dvsync-projector")
+	if err != nil {
+		return err
+	}
+	return projector.Run(ctx, nc, &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")})
 }
 
 // checks are the dependencies /healthz reports on.

@@ -6,6 +6,7 @@ package projector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -116,8 +117,12 @@ func (growingDelay) WaitTime(retry uint64) time.Duration {
 	return min(d, time.Minute)
 }
 
-// Run consumes the errors stream through a durable consumer until ctx is cancelled.
+// Run consumes the errors stream through a durable consumer until ctx is cancelled. It owns
+// conn: on shutdown it drains and closes it.
 func Run(ctx context.Context, conn *nats.Conn, p *Projector) error {
+	closed := make(chan struct{})
+	conn.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	defer conn.Close()
 	logger := watermill.NewSlogLogger(p.Log)
 	sub, err := wmnats.NewSubscriberWithNatsConn(conn, wmnats.SubscriberSubscriptionConfig{
 		Unmarshaler:      unmarshaler{},
@@ -144,9 +149,32 @@ func Run(ctx context.Context, conn *nats.Conn, p *Projector) error {
 	// Recoverer turns a panic into an error, so the message is nacked and retried, not lost.
 	router.AddMiddleware(middleware.Recoverer)
 	router.AddConsumerHandler("errors-ledger", natsjs.ErrorsSubjects, sub, p.Handle)
-	err = router.Run(ctx)
+
+	// The router gets a context of its own, cancelled only after the connection is drained:
+	// watermill-nats v2.1.3 closes its output channel as soon as the subscriber's context ends,
+	// while a NATS callback may still be sending a message on it (a data race, and a possible
+	// "send on closed channel" panic). Draining first unsubscribes, lets every callback that
+	// holds a message hand it to the handler and ack it, and only then closes the connection.
+	routerCtx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRouter()
+	routerDone := make(chan error, 1)
+	go func() { routerDone <- router.Run(routerCtx) }()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-routerDone:
+		routerDone <- runErr
+	}
+	switch err := conn.Drain(); {
+	case err == nil:
+		<-closed // Drain closes the connection when done, or after its timeout (30s by default).
+	case !errors.Is(err, nats.ErrConnectionClosed):
+		p.Log.Warn("draining the projector's NATS connection", "err", err)
+	}
+	stopRouter()
+	runErr = <-routerDone
 	if cerr := sub.Close(); cerr != nil && !strings.Contains(cerr.Error(), "closed") {
 		p.Log.Warn("closing projector subscriber", "err", cerr)
 	}
-	return err
+	return runErr
 }

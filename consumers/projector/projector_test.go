@@ -3,6 +3,7 @@ package projector_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -39,21 +40,29 @@ func (f *flaky) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 	return f.Store.RecordError(ctx, ev)
 }
 
-// An error event that cannot be stored is retried, and acknowledged only once it is stored.
-func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
+type harness struct {
+	t     *testing.T
+	url   string
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store *postgres.Store
+}
+
+// newHarness starts an embedded JetStream with dvsync's streams and opens the test database.
+func newHarness(t *testing.T) *harness {
+	t.Helper()
 	srv, err := natsjs.StartEmbedded("127.0.0.1", -1, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	if err := natsjs.Ensure(ctx, js, natsjs.DefaultTopology()); err != nil {
 		t.Fatal(err)
 	}
@@ -61,14 +70,107 @@ func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	ledger := &flaky{Store: store}
-	ledger.failuresLeft.Store(2)
+	t.Cleanup(store.Close)
+	return &harness{t: t, url: srv.ClientURL(), nc: nc, js: js, store: store}
+}
+
+// startProjector runs the projector on a connection of its own until ctx is cancelled.
+func (h *harness) startProjector(ctx context.Context, ledger domain.ErrorLedger) <-chan error {
+	h.t.Helper()
+	conn, err := nats.Connect(h.url) // Run drains and closes it
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() {
-		done <- projector.Run(ctx, nc, &projector.Projector{Ledger: ledger, Metrics: telemetry.New(nil),
+		err := projector.Run(ctx, conn, &projector.Projector{Ledger: ledger, Metrics: telemetry.New(nil),
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil && !conn.IsClosed() {
+			err = errors.New("projector.Run returned with its connection open")
+		}
+		done <- err
 	}()
+	return done
+}
+
+// consumerSettled reports whether the projector's consumer has nothing pending or unacked.
+func (h *harness) consumerSettled() bool {
+	// The projector's consumer is a push consumer (watermill's), which the new API does not fetch.
+	legacy, _ := h.nc.JetStream()
+	info, _ := legacy.ConsumerInfo(natsjs.ErrorsStream, natsjs.ProjectorConsumer)
+	return info != nil && info.NumAckPending == 0 && info.NumPending == 0
+}
+
+// Stopping the projector while it is storing a burst of errors loses none and stores none twice:
+// what it was handed when it stopped is stored and acked, the rest waits for the next run.
+func TestStoppingMidBurstLosesNothing(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	const burst = 300
+	run := fmt.Sprintf("run%x", time.Now().UnixNano()) // -count=N shares the database
+	v := int64(1)
+	for i := range burst {
+		ev := domain.ErrorEvent{ID: fmt.Sprintf("err-%s-%d", run, i), OccurredAt: time.Now().UTC(),
+			Failure: *domain.MappingMissing("item"), Table: "item", Key: fmt.Sprintf("%s-%d", run, i), EventVersion: &v,
+			Event: []byte(`{}`), Stage: "sync"}
+		if err := (natsjs.Publisher{JS: h.js}).PublishError(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func() int {
+		list, err := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "item", Text: run, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+
+	first, stop := context.WithCancel(ctx)
+	done := h.startProjector(first, h.store)
+	waitFor(t, "the first errors to be stored", func() bool { return stored() > 0 })
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	atStop := stored()
+
+	second, stop2 := context.WithCancel(ctx)
+	defer stop2()
+	done2 := h.startProjector(second, h.store)
+	waitFor(t, "every error to be stored", func() bool { return stored() == burst && h.consumerSettled() })
+	stop2()
+	if err := <-done2; err != nil {
+		t.Fatal(err)
+	}
+	list, _ := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "item", Text: run, Limit: 1000})
+	for _, e := range list {
+		if e.Occurrences != 1 {
+			t.Fatalf("%s/%s stored %d times", e.Table, e.Key, e.Occurrences)
+		}
+	}
+	t.Logf("%d of %d stored before the stop", atStop, burst)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// An error event that cannot be stored is retried, and acknowledged only once it is stored.
+func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, js, nc := h.store, h.js, h.nc
+	ledger := &flaky{Store: store}
+	ledger.failuresLeft.Store(2)
+	done := h.startProjector(ctx, ledger)
 
 	v := int64(1)
 	ev := domain.ErrorEvent{ID: "err-flaky-1", OccurredAt: time.Now().UTC(), Failure: *domain.MappingMissing("vendor"),
@@ -79,7 +181,6 @@ func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		list, _ := store.ListErrors(ctx, postgres.ErrorFilter{Table: "vendor", Key: "V1"})
-		// The projector's consumer is a push consumer (watermill's), which the new API does not fetch.
 		legacy, _ := nc.JetStream()
 		info, _ := legacy.ConsumerInfo(natsjs.ErrorsStream, natsjs.ProjectorConsumer)
 		if len(list) == 1 && info != nil && info.NumAckPending == 0 && info.NumPending == 0 {
