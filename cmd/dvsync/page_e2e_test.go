@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/dvsync/dvsync/domain"
 )
@@ -74,6 +75,38 @@ func TestErrorsPageInABrowser(t *testing.T) {
 	}
 	shot(t, ctx, "errors-page")
 
+	// With the keyboard alone: Tab reaches the other error's retry button, and Enter on its call
+	// stack's summary opens it. On the 420-pixel window nothing needs sideways scrolling.
+	card2 := fmt.Sprintf("#error-%d", e2.ID)
+	var overflows, stack2Open bool
+	tabs := 0
+	if err := chromedp.Run(ctx,
+		chromedp.Evaluate(`document.documentElement.scrollWidth > window.innerWidth`, &overflows),
+		chromedp.Evaluate(`document.activeElement.blur()`, nil),
+	); err != nil {
+		t.Fatal(err)
+	}
+	for focused := false; !focused; tabs++ {
+		if tabs == 100 {
+			t.Fatal("100 presses of Tab never reached the second error's retry button")
+		}
+		if err := chromedp.Run(ctx, chromedp.KeyEvent(kb.Tab),
+			chromedp.Evaluate(fmt.Sprintf(`document.activeElement.matches(%q)`, card2+" button.retry"), &focused)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := chromedp.Run(ctx,
+		chromedp.Focus(card2+" details.stack summary", chromedp.ByQuery),
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.Evaluate(fmt.Sprintf(`document.querySelector(%q).open`, card2+" details.stack"), &stack2Open),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if overflows || !stack2Open {
+		t.Fatalf("narrow screen overflows: %v; call stack opened with Enter: %v", overflows, stack2Open)
+	}
+	t.Logf("the second error's retry button is %d Tab presses from the top", tabs)
+
 	// Retry once the currency is coupled: the change syncs and the error leaves the open list.
 	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	h.waitCoupled("currency", cur, 1)
@@ -99,7 +132,6 @@ func TestErrorsPageInABrowser(t *testing.T) {
 	})
 
 	// Delete one error; it disappears.
-	card2 := fmt.Sprintf("#error-%d", e2.ID)
 	var left int
 	if err := chromedp.Run(ctx,
 		chromedp.WaitVisible(card2, chromedp.ByQuery),
