@@ -35,8 +35,8 @@ type Outcome struct {
 	Failure *Failure
 	// Stages are the steps the sync went through, kept as the call stack of a failure.
 	Stages []Stage
-	// ResolvesErrors is true when the record had failed before and now synced: its open errors
-	// are resolved.
+	// ResolvesErrors is true when the record had failed before and now synced, or has just been
+	// coupled: its open errors are resolved, and the records that waited for it are replayed.
 	ResolvesErrors bool
 }
 
@@ -226,7 +226,7 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 		return s.fail(out, cur, m, f)
 	}
 	out.Result, out.RowID = ResultSynced, row
-	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != ""
+	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != "" || !cur.Coupled()
 	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, Version: ev.Version,
 		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
 }

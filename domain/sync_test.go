@@ -89,8 +89,14 @@ func TestUncoupledDependencyFailsWithoutCallingDataverse(t *testing.T) {
 	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.Status != domain.CouplingFailed || c.Version != domain.NoVersion {
 		t.Fatalf("coupling = %+v; a failure must not move the version", c)
 	}
+	// The currency's first sync is announced (records may wait for it); its next one is not.
+	if out := mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"})); !out.ResolvesErrors {
+		t.Fatal("a record's first coupling must be announced, for the records waiting on it")
+	}
+	if out := mustSync(t, s, upsert("currency", "EUR", 2, map[string]any{"code": "EUR"})); out.ResolvesErrors {
+		t.Fatal("a plain update of a synced record announced itself")
+	}
 	// Coupled, the lookup is bound to the currency's row; an emptied field clears it.
-	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
 	out = mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": "EUR"}))
 	bind := dv.calls[len(dv.calls)-1].attrs["transactioncurrencyid@odata.bind"]
 	if out.Result != domain.ResultSynced || !out.ResolvesErrors || bind != "/transactioncurrencies("+domain.DeterministicRowID("currency", "EUR").String()+")" {

@@ -120,7 +120,7 @@ func TestErrorsAPIRolesFiltersAndProblems(t *testing.T) {
 // Replay: once, even when asked twice at once; the error becomes replayed, then resolved when the
 // record syncs; deleting errors leaves couplings; every action is audited.
 func TestReplayResolvesAndIsAudited(t *testing.T) {
-	h := start(t, 1)
+	h := startManualReplay(t)
 	base := h.api()
 	cust, cur := h.key("C60000"), h.key("JPY")
 	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Replayed", "currencyCode": cur})

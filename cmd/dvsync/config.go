@@ -33,6 +33,9 @@ type Config struct {
 	// SourceURL is a template of a source record's link with {table} and {key} (DVSYNC_SOURCE_URL),
 	// for instance a Business Central web client page.
 	SourceURL string
+	// ReplayDependents makes the projector replay the records that waited for a dependency once
+	// it is coupled (DVSYNC_REPLAY_DEPENDENTS, on unless "false").
+	ReplayDependents bool
 	// SessionKey signs page sessions (DVSYNC_SESSION_KEY, hex); set it when several serve
 	// replicas share users.
 	SessionKey string
@@ -92,6 +95,7 @@ func defaultConfig() Config {
 		Skip:      domain.DefaultSkipPolicy,
 		APITokens: env("DVSYNC_API_TOKENS", ""), APITokensFile: env("DVSYNC_API_TOKENS_FILE", ""),
 		SourceURL: env("DVSYNC_SOURCE_URL", ""), SessionKey: env("DVSYNC_SESSION_KEY", ""),
+		ReplayDependents: env("DVSYNC_REPLAY_DEPENDENTS", "true") != "false",
 	}
 	c.Skip.After = envInt("DVSYNC_SKIP_AFTER", c.Skip.After)
 	if d, err := time.ParseDuration(os.Getenv("DVSYNC_SKIP_PROBE")); err == nil {

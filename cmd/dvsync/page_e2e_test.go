@@ -42,7 +42,7 @@ func browser(t *testing.T) context.Context {
 // A seeded error shows, its call stack opens, retry and delete work and the list updates; bulk
 // deletion asks first. Driven in a real headless browser on a narrow screen.
 func TestErrorsPageInABrowser(t *testing.T) {
-	h := start(t, 1)
+	h := startManualReplay(t)
 	base := h.api()
 	cust, cur := h.key("C80000"), h.key("SEK")
 	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Browser test", "currencyCode": cur})

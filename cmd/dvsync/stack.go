@@ -172,7 +172,11 @@ func (s *stack) runProjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return projector.Run(ctx, nc, &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")})
+	p := &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")}
+	if s.cfg.ReplayDependents {
+		p.Dependents = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay")}
+	}
+	return projector.Run(ctx, nc, p)
 }
 
 // checks are the dependencies /healthz reports on.

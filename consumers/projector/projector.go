@@ -36,6 +36,13 @@ type Projector struct {
 	Ledger  domain.ErrorLedger
 	Metrics *telemetry.Metrics
 	Log     *slog.Logger
+	// Dependents, when set, replays the records that waited for a dependency once it is coupled.
+	Dependents DependentReplayer
+}
+
+// DependentReplayer replays the records waiting for a dependency (replay.Replayer).
+type DependentReplayer interface {
+	ReplayWaitingOn(ctx context.Context, table, key string, failedAt time.Time) (int, error)
 }
 
 // Handle stores one message of the errors stream. An error return nacks it (redelivered with a
@@ -52,13 +59,37 @@ func (p *Projector) Handle(msg *message.Message) error {
 			return err
 		}
 		p.Log.Info("errors resolved", "table", s.Table, "key", s.Key, "version", s.Version)
-		return nil
+		return p.replayWaitingOn(ctx, s.Table, s.Key, time.Time{})
 	}
 	var ev domain.ErrorEvent
 	if err := json.Unmarshal(msg.Payload, &ev); err != nil || ev.ID == "" || ev.Class == "" || ev.Kind == "" {
 		ev = p.unreadable(msg, subject, "an error event is not the JSON dvsync writes")
 	}
-	return p.store(ctx, ev)
+	if err := p.store(ctx, ev); err != nil {
+		return err
+	}
+	// The dependency may have been coupled while this error was on its way: replay it now, or
+	// nothing else would.
+	if ev.Kind == domain.KindDependencyNotCoupled {
+		return p.replayWaitingOn(ctx, ev.Details["dependency_table"], ev.Details["dependency_key"], ev.OccurredAt)
+	}
+	return nil
+}
+
+// replayWaitingOn replays the records waiting for table/key, if it is coupled. A failure returns
+// an error, so the message is redelivered and the replay tried again.
+func (p *Projector) replayWaitingOn(ctx context.Context, table, key string, failedAt time.Time) error {
+	if p.Dependents == nil || table == "" || key == "" {
+		return nil
+	}
+	n, err := p.Dependents.ReplayWaitingOn(ctx, table, key, failedAt)
+	if n > 0 {
+		p.Log.Info("replayed records that waited for a dependency", "table", table, "key", key, "records", n)
+	}
+	if err != nil {
+		p.Log.Warn("replaying records that waited for a dependency failed; will retry", "table", table, "key", key, "err", err)
+	}
+	return err
 }
 
 func (p *Projector) store(ctx context.Context, ev domain.ErrorEvent) error {

@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dvsync/dvsync/consumers/projector"
+	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
@@ -196,6 +198,71 @@ func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
 			t.Fatalf("not stored: %d calls, %d rows, consumer %+v", ledger.calls.Load(), len(list), info)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An error that reaches the projector after its dependency was coupled is replayed at once;
+// one that failed while the dependency was already coupled is not, or it would loop for ever.
+func TestLateDependencyErrorIsReplayedOnce(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := fmt.Sprintf("run%x", time.Now().UnixNano())
+	cur := run + "-CHF"
+	coupledAt := time.Now().UTC().Truncate(time.Millisecond)
+	if err := h.store.UpdateCoupling(ctx, "currency", cur, func(context.Context, domain.Coupling) (domain.Coupling, error) {
+		return domain.Coupling{Table: "currency", Key: cur, RowID: uuid.New(), Entity: "transactioncurrency", Version: 1,
+			Status: domain.CouplingSynced, LastSyncedAt: coupledAt}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p := &projector.Projector{Ledger: h.store, Metrics: telemetry.New(nil), Log: log,
+		Dependents: &replay.Replayer{Store: h.store, JS: h.js, Log: log}}
+	conn, err := nats.Connect(h.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- projector.Run(ctx, conn, p) }()
+
+	lookup := domain.Lookup{Source: "currencyCode", Table: "currency"}
+	waiting := func(key string, failedAt time.Time) {
+		ev := domain.ChangeEvent{Table: "customer", Key: key}
+		v := int64(1)
+		e := domain.ErrorEvent{ID: "err-" + key, OccurredAt: failedAt, Failure: *domain.DependencyNotCoupled(ev, lookup, cur),
+			Table: "customer", Key: key, EventVersion: &v, Event: []byte(`{"key":"` + key + `"}`), Stage: "lookup"}
+		if err := (natsjs.Publisher{JS: h.js}).PublishError(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, after := run+"-before", run+"-after"
+	waiting(before, coupledAt.Add(-time.Minute)) // failed, then the currency was coupled
+	waiting(after, coupledAt.Add(time.Minute))   // failed although the currency was coupled
+	stored := func(key string) postgres.StoredError {
+		list, _ := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key})
+		if len(list) != 1 {
+			return postgres.StoredError{}
+		}
+		return list[0]
+	}
+	waitFor(t, "both errors handled", func() bool {
+		return stored(before).ID != 0 && stored(after).ID != 0 && h.consumerSettled()
+	})
+	if b, a := stored(before), stored(after); b.Status != postgres.ErrorReplayed || b.Replays != 1 || a.Status != postgres.ErrorOpen || a.Replays != 0 {
+		t.Fatalf("failed before coupling: %s, %d replays; failed after: %s, %d replays; want replayed once and open", b.Status, b.Replays, a.Status, a.Replays)
+	}
+	stream, err := h.js.Stream(ctx, natsjs.ChangesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, "dvsync.changes.customer")
+	if err != nil || string(msg.Data) != `{"key":"`+before+`"}` || msg.Header.Get(replay.HeaderReplayedBy) != replay.DependencyActor {
+		t.Fatalf("replayed change: %v %v", msg, err)
 	}
 	cancel()
 	if err := <-done; err != nil {

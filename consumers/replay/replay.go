@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,6 +51,7 @@ type Store interface {
 	ClaimReplay(ctx context.Context, id int64) (postgres.ReplayClaim, error)
 	FinishReplay(ctx context.Context, c postgres.ReplayClaim, messageID, actor, outcome string) error
 	Coupling(ctx context.Context, table, key string) (domain.Coupling, error)
+	WaitingOn(ctx context.Context, table, key string, limit int) ([]int64, error)
 }
 
 // Replayer replays errors.
@@ -117,6 +119,50 @@ func (r *Replayer) one(ctx context.Context, id int64, actor string) Result {
 	}
 	r.Log.Info("error replayed", "error_id", id, "attempt", claim.Attempt, "table", claim.Table, "key", claim.Key, "by", actor)
 	return res
+}
+
+// DependencyActor is who the audit trail says replayed a record that waited for a dependency.
+const DependencyActor = "dvsync (dependency coupled)"
+
+// waitingBatch bounds one pass over the records waiting on a dependency; the next pass takes the
+// rest, because replayed errors are no longer open.
+const waitingBatch = 500
+
+// ReplayWaitingOn replays the records that failed because table/key was not coupled, once it is:
+// Business Central makes users click Retry for these, dvsync does not. It does nothing while the
+// dependency has no Dataverse row, nor when it last synced before failedAt (unless failedAt is
+// zero): a record that failed while its dependency was already coupled (its lookup query found
+// nothing) would fail again, and replaying it each time its error is stored would never end.
+// The error it returns is the first replay that failed; the caller tries again later, and
+// records already replayed are not sent twice.
+func (r *Replayer) ReplayWaitingOn(ctx context.Context, table, key string, failedAt time.Time) (int, error) {
+	c, err := r.Store.Coupling(ctx, table, key)
+	if err != nil {
+		return 0, err
+	}
+	if !c.Coupled() || (!failedAt.IsZero() && !c.LastSyncedAt.After(failedAt)) {
+		return 0, nil
+	}
+	replayed := 0
+	for {
+		ids, err := r.Store.WaitingOn(ctx, table, key, waitingBatch)
+		if err != nil || len(ids) == 0 {
+			return replayed, err
+		}
+		progress := false
+		for _, res := range r.Replay(ctx, ids, DependencyActor) {
+			switch res.Outcome {
+			case Published, Stale, NotReplayable, NotFound:
+				progress = true
+				replayed++
+			case Failed:
+				return replayed, fmt.Errorf("replay error %d waiting on %s %s: %s", res.ErrorID, table, key, res.Detail)
+			}
+		}
+		if !progress || len(ids) < waitingBatch { // already_replaying ones stay open a while: not ours to wait for
+			return replayed, nil
+		}
+	}
 }
 
 // subject is where the change was first published, or its table's subject.

@@ -114,6 +114,23 @@ func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 	return tx.Commit(ctx)
 }
 
+// WaitingOn returns the open errors of records that failed because the dependency table/key
+// was not coupled, oldest first, at most limit of them.
+func (s *Store) WaitingOn(ctx context.Context, table, key string, limit int) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM sync_errors
+		WHERE status = 'open' AND kind = 'dependency_not_coupled'
+		  AND details->>'dependency_table' = $1 AND details->>'dependency_key' = $2
+		ORDER BY first_seen, id LIMIT $3`, table, key, limit) // literals, so the partial index matches
+	if err != nil {
+		return nil, fmt.Errorf("errors waiting on %s %s: %w", table, key, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("errors waiting on %s %s: %w", table, key, err)
+	}
+	return ids, nil
+}
+
 // ResolveRecord resolves the open and replayed errors of a record up to the synced version.
 func (s *Store) ResolveRecord(ctx context.Context, synced domain.RecordSynced) error {
 	_, err := s.pool.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = $4,
