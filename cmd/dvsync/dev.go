@@ -103,15 +103,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{err}
 	}
 
-	s := newStack(cfg, log)
-	defer s.close()
-	if err := connectAll(ctx, s, true); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	s, ln, err := startProcess(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
+	defer s.close()
 	tokens, err := cfg.loadTokens()
 	if err != nil {
 		return usageError{err}

@@ -105,26 +105,51 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
+// readConfig reads a subcommand's settings from the environment and its flags, and checks the
+// ones it needs; extra binds flags only that subcommand has.
+func readConfig(name string, args []string, stderr io.Writer, nats, db, dataverse, worker bool, extra func(*flag.FlagSet, *Config)) (Config, error) {
 	cfg := defaultConfig()
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg.flags(fs, true, true, true, true)
+	cfg.flags(fs, nats, db, dataverse, worker)
+	if extra != nil {
+		extra(fs, &cfg)
+	}
 	if err := parse(fs, args); err != nil {
-		return err
+		return cfg, err
 	}
-	if err := cfg.validate(true, true, true); err != nil {
-		return usageError{err}
+	if err := cfg.validate(nats, db, dataverse); err != nil {
+		return cfg, usageError{err}
 	}
-	s := newStack(cfg, newLogger(stderr, cfg.LogLevel))
-	defer s.close()
-	if err := connectAll(ctx, s, true); err != nil {
-		return err
+	return cfg, nil
+}
+
+// startProcess connects a long-running subcommand's stack and opens its HTTP listener; the
+// caller closes the stack.
+func startProcess(ctx context.Context, cfg Config, log *slog.Logger, withDataverse bool) (*stack, net.Listener, error) {
+	s := newStack(cfg, log)
+	if err := connectAll(ctx, s, withDataverse); err != nil {
+		s.close()
+		return nil, nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
+		s.close()
+		return nil, nil, err
+	}
+	return s, ln, nil
+}
+
+func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg, err := readConfig("worker", args, stderr, true, true, true, true, nil)
+	if err != nil {
 		return err
 	}
+	s, ln, err := startProcess(ctx, cfg, newLogger(stderr, cfg.LogLevel), true)
+	if err != nil {
+		return err
+	}
+	defer s.close()
 	s.log.Info("worker started", "nats", s.nc.ConnectedUrlRedacted(), "dataverse", cfg.Dataverse.URL, "http", ln.Addr().String())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.runWorker(gctx) })
@@ -133,25 +158,15 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 }
 
 func runProjector(ctx context.Context, args []string, _, stderr io.Writer) error {
-	cfg := defaultConfig()
-	fs := flag.NewFlagSet("projector", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.flags(fs, true, true, false, false)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := cfg.validate(true, true, false); err != nil {
-		return usageError{err}
-	}
-	s := newStack(cfg, newLogger(stderr, cfg.LogLevel))
-	defer s.close()
-	if err := connectAll(ctx, s, false); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	cfg, err := readConfig("projector", args, stderr, true, true, false, false, nil)
 	if err != nil {
 		return err
 	}
+	s, ln, err := startProcess(ctx, cfg, newLogger(stderr, cfg.LogLevel), false)
+	if err != nil {
+		return err
+	}
+	defer s.close()
 	s.log.Info("projector started", "nats", s.nc.ConnectedUrlRedacted(), "http", ln.Addr().String())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.runProjector(gctx) })
@@ -161,30 +176,21 @@ func runProjector(ctx context.Context, args []string, _, stderr io.Writer) error
 
 // runServe serves the errors API for people, the page and the CLI.
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
-	cfg := defaultConfig()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.flags(fs, true, true, false, false)
-	fs.StringVar(&cfg.APITokensFile, "tokens-file", cfg.APITokensFile, "file of API tokens, name:role:token a line (DVSYNC_API_TOKENS_FILE)")
-	if err := parse(fs, args); err != nil {
+	cfg, err := readConfig("serve", args, stderr, true, true, false, false, func(fs *flag.FlagSet, c *Config) {
+		fs.StringVar(&c.APITokensFile, "tokens-file", c.APITokensFile, "file of API tokens, name:role:token a line (DVSYNC_API_TOKENS_FILE)")
+	})
+	if err != nil {
 		return err
-	}
-	if err := cfg.validate(true, true, false); err != nil {
-		return usageError{err}
 	}
 	tokens, err := cfg.loadTokens()
 	if err != nil {
 		return usageError{err}
 	}
-	s := newStack(cfg, newLogger(stderr, cfg.LogLevel))
-	defer s.close()
-	if err := connectAll(ctx, s, false); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	s, ln, err := startProcess(ctx, cfg, newLogger(stderr, cfg.LogLevel), false)
 	if err != nil {
 		return err
 	}
+	defer s.close()
 	s.log.Info("serving the errors API", "http", ln.Addr().String())
 	return s.serveHTTP(ctx, ln, tokens)
 }
