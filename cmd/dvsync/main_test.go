@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
@@ -128,6 +130,34 @@ func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
 	}
 	if !kinds[domain.KindDependencyNotCoupled] || !kinds[domain.KindMissingPrivilege] {
 		t.Fatalf("the demo shows %v; want a coupling and a setup error", kinds)
+	}
+	// The README's next step: publish currency USD, and C20000, which waited for it, syncs.
+	natsURL := regexp.MustCompile(`NATS\s+(\S+)`).FindStringSubmatch(out.String())[1]
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	usd := `{"specversion":"1.0","id":"demo-usd-1","type":"dvsync.record.upserted","source":"demo","data":{"table":"currency","key":"USD","version":1,"fields":{"code":"USD","displayName":"US Dollar"}}}`
+	if err := nc.Publish("dvsync.changes.currency", []byte(usd)); err != nil {
+		t.Fatal(err)
+	}
+	couplings := strings.Replace(url, "/errors", "/couplings/customer/C20000", 1)
+	for status := ""; status != string(domain.CouplingSynced); {
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("customer C20000 is %q after currency USD was published; want synced", status)
+		}
+		time.Sleep(50 * time.Millisecond)
+		req, _ := http.NewRequest("GET", couplings, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		var c struct{ Status string }
+		_ = json.NewDecoder(resp.Body).Decode(&c)
+		resp.Body.Close()
+		status = c.Status
 	}
 	cancel()
 	select {
