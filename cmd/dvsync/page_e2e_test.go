@@ -183,8 +183,10 @@ func TestPageRefusesForgedAndViewerPosts(t *testing.T) {
 	var status int
 	if err := chromedp.Run(ctx,
 		chromedp.Navigate(base+"/login"), chromedp.SendKeys("#token", "viewer-token", chromedp.ByID), chromedp.Submit("#token", chromedp.ByID),
-		chromedp.WaitVisible("main h1", chromedp.ByQuery),
-		chromedp.Evaluate(`fetch("/errors/delete-all", {method: "POST", body: new URLSearchParams({confirm: "yes"})}).then(r => r.status)`, &status,
+		// The navigation is shown only once signed in (the login page has a heading too).
+		chromedp.WaitVisible(`nav[aria-label="Main"]`, chromedp.ByQuery),
+		// redirect "manual": a redirect to the login page must not pass for an answer.
+		chromedp.Evaluate(`fetch("/errors/delete-all", {method: "POST", redirect: "manual", body: new URLSearchParams({confirm: "yes"})}).then(r => r.status)`, &status,
 			func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }),
 	); err != nil {
 		t.Fatal(err)
