@@ -149,17 +149,19 @@ func (r *Replayer) ReplayWaitingOn(ctx context.Context, table, key string, faile
 		if err != nil || len(ids) == 0 {
 			return replayed, err
 		}
-		progress := false
+		left := 0 // errors this pass leaves open, to be found again by the next one
 		for _, res := range r.Replay(ctx, ids, DependencyActor) {
 			switch res.Outcome {
-			case Published, Stale, NotReplayable, NotFound:
-				progress = true
+			case Published:
 				replayed++
+			case Stale: // resolved
 			case Failed:
 				return replayed, fmt.Errorf("replay error %d waiting on %s %s: %s", res.ErrorID, table, key, res.Detail)
+			default: // under way elsewhere, or no change kept to send
+				left++
 			}
 		}
-		if !progress || len(ids) < waitingBatch { // already_replaying ones stay open a while: not ours to wait for
+		if len(ids) < waitingBatch || left == len(ids) {
 			return replayed, nil
 		}
 	}
