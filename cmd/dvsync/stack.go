@@ -174,7 +174,7 @@ func (s *stack) runProjector(ctx context.Context) error {
 	}
 	p := &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")}
 	if s.cfg.ReplayDependents {
-		p.Dependents = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay")}
+		p.Dependents = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
 	}
 	return projector.Run(ctx, nc, p)
 }
@@ -205,7 +205,7 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 		if key, err := hex.DecodeString(s.cfg.SessionKey); err == nil && len(key) >= 16 {
 			api.SessionKey = key
 		}
-		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay")}
+		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
 		api.Lag = func(ctx context.Context) (uint64, error) {
 			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dvsync/dvsync/consumers/projector"
 	"github.com/dvsync/dvsync/consumers/replay"
@@ -221,8 +222,9 @@ func TestLateDependencyErrorIsReplayedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p := &projector.Projector{Ledger: h.store, Metrics: telemetry.New(nil), Log: log,
-		Dependents: &replay.Replayer{Store: h.store, JS: h.js, Log: log}}
+	metrics := telemetry.New(nil)
+	p := &projector.Projector{Ledger: h.store, Metrics: metrics, Log: log,
+		Dependents: &replay.Replayer{Store: h.store, JS: h.js, Log: log, Metrics: metrics}}
 	conn, err := nats.Connect(h.url)
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +257,9 @@ func TestLateDependencyErrorIsReplayedOnce(t *testing.T) {
 	})
 	if b, a := stored(before), stored(after); b.Status != postgres.ErrorReplayed || b.Replays != 1 || a.Status != postgres.ErrorOpen || a.Replays != 0 {
 		t.Fatalf("failed before coupling: %s, %d replays; failed after: %s, %d replays; want replayed once and open", b.Status, b.Replays, a.Status, a.Replays)
+	}
+	if n := testutil.ToFloat64(metrics.Replays.WithLabelValues("dependency", string(replay.Published))); n != 1 {
+		t.Fatalf("dvsync_replays_total{trigger=dependency,outcome=published} = %v, want 1", n)
 	}
 	stream, err := h.js.Stream(ctx, natsjs.ChangesStream)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
 // Headers on a replayed change.
@@ -56,16 +57,25 @@ type Store interface {
 
 // Replayer replays errors.
 type Replayer struct {
-	Store Store
-	JS    jetstream.JetStream
-	Log   *slog.Logger
+	Store   Store
+	JS      jetstream.JetStream
+	Log     *slog.Logger
+	Metrics *telemetry.Metrics // optional
 }
 
 // Replay replays each error once, in order, and says what happened to each.
 func (r *Replayer) Replay(ctx context.Context, ids []int64, actor string) []Result {
 	out := make([]Result, 0, len(ids))
+	trigger := "person"
+	if actor == DependencyActor {
+		trigger = "dependency"
+	}
 	for _, id := range ids {
-		out = append(out, r.one(ctx, id, actor))
+		res := r.one(ctx, id, actor)
+		if r.Metrics != nil {
+			r.Metrics.Replays.WithLabelValues(trigger, string(res.Outcome)).Inc()
+		}
+		out = append(out, res)
 	}
 	return out
 }

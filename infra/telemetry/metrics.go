@@ -20,6 +20,7 @@ type Metrics struct {
 	DataverseRequests *prometheus.CounterVec   // method, status
 	DataverseDuration *prometheus.HistogramVec // method
 	ErrorsProjected   *prometheus.CounterVec   // class, kind
+	Replays           *prometheus.CounterVec   // trigger (person, dependency), outcome
 	tables            map[string]bool
 }
 
@@ -47,13 +48,15 @@ func New(knownTables []string) *Metrics {
 			Help: "Dataverse Web API request duration.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"method"}),
 		ErrorsProjected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_errors_projected_total",
 			Help: "Error events stored in the errors ledger by the projector."}, []string{"class", "kind"}),
+		Replays: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_replays_total",
+			Help: "Replays of stored errors, by trigger (person, dependency) and outcome."}, []string{"trigger", "outcome"}),
 		tables: map[string]bool{},
 	}
 	for _, t := range knownTables {
 		m.tables[t] = true
 	}
 	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
-		m.DataverseDuration, m.ErrorsProjected)
+		m.DataverseDuration, m.ErrorsProjected, m.Replays)
 	return m
 }
 
