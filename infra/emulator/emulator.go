@@ -129,33 +129,33 @@ func (e *Emulator) privilegeID(name string) uuid.UUID {
 
 // SetPrivilege grants or revokes a privilege (e.g. prvCreateProduct) of an app's user.
 func (e *Emulator) SetPrivilege(userID uuid.UUID, privilege string, granted bool) error {
+	if !strings.HasPrefix(privilege, "prv") {
+		return fmt.Errorf("emulator: %q is not a privilege name (prv<Verb><Entity>)", privilege)
+	}
+	return e.changeUser(userID, func(u *user) {
+		if granted {
+			u.privileges[privilege] = true
+		} else {
+			delete(u.privileges, privilege)
+		}
+	})
+}
+
+// changeUser applies change to a user under the emulator's lock.
+func (e *Emulator) changeUser(userID uuid.UUID, change func(*user)) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	u, ok := e.users[userID]
 	if !ok {
 		return fmt.Errorf("emulator: no user %s", userID)
 	}
-	if !strings.HasPrefix(privilege, "prv") {
-		return fmt.Errorf("emulator: %q is not a privilege name (prv<Verb><Entity>)", privilege)
-	}
-	if granted {
-		u.privileges[privilege] = true
-	} else {
-		delete(u.privileges, privilege)
-	}
+	change(u)
 	return nil
 }
 
 // DisableUser disables or enables an application user.
 func (e *Emulator) DisableUser(userID uuid.UUID, disabled bool) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	u, ok := e.users[userID]
-	if !ok {
-		return fmt.Errorf("emulator: no user %s", userID)
-	}
-	u.disabled = disabled
-	return nil
+	return e.changeUser(userID, func(u *user) { u.disabled = disabled })
 }
 
 // Rows returns a copy of every row of an entity set, as the Web API renders them, sorted by creation.
@@ -266,14 +266,7 @@ func (e *Emulator) LoadDefinitions(data []byte) error {
 // SetRoleAssigned assigns or unassigns the application user's security role. Without a role every
 // request answers 403 0x80042f09.
 func (e *Emulator) SetRoleAssigned(userID uuid.UUID, assigned bool) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	u, ok := e.users[userID]
-	if !ok {
-		return fmt.Errorf("emulator: no user %s", userID)
-	}
-	u.noRole = !assigned
-	return nil
+	return e.changeUser(userID, func(u *user) { u.noRole = !assigned })
 }
 
 // ChangeRow changes a row as a Dataverse user would, behind dvsync's back: the values are set,
