@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,7 +15,6 @@ import (
 	"github.com/dvsync/dvsync/consumers/syncworker"
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/dataverse"
-	"github.com/dvsync/dvsync/infra/httpapi"
 	"github.com/dvsync/dvsync/infra/mappingfile"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
@@ -177,78 +172,6 @@ func (s *stack) runProjector(ctx context.Context) error {
 		p.Dependents = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
 	}
 	return projector.Run(ctx, nc, p)
-}
-
-// checks are the dependencies /healthz reports on.
-func (s *stack) checks() map[string]httpapi.Check {
-	c := map[string]httpapi.Check{}
-	if s.nc != nil {
-		c["nats"] = func(context.Context) error {
-			if !s.nc.IsConnected() {
-				return errors.New("not connected")
-			}
-			return nil
-		}
-	}
-	if s.store != nil {
-		c["postgres"] = s.store.Ping
-	}
-	return c
-}
-
-// serveHTTP serves /healthz, /metrics and, given tokens, the errors API on ln until ctx ends.
-func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.Tokens) error {
-	api := &httpapi.Server{Metrics: s.metrics, Checks: s.checks(), Log: s.log.With("component", "api")}
-	if tokens != nil && s.store != nil && s.js != nil {
-		api.Ledger, api.Tokens, api.Couplings = s.store, tokens, s.store
-		api.Links = httpapi.Links{DataverseURL: s.cfg.Dataverse.URL, SourceURL: s.cfg.SourceURL}
-		if key, err := hex.DecodeString(s.cfg.SessionKey); err == nil && len(key) >= 16 {
-			api.SessionKey = key
-		}
-		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
-		api.Lag = func(ctx context.Context) (uint64, error) {
-			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
-			if err != nil {
-				return 0, err
-			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				return 0, err
-			}
-			return info.NumPending + uint64(info.NumAckPending), nil
-		}
-	}
-	return serve(ctx, ln, api.Handler())
-}
-
-// loadTokens reads the API tokens from the configuration.
-func (c Config) loadTokens() (*httpapi.Tokens, error) {
-	spec := c.APITokens
-	if c.APITokensFile != "" {
-		data, err := os.ReadFile(c.APITokensFile)
-		if err != nil {
-			return nil, fmt.Errorf("api tokens: %w", err)
-		}
-		spec += "\n" + string(data)
-	}
-	return httpapi.ParseTokens(spec)
-}
-
-// serve runs an HTTP server on ln until ctx ends, then shuts it down gracefully.
-func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		err := srv.Shutdown(shutdown)
-		<-errc
-		return err
-	}
 }
 
 // integrationUser names the application user in resolutions: as configured, or by its app.
