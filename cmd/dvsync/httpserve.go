@@ -86,4 +86,3 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 		return err
 	}
 }
-
