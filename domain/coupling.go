@@ -24,6 +24,10 @@ type Coupling struct {
 	// RowID is the coupled Dataverse row; uuid.Nil while the record is not coupled.
 	RowID  uuid.UUID
 	Entity string
+	// RowVersion is the row's version (ETag) after dvsync's last write of it: the next write is
+	// conditioned on it, so that a late write can never overwrite a newer one. AnyVersion when
+	// unknown.
+	RowVersion string
 	// Version is the last source version whose outcome is final (synced or deleted); events
 	// not newer than it are stale.
 	Version      int64

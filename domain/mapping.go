@@ -102,7 +102,9 @@ func (m Mapping) Dependencies() []string {
 }
 
 // Row names the Dataverse row with the given id in this mapping's entity set.
-func (m Mapping) Row(id uuid.UUID) RowRef { return RowRef{EntitySet: m.EntitySet, ID: id} }
+func (m Mapping) Row(id uuid.UUID) RowRef {
+	return RowRef{EntitySet: m.EntitySet, ID: id, IDAttribute: m.PrimaryID}
+}
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 

@@ -38,6 +38,9 @@ type Outcome struct {
 	// ResolvesErrors is true when the record had failed before and now synced, or has just been
 	// coupled: its open errors are resolved, and the records that waited for it are replayed.
 	ResolvesErrors bool
+	// Overwrites counts the writes sent again because the row had changed in Dataverse since
+	// dvsync's last write (see Syncer.conditional).
+	Overwrites int
 }
 
 // Syncer applies change events to Dataverse and keeps couplings. It holds no state of its own,
@@ -191,19 +194,23 @@ func (s *Syncer) dataverseFailure(err error) (*Failure, error) {
 }
 
 func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, attrs Attributes, out *Outcome) (Coupling, error) {
-	var err error
 	row := cur.RowID
 	if row == uuid.Nil {
 		row = DeterministicRowID(ev.Table, ev.Key)
 	}
+	ref := m.Row(row)
+	var (
+		version string
+		err     error
+	)
 	if cur.Coupled() {
-		s.stage(out, "dataverse", "update "+m.Row(row).String())
-		err = s.Dataverse.UpdateRow(ctx, m.Row(row), attrs)
+		s.stage(out, "dataverse", "update "+ref.String())
+		version, err = s.updateRow(ctx, out, ref, attrs, cur.RowVersion)
 		if isRowMissing(err, row) {
 			switch m.OnDestinationDeleted {
 			case ConflictRestore:
-				s.stage(out, "dataverse", "restore "+m.Row(row).String())
-				err = s.Dataverse.UpsertRow(ctx, m.Row(row), attrs)
+				s.stage(out, "dataverse", "restore "+ref.String())
+				version, err = s.createRow(ctx, out, ref, attrs)
 			case ConflictUncouple:
 				out.Result = ResultUncoupled
 				return Coupling{Table: ev.Table, Key: ev.Key, Entity: m.Entity, Version: ev.Version, Status: CouplingUncoupled}, nil
@@ -214,9 +221,9 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 			}
 		}
 	} else {
-		// Upsert by the deterministic id: a redelivery after a crash updates the row it created.
-		s.stage(out, "dataverse", "upsert "+m.Row(row).String())
-		err = s.Dataverse.UpsertRow(ctx, m.Row(row), attrs)
+		// Created with the deterministic id: a redelivery after a crash finds the row it created.
+		s.stage(out, "dataverse", "create "+ref.String())
+		version, err = s.createRow(ctx, out, ref, attrs)
 	}
 	if err != nil {
 		f, err := s.dataverseFailure(err)
@@ -227,8 +234,70 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	}
 	out.Result, out.RowID = ResultSynced, row
 	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != "" || !cur.Coupled()
-	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, Version: ev.Version,
+	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, RowVersion: version, Version: ev.Version,
 		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
+}
+
+// createRow creates the row. When it exists already, an earlier attempt at this record created it
+// (dvsync crashed, or stopped waiting, before recording the coupling): the row is adopted and
+// updated on the version it has now.
+func (s *Syncer) createRow(ctx context.Context, out *Outcome, ref RowRef, attrs Attributes) (string, error) {
+	version, err := s.Dataverse.CreateRow(ctx, ref, attrs)
+	if !IsAlreadyExists(err) {
+		return version, err
+	}
+	current, found, err := s.Dataverse.RowVersion(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	if !found { // deleted in the meantime: create it after all
+		return s.Dataverse.CreateRow(ctx, ref, attrs)
+	}
+	s.stage(out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it): update version %s", ref, current))
+	return s.updateRow(ctx, out, ref, attrs, current)
+}
+
+// updateRow updates a row on the version dvsync wrote last (see conditional).
+func (s *Syncer) updateRow(ctx context.Context, out *Outcome, ref RowRef, attrs Attributes, ifMatch string) (string, error) {
+	return s.conditional(ctx, out, ref, ifMatch, func(ifMatch string) (string, error) {
+		return s.Dataverse.UpdateRow(ctx, ref, attrs, ifMatch)
+	})
+}
+
+// maxWriteRounds bounds how often a write is sent again on a row that keeps changing under it;
+// then the conflict is reported (update_conflict) for a person to retry.
+const maxWriteRounds = 3
+
+// conditional sends a write conditioned on the row's version. A version mismatch means the row
+// changed since dvsync's last write: a person edited it in Dataverse, or a write dvsync had given
+// up on landed late. dvsync's mappings are one-way, so the source wins, as with Business
+// Central's one-way mappings: the row's version is read and the write is sent again on it. Any
+// write still on its way is conditioned on an older version and is refused when it lands.
+func (s *Syncer) conditional(ctx context.Context, out *Outcome, ref RowRef, ifMatch string, write func(ifMatch string) (string, error)) (string, error) {
+	for round := 1; ; round++ {
+		version, err := write(ifMatch)
+		if !IsVersionMismatch(err) || round == maxWriteRounds {
+			return version, err
+		}
+		current, found, err := s.Dataverse.RowVersion(ctx, ref)
+		if err != nil {
+			return "", err
+		}
+		if !found {
+			current = AnyVersion // deleted in the meantime: the next write says so (404)
+		}
+		s.stage(out, "conflict", fmt.Sprintf("%s changed in Dataverse since dvsync's last write (version %s, now %s): overwritten, the mapping is one-way",
+			ref, versionText(ifMatch), versionText(current)))
+		out.Overwrites++
+		ifMatch = current
+	}
+}
+
+func versionText(v string) string {
+	if v == AnyVersion {
+		return "unknown"
+	}
+	return v
 }
 
 // bindLookups adds an @odata.bind for every lookup field the event carries. A dependency that is
@@ -301,10 +370,12 @@ func (s *Syncer) applyDelete(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	switch m.OnDelete {
 	case DeleteRow:
 		s.stage(out, "dataverse", "delete "+row.String())
-		err = s.Dataverse.DeleteRow(ctx, row)
+		_, err = s.conditional(ctx, out, row, cur.RowVersion, func(ifMatch string) (string, error) {
+			return "", s.Dataverse.DeleteRow(ctx, row, ifMatch)
+		})
 	case DeleteDeactivate:
 		s.stage(out, "dataverse", "deactivate "+row.String())
-		err = s.Dataverse.UpdateRow(ctx, row, deactivation)
+		deleted.RowVersion, err = s.updateRow(ctx, out, row, deactivation, cur.RowVersion)
 	case DeleteUncouple:
 		out.Result = ResultUncoupled
 		deleted.Status, deleted.RowID = CouplingUncoupled, uuid.Nil

@@ -47,23 +47,60 @@ func TestCreateReadUpdateDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	row := domain.RowRef{EntitySet: "accounts", ID: id}
-	if err := c.UpdateRow(ctx, row, domain.Attributes{"name": "Adatum Corp"}); err != nil {
+	if _, err := c.UpdateRow(ctx, row, domain.Attributes{"name": "Adatum Corp"}, domain.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.Row(ctx, row, "name")
 	if err != nil || got["name"] != "Adatum Corp" || got["accountnumber"] != nil {
 		t.Fatalf("row = %v, %v; want only name Adatum Corp (and the id)", got, err)
 	}
-	if err := c.DeleteRow(ctx, row); err != nil {
+	if err := c.DeleteRow(ctx, row, domain.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
-	err = c.UpdateRow(ctx, row, domain.Attributes{"name": "x"})
+	_, err = c.UpdateRow(ctx, row, domain.Attributes{"name": "x"}, domain.AnyVersion)
 	dv := dvError(t, err)
 	if dv.Status != 404 || dv.Code != "0x80040217" || !strings.Contains(dv.Message, id.String()+" Does Not Exist") {
 		t.Fatalf("update of a deleted row = %+v", dv)
 	}
 	if dv.MessageName() != "ObjectDoesNotExist" {
 		t.Errorf("annotations were asked for; message name = %q", dv.MessageName())
+	}
+}
+
+func TestConditionalWritesCarryAndCheckRowVersions(t *testing.T) {
+	c, emu := newClient(t)
+	ctx := context.Background()
+	row := domain.RowRef{EntitySet: "accounts", ID: uuid.New(), IDAttribute: "accountid"}
+	if _, found, err := c.RowVersion(ctx, row); err != nil || found {
+		t.Fatalf("version of a missing row: found %v, %v", found, err)
+	}
+	v1, err := c.CreateRow(ctx, row, domain.Attributes{"name": "Adatum"})
+	if err != nil || v1 == "" {
+		t.Fatalf("create: %q, %v", v1, err)
+	}
+	if _, err := c.CreateRow(ctx, row, domain.Attributes{"name": "again"}); !domain.IsAlreadyExists(err) {
+		t.Fatalf("second create = %v, want 412 0x80040237", err)
+	}
+	v2, err := c.UpdateRow(ctx, row, domain.Attributes{"name": "Adatum Corp"}, v1)
+	if err != nil || v2 == v1 || v2 == "" {
+		t.Fatalf("update on %s: %q, %v", v1, v2, err)
+	}
+	if got, found, err := c.RowVersion(ctx, row); err != nil || !found || got != v2 {
+		t.Fatalf("row version %q %v %v, want %q", got, found, err, v2)
+	}
+	// A write conditioned on the old version (a late one, say) is refused and changes nothing.
+	if _, err := c.UpdateRow(ctx, row, domain.Attributes{"name": "stale"}, v1); !domain.IsVersionMismatch(err) {
+		t.Fatalf("update on a stale version = %v, want 412 0x80060882", err)
+	}
+	if err := c.DeleteRow(ctx, row, v1); !domain.IsVersionMismatch(err) {
+		t.Fatalf("delete on a stale version = %v, want 412 0x80060882", err)
+	}
+	rows, _ := emu.Rows("accounts")
+	if len(rows) != 1 || rows[0]["name"] != "Adatum Corp" {
+		t.Fatalf("rows %v, want Adatum Corp alone", rows)
+	}
+	if err := c.DeleteRow(ctx, row, v2); err != nil {
+		t.Fatal(err)
 	}
 }
 

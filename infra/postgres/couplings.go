@@ -15,7 +15,7 @@ import (
 
 var _ domain.CouplingStore = (*Store)(nil)
 
-const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at`
+const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version`
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -30,7 +30,7 @@ func scanCoupling(row pgx.Row, c *domain.Coupling, lead ...any) error {
 		status  string
 		kind    string
 	)
-	dest := append(lead, &rowID, &c.Entity, &c.Version, &status, &synced, &c.Skipped, &kind, &c.Failures, &attempt)
+	dest := append(lead, &rowID, &c.Entity, &c.Version, &status, &synced, &c.Skipped, &kind, &c.Failures, &attempt, &c.RowVersion)
 	if err := row.Scan(dest...); err != nil {
 		return err
 	}
@@ -94,14 +94,15 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	synced, attempt := optionalTime(next.LastSyncedAt), optionalTime(next.LastAttemptAt)
 	_, err = tx.Exec(ctx, `
 		INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
 		ON CONFLICT (table_name, source_key) DO UPDATE SET
 			row_id = EXCLUDED.row_id, entity = EXCLUDED.entity, version = EXCLUDED.version,
 			status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,
 			skipped = EXCLUDED.skipped, last_error_kind = EXCLUDED.last_error_kind,
-			failures = EXCLUDED.failures, last_attempt_at = EXCLUDED.last_attempt_at, updated_at = now()`,
+			failures = EXCLUDED.failures, last_attempt_at = EXCLUDED.last_attempt_at,
+			row_version = EXCLUDED.row_version, updated_at = now()`,
 		table, key, row, next.Entity, next.Version, string(next.Status), synced, next.Skipped, string(next.LastErrorKind),
-		next.Failures, attempt)
+		next.Failures, attempt, next.RowVersion)
 	if err != nil {
 		return fmt.Errorf("postgres: write coupling %s/%s: %w", table, key, err)
 	}

@@ -65,14 +65,14 @@ func TestUpdateCouplingStoresWhatTheClosureReturns(t *testing.T) {
 	row := uuid.New()
 	key := "C" + uuid.NewString()[:8]
 	err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
-		return domain.Coupling{Table: "customer", Key: key, RowID: row, Entity: "account", Version: 7,
+		return domain.Coupling{Table: "customer", Key: key, RowID: row, Entity: "account", Version: 7, RowVersion: `W/"42"`,
 			Status: domain.CouplingSynced, LastSyncedAt: time.Now()}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, _ := s.Coupling(ctx, "customer", key)
-	if !c.Exists || c.RowID != row || c.Version != 7 || !c.Coupled() {
+	if !c.Exists || c.RowID != row || c.Version != 7 || !c.Coupled() || c.RowVersion != `W/"42"` {
 		t.Fatalf("stored coupling = %+v", c)
 	}
 	// An error from the closure stores nothing; ErrUnchanged stores nothing and is no error.
