@@ -56,6 +56,9 @@ type DataverseConfig struct {
 	BypassCustomPlugins bool
 	// IntegrationUser names the application user in resolutions (DATAVERSE_INTEGRATION_USER).
 	IntegrationUser string
+	// RequestTimeout bounds one request to Dataverse or its token endpoint
+	// (DATAVERSE_REQUEST_TIMEOUT; 0 is 30s).
+	RequestTimeout time.Duration
 }
 
 func envBool(name string) bool {
@@ -77,6 +80,13 @@ func envInt(name string, def int) int {
 	return def
 }
 
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
 // defaultConfig reads the environment.
 func defaultConfig() Config {
 	c := Config{
@@ -89,7 +99,7 @@ func defaultConfig() Config {
 			ClientID: env("DATAVERSE_CLIENT_ID", ""), ClientSecret: env("DATAVERSE_CLIENT_SECRET", ""),
 			TokenURL: env("DATAVERSE_TOKEN_URL", ""), MaxParallel: envInt("DATAVERSE_MAX_PARALLEL", 52),
 			DuplicateDetection: envBool("DATAVERSE_DUPLICATE_DETECTION"), BypassCustomPlugins: envBool("DATAVERSE_BYPASS_CUSTOM_PLUGINS"),
-			IntegrationUser: env("DATAVERSE_INTEGRATION_USER", "")},
+			IntegrationUser: env("DATAVERSE_INTEGRATION_USER", ""), RequestTimeout: envDuration("DATAVERSE_REQUEST_TIMEOUT", 30*time.Second)},
 		Topology:  natsjs.DefaultTopology(),
 		Worker:    syncworker.DefaultConfig(),
 		Skip:      domain.DefaultSkipPolicy,

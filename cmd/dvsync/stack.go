@@ -100,12 +100,16 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 		return fmt.Errorf("mappings: %w", err)
 	}
 	d := s.cfg.Dataverse
-	creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: d.ClientID, ClientSecret: d.ClientSecret}
+	if d.RequestTimeout <= 0 {
+		d.RequestTimeout = 30 * time.Second
+	}
+	creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: d.ClientID, ClientSecret: d.ClientSecret,
+		Timeout: d.RequestTimeout}
 	// The token source outlives this call: it refreshes tokens for the process's whole life.
 	ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
 	var notify func(time.Time)
 	dv, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithRequestObserver(s.metrics.ObserveDataverse),
-		dataverse.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}), dataverse.WithMaxParallel(d.MaxParallel),
+		dataverse.WithHTTPClient(&http.Client{Timeout: d.RequestTimeout}), dataverse.WithMaxParallel(d.MaxParallel),
 		dataverse.WithDuplicateDetection(d.DuplicateDetection), dataverse.WithBypassCustomPlugins(d.BypassCustomPlugins),
 		dataverse.WithThrottleListener(func(until time.Time) {
 			if notify != nil {

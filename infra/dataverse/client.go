@@ -294,8 +294,11 @@ func (c *Client) roundTrip(ctx context.Context, method, entitySet, path string, 
 		req.Header[k] = v
 	}
 	if c.tokens != nil {
-		tok, err := c.tokens.Token()
+		tok, err := c.token(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, fmt.Errorf("dataverse: %s %s: %w", method, path, err)
+			}
 			return nil, nil, tokenError(err)
 		}
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
@@ -316,6 +319,16 @@ func (c *Client) roundTrip(ctx context.Context, method, entitySet, path string, 
 		return nil, nil, fmt.Errorf("%w: %s %s: reading response: %v", domain.ErrDataverseUnreachable, method, path, err)
 	}
 	return resp, data, nil
+}
+
+// token asks the token source for a token, within ctx when the source can take one.
+func (c *Client) token(ctx context.Context) (*oauth2.Token, error) {
+	if ts, ok := c.tokens.(interface {
+		TokenContext(context.Context) (*oauth2.Token, error)
+	}); ok {
+		return ts.TokenContext(ctx)
+	}
+	return c.tokens.Token()
 }
 
 func mergeHeaders(base, extra http.Header) http.Header {

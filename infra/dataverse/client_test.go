@@ -7,7 +7,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -279,5 +281,52 @@ func TestDuplicateDetectionOnlyWhenAsked(t *testing.T) {
 	}
 	if f := domain.ClassifyDataverse(err); f.Kind != domain.KindDuplicateRecord || f.Class != domain.ClassCoupling {
 		t.Fatalf("classified %+v; duplicate detection's 500 is not a server error", f)
+	}
+}
+
+// A token endpoint that takes the connection and never answers must not wedge the callers: each
+// gives up at its own deadline (no lock held across the fetch), and the fetch itself times out.
+func TestAHangingTokenEndpointHoldsNoCallerPastItsDeadline(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	creds := dataverse.ClientCredentials{TokenURL: hang.URL + "/token", ClientID: "app", ClientSecret: "s3cret-value", Timeout: 400 * time.Millisecond}
+	c, err := dataverse.NewClient(hang.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), hang.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			_, _, errs[i] = c.RowVersion(ctx, domain.RowRef{EntitySet: "accounts", ID: uuid.New()})
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("callers are still waiting for the token endpoint")
+	}
+	for _, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the caller's deadline", err)
+		}
+	}
+	// With no deadline of its own, a caller waits for the fetch's own timeout, not for ever.
+	_, _, err = c.RowVersion(context.Background(), domain.RowRef{EntitySet: "accounts", ID: uuid.New()})
+	if err == nil || strings.Contains(err.Error(), "s3cret-value") {
+		t.Fatalf("err = %v, want a token failure that names no secret", err)
 	}
 }

@@ -1,0 +1,43 @@
+package main
+
+// End-to-end tests of the guarantees under faults (issue 8): each injects the fault into a
+// running dvsync and checks the end state.
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dvsync/dvsync/infra/emulator"
+)
+
+// A write dvsync stopped waiting for may still be carried out by Dataverse later (a client
+// timeout cancels nothing on the server). It must never land over a newer version.
+func TestAWriteDvsyncGaveUpOnNeverLandsOverANewerOne(t *testing.T) {
+	h := startWith(t, options{workers: 1, tweak: func(c *Config) { c.Dataverse.RequestTimeout = 300 * time.Millisecond }})
+	key := h.key("LATE")
+	fields := func(v int) map[string]any {
+		return map[string]any{"number": isoCode(key), "displayName": fmt.Sprintf("%s v%d", key, v)}
+	}
+	h.publish("customer", key, 1, fields(1))
+	c := h.waitCoupled("customer", key, 1)
+
+	// The next request (v2's update) is carried out 4s after it arrived; the client gives up after
+	// 300ms and the worker sends v2 again.
+	if err := h.emu.InjectFault(emulator.Fault{Kind: "slow", Delay: 4 * time.Second, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("customer", key, 2, fields(2))
+	h.waitCoupled("customer", key, 2)
+	for v := 3; v <= 5; v++ {
+		h.publish("customer", key, int64(v), fields(v))
+	}
+	h.waitCoupled("customer", key, 5)
+	if h.emu.InFlight() == 0 {
+		t.Fatal("the slow request landed before v5 synced: the test did not exercise a late write")
+	}
+	h.eventually("the abandoned write has landed", func() bool { return h.emu.InFlight() == 0 })
+	if row := h.emu.Row("accounts", c.RowID); row["name"] != key+" v5" {
+		t.Fatalf("row name %q after the late write landed, want %q", row["name"], key+" v5")
+	}
+}
