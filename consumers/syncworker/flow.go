@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -29,13 +28,12 @@ import (
 //  5. success: the coupling was committed by the sync; publish the resolution if the record
 //     had failed before, then ack.
 //
-// The work runs on its own context, not the Run context: a shutdown lets it finish.
-func (w *Worker) handle(j job) {
+// The work runs on its own context, not the Run context: a shutdown lets it finish, within the
+// shutdown grace.
+func (w *Worker) handle(work context.Context, j job) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), w.Config.HandleTimeout)
+	ctx, cancel := context.WithTimeout(work, w.Config.HandleTimeout)
 	defer cancel()
-	stopKeepAlive := w.keepAlive(j)
-	defer stopKeepAlive()
 	log := w.Log.With("event_id", j.event.ID, "subject", j.msg.Subject(), "seq", j.meta.Sequence.Stream,
 		"delivered", j.meta.NumDelivered, "table", j.event.Table, "key", j.event.Key)
 	table := w.Metrics.Table(j.event.Table)
@@ -141,6 +139,12 @@ func (b *retryAfterBackOff) NextBackOff() time.Duration {
 // retryLater naks a transiently failing message with a delay; when its retry budget or its
 // deliveries are spent it is parked as an error instead, so that nothing is dropped.
 func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err error) {
+	if errors.Is(err, context.Canceled) {
+		// The worker is stopping and cancelled the change's calls: another worker takes it at once.
+		log.Info("change given back on shutdown")
+		w.nak(j, 0)
+		return
+	}
 	age := time.Since(j.meta.Timestamp)
 	spent := w.Config.RetryBudget > 0 && age >= w.Config.RetryBudget
 	if spent || int(j.meta.NumDelivered) >= w.Config.MaxDeliver {
@@ -243,28 +247,6 @@ func (w *Worker) nak(j job, delay time.Duration) {
 	if err != nil {
 		w.Log.Warn("nak failed; the change is redelivered after the ack wait", "seq", j.meta.Sequence.Stream, "err", err)
 	}
-}
-
-// keepAlive tells JetStream the message is being worked on, so that a slow Dataverse call is not
-// mistaken for a dead worker.
-func (w *Worker) keepAlive(j job) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(w.Config.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = j.msg.InProgress()
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
 }
 
 // correlationID ties an error to the publisher's request: its Dvsync-Correlation-Id or W3C

@@ -9,7 +9,9 @@ package syncworker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
+	"runtime/debug"
 	"log/slog"
 	"sync"
 	"time"
@@ -38,8 +40,15 @@ type Config struct {
 	// HandleTimeout bounds how long one message is held, in-process retries included. It must
 	// stay well under the consumer's AckWait.
 	HandleTimeout time.Duration
-	// AckWait is the consumer's; the worker sends InProgress at a third of it while it works.
+	// AckWait is the consumer's; the worker sends InProgress at a third of it for every message
+	// it holds, from the moment it is fetched, so that only a dead worker's messages wait it out.
 	AckWait time.Duration
+	// QueueDepth is how many fetched messages a lane may hold; the consumer's MaxAckPending, so
+	// that fetching never waits on a busy lane while its messages' ack wait runs.
+	QueueDepth int
+	// ShutdownGrace is how long a stopping worker lets the changes it is handling finish; then
+	// their calls are cancelled and they are nak'd for another worker.
+	ShutdownGrace time.Duration
 	// MaxDeliver is the consumer's: on the last delivery a failure is published, not nak'd.
 	MaxDeliver int
 	// RedeliveryDelay is the nak delay after the given delivery, before Retry-After is applied.
@@ -51,8 +60,8 @@ type Config struct {
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
-	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 2 * time.Minute, MaxDeliver: 200,
-		RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
+	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 256,
+		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
 }
 
 // ExponentialDelay doubles from first up to max.
@@ -87,36 +96,48 @@ type job struct {
 }
 
 // Run consumes until ctx is cancelled. Then it stops fetching, lets each lane finish the message
-// it is handling, naks the messages not started (so another worker takes them at once) and
-// returns.
+// it is handling (at most ShutdownGrace, then its calls are cancelled), naks the messages not
+// started (so another worker takes them at once) and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	iter, err := w.Consumer.Messages(jetstream.PullMaxMessages(w.Config.Lanes))
 	if err != nil {
 		return err
 	}
+	// work is the context of the changes being handled: it outlives ctx by the shutdown grace.
+	work, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
 	stopped := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
 			iter.Drain()
 		case <-stopped:
+			return
+		}
+		select {
+		case <-time.After(w.Config.ShutdownGrace):
+			stopWork()
+		case <-stopped:
 		}
 	}()
 	defer close(stopped)
+	held := newHeartbeat(w.Config.AckWait/3, w.Log)
+	defer held.stop()
 
 	lanes := make([]chan job, w.Config.Lanes)
 	var wg sync.WaitGroup
 	for i := range lanes {
-		lanes[i] = make(chan job, 1)
+		lanes[i] = make(chan job, max(w.Config.QueueDepth, 1))
 		wg.Add(1)
 		go func(in <-chan job) {
 			defer wg.Done()
 			for j := range in {
 				if ctx.Err() != nil {
 					w.nak(j, 0)
-					continue
+				} else {
+					w.handleSafely(work, j)
 				}
-				w.handle(j)
+				held.release(j.msg)
 			}
 		}(lanes[i])
 	}
@@ -140,14 +161,84 @@ func (w *Worker) Run(ctx context.Context) error {
 			_ = msg.Nak()
 			continue
 		}
+		held.hold(msg)
 		j := w.decode(msg)
 		select {
 		case lanes[w.lane(j)] <- j:
 		case <-ctx.Done():
 			_ = msg.Nak()
+			held.release(msg)
 		}
 	}
 }
+
+// handleSafely handles a job and turns a panic (a bug) into a reported error, so that one change
+// cannot kill the worker, nor kill it again on every redelivery.
+func (w *Worker) handleSafely(work context.Context, j job) {
+	defer func() {
+		if p := recover(); p != nil {
+			stack := string(debug.Stack())
+			w.Log.Error("panic while handling a change; reported as an error", "seq", j.meta.Sequence.Stream,
+				"table", j.event.Table, "key", j.event.Key, "panic", fmt.Sprint(p), "stack", stack)
+			defer func() {
+				if recover() != nil { // reporting panicked too: leave it to a redelivery
+					w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
+				}
+			}()
+			ctx, cancel := context.WithTimeout(work, w.Config.HandleTimeout)
+			defer cancel()
+			w.report(ctx, w.Log, j, domain.Crashed(p), []domain.Stage{w.stage("panic", domain.Truncate(stack, maxStackText))}, "failed")
+		}
+	}()
+	w.handle(work, j)
+}
+
+// maxStackText bounds the Go stack kept with an error for a panic.
+const maxStackText = 8 << 10
+
+// heartbeat sends InProgress for every message a worker holds, queued or being handled, so that
+// AckWait only runs out for a worker that died.
+type heartbeat struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newHeartbeat(every time.Duration, log *slog.Logger) *heartbeat {
+	h := &heartbeat{msgs: map[jetstream.Msg]struct{}{}, done: make(chan struct{})}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.done:
+				return
+			case <-t.C:
+				h.mu.Lock()
+				msgs := make([]jetstream.Msg, 0, len(h.msgs))
+				for m := range h.msgs {
+					msgs = append(msgs, m)
+				}
+				h.mu.Unlock()
+				for _, m := range msgs {
+					if err := m.InProgress(); err != nil {
+						log.Debug("in-progress not sent", "err", err)
+					}
+				}
+			}
+		}
+	}()
+	return h
+}
+
+func (h *heartbeat) hold(m jetstream.Msg) { h.mu.Lock(); h.msgs[m] = struct{}{}; h.mu.Unlock() }
+
+func (h *heartbeat) release(m jetstream.Msg) { h.mu.Lock(); delete(h.msgs, m); h.mu.Unlock() }
+
+func (h *heartbeat) stop() { close(h.done); h.wg.Wait() }
 
 func (w *Worker) decode(msg jetstream.Msg) job {
 	j := job{msg: msg}

@@ -47,7 +47,7 @@ func TestEnsureIsIdempotentAndConfiguresTheWorkerConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
-	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != 200 || cfg.AckWait != 2*time.Minute ||
+	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != 200 || cfg.AckWait != 30*time.Second ||
 		len(cfg.BackOff) != 0 || cfg.Durable != natsjs.WorkerConsumer || cfg.FilterSubject != "dvsync.changes.>" {
 		t.Fatalf("consumer config = %+v", cfg)
 	}
