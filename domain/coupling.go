@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,6 +47,10 @@ type Coupling struct {
 func (c Coupling) Coupled() bool {
 	return c.RowID != uuid.Nil && (c.Status == CouplingSynced || c.Status == CouplingFailed)
 }
+
+// ErrStoreRejected marks a store error caused by the record's own data (a value the database
+// cannot hold): trying again cannot help, so it is reported, never retried.
+var ErrStoreRejected = errors.New("the coupling store cannot hold this record's data")
 
 // CouplingStore keeps couplings. UpdateCoupling runs update while no other worker (in this
 // process or another) can update the same record, and stores what it returns; when update

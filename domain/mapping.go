@@ -314,5 +314,8 @@ func (l Lookup) LookupValue(fields map[string]any) (string, bool, error) {
 		return "", false, fmt.Errorf("field %s: want a string, got %s", l.Source, jsonType(raw))
 	}
 	s = strings.TrimSpace(s)
+	if err := CheckKey(s); err != nil {
+		return "", false, fmt.Errorf("field %s names no record: its value %w", l.Source, err)
+	}
 	return s, s != "", nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,5 +272,17 @@ func TestUnknownAndUnmappedTables(t *testing.T) {
 	}
 	if out := mustSync(t, s, upsert("vendor", "V1", 1, map[string]any{})); out.Failure.Kind != domain.KindMappingMissing || out.Failure.Class != domain.ClassSetup {
 		t.Fatalf("known table without a mapping: %+v", out.Failure)
+	}
+}
+
+func TestALookupValueThatCanNameNoRecordIsAnInvalidEvent(t *testing.T) {
+	dv := &recorder{}
+	s, _ := newSyncer(dv)
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": strings.Repeat("E", 9000)}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindInvalidEvent || len(dv.calls) != 0 {
+		t.Fatalf("outcome %+v after %d calls, want invalid_event and no call", out, len(dv.calls))
+	}
+	if len(out.Failure.Message) > 300 {
+		t.Fatalf("the message must not echo the value: %d bytes", len(out.Failure.Message))
 	}
 }

@@ -46,6 +46,11 @@ func (w *Worker) handle(work context.Context, j job) {
 	}
 
 	out, err := w.syncWithRetry(ctx, log, j)
+	if errors.Is(err, domain.ErrStoreRejected) {
+		f := domain.InvalidEvent("the coupling store cannot hold this record: " + domain.Truncate(err.Error(), 300))
+		w.report(ctx, log, j, f, []domain.Stage{w.stage("decode", ""), w.stage("sync", err.Error())}, "invalid")
+		return
+	}
 	if err != nil {
 		w.retryLater(ctx, log, j, err)
 		return
@@ -90,6 +95,9 @@ func (w *Worker) syncWithRetry(ctx context.Context, log *slog.Logger, j job) (do
 		out, err = w.Syncer.Sync(ctx, j.event)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, domain.ErrStoreRejected) {
+			return backoff.Permanent(err)
 		}
 		retryAfter = 0
 		var f *domain.Failure

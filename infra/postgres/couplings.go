@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dvsync/dvsync/domain"
 )
@@ -54,7 +56,7 @@ func readCoupling(ctx context.Context, q querier, table, key, suffix string) (do
 		return domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}, nil
 	}
 	if err != nil {
-		return c, fmt.Errorf("postgres: read coupling %s/%s: %w", table, key, err)
+		return c, rejected(fmt.Errorf("postgres: read coupling %s/%s: %w", table, key, err))
 	}
 	return c, nil
 }
@@ -104,12 +106,23 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 		table, key, row, next.Entity, next.Version, string(next.Status), synced, next.Skipped, string(next.LastErrorKind),
 		next.Failures, attempt, next.RowVersion)
 	if err != nil {
-		return fmt.Errorf("postgres: write coupling %s/%s: %w", table, key, err)
+		return rejected(fmt.Errorf("postgres: write coupling %s/%s: %w", table, key, err))
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: commit coupling %s/%s: %w", table, key, err)
 	}
 	return nil
+}
+
+// rejected marks err as the record's data being refused by PostgreSQL (SQLSTATE class 22, a data
+// exception such as a bad encoding or a value too long, or 54, a limit such as an index row too
+// large), so that callers report it instead of retrying it for ever.
+func rejected(err error) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && (strings.HasPrefix(pg.Code, "22") || strings.HasPrefix(pg.Code, "54")) {
+		return fmt.Errorf("%w: %w", domain.ErrStoreRejected, err)
+	}
+	return err
 }
 
 // recordLockID is the advisory lock key of one record. A collision of two records only makes

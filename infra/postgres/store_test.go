@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -175,5 +176,22 @@ func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 	open, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorOpen})
 	if len(open) != 1 || open[0].Occurrences != 1 {
 		t.Fatalf("open errors after a new failure = %+v", open)
+	}
+}
+
+// A value the database cannot hold is the record's fault, not a passing failure: callers must be
+// able to tell, so that they report it instead of retrying it for ever.
+func TestDataTheDatabaseCannotHoldIsRejectedNotTransient(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	_, err := s.Coupling(ctx, "customer", "C\x00NUL")
+	if !errors.Is(err, domain.ErrStoreRejected) {
+		t.Fatalf("reading a key with NUL: %v, want ErrStoreRejected", err)
+	}
+	err = s.UpdateCoupling(ctx, "customer", "ok", func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+		return domain.Coupling{Table: "customer", Key: "ok", Entity: "account\x00", Status: domain.CouplingFailed}, nil
+	})
+	if !errors.Is(err, domain.ErrStoreRejected) {
+		t.Fatalf("writing an entity with NUL: %v, want ErrStoreRejected", err)
 	}
 }
