@@ -11,8 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"runtime/debug"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
