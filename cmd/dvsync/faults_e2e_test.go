@@ -5,10 +5,13 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/emulator"
+	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
 // A write dvsync stopped waiting for may still be carried out by Dataverse later (a client
@@ -39,5 +42,19 @@ func TestAWriteDvsyncGaveUpOnNeverLandsOverANewerOne(t *testing.T) {
 	h.eventually("the abandoned write has landed", func() bool { return h.emu.InFlight() == 0 })
 	if row := h.emu.Row("accounts", c.RowID); row["name"] != key+" v5" {
 		t.Fatalf("row name %q after the late write landed, want %q", row["name"], key+" v5")
+	}
+}
+
+// A change too large to embed in its error event is still reported: the error event carries a
+// reference to it in the stream instead of its bytes.
+func TestALargeFailingChangeIsReported(t *testing.T) {
+	h := start(t, 1)
+	key := h.key("BIG")
+	// vendor is known but not mapped: a setup error, for a change of 6.5 MB (the test server takes
+	// 8 MiB messages; the change's bytes in its error event would not fit).
+	h.publish("vendor", key, 1, map[string]any{"number": key, "description": strings.Repeat("x", 6500<<10)})
+	e := h.waitError("vendor", key, domain.KindMappingMissing)
+	if e.Delivery.Sequence == 0 || e.Delivery.Stream != natsjs.ChangesStream {
+		t.Fatalf("stored error %+v does not say where the change is", e.Delivery)
 	}
 }

@@ -183,9 +183,14 @@ func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.
 	ev := w.errorEvent(ctx, j, f, stages, outcome)
 	log.Warn("sync failed", "class", f.Class, "kind", f.Kind, "message", f.Message)
 	if err := w.Outcomes.PublishError(ctx, ev); err != nil {
-		log.Error("publishing error event; the change will be redelivered", "err", err)
-		w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
-		return
+		// Whatever made the full event fail (its size, most likely), the minimal one names the
+		// failure and where the change is; only when NATS takes neither is the change redelivered.
+		log.Warn("publishing error event; trying its minimal form", "err", err)
+		if err := w.Outcomes.PublishError(ctx, ev.Minimal()); err != nil {
+			log.Error("publishing error event; the change will be redelivered", "err", err)
+			w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
+			return
+		}
 	}
 	w.Metrics.SyncErrors.WithLabelValues(string(f.Class), string(f.Kind), w.Metrics.Table(ev.Table)).Inc()
 	w.ack(ctx, log, j, outcome)
@@ -208,8 +213,11 @@ func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stage
 		Stage:         "sync",
 		CorrelationID: correlationID(j),
 		CallStack:     append([]domain.Stage{w.stage("receive", fmt.Sprintf("%s seq %d delivery %d", j.msg.Subject(), j.meta.Sequence.Stream, j.meta.NumDelivered))}, stages...),
-		Event:         j.msg.Data(),
 		EventHeaders:  scrubHeaders(j.msg.Headers()),
+		EventSize:     len(j.msg.Data()),
+	}
+	if len(j.msg.Data()) <= domain.MaxEmbeddedEvent {
+		ev.Event = j.msg.Data()
 	}
 	if j.invalid == nil {
 		v := j.event.Version
@@ -272,9 +280,14 @@ func correlationID(j job) string {
 	return h.Get("Nats-Msg-Id")
 }
 
-var secretHeader = regexp.MustCompile(`(?i)authorization|cookie|token|secret|password|api-?key|credential`)
+var (
+	secretHeader = regexp.MustCompile(`(?i)auth|cookie|token|secret|passw|api-?key|credential|signature`)
+	// secretValue is a value in an HTTP credential's form, whatever the header is called.
+	secretValue = regexp.MustCompile(`(?i)^\s*(bearer|basic|digest|negotiate|ntlm|token|apikey|sharedaccesssignature)\s+\S|^\s*eyJ[\w-]+\.[\w-]+\.`)
+)
 
-// scrubHeaders drops headers that may carry credentials before an event is stored with its error.
+// scrubHeaders drops headers that may carry credentials, by name or by the form of their value,
+// before an event is stored with its error.
 func scrubHeaders(h map[string][]string) map[string][]string {
 	out := make(map[string][]string, len(h))
 	for k, v := range h {
@@ -282,7 +295,14 @@ func scrubHeaders(h map[string][]string) map[string][]string {
 			out[k] = []string{"(removed)"}
 			continue
 		}
-		out[k] = v
+		kept := make([]string, len(v))
+		for i, s := range v {
+			if secretValue.MatchString(s) {
+				s = "(removed)"
+			}
+			kept[i] = s
+		}
+		out[k] = kept
 	}
 	return out
 }
