@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/emulator"
 	"github.com/dvsync/dvsync/infra/natsjs"
@@ -56,5 +58,25 @@ func TestALargeFailingChangeIsReported(t *testing.T) {
 	e := h.waitError("vendor", key, domain.KindMappingMissing)
 	if e.Delivery.Sequence == 0 || e.Delivery.Stream != natsjs.ChangesStream {
 		t.Fatalf("stored error %+v does not say where the change is", e.Delivery)
+	}
+}
+
+// A person edited the row in Dataverse since dvsync's last write: the mapping is one-way, so the
+// next change of the record overwrites it (on the row's new version), and the overwrite is counted.
+func TestARowEditedInDataverseIsOverwrittenByTheNextChange(t *testing.T) {
+	h := start(t, 1)
+	key := h.key("EDIT")
+	h.publish("customer", key, 1, map[string]any{"number": isoCode(key), "displayName": "v1"})
+	c := h.waitCoupled("customer", key, 1)
+	if err := h.emu.ChangeRow("accounts", c.RowID, map[string]any{"name": "edited in Dataverse"}); err != nil {
+		t.Fatal(err)
+	}
+	h.publish("customer", key, 2, map[string]any{"number": isoCode(key), "displayName": "v2"})
+	h.waitCoupled("customer", key, 2)
+	if row := h.emu.Row("accounts", c.RowID); row["name"] != "v2" {
+		t.Fatalf("row name %q, want v2", row["name"])
+	}
+	if n := testutil.ToFloat64(h.workers[0].metrics.Overwrites.WithLabelValues("customer")); n != 1 {
+		t.Fatalf("dvsync_overwrites_total = %v, want 1", n)
 	}
 }

@@ -46,6 +46,10 @@ func (w *Worker) handle(work context.Context, j job) {
 	}
 
 	out, err := w.syncWithRetry(ctx, log, j)
+	if out.Overwrites > 0 {
+		log.Info("the row had changed in Dataverse since dvsync's last write; overwritten", "overwrites", out.Overwrites)
+		w.Metrics.Overwrites.WithLabelValues(table).Add(float64(out.Overwrites))
+	}
 	if errors.Is(err, domain.ErrStoreRejected) {
 		f := domain.InvalidEvent("the coupling store cannot hold this record: " + domain.Truncate(err.Error(), 300))
 		w.report(ctx, log, j, f, []domain.Stage{w.stage("decode", ""), w.stage("sync", err.Error())}, "invalid")

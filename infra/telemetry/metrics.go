@@ -21,6 +21,7 @@ type Metrics struct {
 	DataverseDuration *prometheus.HistogramVec // method
 	ErrorsProjected   *prometheus.CounterVec   // class, kind
 	Replays           *prometheus.CounterVec   // trigger (person, dependency), outcome
+	Overwrites        *prometheus.CounterVec   // table
 	tables            map[string]bool
 }
 
@@ -50,13 +51,16 @@ func New(knownTables []string) *Metrics {
 			Help: "Error events stored in the errors ledger by the projector."}, []string{"class", "kind"}),
 		Replays: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_replays_total",
 			Help: "Replays of stored errors, by trigger (person, dependency) and outcome."}, []string{"trigger", "outcome"}),
+		Overwrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_overwrites_total",
+			Help: "Writes sent again on a row that had changed in Dataverse since dvsync's last write (one-way mappings: the source wins)."},
+			[]string{"table"}),
 		tables: map[string]bool{},
 	}
 	for _, t := range knownTables {
 		m.tables[t] = true
 	}
 	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
-		m.DataverseDuration, m.ErrorsProjected, m.Replays)
+		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites)
 	return m
 }
 
