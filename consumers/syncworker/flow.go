@@ -151,7 +151,7 @@ func (b *retryAfterBackOff) NextBackOff() time.Duration {
 // retryLater naks a transiently failing message with a delay; when its retry budget or its
 // deliveries are spent it is parked as an error instead, so that nothing is dropped.
 func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err error) {
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(ctx.Err(), context.Canceled) {
 		// The worker is stopping and cancelled the change's calls: another worker takes it at once.
 		log.Info("change given back on shutdown")
 		w.nak(j, 0)
