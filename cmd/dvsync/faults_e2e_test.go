@@ -4,6 +4,7 @@ package main
 // running dvsync and checks the end state.
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -78,5 +79,55 @@ func TestARowEditedInDataverseIsOverwrittenByTheNextChange(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(h.workers[0].metrics.Overwrites.WithLabelValues("customer")); n != 1 {
 		t.Fatalf("dvsync_overwrites_total = %v, want 1", n)
+	}
+}
+
+// A worker told to stop while Dataverse hangs stops within its shutdown grace, and gives the
+// change back so that another worker takes it at once (not after the ack wait).
+func TestAWorkerStopsWhileDataverseHangsAndGivesItsChangeBack(t *testing.T) {
+	h := start(t, 0)
+	cfg := h.cfg
+	cfg.Worker.ShutdownGrace = 300 * time.Millisecond
+	s := newStack(cfg, h.projector.log)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if err := connectAll(ctx, s, true); err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	done := make(chan error, 1)
+	go func() { done <- s.runWorker(ctx) }()
+
+	if err := h.emu.InjectFault(emulator.Fault{Kind: "slow", Delay: 6 * time.Second, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	key := h.key("HANG")
+	h.publish("customer", key, 1, map[string]any{"number": isoCode(key), "displayName": "v1"})
+	h.eventually("the worker's request hangs in Dataverse", func() bool { return h.emu.InFlight() > 0 })
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the worker did not stop while Dataverse hung")
+	}
+	// The change was nak'd, not left to the 30 s ack wait: a new worker syncs it well before.
+	h.emu.ClearFaults()
+	h2 := newStack(cfg, h.projector.log)
+	ctx2, stop2 := context.WithCancel(context.Background())
+	if err := connectAll(ctx2, h2, true); err != nil {
+		t.Fatal(err)
+	}
+	done2 := make(chan error, 1)
+	go func() { done2 <- h2.runWorker(ctx2) }()
+	defer func() { stop2(); <-done2; h2.close() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for c := h.coupling("customer", key); !c.Coupled(); c = h.coupling("customer", key) {
+		if time.Now().After(deadline) {
+			t.Fatal("the change was not given back: it waits for the ack wait")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
