@@ -88,6 +88,7 @@ func TestAWorkerStopsWhileDataverseHangsAndGivesItsChangeBack(t *testing.T) {
 	h := start(t, 0)
 	cfg := h.cfg
 	cfg.Worker.ShutdownGrace = 300 * time.Millisecond
+	cfg.Dataverse.RequestTimeout = time.Minute // only the shutdown grace can end the hanging call
 	s := newStack(cfg, h.projector.log)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -98,7 +99,7 @@ func TestAWorkerStopsWhileDataverseHangsAndGivesItsChangeBack(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.runWorker(ctx) }()
 
-	if err := h.emu.InjectFault(emulator.Fault{Kind: "slow", Delay: 6 * time.Second, Count: 1}); err != nil {
+	if err := h.emu.InjectFault(emulator.Fault{Kind: "slow", Delay: 20 * time.Second, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	key := h.key("HANG")
@@ -110,7 +111,7 @@ func TestAWorkerStopsWhileDataverseHangsAndGivesItsChangeBack(t *testing.T) {
 		if err != nil {
 			t.Fatalf("worker: %v", err)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the worker did not stop while Dataverse hung")
 	}
 	// The change was nak'd, not left to the 30 s ack wait: a new worker syncs it well before.
