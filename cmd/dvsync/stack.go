@@ -36,7 +36,7 @@ type stack struct {
 }
 
 func newStack(cfg Config, log *slog.Logger) *stack {
-	cfg.Worker.AckWait, cfg.Worker.MaxDeliver, cfg.Worker.QueueDepth = cfg.Topology.AckWait, cfg.Topology.MaxDeliver, cfg.Topology.MaxAckPending
+	cfg.Worker.AckWait, cfg.Worker.MaxDeliver = cfg.Topology.AckWait, cfg.Topology.MaxDeliver
 	return &stack{cfg: cfg, log: log, metrics: telemetry.New(domain.KnownTables)}
 }
 

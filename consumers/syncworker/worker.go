@@ -43,8 +43,9 @@ type Config struct {
 	// AckWait is the consumer's; the worker sends InProgress at a third of it for every message
 	// it holds, from the moment it is fetched, so that only a dead worker's messages wait it out.
 	AckWait time.Duration
-	// QueueDepth is how many fetched messages a lane may hold; the consumer's MaxAckPending, so
-	// that fetching never waits on a busy lane while its messages' ack wait runs.
+	// QueueDepth is how many fetched messages wait in a lane's queue (they are kept alive with
+	// InProgress too); fetching waits while the lane of the next message is full, so that one
+	// worker does not take more of the stream than it can handle soon.
 	QueueDepth int
 	// ShutdownGrace is how long a stopping worker lets the changes it is handling finish; then
 	// their calls are cancelled and they are nak'd for another worker.
@@ -60,7 +61,7 @@ type Config struct {
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
-	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 256,
+	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 4,
 		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
 }
 
