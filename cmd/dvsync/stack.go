@@ -117,9 +117,11 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	}
 	if s.nc != nil {
 		// Dataverse throttles per user: every worker of this app registration waits together.
-		if notify, _, err = natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil); err != nil {
+		share, err := natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil, s.log.With("component", "throttle"))
+		if err != nil {
 			return err
 		}
+		notify = share.Notify
 	}
 	s.dv, s.mappings = dv, ms
 	return nil
