@@ -40,9 +40,15 @@ func newStack(cfg Config, log *slog.Logger) *stack {
 	return &stack{cfg: cfg, log: log, metrics: telemetry.New(domain.KnownTables)}
 }
 
-// dialNATS opens a connection that reconnects for ever and logs its disconnections.
+// dialNATS opens a connection that reconnects for ever and logs its disconnections and its
+// asynchronous errors. NATS_URL carries the credentials (nats://dvsync:<password>@host:4222);
+// nothing here logs it, only ConnectedUrlRedacted.
 func (s *stack) dialNATS(name string, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
+		// A publish or subscribe the server's permissions refuse is reported only here.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.log.Error("NATS error", "connection", name, "err", err)
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it
 				s.log.Warn("NATS disconnected", "connection", name, "err", err)
@@ -121,9 +127,11 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	}
 	if s.nc != nil {
 		// Dataverse throttles per user: every worker of this app registration waits together.
-		if notify, _, err = natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil); err != nil {
+		share, err := natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil, s.log.With("component", "throttle"))
+		if err != nil {
 			return err
 		}
+		notify = share.Notify
 	}
 	s.dv, s.mappings = dv, ms
 	return nil
