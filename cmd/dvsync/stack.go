@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dvsync/dvsync/consumers/projector"
 	"github.com/dvsync/dvsync/consumers/replay"
@@ -132,6 +133,9 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 			return err
 		}
 		notify = share.Notify
+		s.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dvsync_throttle_notices_ignored_total",
+			Help: "Throttle notices from other processes that were malformed or held workers too long, and were ignored."},
+			func() float64 { return float64(share.Ignored()) }))
 	}
 	s.dv, s.mappings = dv, ms
 	return nil
