@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -93,7 +94,7 @@ func defaultConfig() Config {
 		NATSURL:      env("NATS_URL", ""),
 		DatabaseURL:  env("DATABASE_URL", ""),
 		MappingsFile: env("DVSYNC_MAPPINGS", ""),
-		HTTPListen:   env("DVSYNC_HTTP_LISTEN", ":8080"),
+		HTTPListen:   env("DVSYNC_HTTP_LISTEN", "127.0.0.1:8080"), // not every interface: in a container, :8080
 		LogLevel:     env("DVSYNC_LOG_LEVEL", "info"),
 		Dataverse: DataverseConfig{URL: env("DATAVERSE_URL", ""), TenantID: env("DATAVERSE_TENANT_ID", ""),
 			ClientID: env("DATAVERSE_CLIENT_ID", ""), ClientSecret: env("DATAVERSE_CLIENT_SECRET", ""),
@@ -143,6 +144,25 @@ func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
 	}
 }
 
+// minSessionKey is the shortest session key accepted, in bytes.
+const minSessionKey = 16
+
+// sessionKey decodes DVSYNC_SESSION_KEY; nil when it is not set (a random key per process).
+// Its errors never quote the key.
+func (c Config) sessionKey() ([]byte, error) {
+	if c.SessionKey == "" {
+		return nil, nil
+	}
+	key, err := hex.DecodeString(c.SessionKey)
+	if err != nil {
+		return nil, errors.New("DVSYNC_SESSION_KEY is not hex; make one with `openssl rand -hex 32`")
+	}
+	if len(key) < minSessionKey {
+		return nil, fmt.Errorf("DVSYNC_SESSION_KEY has %d bytes, fewer than %d; make one with `openssl rand -hex 32`", len(key), minSessionKey)
+	}
+	return key, nil
+}
+
 // validate checks the settings a subcommand needs, all at once.
 func (c Config) validate(nats, db, dataverse bool) error {
 	var errs []error
@@ -159,6 +179,9 @@ func (c Config) validate(nats, db, dataverse bool) error {
 		if c.Dataverse.ClientID == "" || c.Dataverse.ClientSecret == "" || (c.Dataverse.TenantID == "" && c.Dataverse.TokenURL == "") {
 			errs = append(errs, errors.New("DATAVERSE_TENANT_ID, DATAVERSE_CLIENT_ID and DATAVERSE_CLIENT_SECRET are required"))
 		}
+	}
+	if _, err := c.sessionKey(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, err)
