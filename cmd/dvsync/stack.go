@@ -183,7 +183,14 @@ func (s *stack) runProjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")}
+	// The projector reads the change an error names back from the changes stream: only those
+	// bytes are replayed.
+	changes, err := s.js.Stream(ctx, natsjs.ChangesStream)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("projector: the changes stream: %w", err)
+	}
+	p := &projector.Projector{Ledger: s.store, Changes: changes, Metrics: s.metrics, Log: s.log.With("component", "projector")}
 	if s.cfg.ReplayDependents {
 		p.Dependents = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
 	}

@@ -2,11 +2,16 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -162,6 +167,13 @@ func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 		e.Details["dependency_key"] != "EUR" {
 		t.Fatalf("stored error = %+v", e)
 	}
+	// The worker records the coupling, then announces the sync.
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling) (domain.Coupling, error) {
+		c.Version, c.Status, c.RowID, c.LastSyncedAt = 4, domain.CouplingSynced, uuid.New(), time.Now()
+		return c, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: key, Version: 4, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -194,4 +206,180 @@ func TestDataTheDatabaseCannotHoldIsRejectedNotTransient(t *testing.T) {
 	if !errors.Is(err, domain.ErrStoreRejected) {
 		t.Fatalf("writing an entity with NUL: %v, want ErrStoreRejected", err)
 	}
+}
+// recordChecked stores an error as the projector does once its change was read back.
+func recordChecked(t *testing.T, s *postgres.Store, ev domain.ErrorEvent) {
+	t.Helper()
+	if err := s.RecordErrorChecked(context.Background(), ev, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func onlyError(t *testing.T, s *postgres.Store, table, key string) postgres.StoredError {
+	t.Helper()
+	list, err := s.ListErrors(context.Background(), postgres.ErrorFilter{Table: table, Key: key})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("errors of %s/%s: %d (%v), want one", table, key, len(list), err)
+	}
+	return list[0]
+}
+
+// The newest change wins wherever the error keeps one: an older version's error arriving later
+// only counts; the same version failing again (a replay) describes the error as it is now; a
+// skipped record's newer change replaces the change and keeps the description.
+func TestLedgerKeepsTheNewestChange(t *testing.T) {
+	s := open(t)
+	key := "N" + uuid.NewString()[:8]
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	ev := func(id string, v int64, stage, message string, seen time.Time) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event, e.Stage, e.Message, e.OccurredAt = []byte(fmt.Sprintf(`{"v":%d}`, v)), stage, message, seen
+		e.Delivery = domain.Delivery{Subject: "dvsync.changes.customer", Stream: "DVSYNC_CHANGES", Sequence: uint64(v)}
+		return e
+	}
+	recordChecked(t, s, ev("v5", 5, "sync", "v5 failed", at))
+	recordChecked(t, s, ev("v4", 4, "sync", "v4 failed", at.Add(time.Second)))
+	e := onlyError(t, s, "customer", key)
+	if e.Occurrences != 2 || e.EventVersion == nil || *e.EventVersion != 5 || string(e.Event) != `{"v":5}` || e.Message != "v5 failed" ||
+		e.Delivery.Sequence != 5 || !e.LastSeen.Equal(at.Add(time.Second)) {
+		t.Fatalf("after v5 then v4: %d occurrences, %s, %q, seq %d, last seen %s; want v5 kept and both counted",
+			e.Occurrences, e.Event, e.Message, e.Delivery.Sequence, e.LastSeen)
+	}
+	recordChecked(t, s, ev("v5-again", 5, "sync", "v5 failed again", at.Add(2*time.Second)))
+	if e := onlyError(t, s, "customer", key); e.Message != "v5 failed again" || e.Occurrences != 3 {
+		t.Fatalf("the same version failing again: %q, %d occurrences", e.Message, e.Occurrences)
+	}
+	recordChecked(t, s, ev("v3-skipped", 3, "skipped", "skipped", at.Add(3*time.Second)))
+	recordChecked(t, s, ev("v6-skipped", 6, "skipped", "skipped", at.Add(4*time.Second)))
+	if e := onlyError(t, s, "customer", key); string(e.Event) != `{"v":6}` || e.Message != "v5 failed again" || e.Occurrences != 5 {
+		t.Fatalf("after skipped changes v3 and v6: %s, %q, %d occurrences; want v6 with the error's own description", e.Event, e.Message, e.Occurrences)
+	}
+}
+
+// A replay claim is one statement: the first wins, and every other request, at once or later,
+// loses until the claim is released, expires, or a newer occurrence reopens the error.
+func TestClaimReplayIsWonOnce(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "R" + uuid.NewString()[:8]
+	recordChecked(t, s, errorEvent(key, "e1", 3))
+	id := onlyError(t, s, "customer", key).ID
+
+	first, err := s.ClaimReplay(ctx, id)
+	if err != nil || first.Attempt != 1 || string(first.Event) != `{"raw":true}` {
+		t.Fatalf("first claim: %+v %v", first, err)
+	}
+	if _, err := s.ClaimReplay(ctx, id); !errors.Is(err, postgres.ErrAlreadyReplaying) {
+		t.Fatalf("a second claim before the first was finished: %v, want ErrAlreadyReplaying", err)
+	}
+	var wg sync.WaitGroup
+	var won atomic.Int32
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.ClaimReplay(ctx, id); err == nil {
+				won.Add(1)
+			} else if !errors.Is(err, postgres.ErrAlreadyReplaying) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 0 {
+		t.Fatalf("%d concurrent claims won a claimed error", won.Load())
+	}
+	if err := s.ReleaseReplay(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.ClaimReplay(ctx, id)
+	if err != nil || second.Attempt != 2 {
+		t.Fatalf("a claim after the release: %+v %v", second, err)
+	}
+	// The replayed change failed again before the replay was recorded: the new occurrence reopens
+	// the error and ends the claim, and the late FinishReplay does not mark it replayed.
+	recordChecked(t, s, errorEvent(key, "e2", 3))
+	if err := s.FinishReplay(ctx, second, "m-2", "otto", "published"); err != nil {
+		t.Fatal(err)
+	}
+	if e := onlyError(t, s, "customer", key); e.Status != postgres.ErrorOpen {
+		t.Fatalf("after a new occurrence and a late finish: %s, want open", e.Status)
+	}
+	if third, err := s.ClaimReplay(ctx, id); err != nil || third.Attempt != 3 {
+		t.Fatalf("a claim after the error reopened: %+v %v", third, err)
+	}
+}
+
+// A resolution is a hint: it resolves only up to the version the couplings table says synced,
+// so that a forged one cannot close the error of a change that never synced.
+func TestResolveRecordOnlyUpToTheSyncedVersion(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "F" + uuid.NewString()[:8]
+	recordChecked(t, s, errorEvent(key, "old", 2))
+	setup := errorEvent(key, "setup", 5)
+	setup.Failure = domain.Failure{Class: domain.ClassSetup, Kind: domain.KindMissingPrivilege, Message: "missing prvWriteAccount"}
+	recordChecked(t, s, setup)
+	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: key, Version: 100, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	open, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorOpen})
+	if len(open) != 2 {
+		t.Fatalf("a resolution of a record that never synced closed %d of 2 errors", 2-len(open))
+	}
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling) (domain.Coupling, error) {
+		c.Version, c.Status, c.RowID, c.LastSyncedAt = 3, domain.CouplingSynced, uuid.New(), time.Now()
+		return c, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: key, Version: 100, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	open, _ = s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorOpen})
+	if len(open) != 1 || open[0].Kind != domain.KindMissingPrivilege {
+		t.Fatalf("open after version 3 synced and a resolution naming 100: %+v; want only the setup error of version 5", open)
+	}
+	resolved, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorResolved})
+	if len(resolved) != 1 || resolved[0].ResolvedReason == nil || *resolved[0].ResolvedReason != "the record synced version 3" {
+		t.Fatalf("resolved: %+v", resolved)
+	}
+}
+
+// Values no index entry or text column could hold are stored: a key and a lookup value far over
+// a btree entry's limit, NULs and invalid UTF-8; the records waiting on a long key are found.
+func TestHostileValuesAreStorable(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	long := "L" + incompressible(20000) // PostgreSQL compresses index entries: a repeated letter would fit
+	ev := errorEvent(long, "e1", 1)
+	ev.Failure = *domain.DependencyNotCoupled(domain.ChangeEvent{Table: "customer", Key: long},
+		domain.Lookup{Source: "currencyCode", Table: "currency"}, long)
+	ev.EventID, ev.Message = "id\x00", "bad \xff utf-8 and a NUL \x00"
+	ev.EventHeaders = map[string][]string{"X-Note\x00": {"a\x00b"}}
+	recordChecked(t, s, ev)
+	ids, err := s.WaitingOn(ctx, "currency", long, 10)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("waiting on a long key: %v %v", ids, err)
+	}
+	d, err := s.GetError(ctx, ids[0])
+	if err != nil || len(d.Key) > 9000 || !strings.HasPrefix(d.Key, long[:1000]) || !utf8.ValidString(d.Message) || strings.Contains(d.Message, "\x00") {
+		t.Fatalf("stored %d-byte key, message %q (%v)", len(d.Key), d.Message, err)
+	}
+	// A second long key with the same start is another record.
+	other := long[:len(long)-1] + "j"
+	recordChecked(t, s, errorEvent(other, "e1", 1))
+	if e := onlyError(t, s, "customer", d.Key); e.ID != d.ID {
+		t.Fatal("two long keys with one start share an error")
+	}
+	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: long, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// incompressible is n random hex digits.
+func incompressible(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
 }
