@@ -26,6 +26,7 @@ import (
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -194,7 +195,7 @@ func (p *Projector) readBack(ctx context.Context, ev domain.ErrorEvent, delivere
 	if mismatch != "" {
 		return ev, fmt.Sprintf("message %d of %s is not the change this error names: %s", d.Sequence, natsjs.ChangesStream, mismatch), nil
 	}
-	ev.Event, ev.EventHeaders = m.Data, events.ScrubHeaders(m.Header)
+	ev.Event, ev.EventHeaders = m.Data, redact.Headers(m.Header)
 	if invalid == nil {
 		v := change.Version
 		ev.EventID, ev.EventVersion = change.ID, &v

@@ -28,6 +28,7 @@ import (
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
+	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -450,7 +451,7 @@ func TestForgedErrorEventsAreNotReplayed(t *testing.T) {
 		t.Fatalf("replayed %s with headers %v (%v); want the change as the stream holds it", msg.Data, msg.Header, err)
 	}
 	d, err := h.store.GetError(ctx, h.stored("customer", real.Key).ID)
-	if err != nil || d.EventHeaders["Authorization"][0] != "(removed)" || d.EventHeaders["Dvsync-Correlation-Id"][0] == "" {
+	if err != nil || d.EventHeaders["Authorization"][0] != redact.Redacted || d.EventHeaders["Dvsync-Correlation-Id"][0] == "" {
 		t.Fatalf("stored headers %v (%v): want the stream's, credentials removed", d.EventHeaders, err)
 	}
 	cancel()

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/redact"
 )
 
 // handle is the whole life of one message, in this order and for these reasons:
@@ -217,7 +217,7 @@ func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stage
 		Stage:         "sync",
 		CorrelationID: correlationID(j),
 		CallStack:     append([]domain.Stage{w.stage("receive", fmt.Sprintf("%s seq %d delivery %d", j.msg.Subject(), j.meta.Sequence.Stream, j.meta.NumDelivered))}, stages...),
-		EventHeaders:  scrubHeaders(j.msg.Headers()),
+		EventHeaders:  redact.Headers(j.msg.Headers()),
 		EventSize:     len(j.msg.Data()),
 	}
 	if len(j.msg.Data()) <= domain.MaxEmbeddedEvent {
@@ -282,31 +282,4 @@ func correlationID(j job) string {
 		return j.event.ID
 	}
 	return h.Get("Nats-Msg-Id")
-}
-
-var (
-	secretHeader = regexp.MustCompile(`(?i)auth|cookie|token|secret|passw|api-?key|credential|signature`)
-	// secretValue is a value in an HTTP credential's form, whatever the header is called.
-	secretValue = regexp.MustCompile(`(?i)^\s*(bearer|basic|digest|negotiate|ntlm|token|apikey|sharedaccesssignature)\s+\S|^\s*eyJ[\w-]+\.[\w-]+\.`)
-)
-
-// scrubHeaders drops headers that may carry credentials, by name or by the form of their value,
-// before an event is stored with its error.
-func scrubHeaders(h map[string][]string) map[string][]string {
-	out := make(map[string][]string, len(h))
-	for k, v := range h {
-		if secretHeader.MatchString(k) {
-			out[k] = []string{"(removed)"}
-			continue
-		}
-		kept := make([]string, len(v))
-		for i, s := range v {
-			if secretValue.MatchString(s) {
-				s = "(removed)"
-			}
-			kept[i] = s
-		}
-		out[k] = kept
-	}
-	return out
 }

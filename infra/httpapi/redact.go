@@ -1,202 +1,29 @@
 package httpapi
 
 import (
-	"bytes"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
-	"io"
-	"regexp"
-	"strings"
-
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/redact"
 )
 
-// What the API and the page show of a stored error is redacted: change events come from
-// publishers and may carry credentials that no viewer should read. The ledger keeps the bytes
-// intact, since a replay sends them again.
-
-const redacted = "(redacted)"
-
-// secretName matches field and header names whose values are secrets.
-var secretName = regexp.MustCompile(`(?i)passw(or)?d|passphrase|secret|token|api[-_]?key|authori[sz]ation|credential|cookie|` +
-	`private[-_]?key|access[-_]?key|session[-_]?id|^(pwd|pass|sig|signature)$|auth$`)
-
-// credentialValue matches a header value that is a credential, whatever the header's name.
-var credentialValue = regexp.MustCompile(`(?i)^\s*(bearer|basic|digest|negotiate|ntlm|hoba|mutual|vapid|aws4-hmac-sha256|scram-sha-\d+)\s+\S`)
-
-var (
-	// bearerInText is a bearer token within free text.
-	bearerInText = regexp.MustCompile(`(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*`)
-	// basicInText is Basic credentials within free text; only base64 of "user:password" is
-	// redacted, so that "Basic validation failed" stays readable.
-	basicInText = regexp.MustCompile(`(?i)\b(basic)\s+([A-Za-z0-9+/]{4,}={0,2})`)
-	jwtInText   = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*`)
-	// secretPair is name=value or "name": "value" with a secret name, as in a request body or
-	// a connection string.
-	secretPair = regexp.MustCompile(`(?i)("?[\w.-]*(?:passw(?:or)?d|passphrase|secret|token|api[-_]?key|credential)[\w.-]*"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s,;&}\]"]+)`)
-	// urlPassword is the password of user:password@ in a URL.
-	urlPassword = regexp.MustCompile(`(\w+://[^:/@\s]*):[^@\s/]+@`)
-)
-
-// redactText removes credentials from free text: bearer and basic credentials, JWTs, secret
-// name=value pairs and URL passwords.
-func redactText(s string) string {
-	if s == "" {
-		return s
-	}
-	s = bearerInText.ReplaceAllString(s, "$1 "+redacted)
-	s = basicInText.ReplaceAllStringFunc(s, func(m string) string {
-		sub := basicInText.FindStringSubmatch(m)
-		if b, err := base64.StdEncoding.DecodeString(sub[2]); err == nil && bytes.IndexByte(b, ':') > 0 {
-			return sub[1] + " " + redacted
-		}
-		return m
-	})
-	s = jwtInText.ReplaceAllString(s, redacted)
-	s = secretPair.ReplaceAllStringFunc(s, func(m string) string {
-		sub := secretPair.FindStringSubmatch(m)
-		if strings.HasPrefix(sub[2], `"`) {
-			return sub[1] + `"` + redacted + `"`
-		}
-		return sub[1] + redacted
-	})
-	return urlPassword.ReplaceAllString(s, "$1:"+redacted+"@")
-}
-
-// redactHeaders redacts the values of secret-named headers and every credential-looking value.
-func redactHeaders(h map[string][]string) map[string][]string {
-	if h == nil {
-		return nil
-	}
-	out := make(map[string][]string, len(h))
-	for name, values := range h {
-		vs := make([]string, len(values))
-		for i, v := range values {
-			switch {
-			case secretName.MatchString(name), credentialValue.MatchString(v):
-				vs[i] = redacted
-			default:
-				vs[i] = redactText(v)
-			}
-		}
-		out[name] = vs
-	}
-	return out
-}
-
-// maxJSONDepth bounds the nesting redactJSON follows; deeper bodies are redacted as text.
-const maxJSONDepth = 1000
-
-// redactJSON redacts the values of secret-named fields at any depth, and credentials in string
-// values, keeping the fields' order. It fails when data is not one JSON value.
-func redactJSON(data []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var out bytes.Buffer
-	if err := redactValue(dec, &out, 0); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("more than one JSON value")
-	}
-	return out.Bytes(), nil
-}
-
-func redactValue(dec *json.Decoder, out *bytes.Buffer, depth int) error {
-	if depth > maxJSONDepth {
-		return errors.New("nested too deep")
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		closing := map[json.Delim]json.Delim{'{': '}', '[': ']'}[t]
-		out.WriteString(t.String())
-		for i := 0; dec.More(); i++ {
-			if i > 0 {
-				out.WriteByte(',')
-			}
-			if t == '{' {
-				k, err := dec.Token()
-				if err != nil {
-					return err
-				}
-				name, _ := k.(string)
-				writeJSONString(out, name)
-				out.WriteByte(':')
-				if secretName.MatchString(name) {
-					var skip json.RawMessage
-					if err := dec.Decode(&skip); err != nil {
-						return err
-					}
-					writeJSONString(out, redacted)
-					continue
-				}
-			}
-			if err := redactValue(dec, out, depth+1); err != nil {
-				return err
-			}
-		}
-		if _, err := dec.Token(); err != nil {
-			return err
-		}
-		out.WriteString(closing.String())
-	case string:
-		if credentialValue.MatchString(t) {
-			writeJSONString(out, redacted)
-		} else {
-			writeJSONString(out, redactText(t))
-		}
-	case json.Number:
-		out.WriteString(t.String())
-	case bool:
-		if t {
-			out.WriteString("true")
-		} else {
-			out.WriteString("false")
-		}
-	case nil:
-		out.WriteString("null")
-	}
-	return nil
-}
-
-func writeJSONString(out *bytes.Buffer, s string) {
-	enc := json.NewEncoder(out)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)
-	out.Truncate(out.Len() - 1) // Encode's newline
-}
-
-// redactBody redacts a stored change event: as JSON when it is JSON, else as text.
-func redactBody(b []byte) []byte {
-	if len(b) == 0 {
-		return b
-	}
-	if out, err := redactJSON(b); err == nil {
-		return out
-	}
-	return []byte(redactText(string(b)))
-}
+// What the API and the page show of a stored error is redacted (infra/redact): change events
+// come from publishers and may carry credentials that no viewer should read. The ledger keeps
+// the bytes intact, since a replay sends them again.
 
 // redactError returns what may be shown of a stored error; e itself is not changed.
 func redactError(e postgres.StoredError) postgres.StoredError {
-	e.Message = redactText(e.Message)
+	e.Message = redact.Text(e.Message)
 	if e.DataverseMessage != nil {
-		m := redactText(*e.DataverseMessage)
+		m := redact.Text(*e.DataverseMessage)
 		e.DataverseMessage = &m
 	}
 	if e.Details != nil {
 		details := make(map[string]string, len(e.Details))
 		for k, v := range e.Details {
-			if secretName.MatchString(k) {
-				details[k] = redacted
+			if redact.SecretName(k) {
+				details[k] = redact.Redacted
 			} else {
-				details[k] = redactText(v)
+				details[k] = redact.Text(v)
 			}
 		}
 		e.Details = details
@@ -204,18 +31,18 @@ func redactError(e postgres.StoredError) postgres.StoredError {
 	if e.CallStack != nil {
 		stack := make([]domain.Stage, len(e.CallStack))
 		for i, st := range e.CallStack {
-			st.Detail, st.Request, st.Response = redactText(st.Detail), redactText(st.Request), redactText(st.Response)
+			st.Detail, st.Request, st.Response = redact.Text(st.Detail), redact.Text(st.Request), redact.Text(st.Response)
 			stack[i] = st
 		}
 		e.CallStack = stack
 	}
-	e.Event = redactBody(e.Event)
+	e.Event = redact.Body(e.Event)
 	return e
 }
 
 func redactDetail(d postgres.ErrorDetail) postgres.ErrorDetail {
 	d.StoredError = redactError(d.StoredError)
-	d.EventHeaders = redactHeaders(d.EventHeaders)
+	d.EventHeaders = redact.Headers(d.EventHeaders)
 	return d
 }
 

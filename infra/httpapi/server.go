@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -84,7 +85,7 @@ func (s *Server) crossOrigin(w http.ResponseWriter, r *http.Request) {
 // logWarn logs a failure with credentials taken out of its text.
 func (s *Server) logWarn(msg string, err error) {
 	if s.Log != nil {
-		s.Log.Warn(msg, "err", redactText(err.Error()))
+		s.Log.Warn(msg, "err", redact.Text(err.Error()))
 	}
 }
 
@@ -98,7 +99,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		if err := check(ctx); err != nil {
 			results[name], status = "unavailable", http.StatusServiceUnavailable
 			if s.Log != nil {
-				s.Log.Warn("health check failed", "check", name, "err", redactText(err.Error()))
+				s.Log.Warn("health check failed", "check", name, "err", redact.Text(err.Error()))
 			}
 		} else {
 			results[name] = "ok"

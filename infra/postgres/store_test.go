@@ -207,6 +207,7 @@ func TestDataTheDatabaseCannotHoldIsRejectedNotTransient(t *testing.T) {
 		t.Fatalf("writing an entity with NUL: %v, want ErrStoreRejected", err)
 	}
 }
+
 // recordChecked stores an error as the projector does once its change was read back.
 func recordChecked(t *testing.T, s *postgres.Store, ev domain.ErrorEvent) {
 	t.Helper()
