@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dvsync/dvsync/domain"
 )
@@ -114,12 +112,10 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	return nil
 }
 
-// rejected marks err as the record's data being refused by PostgreSQL (SQLSTATE class 22, a data
-// exception such as a bad encoding or a value too long, or 54, a limit such as an index row too
-// large), so that callers report it instead of retrying it for ever.
+// rejected marks err as the record's data being refused by PostgreSQL (IsDataError), so that
+// callers report it instead of retrying it for ever.
 func rejected(err error) error {
-	var pg *pgconn.PgError
-	if errors.As(err, &pg) && (strings.HasPrefix(pg.Code, "22") || strings.HasPrefix(pg.Code, "54")) {
+	if IsDataError(err) {
 		return fmt.Errorf("%w: %w", domain.ErrStoreRejected, err)
 	}
 	return err
