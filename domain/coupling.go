@@ -57,7 +57,15 @@ var ErrStoreRejected = errors.New("the coupling store cannot hold this record's 
 // returns an error nothing is stored.
 type CouplingStore interface {
 	Coupling(ctx context.Context, table, key string) (Coupling, error)
-	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling) (Coupling, error)) error
+	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling, lock RecordLock) (Coupling, error)) error
+}
+
+// RecordLock is the hold UpdateCoupling has on a record while update runs. A lock can be lost
+// under the caller (the store's connection breaks, its database restarts) and another worker
+// then takes the record: update checks Held before it writes to Dataverse again, so that a
+// worker that lost the record never overwrites what the new holder wrote.
+type RecordLock interface {
+	Held(ctx context.Context) error
 }
 
 // rowNamespace seeds the deterministic row ids dvsync gives the rows it creates.

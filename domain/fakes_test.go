@@ -14,8 +14,9 @@ import (
 // memStore is an in-memory CouplingStore for unit tests; PostgreSQL's is tested against a real
 // database in infra/postgres.
 type memStore struct {
-	mu   sync.Mutex
-	rows map[string]domain.Coupling
+	mu       sync.Mutex
+	rows     map[string]domain.Coupling
+	lockLost error // what Held answers
 }
 
 func newMemStore() *memStore { return &memStore{rows: map[string]domain.Coupling{}} }
@@ -29,9 +30,9 @@ func (s *memStore) Coupling(_ context.Context, table, key string) (domain.Coupli
 	return domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}, nil
 }
 
-func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling) (domain.Coupling, error)) error {
+func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
 	cur, _ := s.Coupling(ctx, table, key)
-	next, err := update(ctx, cur)
+	next, err := update(ctx, cur, s)
 	if errors.Is(err, domain.ErrUnchanged) {
 		return nil
 	}
@@ -44,6 +45,9 @@ func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update
 	s.mu.Unlock()
 	return nil
 }
+
+// Held is the memStore's lock: held unless a test says it was lost.
+func (s *memStore) Held(context.Context) error { return s.lockLost }
 
 // call is one request the sync made of Dataverse.
 type call struct {

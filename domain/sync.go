@@ -101,7 +101,7 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 		}
 	}
 	var out Outcome
-	err = s.Store.UpdateCoupling(ctx, ev.Table, ev.Key, func(ctx context.Context, cur Coupling) (Coupling, error) {
+	err = s.Store.UpdateCoupling(ctx, ev.Table, ev.Key, func(ctx context.Context, cur Coupling, lock RecordLock) (Coupling, error) {
 		// The store may run the closure again: start from what was prepared each time.
 		out = Outcome{Stages: append([]Stage(nil), prepared.Stages...)}
 		if o, stale := staleOutcome(ev, cur); stale {
@@ -113,13 +113,14 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 			return cur, ErrUnchanged
 		}
 		cur.LastAttemptAt = s.Now().UTC()
+		w := rowWriter{s: s, out: &out, lock: lock}
 		switch {
 		case ev.Type == EventDeleted:
-			return s.applyDelete(ctx, m, ev, cur, &out)
+			return s.applyDelete(ctx, w, m, ev, cur)
 		case failure != nil:
 			return s.fail(&out, cur, m, failure)
 		}
-		return s.applyUpsert(ctx, m, ev, cur, attrs, &out)
+		return s.applyUpsert(ctx, w, m, ev, cur, attrs)
 	})
 	return out, err
 }
@@ -193,7 +194,8 @@ func (s *Syncer) dataverseFailure(err error) (*Failure, error) {
 	return f, nil
 }
 
-func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, attrs Attributes, out *Outcome) (Coupling, error) {
+func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, cur Coupling, attrs Attributes) (Coupling, error) {
+	out := w.out
 	row := cur.RowID
 	if row == uuid.Nil {
 		row = DeterministicRowID(ev.Table, ev.Key)
@@ -205,12 +207,12 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	)
 	if cur.Coupled() {
 		s.stage(out, "dataverse", "update "+ref.String())
-		version, err = s.updateRow(ctx, out, ref, attrs, cur.RowVersion)
+		version, err = w.update(ctx, ref, attrs, cur.RowVersion)
 		if isRowMissing(err, row) {
 			switch m.OnDestinationDeleted {
 			case ConflictRestore:
 				s.stage(out, "dataverse", "restore "+ref.String())
-				version, err = s.createRow(ctx, out, ref, attrs)
+				version, err = w.create(ctx, ref, attrs)
 			case ConflictUncouple:
 				out.Result = ResultUncoupled
 				return Coupling{Table: ev.Table, Key: ev.Key, Entity: m.Entity, Version: ev.Version, Status: CouplingUncoupled}, nil
@@ -223,7 +225,7 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	} else {
 		// Created with the deterministic id: a redelivery after a crash finds the row it created.
 		s.stage(out, "dataverse", "create "+ref.String())
-		version, err = s.createRow(ctx, out, ref, attrs)
+		version, err = w.create(ctx, ref, attrs)
 	}
 	if err != nil {
 		f, err := s.dataverseFailure(err)
@@ -238,29 +240,39 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
 }
 
-// createRow creates the row. When it exists already, an earlier attempt at this record created it
+// rowWriter writes one record's row within its UpdateCoupling closure, holding the record's lock.
+type rowWriter struct {
+	s    *Syncer
+	out  *Outcome
+	lock RecordLock
+}
+
+// create creates the row. When it exists already, an earlier attempt at this record created it
 // (dvsync crashed, or stopped waiting, before recording the coupling): the row is adopted and
 // updated on the version it has now.
-func (s *Syncer) createRow(ctx context.Context, out *Outcome, ref RowRef, attrs Attributes) (string, error) {
-	version, err := s.Dataverse.CreateRow(ctx, ref, attrs)
+func (w rowWriter) create(ctx context.Context, ref RowRef, attrs Attributes) (string, error) {
+	version, err := w.s.Dataverse.CreateRow(ctx, ref, attrs)
 	if !IsAlreadyExists(err) {
 		return version, err
 	}
-	current, found, err := s.Dataverse.RowVersion(ctx, ref)
+	current, found, err := w.s.Dataverse.RowVersion(ctx, ref)
 	if err != nil {
 		return "", err
 	}
-	if !found { // deleted in the meantime: create it after all
-		return s.Dataverse.CreateRow(ctx, ref, attrs)
+	if err := w.lock.Held(ctx); err != nil {
+		return "", err
 	}
-	s.stage(out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it): update version %s", ref, current))
-	return s.updateRow(ctx, out, ref, attrs, current)
+	if !found { // deleted in the meantime: create it after all
+		return w.s.Dataverse.CreateRow(ctx, ref, attrs)
+	}
+	w.s.stage(w.out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it): update version %s", ref, current))
+	return w.update(ctx, ref, attrs, current)
 }
 
-// updateRow updates a row on the version dvsync wrote last (see conditional).
-func (s *Syncer) updateRow(ctx context.Context, out *Outcome, ref RowRef, attrs Attributes, ifMatch string) (string, error) {
-	return s.conditional(ctx, out, ref, ifMatch, func(ifMatch string) (string, error) {
-		return s.Dataverse.UpdateRow(ctx, ref, attrs, ifMatch)
+// update updates a row on the version dvsync wrote last (see conditional).
+func (w rowWriter) update(ctx context.Context, ref RowRef, attrs Attributes, ifMatch string) (string, error) {
+	return w.conditional(ctx, ref, ifMatch, func(ifMatch string) (string, error) {
+		return w.s.Dataverse.UpdateRow(ctx, ref, attrs, ifMatch)
 	})
 }
 
@@ -273,22 +285,28 @@ const maxWriteRounds = 3
 // up on landed late. dvsync's mappings are one-way, so the source wins, as with Business
 // Central's one-way mappings: the row's version is read and the write is sent again on it. Any
 // write still on its way is conditioned on an older version and is refused when it lands.
-func (s *Syncer) conditional(ctx context.Context, out *Outcome, ref RowRef, ifMatch string, write func(ifMatch string) (string, error)) (string, error) {
+//
+// Before it writes again, it checks that it still holds the record: a worker that lost its lock
+// (its database connection broke) must not overwrite what the worker now holding the record wrote.
+func (w rowWriter) conditional(ctx context.Context, ref RowRef, ifMatch string, write func(ifMatch string) (string, error)) (string, error) {
 	for round := 1; ; round++ {
 		version, err := write(ifMatch)
 		if !IsVersionMismatch(err) || round == maxWriteRounds {
 			return version, err
 		}
-		current, found, err := s.Dataverse.RowVersion(ctx, ref)
+		current, found, err := w.s.Dataverse.RowVersion(ctx, ref)
 		if err != nil {
+			return "", err
+		}
+		if err := w.lock.Held(ctx); err != nil {
 			return "", err
 		}
 		if !found {
 			current = AnyVersion // deleted in the meantime: the next write says so (404)
 		}
-		s.stage(out, "conflict", fmt.Sprintf("%s changed in Dataverse since dvsync's last write (version %s, now %s): overwritten, the mapping is one-way",
+		w.s.stage(w.out, "conflict", fmt.Sprintf("%s changed in Dataverse since dvsync's last write (version %s, now %s): overwritten, the mapping is one-way",
 			ref, versionText(ifMatch), versionText(current)))
-		out.Overwrites++
+		w.out.Overwrites++
 		ifMatch = current
 	}
 }
@@ -358,7 +376,8 @@ func isRowMissing(err error, row uuid.UUID) bool {
 // deactivation is the state Dataverse's activatable tables take when deactivated.
 var deactivation = Attributes{"statecode": 1, "statuscode": 2}
 
-func (s *Syncer) applyDelete(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, out *Outcome) (Coupling, error) {
+func (s *Syncer) applyDelete(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, cur Coupling) (Coupling, error) {
+	out := w.out
 	deleted := Coupling{Table: ev.Table, Key: ev.Key, RowID: cur.RowID, Entity: m.Entity, Version: ev.Version,
 		Status: CouplingDeleted, LastSyncedAt: s.Now().UTC()}
 	out.Result = ResultDeleted
@@ -370,12 +389,12 @@ func (s *Syncer) applyDelete(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	switch m.OnDelete {
 	case DeleteRow:
 		s.stage(out, "dataverse", "delete "+row.String())
-		_, err = s.conditional(ctx, out, row, cur.RowVersion, func(ifMatch string) (string, error) {
+		_, err = w.conditional(ctx, row, cur.RowVersion, func(ifMatch string) (string, error) {
 			return "", s.Dataverse.DeleteRow(ctx, row, ifMatch)
 		})
 	case DeleteDeactivate:
 		s.stage(out, "dataverse", "deactivate "+row.String())
-		deleted.RowVersion, err = s.updateRow(ctx, out, row, deactivation, cur.RowVersion)
+		deleted.RowVersion, err = w.update(ctx, row, deactivation, cur.RowVersion)
 	case DeleteUncouple:
 		out.Result = ResultUncoupled
 		deleted.Status, deleted.RowID = CouplingUncoupled, uuid.Nil

@@ -286,3 +286,20 @@ func TestALookupValueThatCanNameNoRecordIsAnInvalidEvent(t *testing.T) {
 		t.Fatalf("the message must not echo the value: %d bytes", len(out.Failure.Message))
 	}
 }
+
+// A worker whose record lock was lost (its database connection broke) must not send a write
+// again after a 412: the row may have moved on because the worker now holding the record wrote it.
+func TestAWorkerThatLostItsLockDoesNotOverwriteTheNewHolder(t *testing.T) {
+	dv := &recorder{}
+	s, st := newSyncer(dv)
+	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	st.lockLost = errors.New("connection reset")
+	dv.errs = []error{dvErr(412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided.")}
+	_, err := s.Sync(context.Background(), upsert("currency", "EUR", 2, map[string]any{"code": "EUR"}))
+	if err == nil || !errors.Is(err, st.lockLost) {
+		t.Fatalf("err = %v, want the lost lock (transient: the change is tried again)", err)
+	}
+	if last := dv.calls[len(dv.calls)-1]; last.op != "version" {
+		t.Fatalf("last call %+v: nothing may be written after the lock is found lost", last)
+	}
+}

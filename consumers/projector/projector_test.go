@@ -124,7 +124,7 @@ func (h *harness) publishError(ev domain.ErrorEvent) {
 func (h *harness) coupleCurrency(key string) time.Time {
 	h.t.Helper()
 	at := time.Now().UTC().Truncate(time.Millisecond)
-	if err := h.store.UpdateCoupling(context.Background(), "currency", key, func(context.Context, domain.Coupling) (domain.Coupling, error) {
+	if err := h.store.UpdateCoupling(context.Background(), "currency", key, func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error) {
 		return domain.Coupling{Table: "currency", Key: key, RowID: uuid.New(), Entity: "transactioncurrency", Version: 1,
 			Status: domain.CouplingSynced, LastSyncedAt: at}, nil
 	}); err != nil {

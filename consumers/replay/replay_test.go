@@ -96,7 +96,7 @@ func TestStaleReplayIsReportedNotSent(t *testing.T) {
 	r, s, js := setup(t)
 	key := "S" + uuid.NewString()[:8]
 	id := storeError(t, s, key, 2, nil)
-	if err := s.UpdateCoupling(context.Background(), "currency", key, func(_ context.Context, c domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(context.Background(), "currency", key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 		c.Version, c.Status, c.RowID = 5, domain.CouplingSynced, uuid.New()
 		return c, nil
 	}); err != nil {

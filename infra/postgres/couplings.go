@@ -67,7 +67,7 @@ func (s *Store) Coupling(ctx context.Context, table, key string) (domain.Couplin
 // UpdateCoupling holds a transaction-scoped advisory lock on the record while update runs, so
 // that workers in any process write one record one at a time and an older state never lands
 // after a newer one. The lock is held across update's Dataverse call, which its callers bound.
-func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling) (domain.Coupling, error)) error {
+func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: begin: %w", err)
@@ -80,7 +80,7 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	if err != nil {
 		return err
 	}
-	next, err := update(ctx, cur)
+	next, err := update(ctx, cur, txLock{tx})
 	if errors.Is(err, domain.ErrUnchanged) {
 		return tx.Commit(ctx)
 	}
@@ -108,6 +108,20 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: commit coupling %s/%s: %w", table, key, err)
+	}
+	return nil
+}
+
+// txLock is the advisory lock of an UpdateCoupling transaction: it holds while the transaction's
+// connection does, so a query on it proves the lock.
+type txLock struct{ tx pgx.Tx }
+
+// ErrLockLost is a record lock whose database connection broke: another worker may hold it now.
+var ErrLockLost = errors.New("postgres: the record's lock was lost")
+
+func (l txLock) Held(ctx context.Context) error {
+	if _, err := l.tx.Exec(ctx, `SELECT 1`); err != nil {
+		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	}
 	return nil
 }

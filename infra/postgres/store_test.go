@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
@@ -70,7 +71,7 @@ func TestUpdateCouplingStoresWhatTheClosureReturns(t *testing.T) {
 	ctx := context.Background()
 	row := uuid.New()
 	key := "C" + uuid.NewString()[:8]
-	err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+	err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 		return domain.Coupling{Table: "customer", Key: key, RowID: row, Entity: "account", Version: 7, RowVersion: `W/"42"`,
 			Status: domain.CouplingSynced, LastSyncedAt: time.Now()}, nil
 	})
@@ -83,12 +84,12 @@ func TestUpdateCouplingStoresWhatTheClosureReturns(t *testing.T) {
 	}
 	// An error from the closure stores nothing; ErrUnchanged stores nothing and is no error.
 	boom := fmt.Errorf("boom")
-	if err := s.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error) {
 		return domain.Coupling{Version: 99}, boom
 	}); err != boom {
 		t.Fatalf("err = %v, want the closure's error", err)
 	}
-	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 		return domain.Coupling{Version: 99}, domain.ErrUnchanged
 	}); err != nil {
 		t.Fatal(err)
@@ -113,7 +114,7 @@ func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 		go func(s *postgres.Store) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				err := s.UpdateCoupling(ctx, "item", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+				err := s.UpdateCoupling(ctx, "item", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 					mu.Lock()
 					inside++
 					if inside > 1 {
@@ -168,7 +169,7 @@ func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 		t.Fatalf("stored error = %+v", e)
 	}
 	// The worker records the coupling, then announces the sync.
-	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 		c.Version, c.Status, c.RowID, c.LastSyncedAt = 4, domain.CouplingSynced, uuid.New(), time.Now()
 		return c, nil
 	}); err != nil {
@@ -200,7 +201,7 @@ func TestDataTheDatabaseCannotHoldIsRejectedNotTransient(t *testing.T) {
 	if !errors.Is(err, domain.ErrStoreRejected) {
 		t.Fatalf("reading a key with NUL: %v, want ErrStoreRejected", err)
 	}
-	err = s.UpdateCoupling(ctx, "customer", "ok", func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+	err = s.UpdateCoupling(ctx, "customer", "ok", func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 		return domain.Coupling{Table: "customer", Key: "ok", Entity: "account\x00", Status: domain.CouplingFailed}, nil
 	})
 	if !errors.Is(err, domain.ErrStoreRejected) {
@@ -328,7 +329,7 @@ func TestResolveRecordOnlyUpToTheSyncedVersion(t *testing.T) {
 	if len(open) != 2 {
 		t.Fatalf("a resolution of a record that never synced closed %d of 2 errors", 2-len(open))
 	}
-	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 		c.Version, c.Status, c.RowID, c.LastSyncedAt = 3, domain.CouplingSynced, uuid.New(), time.Now()
 		return c, nil
 	}); err != nil {
@@ -383,4 +384,30 @@ func incompressible(n int) string {
 	b := make([]byte, (n+1)/2)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)[:n]
+}
+
+// The record lock holds while the transaction's connection does; once it breaks, Held says so.
+func TestARecordLockKnowsWhenItIsLost(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	key := "L" + uuid.NewString()[:8]
+	var before, after error
+	_ = s.UpdateCoupling(ctx, "customer", key, func(ctx context.Context, cur domain.Coupling, lock domain.RecordLock) (domain.Coupling, error) {
+		before = lock.Held(ctx)
+		// The database ends the session holding the lock, as a restart or a failover would.
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`); err != nil {
+			t.Fatal(err)
+		}
+		after = lock.Held(ctx)
+		return cur, domain.ErrUnchanged
+	})
+	if before != nil || !errors.Is(after, postgres.ErrLockLost) {
+		t.Fatalf("held before: %v, after the session ended: %v; want nil, then ErrLockLost", before, after)
+	}
 }
