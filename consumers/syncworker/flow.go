@@ -21,8 +21,9 @@ import (
 //  2. sync, retrying transient failures in process with backoff (Retry-After as the least
 //     wait), bounded by HandleTimeout so that the ack deadline is never passed;
 //  3. still transient: nak with a delay, so that JetStream redelivers later (to any worker);
-//     on the last delivery the failure becomes a dataverse_unavailable error instead, so
-//     nothing is dropped when MaxDeliver is reached;
+//     from the MaxDeliver-th delivery, or once the retry budget is spent, the failure becomes a
+//     dataverse_unavailable error instead (the consumer has no delivery limit, so a change is
+//     never dropped: a nak always brings it back);
 //  4. permanent failure: publish the error event and only then ack, so that the outcome is
 //     durable before the change leaves the stream's pending set;
 //  5. success: the coupling was committed by the sync; publish the resolution if the record

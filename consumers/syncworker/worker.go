@@ -50,7 +50,9 @@ type Config struct {
 	// ShutdownGrace is how long a stopping worker lets the changes it is handling finish; then
 	// their calls are cancelled and they are nak'd for another worker.
 	ShutdownGrace time.Duration
-	// MaxDeliver is the consumer's: on the last delivery a failure is published, not nak'd.
+	// MaxDeliver is the delivery from which a change that keeps failing is parked as an error
+	// instead of nak'd. The consumer has no limit of its own, so a nak on it (a failed publish,
+	// a shutdown) still gets the change delivered again.
 	MaxDeliver int
 	// RedeliveryDelay is the nak delay after the given delivery, before Retry-After is applied.
 	RedeliveryDelay func(delivered uint64) time.Duration

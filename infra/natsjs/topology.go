@@ -32,7 +32,8 @@ type Topology struct {
 	// how long a killed worker's changes wait. Workers send InProgress at a third of it for every
 	// message they hold, so it needs no room for slow Dataverse calls.
 	AckWait time.Duration
-	// MaxDeliver bounds redeliveries: with the workers' growing nak delays, 200 covers the default
+	// MaxDeliver is the delivery on which a worker parks a change that keeps failing as an error
+	// (the consumer itself has no limit, see WorkerConsumerConfig): with the workers' growing nak delays, 200 covers the default
 	// one-day retry budget; a message that keeps failing ends as an error event, never a hot loop.
 	MaxDeliver    int
 	MaxAckPending int
@@ -77,7 +78,11 @@ func (t Topology) WorkerConsumerConfig() jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		MaxDeliver:    t.MaxDeliver,
+		// Unlimited: the worker parks a change as an error itself on its MaxDeliver-th delivery. A
+		// consumer limit would drop the change whenever that last delivery ends in a nak (the error
+		// event could not be published, the worker was stopping): it is never redelivered after.
+		// Every nak carries a growing delay, so this is no hot loop.
+		MaxDeliver:    -1,
 		MaxAckPending: t.MaxAckPending,
 		Replicas:      t.Replicas,
 	}

@@ -49,7 +49,7 @@ func TestEnsureIsIdempotentAndConfiguresTheWorkerConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
-	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != 200 || cfg.AckWait != 30*time.Second ||
+	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != -1 || cfg.AckWait != 30*time.Second ||
 		len(cfg.BackOff) != 0 || cfg.Durable != natsjs.WorkerConsumer || cfg.FilterSubject != "dvsync.changes.>" {
 		t.Fatalf("consumer config = %+v", cfg)
 	}
@@ -61,13 +61,13 @@ func TestEnsureIsIdempotentAndConfiguresTheWorkerConsumer(t *testing.T) {
 		t.Fatalf("duplicate window %s", d)
 	}
 	// A changed setting is applied by the next start.
-	top.MaxDeliver = 5
+	top.MaxAckPending = 5
 	if err := natsjs.Ensure(ctx, js, top); err != nil {
 		t.Fatal(err)
 	}
 	info, _ := c.Info(ctx)
-	if info.Config.MaxDeliver != 5 {
-		t.Fatalf("MaxDeliver = %d after an update, want 5", info.Config.MaxDeliver)
+	if info.Config.MaxAckPending != 5 {
+		t.Fatalf("MaxAckPending = %d after an update, want 5", info.Config.MaxAckPending)
 	}
 }
 
