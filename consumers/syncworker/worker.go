@@ -16,7 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
@@ -37,8 +39,8 @@ type Config struct {
 	// Lanes is how many records one process syncs at once. Events of one record always go to
 	// the same lane, so they are applied in stream order within the process.
 	Lanes int
-	// HandleTimeout bounds how long one message is held, in-process retries included. It must
-	// stay well under the consumer's AckWait.
+	// HandleTimeout bounds how long one change is handled, in-process retries included. The
+	// worker keeps the message alive with InProgress meanwhile, so it may exceed AckWait.
 	HandleTimeout time.Duration
 	// AckWait is the consumer's; the worker sends InProgress at a third of it for every message
 	// it holds, from the moment it is fetched, so that only a dead worker's messages wait it out.
@@ -98,14 +100,17 @@ type job struct {
 	invalid *domain.Failure
 }
 
+// fetchWait is how long one pull waits for messages when the stream is idle.
+const fetchWait = 5 * time.Second
+
 // Run consumes until ctx is cancelled. Then it stops fetching, lets each lane finish the message
 // it is handling (at most ShutdownGrace, then its calls are cancelled), naks the messages not
 // started (so another worker takes them at once) and returns.
+//
+// It pulls with Fetch, never more than its lanes have room for, rather than with a prefetching
+// iterator: every message the worker has been given is held (kept alive with InProgress) from
+// the moment it arrives, so a message can outlive the ack wait only in a worker that died.
 func (w *Worker) Run(ctx context.Context) error {
-	iter, err := w.Consumer.Messages(jetstream.PullMaxMessages(w.Config.Lanes))
-	if err != nil {
-		return err
-	}
 	// work is the context of the changes being handled: it outlives ctx by the shutdown grace.
 	work, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
@@ -113,7 +118,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() {
 		select {
 		case <-ctx.Done():
-			iter.Drain()
 		case <-stopped:
 			return
 		}
@@ -127,10 +131,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	held := newHeartbeat(w.Config.AckWait/3, w.Log)
 	defer held.stop()
 
+	depth := max(w.Config.QueueDepth, 1)
+	capacity := w.Config.Lanes * depth
+	slots := semaphore.NewWeighted(int64(capacity))
 	lanes := make([]chan job, w.Config.Lanes)
 	var wg sync.WaitGroup
 	for i := range lanes {
-		lanes[i] = make(chan job, max(w.Config.QueueDepth, 1))
+		lanes[i] = make(chan job, depth)
 		wg.Add(1)
 		go func(in <-chan job) {
 			defer wg.Done()
@@ -141,6 +148,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.handleSafely(work, j)
 				}
 				held.release(j.msg)
+				slots.Release(1)
 			}
 		}(lanes[i])
 	}
@@ -152,27 +160,56 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	for {
-		msg, err := iter.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return nil
+		// Wait for room, then take all the room there is.
+		if err := slots.Acquire(ctx, 1); err != nil {
+			return nil // stopping
 		}
-		if err != nil {
+		room := 1
+		for room < capacity && slots.TryAcquire(1) {
+			room++
+		}
+		dispatched := w.fetch(ctx, room, held, lanes)
+		slots.Release(int64(room - dispatched))
+	}
+}
+
+// fetch pulls up to n messages and hands each to its record's lane; it returns how many it
+// handed over (each lane releases its slot when done).
+func (w *Worker) fetch(ctx context.Context, n int, held *heartbeat, lanes []chan job) int {
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	batch, err := w.Consumer.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		if ctx.Err() == nil {
 			w.Log.Warn("fetching change events", "err", err)
-			continue
+			select { // NATS is away: do not spin
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 		}
+		return 0
+	}
+	dispatched := 0
+	for msg := range batch.Messages() {
+		held.hold(msg)
 		if ctx.Err() != nil {
 			_ = msg.Nak()
+			held.release(msg)
 			continue
 		}
-		held.hold(msg)
 		j := w.decode(msg)
 		select {
 		case lanes[w.lane(j)] <- j:
+			dispatched++
 		case <-ctx.Done():
 			_ = msg.Nak()
 			held.release(msg)
 		}
 	}
+	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		w.Log.Warn("fetching change events", "err", err)
+	}
+	return dispatched
 }
 
 // handleSafely handles a job and turns a panic (a bug) into a reported error, so that one change

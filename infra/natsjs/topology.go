@@ -30,7 +30,8 @@ type Topology struct {
 	DuplicateWindow time.Duration // publishes with a Nats-Msg-Id seen within it are dropped
 	// AckWait is how long a message a worker took waits before another worker gets it, which is
 	// how long a killed worker's changes wait. Workers send InProgress at a third of it for every
-	// message they hold, so it needs no room for slow Dataverse calls.
+	// message they have been given (they fetch no more than their lanes take), so it needs no
+	// room for slow Dataverse calls.
 	AckWait time.Duration
 	// MaxDeliver is the delivery on which a worker parks a change that keeps failing as an error
 	// (the consumer itself has no limit, see WorkerConsumerConfig): with the workers' growing nak delays, 200 covers the default
