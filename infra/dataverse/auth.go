@@ -83,10 +83,14 @@ func (s *CachedTokenSource) Token() (*oauth2.Token, error) {
 }
 
 // TokenContext is Token that gives up when ctx ends; the fetch goes on for the other callers.
+// A token in its last minutes is still handed out while its successor is fetched, so that a slow
+// or failing token endpoint holds nobody up before it must.
 func (s *CachedTokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	s.mu.Lock()
-	if s.tok != nil && (s.tok.Expiry.IsZero() || time.Until(s.tok.Expiry) > refreshEarly) {
-		tok := s.tok
+	tok := s.tok
+	fresh := tok != nil && (tok.Expiry.IsZero() || time.Until(tok.Expiry) > refreshEarly)
+	usable := tok != nil && (tok.Expiry.IsZero() || time.Until(tok.Expiry) > time.Minute)
+	if fresh {
 		s.mu.Unlock()
 		return tok, nil
 	}
@@ -97,6 +101,9 @@ func (s *CachedTokenSource) TokenContext(ctx context.Context) (*oauth2.Token, er
 		go s.run(f)
 	}
 	s.mu.Unlock()
+	if usable {
+		return tok, nil
+	}
 	select {
 	case <-f.done:
 		return f.tok, f.err
