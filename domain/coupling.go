@@ -73,7 +73,7 @@ var rowNamespace = uuid.MustParse("6f0e3f43-3c1d-4b8e-9a55-0d5b1c2f7a10")
 
 // DeterministicRowID is the id dvsync creates a record's Dataverse row with. Because it depends
 // only on the record, a retry after a crash between the Dataverse write and the coupling commit
-// upserts the same row instead of creating a second one.
+// finds the row it created (and adopts it) instead of creating a second one.
 func DeterministicRowID(table, key string) uuid.UUID {
 	return uuid.NewSHA1(rowNamespace, []byte(table+"\x00"+key))
 }

@@ -67,12 +67,6 @@ func (c *Client) Create(ctx context.Context, entitySet string, attrs domain.Attr
 	return uuid.Parse(m[1])
 }
 
-// UpsertRow creates the row with the given id, or updates it when it exists (PATCH without If-Match).
-func (c *Client) UpsertRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes) error {
-	_, err := c.do(ctx, http.MethodPatch, row.EntitySet, row.String(), attrs, nil)
-	return err
-}
-
 // CreateRow creates the row with the given id (PATCH with If-None-Match: *); Dataverse answers
 // 412 (0x80040237) when it exists. It returns the new row's version.
 func (c *Client) CreateRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes) (string, error) {

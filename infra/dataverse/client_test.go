@@ -106,14 +106,14 @@ func TestConditionalWritesCarryAndCheckRowVersions(t *testing.T) {
 	}
 }
 
-func TestUpsertByIDAndAlternateKeyIsIdempotent(t *testing.T) {
+func TestUpsertByAlternateKeyIsIdempotent(t *testing.T) {
 	c, emu := newClient(t)
 	ctx := context.Background()
 	row := domain.RowRef{EntitySet: "accounts", ID: uuid.New()}
+	if _, err := c.CreateRow(ctx, row, domain.Attributes{"name": "Fabrikam"}); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 2; i++ {
-		if err := c.UpsertRow(ctx, row, domain.Attributes{"name": "Fabrikam"}); err != nil {
-			t.Fatal(err)
-		}
 		if err := c.UpsertByKey(ctx, "accounts", map[string]string{"accountnumber": "C2"}, domain.Attributes{"name": "Contoso"}); err != nil {
 			t.Fatal(err)
 		}
