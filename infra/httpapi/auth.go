@@ -123,23 +123,21 @@ func bearer(r *http.Request) (string, bool) {
 	return strings.TrimSpace(tok), true
 }
 
-// require wraps a handler with authentication and the role it needs. A request that sends a
-// token that is not valid is a failed sign-in: logged, and limited per client address.
+// require wraps a handler with authentication and the role it needs. The token is looked up
+// first: a valid one always passes. A token that is not valid is a failed sign-in: logged, and
+// answered 429 once its address has sent too many.
 func (s *Server) require(need Role, h func(http.ResponseWriter, *http.Request, Principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, sent := bearer(r)
-		if sent {
-			if wait, limited := s.signIns.limited(r); limited {
-				tooMany(w, wait)
-				problem(w, http.StatusTooManyRequests, "Too many failed sign-ins",
-					"this address sent too many tokens that are not valid; try again later")
-				return
-			}
-		}
 		p, ok := s.Tokens.Lookup(tok)
 		if !ok {
 			if sent {
-				s.failedSignIn(r)
+				if wait, limited := s.failedSignIn(r); limited {
+					tooMany(w, wait)
+					problem(w, http.StatusTooManyRequests, "Too many failed sign-ins",
+						"the token is not valid, and this address sent too many tokens that are not valid; try again later")
+					return
+				}
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dvsync"`)
 			problem(w, http.StatusUnauthorized, "Unauthorized", "send an API token as Authorization: Bearer <token>")

@@ -10,10 +10,13 @@ import (
 	"time"
 )
 
-// Failed sign-ins (a token that is not valid, on the page or the API) are limited per client
-// address: after maxFailedSignIns in signInWindow, every sign-in from that address is refused
-// until the window ends. The count is kept per process: with several serve replicas an address
-// gets that many per replica.
+// Failed sign-ins (a token that is not valid, on the page or the API) are counted per client
+// address: after maxFailedSignIns in signInWindow, a further token that is not valid from that
+// address is answered 429 until the window ends, and no longer logged one by one. A valid token
+// always passes: the count is by address, and one noisy client (or a proxy every client shares,
+// or the shared count beyond maxTrackedClients) must not lock out the others. Guessing is kept out
+// by the tokens' length (MinTokenLength), not by this limit. The count is kept per process: with
+// several serve replicas an address gets that many per replica.
 const (
 	maxFailedSignIns = 10
 	signInWindow     = time.Minute
@@ -57,20 +60,10 @@ func clientOf(r *http.Request) string {
 	return addr.String()
 }
 
-// limited tells whether the request's address may not try to sign in now, and for how long.
-func (l *signInLimiter) limited(r *http.Request) (time.Duration, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	f := l.clients[l.key(clientOf(r), now)]
-	if f == nil || now.Sub(f.since) >= signInWindow || f.n < maxFailedSignIns {
-		return 0, false
-	}
-	return f.since.Add(signInWindow).Sub(now), true
-}
-
-// fail counts a failed sign-in of the request's address.
-func (l *signInLimiter) fail(r *http.Request) {
+// fail counts a failed sign-in of the request's address. When the address has already failed
+// maxFailedSignIns times in this window it is not counted again, and fail says how long until the
+// window ends.
+func (l *signInLimiter) fail(r *http.Request) (wait time.Duration, limited bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -80,7 +73,11 @@ func (l *signInLimiter) fail(r *http.Request) {
 		f = &failures{since: now}
 		l.clients[k] = f
 	}
+	if f.n >= maxFailedSignIns {
+		return f.since.Add(signInWindow).Sub(now), true
+	}
 	f.n++
+	return 0, false
 }
 
 // key is the client's entry, or the shared one when the limiter is full of live entries.
@@ -104,10 +101,15 @@ func tooMany(w http.ResponseWriter, wait time.Duration) {
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
 }
 
-// failedSignIn logs and counts a token that is not valid; the log names no token.
-func (s *Server) failedSignIn(r *http.Request) {
-	s.signIns.fail(r)
+// failedSignIn counts a token that is not valid and logs it, naming no token; it reports whether
+// the address has sent too many, and then logs nothing, so that a flood of guesses cannot flood
+// the log.
+func (s *Server) failedSignIn(r *http.Request) (wait time.Duration, limited bool) {
+	if wait, limited = s.signIns.fail(r); limited {
+		return wait, true
+	}
 	if s.Log != nil {
 		s.Log.Warn("sign-in refused: the token is not valid", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 	}
+	return 0, false
 }

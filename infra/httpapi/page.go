@@ -190,14 +190,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "The form could not be read.", status)
 		return
 	}
-	if wait, limited := s.signIns.limited(r); limited {
-		tooMany(w, wait)
-		s.renderStatus(w, http.StatusTooManyRequests, "login.html", pageData{Title: "Sign in", Problem: "Too many failed sign-ins from this address; wait a minute and try again.", s: s})
-		return
-	}
+	// The token first: a valid one always signs in, however many failures its address has sent.
 	hash, _, ok := s.Tokens.lookup(strings.TrimSpace(r.PostFormValue("token")))
 	if !ok {
-		s.failedSignIn(r)
+		if wait, limited := s.failedSignIn(r); limited {
+			tooMany(w, wait)
+			s.renderStatus(w, http.StatusTooManyRequests, "login.html", pageData{Title: "Sign in",
+				Problem: "That token is not valid, and too many tokens that are not valid came from this address; wait a minute and try again.", s: s})
+			return
+		}
 		s.renderStatus(w, http.StatusUnauthorized, "login.html", pageData{Title: "Sign in", Problem: "That token is not valid.", s: s})
 		return
 	}

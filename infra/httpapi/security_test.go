@@ -65,6 +65,7 @@ type testServer struct {
 	url   string
 	store *postgres.Store
 	log   *syncBuffer
+	srv   *Server
 }
 
 func openStore(t *testing.T) *postgres.Store {
@@ -89,7 +90,7 @@ func serveReplica(t *testing.T, store *postgres.Store, tokens string, key []byte
 		Log: slog.New(slog.NewTextHandler(logs, nil))}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &testServer{t: t, url: srv.URL, store: store, log: logs}
+	return &testServer{t: t, url: srv.URL, store: store, log: logs, srv: s}
 }
 
 func newTestServer(t *testing.T) *testServer {
@@ -419,14 +420,15 @@ func TestFailedSignInsAreLimitedAndLogged(t *testing.T) {
 		}
 	}
 	for _, a := range []answer{
-		ts.do("GET", "/api/v1/errors", "", "Authorization: Bearer "+viewerToken),
-		ts.do("POST", "/login", url.Values{"token": {viewerToken}}.Encode()),
+		ts.do("GET", "/api/v1/errors", "", "Authorization: Bearer guess-more"),
+		ts.do("POST", "/login", url.Values{"token": {"guess-more"}}.Encode()),
 	} {
 		wait, err := strconv.Atoi(a.header.Get("Retry-After"))
-		if a.status != 429 || err != nil || wait < 1 || wait > 60 {
-			t.Fatalf("after %d failures: %d, Retry-After %q", maxFailedSignIns, a.status, a.header.Get("Retry-After"))
+		if a.status != 429 || err != nil || wait < 1 || wait > 60 || !strings.Contains(a.body, "not valid") {
+			t.Fatalf("a wrong token after %d failures: %d, Retry-After %q: %s", maxFailedSignIns, a.status, a.header.Get("Retry-After"), a.body)
 		}
 	}
+	// Failures beyond the limit are answered without a log line each: guesses cannot flood the log.
 	logs := ts.log.String()
 	if n := strings.Count(logs, "sign-in refused"); n != maxFailedSignIns || !strings.Contains(logs, "remote=127.0.0.1:") ||
 		!strings.Contains(logs, "path=/login") || !strings.Contains(logs, "path=/api/v1/errors") {
@@ -441,22 +443,69 @@ func TestFailedSignInsAreLimitedAndLogged(t *testing.T) {
 	}
 }
 
+// The limit counts failures by address, and many clients may share one (a reverse proxy, or the
+// shared count beyond the limiter's memory): a valid token always passes, on the API and the
+// page, however many failures its address has sent.
+func TestValidTokenPassesALimitedAddress(t *testing.T) {
+	signsIn := func(t *testing.T, ts *testServer) {
+		t.Helper()
+		if a := ts.do("GET", "/api/v1/errors", "", "Authorization: Bearer "+viewerToken); a.status != 200 {
+			t.Errorf("a valid API token from a limited address: %d %s", a.status, a.body)
+		}
+		if a := ts.do("POST", "/login", url.Values{"token": {operatorToken}}.Encode()); a.status != http.StatusSeeOther ||
+			!strings.Contains(a.header.Get("Set-Cookie"), sessionCookie+"=") {
+			t.Errorf("a valid page token from a limited address: %d %s", a.status, a.body)
+		}
+		if a := ts.do("GET", "/api/v1/errors", "", "Authorization: Bearer guess"); a.status != 429 {
+			t.Fatalf("a wrong token from the limited address: %d, want 429", a.status)
+		}
+	}
+	store := openStore(t)
+	t.Run("address", func(t *testing.T) {
+		ts := serveReplica(t, store, testTokens, nil)
+		for i := 0; i < maxFailedSignIns; i++ {
+			if a := ts.do("GET", "/api/v1/errors", "", "Authorization: Bearer guess-"+strconv.Itoa(i)); a.status != 401 {
+				t.Fatalf("wrong token %d: %d", i, a.status)
+			}
+		}
+		signsIn(t, ts)
+	})
+	t.Run("shared count beyond the limiter's memory", func(t *testing.T) {
+		ts := serveReplica(t, store, testTokens, nil)
+		l := ts.srv.signIns
+		from := func(addr string) *http.Request { return &http.Request{RemoteAddr: addr} }
+		for i := 0; len(l.clients) < maxTrackedClients; i++ {
+			l.fail(from(fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255)))
+		}
+		// An attacker keeps the shared count full from addresses it has not used before.
+		for i := 0; i < maxFailedSignIns; i++ {
+			l.fail(from(fmt.Sprintf("[2001:db8:%x::1]:1", i)))
+		}
+		if _, limited := l.fail(from("[2001:db8:ffff::1]:1")); !limited {
+			t.Fatal("the shared count is not saturated")
+		}
+		signsIn(t, ts) // 127.0.0.1 is new to the full limiter: it shares that count.
+	})
+}
+
 func TestSignInLimiterWindowAndMemory(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	l := newSignInLimiter()
 	l.now = func() time.Time { return now }
 	from := func(addr string) *http.Request { return &http.Request{RemoteAddr: addr} }
 	for i := 0; i < maxFailedSignIns; i++ {
-		l.fail(from("[2001:db8::1]:1000"))
+		if _, limited := l.fail(from("[2001:db8::1]:1000")); limited {
+			t.Fatalf("limited after %d failures", i)
+		}
 	}
-	if _, limited := l.limited(from("[2001:db8::2]:2000")); !limited {
-		t.Fatal("another address of the same /64 is not limited")
+	if wait, limited := l.fail(from("[2001:db8::2]:2000")); !limited || wait != signInWindow {
+		t.Fatalf("another address of the same /64: limited %v for %s", limited, wait)
 	}
-	if _, limited := l.limited(from("192.0.2.1:1")); limited {
+	if _, limited := l.fail(from("192.0.2.1:1")); limited {
 		t.Fatal("another client is limited")
 	}
 	now = now.Add(signInWindow)
-	if _, limited := l.limited(from("[2001:db8::1]:1000")); limited {
+	if _, limited := l.fail(from("[2001:db8::1]:1000")); limited {
 		t.Fatal("still limited after the window")
 	}
 	// Full of live entries, new addresses share one count instead of growing the map.
@@ -468,7 +517,7 @@ func TestSignInLimiterWindowAndMemory(t *testing.T) {
 	for i := 0; i < maxFailedSignIns; i++ {
 		l.fail(from(fmt.Sprintf("198.51.100.%d:1", i)))
 	}
-	if _, limited := l.limited(from("203.0.113.9:1")); !limited || len(l.clients) > maxTrackedClients+1 {
+	if _, limited := l.fail(from("203.0.113.9:1")); !limited || len(l.clients) > maxTrackedClients+1 {
 		t.Fatalf("beyond the limiter's memory: limited %v, %d entries", limited, len(l.clients))
 	}
 }
