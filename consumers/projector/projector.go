@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/natsjs"
@@ -80,14 +82,26 @@ type waiting struct {
 
 // Handle stores one message of the errors stream. An error return nacks it (redelivered with a
 // growing delay): a message is never acknowledged before it is stored, in full or, when that
-// cannot be done (see fallback), as a minimal row.
+// cannot be done (see fallback), as a minimal row. A panic is handled as a failure, so that it
+// takes the same way out instead of a redelivery loop.
 func (p *Projector) Handle(msg *message.Message) error {
 	ctx := msg.Context()
-	dep, err := p.project(ctx, msg)
+	dep, err := guard(p, func() (waiting, error) { return p.project(ctx, msg) })
 	if err != nil {
 		return p.fallback(ctx, msg, err)
 	}
-	return p.replayWaitingOn(ctx, dep)
+	return p.replayWaitingOn(ctx, msg, dep)
+}
+
+// guard runs f, turning a panic into an error (and logging where it happened).
+func guard[T any](p *Projector, f func() (T, error)) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.Log.Error("the projector panicked", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("projector: panic: %v", r)
+		}
+	}()
+	return f()
 }
 
 // project stores one message in full.
@@ -203,20 +217,38 @@ func (p *Projector) readBack(ctx context.Context, ev domain.ErrorEvent, delivere
 	return ev, "", nil
 }
 
-// replayWaitingOn replays the records waiting for table/key, if it is coupled. A failure returns
-// an error, so the message is redelivered and the replay tried again.
-func (p *Projector) replayWaitingOn(ctx context.Context, w waiting) error {
+// replayWaitingOn replays the records waiting for table/key, if it is coupled. A failure nacks
+// the message, so that the replay is tried again, for a few deliveries (fallbackAfter); then it
+// is logged, counted (dvsync_replays_total{trigger="dependency",outcome="given_up"}) and the
+// message acknowledged: the message is stored, the replay is only its side effect, and no
+// replay failing for good may hold up the errors behind it. The waiting errors stay open, for
+// the dependency's next resolution or a person's replay. A table or key no record can have
+// (domain.CheckKey: a worker rejects such an event, so it is never coupled, and PostgreSQL
+// refuses some of them) waits for nothing: it comes from someone else's message.
+func (p *Projector) replayWaitingOn(ctx context.Context, msg *message.Message, w waiting) error {
 	if p.Dependents == nil || w.table == "" || w.key == "" {
 		return nil
 	}
-	n, err := p.Dependents.ReplayWaitingOn(ctx, w.table, w.key, w.failedAt)
+	if err := errors.Join(domain.CheckKey(w.table), domain.CheckKey(w.key)); err != nil {
+		p.Log.Debug("no dependency replay: the dependency's table or key is not one a record can have",
+			"seq", msg.Metadata.Get(metaSequence), "err", err)
+		return nil
+	}
+	n, err := guard(p, func() (int, error) { return p.Dependents.ReplayWaitingOn(ctx, w.table, w.key, w.failedAt) })
 	if n > 0 {
 		p.Log.Info("replayed records that waited for a dependency", "table", w.table, "key", w.key, "records", n)
 	}
-	if err != nil {
-		p.Log.Warn("replaying records that waited for a dependency failed; will retry", "table", w.table, "key", w.key, "err", err)
+	if err == nil {
+		return nil
 	}
-	return err
+	if d := delivered(msg); d < fallbackAfter {
+		p.Log.Warn("replaying records that waited for a dependency failed; will retry", "table", w.table, "key", w.key, "delivered", d, "err", err)
+		return err
+	}
+	p.Metrics.Replays.WithLabelValues("dependency", string(replay.GivenUp)).Inc()
+	p.Log.Error("replaying records that waited for a dependency kept failing; they stay open for the next resolution or a person's replay",
+		"table", w.table, "key", w.key, "delivered", delivered(msg), "err", err)
+	return nil
 }
 
 func (p *Projector) store(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error {
@@ -327,7 +359,8 @@ func Run(ctx context.Context, conn *nats.Conn, p *Projector) error {
 	if err != nil {
 		return err
 	}
-	// Recoverer turns a panic into an error, so the message is nacked and retried, not lost.
+	// Handle takes a panic its own way; Recoverer only catches one in the fallback itself (its
+	// minimal row), which is then nacked and retried rather than crash the projector.
 	router.AddMiddleware(middleware.Recoverer)
 	router.AddConsumerHandler("errors-ledger", natsjs.ErrorsSubjects, sub, p.Handle)
 

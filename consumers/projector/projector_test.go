@@ -619,3 +619,193 @@ func incompressible(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)[:n]
 }
+
+// Forged messages naming a dependency no record can have (a NUL in a resolution's key, or in a
+// dependency_not_coupled error's dependency_key) are stored, and the dependency replay they would
+// trigger is skipped. Before, the replay looked the raw key up, PostgreSQL refused it (SQLSTATE
+// 22021) and the message was nacked for ever: after 64 of them (MaxAckPending) the ledger stored
+// nothing more.
+func TestForgedDependencyKeysDoNotStallTheProjector(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := fmt.Sprintf("run%x", time.Now().UnixNano())
+	for i := range 70 {
+		data := fmt.Sprintf(`{"table":"customer","key":"%s-%d\u0000","version":1}`, run, i)
+		if _, err := h.js.Publish(ctx, natsjs.ResolvedSubject("customer"), []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := int64(1)
+	waiting := domain.ErrorEvent{ID: run + "-waiting", OccurredAt: time.Now().UTC(), Table: "customer", Key: run + "-waiting",
+		EventVersion: &v, Event: []byte(`{}`), Stage: "sync",
+		Failure: *domain.DependencyNotCoupled(domain.ChangeEvent{Table: "customer", Key: run + "-waiting"},
+			domain.Lookup{Source: "currencyCode", Table: "currency"}, "EUR\x00")}
+	data, err := json.Marshal(waiting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.js.Publish(ctx, natsjs.ErrorSubject(waiting.Class, waiting.Table), data); err != nil {
+		t.Fatal(err)
+	}
+	good := domain.ErrorEvent{ID: run + "-good", OccurredAt: time.Now().UTC(), Failure: *domain.MappingMissing("item"),
+		Table: "item", Key: run + "-good", EventVersion: &v, Event: []byte(`{}`), Stage: "sync"}
+	h.publishError(good)
+	metrics, _, done := h.run(ctx)
+	waitFor(t, "the good error stored and every message acknowledged", func() bool {
+		return h.stored("item", good.Key).ID != 0 && h.consumerSettled()
+	})
+	if n := testutil.ToFloat64(metrics.Replays.WithLabelValues("dependency", string(replay.GivenUp))); n != 0 {
+		t.Fatalf("%v dependency replays given up; want none tried: no record has such a key", n)
+	}
+	if e := h.stored("customer", waiting.Key); e.Kind != domain.KindDependencyNotCoupled || strings.Contains(e.Details["dependency_key"], "\x00") {
+		t.Fatalf("the error waiting on a key with a NUL: stored as %s, dependency key %q; want dependency_not_coupled, cleaned", e.Kind, e.Details["dependency_key"])
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A dependency replay that keeps failing (here: the replayer cannot publish) is retried for a few
+// deliveries, then given up, counted and acknowledged; the waiting error stays open and
+// replayable, and the errors behind it are stored. Before, the message was nacked for ever.
+func TestAFailingDependencyReplayIsGivenUpAfterAFewDeliveries(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := fmt.Sprintf("run%x", time.Now().UnixNano())
+	cur := run + "-SEK"
+	coupledAt := h.coupleCurrency(cur)
+	cust := run + "-C1"
+	waiting := h.change("customer", cust, 1, map[string]any{"number": cust, "currencyCode": cur},
+		domain.DependencyNotCoupled(domain.ChangeEvent{Table: "customer", Key: cust}, domain.Lookup{Source: "currencyCode", Table: "currency"}, cur))
+	waiting.OccurredAt = coupledAt.Add(-time.Minute) // failed before the currency was coupled: replayed at once
+	h.publishError(waiting)
+
+	closed, err := nats.Connect(h.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(closed)
+	closed.Close() // every publish fails
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	metrics := telemetry.New(nil)
+	conn, err := nats.Connect(h.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- projector.Run(ctx, conn, &projector.Projector{Ledger: h.store, Changes: h.changes, Metrics: metrics, Log: log,
+			Dependents: &replay.Replayer{Store: h.store, JS: js, Log: log, Metrics: metrics}})
+	}()
+	good := domain.ErrorEvent{ID: run + "-good", OccurredAt: time.Now().UTC(), Failure: *domain.MappingMissing("item"),
+		Table: "item", Key: run + "-good", Event: []byte(`{}`), Stage: "sync"}
+	h.publishError(good)
+	waitFor(t, "every message acknowledged", func() bool { return h.stored("item", good.Key).ID != 0 && h.consumerSettled() })
+	e := h.stored("customer", cust)
+	if e.Status != postgres.ErrorOpen || e.NotReplayable != nil || e.Replays != 3 {
+		t.Fatalf("the waiting error: %s, not replayable %v, %d replays; want open, replayable, tried on 3 deliveries", e.Status, e.NotReplayable, e.Replays)
+	}
+	if n := testutil.ToFloat64(metrics.Replays.WithLabelValues("dependency", string(replay.GivenUp))); n != 1 {
+		t.Fatalf(`dvsync_replays_total{trigger="dependency",outcome="given_up"} = %v, want 1`, n)
+	}
+	if n := testutil.ToFloat64(metrics.Replays.WithLabelValues("dependency", string(replay.Failed))); n != 3 {
+		t.Fatalf(`dvsync_replays_total{trigger="dependency",outcome="failed"} = %v, want 3`, n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// panicking is the real ledger and replayer, with a panic for chosen events and dependencies.
+type panicking struct {
+	*postgres.Store
+	replay projector.DependentReplayer
+	mu     sync.Mutex
+	calls  map[string]int
+}
+
+func (p *panicking) count(name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls[name]++
+	return p.calls[name]
+}
+
+func (p *panicking) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error {
+	if strings.HasPrefix(ev.ID, "panics-") {
+		p.count(ev.ID)
+		panic("a bug storing " + ev.ID)
+	}
+	return p.Store.RecordErrorChecked(ctx, ev, notReplayable)
+}
+
+func (p *panicking) ReplayWaitingOn(ctx context.Context, table, key string, failedAt time.Time) (int, error) {
+	if strings.HasPrefix(key, "panics-") {
+		p.count(key)
+		panic("a bug replaying what waits on " + key)
+	}
+	return p.replay.ReplayWaitingOn(ctx, table, key, failedAt)
+}
+
+// A panic while storing a message, or while replaying what waited for a dependency, takes the
+// way out of any other failure that does not heal: a few deliveries, then a minimal row (storing)
+// or a replay given up (replaying), and the message is acknowledged. Before, the panic became a
+// nack every time, and the message was redelivered for ever.
+func TestAPanicTakesTheFallbackNotARedeliveryLoop(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := fmt.Sprintf("run%x", time.Now().UnixNano())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	metrics := telemetry.New(nil)
+	faults := &panicking{Store: h.store, replay: &replay.Replayer{Store: h.store, JS: h.js, Log: log, Metrics: metrics}, calls: map[string]int{}}
+	conn, err := nats.Connect(h.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- projector.Run(ctx, conn, &projector.Projector{Ledger: faults, Changes: h.changes, Metrics: metrics, Log: log, Dependents: faults})
+	}()
+	v := int64(1)
+	bad := domain.ErrorEvent{ID: "panics-" + run, OccurredAt: time.Now().UTC(), Failure: *domain.MappingMissing("item"),
+		Table: "item", Key: run + "-bad", EventVersion: &v, Stage: "sync"}
+	h.publishError(bad)
+	payload, _ := json.Marshal(bad)
+	dependency := "panics-" + run + "-EUR"
+	if err := (natsjs.Publisher{JS: h.js}).PublishSynced(ctx, "synced-"+run, domain.RecordSynced{Table: "currency", Key: dependency, Version: 1, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	good := domain.ErrorEvent{ID: run + "-good", OccurredAt: time.Now().UTC(), Failure: *domain.MappingMissing("item"),
+		Table: "item", Key: run + "-good", EventVersion: &v, Stage: "sync"}
+	h.publishError(good)
+	waitFor(t, "every message acknowledged", func() bool { return h.stored("item", good.Key).ID != 0 && h.consumerSettled() })
+	minimal, _ := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "_errors", Kind: domain.KindInvalidEvent, Limit: 1000})
+	kept := false
+	for _, e := range minimal {
+		kept = kept || string(e.Event) == string(payload)
+	}
+	if !kept {
+		t.Fatal("the error event whose storing panicked was not kept as a minimal row")
+	}
+	faults.mu.Lock()
+	stored, replayed := faults.calls[bad.ID], faults.calls[dependency]
+	faults.mu.Unlock()
+	if stored != fallbackAfter || replayed != fallbackAfter {
+		t.Fatalf("storing panicked %d times, replaying %d times; want %d each, then the fallback", stored, replayed, fallbackAfter)
+	}
+	if r, g := testutil.ToFloat64(metrics.ErrorsUnstorable.WithLabelValues("retries")), testutil.ToFloat64(metrics.Replays.WithLabelValues("dependency", string(replay.GivenUp))); r != 1 || g != 1 {
+		t.Fatalf("dvsync_errors_unstorable_total{cause=retries} = %v, dependency replays given up = %v; want 1 and 1", r, g)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fallbackAfter is the projector's: the delivery on which it stops retrying.
+const fallbackAfter = 3

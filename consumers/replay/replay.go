@@ -37,6 +37,9 @@ const (
 	NotReplayable    Outcome = "not_replayable"    // resolved, an invalid event, or no change that may be sent (Detail says why)
 	NotFound         Outcome = "not_found"
 	Failed           Outcome = "failed"
+	// GivenUp is counted (trigger "dependency") when the projector stops retrying a dependency's
+	// replay that keeps failing; the errors waiting on it stay open.
+	GivenUp Outcome = "given_up"
 )
 
 // Result is the outcome of replaying one error.

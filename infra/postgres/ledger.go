@@ -45,7 +45,8 @@ func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 // the caller read back from the changes stream; notReplayable, when not empty, says why they may
 // not be sent again. A redelivered event (same id) changes nothing; a new occurrence of an active
 // error of the same record and kind adds to it, and the newest change wins: an occurrence of an
-// older version only counts. An error of a version that has synced since (it reached the
+// older version only counts, and so does one not read back against one that was (upsertError).
+// An error of a version that has synced since (it reached the
 // projector late) is stored as resolved. Text is made storable first (see clean), so that no
 // event, however malformed, fails for its values.
 func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error {
@@ -118,19 +119,23 @@ func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, no
 
 const insertError = `INSERT INTO sync_errors (class, kind, table_name, source_key, message, resolution, details,
 		dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_headers, event_id,
-		event_version, entity, row_id, delivery, first_seen, last_seen, status, resolved_at, resolved_reason, not_replayable)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21, $22, $23, $24)`
+		event_version, entity, row_id, delivery, first_seen, last_seen, kept_seen, status, resolved_at, resolved_reason, not_replayable)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $20, $21, $22, $23, $24)`
 
 // upsertError adds an occurrence to the record's active error of the same kind. Every occurrence
-// counts; only one of a change at least as new as the kept one (newer) replaces what the error
-// keeps, so that an older version arriving late (published out of order, or redelivered) never
-// displaces the newest: a replay must send the newest change. Such an occurrence also reopens a
-// replayed error (its replay failed again) and ends any replay claim. An occurrence of a
-// skipped record (stage 'skipped') keeps the error's own description and brings only its change,
-// which a retry sends.
+// counts; only a newer one replaces what the error keeps: one of a newer version, or of the same
+// version seen no earlier than the kept one (kept_seen: last_seen is raised by older versions'
+// occurrences too). So an older version arriving late (published out of order, or redelivered)
+// never displaces the newest, for a replay must send the newest change. And an occurrence whose
+// change was not read back (not_replayable) never displaces one whose change was: anyone allowed
+// on the error topics could have written it, with any version. A newer occurrence also reopens a
+// replayed error (its replay failed again) and ends any replay claim. An occurrence of a skipped
+// record (stage 'skipped') keeps the error's own description and brings only its change, which
+// a retry sends.
 var upsertError = func() string {
-	const newer = `(COALESCE(EXCLUDED.event_version, -1) > COALESCE(sync_errors.event_version, -1) OR
-		(COALESCE(EXCLUDED.event_version, -1) = COALESCE(sync_errors.event_version, -1) AND EXCLUDED.last_seen >= sync_errors.last_seen))`
+	const newer = `((EXCLUDED.not_replayable IS NULL OR sync_errors.not_replayable IS NOT NULL) AND
+		(COALESCE(EXCLUDED.event_version, -1) > COALESCE(sync_errors.event_version, -1) OR
+		(COALESCE(EXCLUDED.event_version, -1) = COALESCE(sync_errors.event_version, -1) AND EXCLUDED.kept_seen >= sync_errors.kept_seen)))`
 	set := []string{
 		"occurrences = sync_errors.occurrences + 1",
 		"first_seen = LEAST(sync_errors.first_seen, EXCLUDED.first_seen)",
@@ -142,7 +147,7 @@ var upsertError = func() string {
 	for _, c := range []string{"class", "message", "resolution", "dataverse_status", "dataverse_code", "dataverse_message", "call_stack"} {
 		set = append(set, c+" = CASE WHEN "+newer+" AND EXCLUDED.stage <> 'skipped' THEN EXCLUDED."+c+" ELSE sync_errors."+c+" END")
 	}
-	for _, c := range []string{"stage", "event", "event_headers", "event_id", "event_version", "entity", "row_id", "delivery", "not_replayable"} {
+	for _, c := range []string{"stage", "event", "event_headers", "event_id", "event_version", "entity", "row_id", "delivery", "kept_seen", "not_replayable"} {
 		set = append(set, c+" = CASE WHEN "+newer+" THEN EXCLUDED."+c+" ELSE sync_errors."+c+" END")
 	}
 	return `

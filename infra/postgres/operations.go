@@ -199,9 +199,11 @@ func (s *Store) ReleaseReplay(ctx context.Context, c ReplayClaim) error {
 	return nil
 }
 
-// FinishReplay records a replay's outcome: "published" moves the error to replayed (unless a
-// newer occurrence reopened it meanwhile: that one is its state now); "stale" (a newer version
-// synced since) resolves it; either way the replay and the audit entry are kept.
+// FinishReplay records a replay's outcome: "published" moves the error to replayed, "stale" (a
+// newer version synced since) resolves it; either only while the claim holds, since a newer
+// occurrence that reopened the error meanwhile ended it and is the error's state now (a stale
+// replay of v4 must not resolve the error that now keeps v6). Either way the replay and the audit
+// entry are kept.
 func (s *Store) FinishReplay(ctx context.Context, c ReplayClaim, messageID, actor, outcome string) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -214,7 +216,8 @@ func (s *Store) FinishReplay(ctx context.Context, c ReplayClaim, messageID, acto
 			c.ErrorID, c.ClaimedAt)
 	case "stale":
 		_, err = tx.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = now(), replay_claimed_at = NULL,
-			resolved_reason = 'replay not sent: a newer version of the record synced since' WHERE id = $1`, c.ErrorID)
+			resolved_reason = 'replay not sent: a newer version of the record synced since' WHERE id = $1 AND replay_claimed_at = $2`,
+			c.ErrorID, c.ClaimedAt)
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: finish replay of %d: %w", c.ErrorID, err)

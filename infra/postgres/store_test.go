@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,5 +410,130 @@ func TestARecordLockKnowsWhenItIsLost(t *testing.T) {
 	})
 	if before != nil || !errors.Is(after, postgres.ErrLockLost) {
 		t.Fatalf("held before: %v, after the session ended: %v; want nil, then ErrLockLost", before, after)
+	}
+}
+
+// A replay that finds a newer version synced (stale) resolves the error only while its claim
+// holds: when a newer change failed meanwhile and reopened the error (ending the claim), the
+// error keeps that change, open. Before, the stale outcome resolved it and the newer change was
+// lost.
+func TestStaleReplayDoesNotResolveTheErrorOfANewerChange(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "S" + uuid.NewString()[:8]
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	ev := func(id string, v int64, seen time.Time) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event, e.OccurredAt = []byte(fmt.Sprintf(`{"v":%d}`, v)), seen
+		return e
+	}
+	recordChecked(t, s, ev("v4", 4, at))
+	id := onlyError(t, s, "customer", key).ID
+	claim, err := s.ClaimReplay(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While the replay reads the coupling (v5 synced, so v4 is stale), v6 fails the same way.
+	recordChecked(t, s, ev("v6", 6, at.Add(time.Second)))
+	if err := s.FinishReplay(ctx, claim, "", "otto", "stale"); err != nil {
+		t.Fatal(err)
+	}
+	e := onlyError(t, s, "customer", key)
+	if e.Status != postgres.ErrorOpen || e.EventVersion == nil || *e.EventVersion != 6 {
+		t.Fatalf("after a stale replay of v4 finished behind v6's error: %s, keeping %s; want open, keeping v6", e.Status, e.Event)
+	}
+	if d, err := s.GetError(ctx, id); err != nil || len(d.ReplayLog) != 1 || d.ReplayLog[0].Outcome != "stale" {
+		t.Fatalf("replay log %+v (%v): want the stale replay recorded", d.ReplayLog, err)
+	}
+	// Without a newer occurrence the stale outcome does resolve it.
+	claim, err = s.ClaimReplay(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishReplay(ctx, claim, "", "otto", "stale"); err != nil {
+		t.Fatal(err)
+	}
+	if e := onlyError(t, s, "customer", key); e.Status != postgres.ErrorResolved {
+		t.Fatalf("a stale replay holding its claim: %s, want resolved", e.Status)
+	}
+}
+
+// A replayed change that fails again reopens its error although a late occurrence of an older
+// version was counted after the replay and carries a later time: the tie between two
+// occurrences of the kept version is broken by when the kept one was seen, not by last_seen.
+// Before, the replay's failure was "not newer", the error stayed replayed, and no dependency
+// replay (which takes open errors) sent it again.
+func TestAReplayThatFailsAgainReopensItsErrorAfterALateOlderOccurrence(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "T" + uuid.NewString()[:8]
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	ev := func(id string, v int64, message string, seen time.Time) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event, e.Message, e.OccurredAt = []byte(fmt.Sprintf(`{"v":%d}`, v)), message, seen
+		return e
+	}
+	recordChecked(t, s, ev("v5", 5, "v5 failed", at))
+	id := onlyError(t, s, "customer", key).ID
+	claim, err := s.ClaimReplay(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishReplay(ctx, claim, "m-1", "otto", "published"); err != nil {
+		t.Fatal(err)
+	}
+	// The replay of v5 fails at t+1s; a redelivered v4, stamped t+2s, reaches the ledger first.
+	recordChecked(t, s, ev("v4-late", 4, "v4 failed", at.Add(2*time.Second)))
+	recordChecked(t, s, ev("v5-replay", 5, "v5 failed again", at.Add(time.Second)))
+	e := onlyError(t, s, "customer", key)
+	if e.Status != postgres.ErrorOpen || e.Message != "v5 failed again" || *e.EventVersion != 5 || e.Occurrences != 3 {
+		t.Fatalf("after the replay of v5 failed again: %s, %q, v%d, %d occurrences; want open, described by the replay's failure, v5, 3",
+			e.Status, e.Message, *e.EventVersion, e.Occurrences)
+	}
+	if ids, err := s.WaitingOn(ctx, "currency", "EUR", 1000); err != nil || !slices.Contains(ids, id) {
+		t.Fatalf("waiting on EUR: %v (%v), want the reopened error %d among them", ids, err, id)
+	}
+	if _, err := s.ClaimReplay(ctx, id); err != nil {
+		t.Fatalf("the reopened error cannot be replayed at once: %v", err)
+	}
+}
+
+// An occurrence whose change was not read back from the changes stream (a forged error event,
+// with any version it likes) never displaces one whose change was: the error keeps its real,
+// replayable change, and records waiting for a dependency stay replayed by themselves. A
+// read-back change of a newer version does displace an unverified one.
+func TestAnUnverifiedOccurrenceNeverDisplacesAVerifiedOne(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "U" + uuid.NewString()[:8]
+	ev := func(id string, v int64) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event = []byte(fmt.Sprintf(`{"v":%d}`, v))
+		return e
+	}
+	recordChecked(t, s, ev("v5", 5))
+	id := onlyError(t, s, "customer", key).ID
+	if err := s.RecordError(ctx, ev("forged", 1<<62)); err != nil { // not read back
+		t.Fatal(err)
+	}
+	e := onlyError(t, s, "customer", key)
+	if e.NotReplayable != nil || *e.EventVersion != 5 || string(e.Event) != `{"v":5}` || e.Occurrences != 2 {
+		t.Fatalf("after a forged occurrence of version 2^62: keeping v%d %s, not replayable %v, %d occurrences; want v5, replayable, 2",
+			*e.EventVersion, e.Event, e.NotReplayable, e.Occurrences)
+	}
+	if ids, err := s.WaitingOn(ctx, "currency", "EUR", 1000); err != nil || !slices.Contains(ids, id) {
+		t.Fatalf("waiting on EUR: %v (%v), want error %d still replayable by itself", ids, err, id)
+	}
+
+	other := "V" + uuid.NewString()[:8]
+	unverified := errorEvent(other, "v3", 3)
+	if err := s.RecordError(ctx, unverified); err != nil {
+		t.Fatal(err)
+	}
+	verified := errorEvent(other, "v4", 4)
+	verified.Event = []byte(`{"v":4}`)
+	recordChecked(t, s, verified)
+	if e := onlyError(t, s, "customer", other); e.NotReplayable != nil || *e.EventVersion != 4 {
+		t.Fatalf("a read-back v4 after an unverified v3: keeping v%d, not replayable %v; want v4, replayable", *e.EventVersion, e.NotReplayable)
 	}
 }
