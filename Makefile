@@ -3,7 +3,7 @@ GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin/dvsync
 
-.PHONY: build run deps test test-repeat lint bench fuzz
+.PHONY: build run deps test test-repeat lint bench fuzz faults faults-short
 
 CONFORMANCE := infra/emulator/conformance
 
@@ -43,3 +43,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./domain
 	$(GO) test -run '^$$' -fuzz '^FuzzParseErrorBody$$' -fuzztime $(FUZZTIME) ./infra/dataverse
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./infra/events
+
+# The fault suite (README "Fault suite"): dvsync as separate processes on nats-server and a private
+# PostgreSQL cluster it creates (Debian's pg_createcluster), one fault per scenario.
+# FAULTS_FLAGS passes more flags, e.g. FAULTS_FLAGS='-scenario late-writes -keep'.
+FAULTS_FLAGS ?=
+faults:
+	$(GO) run ./cmd/dvsync-faults -profile full $(FAULTS_FLAGS)
+
+faults-short:
+	$(GO) run ./cmd/dvsync-faults -profile short $(FAULTS_FLAGS)

@@ -1,0 +1,298 @@
+package main
+
+// The real parts under dvsync: nats-server processes, a private PostgreSQL cluster, the emulator.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATSNode is one nats-server process with its store.
+type NATSNode struct {
+	Name string
+	Port int
+	Proc *Proc
+}
+
+func (n *NATSNode) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.Port) }
+
+// startNATS starts one nats-server, or a cluster of size nodes, each with a JetStream store under
+// dir, bound to loopback.
+func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size int) ([]*NATSNode, error) {
+	nodes := make([]*NATSNode, size)
+	routes := make([]int, size)
+	for i := range nodes {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		if routes[i], err = freePort(); err != nil {
+			return nil, err
+		}
+		nodes[i] = &NATSNode{Name: fmt.Sprintf("nats-%d", i+1), Port: port}
+	}
+	for i, n := range nodes {
+		store := filepath.Join(dir, n.Name)
+		if err := os.MkdirAll(store, 0o755); err != nil {
+			return nil, err
+		}
+		var conf strings.Builder
+		fmt.Fprintf(&conf, "server_name: %s\nlisten: \"127.0.0.1:%d\"\njetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n",
+			n.Name, n.Port, store)
+		if size > 1 {
+			var peers []string
+			for j := range nodes {
+				if j != i {
+					peers = append(peers, fmt.Sprintf("\"nats-route://127.0.0.1:%d\"", routes[j]))
+				}
+			}
+			fmt.Fprintf(&conf, "cluster {\n  name: dvsync-faults\n  listen: \"127.0.0.1:%d\"\n  routes: [%s]\n}\n", routes[i], strings.Join(peers, ", "))
+		}
+		file := filepath.Join(dir, n.Name+".conf")
+		if err := os.WriteFile(file, []byte(conf.String()), 0o644); err != nil {
+			return nil, err
+		}
+		p, err := sup.Start(n.Name, filepath.Join(logs, n.Name+".log"), childEnv(), bin, "-c", file)
+		if err != nil {
+			return nil, err
+		}
+		n.Proc = p
+	}
+	return nodes, waitJetStream(ctx, nodes, 60*time.Second)
+}
+
+func natsURLs(nodes []*NATSNode) string {
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = n.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// waitJetStream waits until JetStream answers on every running node (in a cluster: a meta
+// leader is elected).
+func waitJetStream(ctx context.Context, nodes []*NATSNode, timeout time.Duration) error {
+	for _, n := range nodes {
+		if !n.Proc.Running() {
+			continue
+		}
+		err := waitFor(ctx, timeout, 200*time.Millisecond, func() bool {
+			nc, err := nats.Connect(n.URL(), nats.Timeout(time.Second))
+			if err != nil {
+				return false
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return false
+			}
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err = js.AccountInfo(actx)
+			return err == nil
+		})
+		if err != nil {
+			return fmt.Errorf("JetStream on %s did not answer: %w (log: %s)", n.Name, err, n.Proc.Log)
+		}
+	}
+	return nil
+}
+
+// PGCluster is a PostgreSQL cluster the suite created with Debian's wrappers, and removes.
+type PGCluster struct {
+	Version, Name string
+	Port          int
+}
+
+// createPG creates and starts a private cluster on a free loopback port, trusting local
+// connections: never the shared one.
+func createPG(ctx context.Context) (*PGCluster, error) {
+	entries, err := os.ReadDir("/etc/postgresql")
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL's Debian wrappers (pg_createcluster) are needed: %w", err)
+	}
+	var versions []string
+	for _, e := range entries {
+		if e.IsDir() {
+			versions = append(versions, e.Name())
+		}
+	}
+	if len(versions) == 0 {
+		return nil, errors.New("no PostgreSQL version under /etc/postgresql")
+	}
+	slices.SortFunc(versions, func(a, b string) int { return atoi(a) - atoi(b) })
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	c := &PGCluster{Version: versions[len(versions)-1], Name: "dvsync_faults_" + hex.EncodeToString(suffix), Port: port}
+	if err := pgRun(ctx, "pg_createcluster", c.Version, c.Name, "-p", fmt.Sprint(port), "--start-conf=manual",
+		"-o", "max_connections=300", "--", "--auth=trust"); err != nil {
+		return nil, err
+	}
+	if err := c.Start(ctx); err != nil {
+		c.Drop(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return c, nil
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+func pgRun(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// URL is the connection URL of a database of the cluster.
+func (c *PGCluster) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, db)
+}
+
+// Start starts the cluster and waits until it accepts connections.
+func (c *PGCluster) Start(ctx context.Context) error {
+	if err := pgRun(ctx, "pg_ctlcluster", "--skip-systemctl-redirect", c.Version, c.Name, "start"); err != nil {
+		return err
+	}
+	return waitFor(ctx, 60*time.Second, 100*time.Millisecond, func() bool {
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		if err != nil {
+			return false
+		}
+		conn.Close(ctx)
+		return true
+	})
+}
+
+// Crash stops the cluster the way a crash does: immediate shutdown, recovery at the next start.
+func (c *PGCluster) Crash(ctx context.Context) error {
+	return pgRun(ctx, "pg_ctlcluster", "--skip-systemctl-redirect", c.Version, c.Name, "stop", "-m", "immediate")
+}
+
+// Stop stops the cluster, keeping it.
+func (c *PGCluster) Stop(ctx context.Context) error {
+	return pgRun(ctx, "pg_ctlcluster", "--skip-systemctl-redirect", c.Version, c.Name, "stop", "-m", "fast")
+}
+
+// Drop stops and removes the cluster.
+func (c *PGCluster) Drop(ctx context.Context) error {
+	return pgRun(ctx, "pg_dropcluster", "--stop", c.Version, c.Name)
+}
+
+// CreateDB creates a fresh database.
+func (c *PGCluster) CreateDB(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	return err
+}
+
+// DropDB drops a scenario's database.
+func (c *PGCluster) DropDB(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	return err
+}
+
+// Emulator is the `dvsync emulator` process's admin API.
+type Emulator struct {
+	URL  string
+	Proc *Proc
+}
+
+// admin calls one of the emulator's admin routes.
+func (e *Emulator) admin(ctx context.Context, method, path string, body any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, e.URL+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("emulator %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("emulator %s %s: %s: %s", method, path, resp.Status, msg)
+	}
+	return nil
+}
+
+// generousLimits keep service protection out of the way of scenarios that do not test it: the
+// default (6,000 requests in 5 minutes) is less than one full load.
+var generousLimits = map[string]any{"window": "5m", "requests": 10_000_000, "executionTime": "1000h", "concurrent": 512, "dopHint": 64}
+
+// Reset empties the emulator between scenarios.
+func (e *Emulator) Reset(ctx context.Context) error {
+	if err := e.admin(ctx, http.MethodPost, "/_emulator/reset", nil); err != nil {
+		return err
+	}
+	return e.admin(ctx, http.MethodPost, "/_emulator/limits", generousLimits)
+}
+
+// Rows reads every row of an entity set.
+func (e *Emulator) Rows(ctx context.Context, set string) ([]map[string]any, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/_emulator/rows/"+set, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("emulator rows %s: %s", set, resp.Status)
+	}
+	var out struct {
+		Value []map[string]any `json:"value"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	return out.Value, nil
+}

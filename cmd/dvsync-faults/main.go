@@ -1,0 +1,488 @@
+// Command dvsync-faults is dvsync's own fault suite: it runs dvsync as separate processes built
+// from this checkout (two workers, the projector, serve, the emulator) on real nats-server and
+// PostgreSQL processes it starts itself, injects one fault per scenario while a load of
+// customer changes runs, and checks that Dataverse ends up holding the newest version of every
+// record, once, that every bad message is in the errors ledger, and that nothing is left stuck.
+// README.md ("Fault suite") says what it proves.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dvsync/dvsync/infra/emulator"
+)
+
+// Profile sizes the load and the faults.
+type Profile struct {
+	Name                string
+	Customers, Versions int
+	Rate                float64 // messages published per second
+	Flood               Flood
+	Kills               int // kill -9s per kill scenario
+	Down                time.Duration
+	Outage, Throttle    time.Duration
+	SlowDelay           time.Duration // longer than dvsync's 30 s client timeout
+	SlowWindow          time.Duration // requests arriving within it are delayed
+	Settle              Settle
+}
+
+var profiles = map[string]Profile{
+	"full": {Name: "full", Customers: 2000, Versions: 5, Rate: 250, Flood: Flood{Invalid: 10, Ledger: 25, Lane: 3, Huge: 2}, Kills: 4,
+		Down: 10 * time.Second, Outage: 20 * time.Second, Throttle: 25 * time.Second, SlowDelay: 60 * time.Second, SlowWindow: 500 * time.Millisecond,
+		Settle: Settle{Quiet: 10 * time.Second, Stuck: 150 * time.Second, Deadline: 8 * time.Minute}},
+	"short": {Name: "short", Customers: 300, Versions: 3, Rate: 150, Flood: Flood{Invalid: 3, Ledger: 22, Lane: 2, Huge: 1}, Kills: 2,
+		Down: 5 * time.Second, Outage: 10 * time.Second, Throttle: 12 * time.Second, SlowDelay: 45 * time.Second, SlowWindow: 500 * time.Millisecond,
+		Settle: Settle{Quiet: 8 * time.Second, Stuck: 90 * time.Second, Deadline: 4 * time.Minute}},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dvsync-faults", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	profile := fs.String("profile", "full", "load and fault sizes: full or short")
+	only := fs.String("scenario", "", "run only these scenarios (comma-separated names)")
+	keep := fs.Bool("keep", false, "keep logs, NATS stores and databases (the PostgreSQL cluster is stopped, not dropped)")
+	list := fs.Bool("list", false, "list the scenarios and exit")
+	seed := fs.Uint64("seed", 0, "seed of the load's order (0: random)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	p, ok := profiles[*profile]
+	if !ok {
+		fmt.Fprintf(stderr, "dvsync-faults: unknown profile %q (full or short)\n", *profile)
+		return 2
+	}
+	scenarios := Scenarios(p)
+	if *list {
+		for _, s := range scenarios {
+			fmt.Fprintf(stdout, "%-18s %s\n", s.Name, s.About)
+		}
+		return 0
+	}
+	if *only != "" {
+		var picked []Scenario
+		for _, name := range strings.Split(*only, ",") {
+			i := slices.IndexFunc(scenarios, func(s Scenario) bool { return s.Name == strings.TrimSpace(name) })
+			if i < 0 {
+				fmt.Fprintf(stderr, "dvsync-faults: unknown scenario %q (-list lists them)\n", name)
+				return 2
+			}
+			picked = append(picked, scenarios[i])
+		}
+		scenarios = picked
+	}
+	if *seed == 0 {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		for _, c := range b {
+			*seed = *seed<<8 | uint64(c)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C ends the suite at once (children die with it: Pdeathsig)
+	}()
+
+	r := &Runner{P: p, Keep: *keep, Seed: *seed, Out: stdout}
+	start := time.Now()
+	results, err := r.Run(ctx, scenarios)
+	if err != nil {
+		fmt.Fprintf(stderr, "dvsync-faults: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nprofile %s, seed %d, %d scenarios in %s\n\n", p.Name, r.Seed, len(results), time.Since(start).Round(time.Second))
+	PrintTable(stdout, results)
+	failed := slices.ContainsFunc(results, func(r Result) bool { return !r.Passed() })
+	switch {
+	case failed || r.Keep:
+		fmt.Fprintf(stdout, "\nlogs: %s\n", filepath.Join(r.tmp, "logs"))
+	default:
+		_ = os.RemoveAll(r.tmp)
+	}
+	if ctx.Err() != nil {
+		return 130
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// Runner runs scenarios on one PostgreSQL cluster and one emulator.
+type Runner struct {
+	P    Profile
+	Keep bool
+	Seed uint64
+	Out  io.Writer
+
+	tmp      string
+	dvsync   string
+	natsBin  string
+	pg       *PGCluster
+	emu      *Emulator
+	sup      *Supervisor
+	scenario int
+}
+
+// Run builds the binaries, starts PostgreSQL and the emulator, runs each scenario and removes
+// everything it started.
+func (r *Runner) Run(ctx context.Context, scenarios []Scenario) ([]Result, error) {
+	var err error
+	if r.tmp, err = os.MkdirTemp("", "dvsync-faults-"); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(r.Out, "dvsync-faults: profile %s, working in %s\n", r.P.Name, r.tmp)
+	if err := r.build(ctx); err != nil {
+		return nil, err
+	}
+	r.sup = &Supervisor{}
+	defer r.sup.StopAll(5 * time.Second)
+	if r.pg, err = createPG(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		cleanup := context.WithoutCancel(ctx)
+		if r.Keep {
+			_ = r.pg.Stop(cleanup)
+			fmt.Fprintf(r.Out, "PostgreSQL cluster kept (stopped): pg_dropcluster %s %s\n", r.pg.Version, r.pg.Name)
+			return
+		}
+		if err := r.pg.Drop(cleanup); err != nil {
+			fmt.Fprintf(r.Out, "dvsync-faults: %v\n", err)
+		}
+	}()
+	fmt.Fprintf(r.Out, "PostgreSQL %s cluster %s on 127.0.0.1:%d\n", r.pg.Version, r.pg.Name, r.pg.Port)
+	if err := r.startEmulator(ctx); err != nil {
+		return nil, err
+	}
+	var results []Result
+	for _, sc := range scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(r.Out, "\n== %s: %s\n", sc.Name, sc.About)
+		started := time.Now()
+		res := r.runScenario(ctx, sc)
+		fmt.Fprintf(r.Out, "== %s: %s in %s (events %d, lost %d, duplicated %d, stale %d, stuck %d, ledger %d, recovery %s s)\n",
+			sc.Name, res.verdict(), time.Since(started).Round(time.Second), res.Events, res.Report.Lost, res.Report.Duplicated,
+			res.Report.Stale, res.Report.Stuck, res.Report.Ledger, res.recovery())
+		results = append(results, res)
+	}
+	return results, nil
+}
+
+// build compiles dvsync and nats-server from this checkout's module.
+func (r *Runner) build(ctx context.Context) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("the suite builds dvsync with the go command: %w", err)
+	}
+	out, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
+	mod := strings.TrimSpace(string(out))
+	if err != nil || mod == "" || mod == os.DevNull {
+		return fmt.Errorf("run the suite inside the dvsync module (go env GOMOD: %q, %v)", mod, err)
+	}
+	bin := filepath.Join(r.tmp, "bin")
+	r.dvsync, r.natsBin = filepath.Join(bin, "dvsync"), filepath.Join(bin, "nats-server")
+	for target, pkg := range map[string]string{r.dvsync: "./cmd/dvsync", r.natsBin: "github.com/nats-io/nats-server/v2"} {
+		cmd := exec.CommandContext(ctx, goBin, "build", "-o", target, pkg)
+		cmd.Dir = filepath.Dir(mod)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) startEmulator(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := r.sup.Start("emulator", filepath.Join(r.tmp, "logs", "emulator.log"), childEnv(), r.dvsync, "emulator", "--listen", addr)
+	if err != nil {
+		return err
+	}
+	r.emu = &Emulator{URL: "http://" + addr, Proc: p}
+	return waitHealthy(ctx, p, r.emu.URL+"/healthz", 30*time.Second)
+}
+
+// Env is one scenario's running system.
+type Env struct {
+	P         Profile
+	PG        *PGCluster
+	Emu       *Emulator
+	Nodes     []*NATSNode
+	Workers   []*Proc
+	Projector *Proc
+	Serve     *Proc
+	JS        jetstream.JetStream
+	Loader    *Loader
+	health    map[*Proc]string
+	loadDone  chan struct{}
+	loadErr   error
+}
+
+// Restart starts a stopped dvsync process again and waits until it is healthy.
+func (e *Env) Restart(ctx context.Context, p *Proc) error {
+	if err := p.Restart(); err != nil {
+		return err
+	}
+	return waitHealthy(ctx, p, e.health[p], 60*time.Second)
+}
+
+// WaitLoad returns once the load is published.
+func (e *Env) WaitLoad(ctx context.Context) error {
+	select {
+	case <-e.loadDone:
+		return e.loadErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// runScenario starts a clean system, runs the load with the fault, and checks the outcome.
+func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
+	r.scenario++
+	res = Result{Scenario: sc.Name, Budget: sc.Budget, Logs: filepath.Join(r.tmp, "logs", sc.Name)}
+	data := filepath.Join(r.tmp, "data", sc.Name)
+	sup := &Supervisor{}
+	defer sup.StopAll(10 * time.Second)
+	fail := func(err error) Result {
+		res.Err = err
+		return res
+	}
+	if sc.Nodes == 0 {
+		sc.Nodes = 1
+	}
+	nodes, err := startNATS(ctx, sup, r.natsBin, data, res.Logs, sc.Nodes)
+	if err != nil {
+		return fail(err)
+	}
+	db := "faults_" + strings.ReplaceAll(sc.Name, "-", "_")
+	if err := r.pg.CreateDB(ctx, db); err != nil {
+		return fail(err)
+	}
+	defer func() {
+		if !r.Keep {
+			_ = r.pg.DropDB(context.WithoutCancel(ctx), db)
+			_ = os.RemoveAll(data)
+		}
+	}()
+	if err := r.emu.Reset(ctx); err != nil {
+		return fail(err)
+	}
+
+	e := &Env{P: r.P, PG: r.pg, Emu: r.emu, Nodes: nodes, health: map[*Proc]string{}, loadDone: make(chan struct{})}
+	token := "dvs_" + randomHex(24)
+	startDvsync := func(name, command string) (*Proc, error) {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		env := childEnv(
+			"NATS_URL="+natsURLs(nodes),
+			"DATABASE_URL="+r.pg.URL(db),
+			"DATAVERSE_URL="+r.emu.URL,
+			"DATAVERSE_TOKEN_URL="+r.emu.URL+"/"+emulator.DefaultTenant+"/oauth2/v2.0/token",
+			"DATAVERSE_CLIENT_ID="+emulator.DefaultApp.ClientID,
+			"DATAVERSE_CLIENT_SECRET="+emulator.DefaultApp.ClientSecret,
+			fmt.Sprintf("DVSYNC_HTTP_LISTEN=127.0.0.1:%d", port),
+			// Far beyond a scenario: no change may be parked for a transient cause.
+			"DVSYNC_RETRY_BUDGET=1h",
+			fmt.Sprintf("DVSYNC_NATS_REPLICAS=%d", sc.Nodes),
+			"DVSYNC_API_TOKENS=faults:viewer:"+token,
+		)
+		p, err := sup.Start(name, filepath.Join(res.Logs, name+".log"), env, r.dvsync, command)
+		if err != nil {
+			return nil, err
+		}
+		e.health[p] = fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
+		return p, nil
+	}
+	// worker-1 first: it creates the streams and the consumer, which the others then find.
+	names := []struct{ name, command string }{{"worker-1", "worker"}, {"worker-2", "worker"}, {"projector", "projector"}, {"serve", "serve"}}
+	for i, n := range names {
+		p, err := startDvsync(n.name, n.command)
+		if err != nil {
+			return fail(err)
+		}
+		switch n.command {
+		case "worker":
+			e.Workers = append(e.Workers, p)
+		case "projector":
+			e.Projector = p
+		default:
+			e.Serve = p
+		}
+		if i == 0 {
+			if err := r.waitStarted(ctx, e, p, &res); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	for _, p := range append(append([]*Proc{}, e.Workers[1:]...), e.Projector, e.Serve) {
+		if err := r.waitStarted(ctx, e, p, &res); err != nil {
+			return fail(err)
+		}
+	}
+
+	nc, err := nats.Connect(natsURLs(nodes), nats.Name("dvsync-faults"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return fail(err)
+	}
+	defer nc.Close()
+	if e.JS, err = jetstream.New(nc); err != nil {
+		return fail(err)
+	}
+	pool, err := pgxpool.New(ctx, r.pg.URL(db))
+	if err != nil {
+		return fail(err)
+	}
+	defer pool.Close()
+	obs := &Observer{Emu: r.emu, DB: pool, JS: e.JS, Sup: sup, Health: func() map[string]string {
+		out := map[string]string{}
+		for p, url := range e.health {
+			out[p.Name] = url
+		}
+		return out
+	}}
+
+	run := fmt.Sprintf("f%d-%s", r.scenario, randomHex(3))
+	if err := r.couple(ctx, e.JS, pool, run, eagerCurrency); err != nil {
+		return fail(err)
+	}
+	plan := NewPlan(run, r.Seed+uint64(r.scenario), r.P.Customers, r.P.Versions)
+	msgs := plan.Good
+	if sc.Flood {
+		msgs = Interleave(msgs, PoisonMessages(run, r.P.Flood), 0.15, 0.6)
+	}
+	e.Loader = &Loader{JS: e.JS, Msgs: msgs, Rate: r.P.Rate}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	go func() {
+		e.loadErr = e.Loader.Run(loadCtx)
+		close(e.loadDone)
+	}()
+	faultEnd, err := sc.Fault(ctx, e)
+	if err != nil {
+		return fail(fmt.Errorf("injecting the fault: %w", err))
+	}
+	if err := e.WaitLoad(ctx); err != nil {
+		return fail(fmt.Errorf("publishing the load: %w", err))
+	}
+	end := time.Now()
+	if faultEnd.After(end) {
+		end = faultEnd
+	}
+	fmt.Fprintf(r.Out, "   load of %d messages published; fault over at %s\n", e.Loader.Published(), end.Format("15:04:05"))
+	if err := sleep(ctx, time.Until(end)); err != nil {
+		return fail(err)
+	}
+
+	exp := Expect{Newest: plan.Newest, Waiting: plan.Waiting, Bad: e.Loader.Bad()}
+	mid := Converge(ctx, obs, exp, r.P.Settle)
+	res.Recovered = mid.Final
+	if mid.Final {
+		res.Recovery = mid.At.Sub(end)
+	} else {
+		res.Recovery = time.Since(end)
+	}
+	if !mid.Final {
+		res.Note = "before the late currency was coupled: " + mid.Note
+	}
+	fmt.Fprintf(r.Out, "   before the late currency: %s\n", stateText(mid))
+
+	// Couple the late currency: its customers are replayed by themselves.
+	if err := r.couple(ctx, e.JS, pool, run, lateCurrency); err != nil {
+		res.Note = strings.TrimPrefix(res.Note+"; "+err.Error(), "; ")
+	}
+	exp.Waiting = nil
+	// The fault is long over: work left unchanged this long is stuck.
+	settle := r.P.Settle
+	settle.Stuck = min(settle.Stuck, 45*time.Second)
+	fin := Converge(ctx, obs, exp, settle)
+	fmt.Fprintf(r.Out, "   after it: %s\n", stateText(fin))
+	if !fin.Final {
+		res.Recovered = false
+		res.Note = strings.TrimPrefix(res.Note+"; after the late currency was coupled: "+fin.Note, "; ")
+	}
+	res.Report = Merge(mid.Report, fin.Report)
+	res.Events = e.Loader.Published() + 2
+	return res
+}
+
+// waitStarted waits until p is healthy. A process that exits while starting is started again,
+// twice at most, as a supervisor would; the report says so.
+func (r *Runner) waitStarted(ctx context.Context, e *Env, p *Proc, res *Result) error {
+	for attempt := 1; ; attempt++ {
+		err := waitHealthy(ctx, p, e.health[p], 60*time.Second)
+		if err == nil || p.Running() || attempt == 3 {
+			return err
+		}
+		w := fmt.Sprintf("%s exited while starting (%s); started again", p.Name, lastLine(p.Log))
+		fmt.Fprintf(r.Out, "   %s\n", w)
+		res.Warnings = append(res.Warnings, w)
+		p.ForgetExits()
+		if err := p.Restart(); err != nil {
+			return err
+		}
+	}
+}
+
+func stateText(o Outcome) string {
+	switch {
+	case o.Report.OK():
+		return "final, every rule holds"
+	case o.Final:
+		return fmt.Sprintf("final, %d rules break", len(o.Report.Breaks))
+	}
+	return fmt.Sprintf("not final (%s), %d rules break", o.Note, len(o.Report.Breaks))
+}
+
+// couple publishes a currency and waits until it is coupled.
+func (r *Runner) couple(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, run, code string) error {
+	if _, err := publish(ctx, js, CurrencyEvent(run, code)); err != nil {
+		return err
+	}
+	err := waitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() bool {
+		var status string
+		err := pool.QueryRow(ctx, `SELECT status FROM couplings WHERE table_name = 'currency' AND source_key = $1`, code).Scan(&status)
+		return err == nil && status == "synced"
+	})
+	if err != nil {
+		return errors.Join(fmt.Errorf("currency %s was not coupled", code), err)
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dvsync/dvsync/infra/natsjs"
+)
+
+// Scenario is one fault, injected while the load runs, from a clean state.
+type Scenario struct {
+	Name  string
+	About string
+	Nodes int  // nats-server processes: 1, or 3 in a cluster with R3 streams
+	Flood bool // the load carries the malformed and hostile messages
+	// Budget, when set, is the longest recovery accepted.
+	Budget time.Duration
+	// Fault runs beside the load and returns when the fault is over (its end may be in the
+	// future: a late write lands after its delay).
+	Fault func(ctx context.Context, e *Env) (end time.Time, err error)
+}
+
+// Scenarios are every scenario, in the order they run.
+func Scenarios(p Profile) []Scenario {
+	return []Scenario{
+		{Name: "baseline", About: "no fault: the load alone", Fault: afterLoad},
+		{Name: "worker-kill9", About: "kill -9 of a worker, again and again, during the load; each restarted",
+			Budget: 60 * time.Second, Fault: killWorkers},
+		{Name: "nats-restart", About: "nats-server stopped during the load and restarted on its store", Fault: restartNATS},
+		{Name: "postgres-restart", About: "PostgreSQL stopped (-m immediate) during the load, then started", Fault: restartPostgres},
+		{Name: "dataverse-outage", About: "Dataverse answers 503 to everything for a while", Fault: outage},
+		{Name: "dataverse-429", About: "a 429 storm: service-protection limits far below the load", Fault: throttle},
+		{Name: "late-writes", About: "writes that land after the client gave up (the emulator's slow fault)", Fault: lateWrites},
+		{Name: "projector-kill9", About: "kill -9 of the projector, again and again, while errors flow; each restarted",
+			Budget: 90 * time.Second, Fault: killProjector},
+		{Name: "nats-node-loss", About: "a 3-node NATS cluster with R3 streams loses the changes stream's leader (kill -9)",
+			Nodes: 3, Budget: 60 * time.Second, Fault: loseNATSNode},
+		{Name: "poison-flood", About: "malformed and hostile messages among the load", Flood: true, Fault: afterLoad},
+	}
+}
+
+// afterLoad is no fault: it ends with the load.
+func afterLoad(ctx context.Context, e *Env) (time.Time, error) {
+	return time.Now(), e.WaitLoad(ctx)
+}
+
+// killWorkers kills a worker with SIGKILL at points of the load (the last after all of it is
+// published, while the workers still drain it) and starts it again at once, as a supervisor
+// would.
+func killWorkers(ctx context.Context, e *Env) (time.Time, error) {
+	points := []float64{0.2, 0.4, 0.6, 0.8, 1.0}
+	for i, at := range points[len(points)-e.P.Kills:] {
+		if err := e.Loader.WaitProgress(ctx, at); err != nil {
+			return time.Time{}, err
+		}
+		w := e.Workers[i%len(e.Workers)]
+		w.Kill()
+		if err := e.Restart(ctx, w); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Now(), nil
+}
+
+func killProjector(ctx context.Context, e *Env) (time.Time, error) {
+	points := []float64{0.2, 0.4, 0.6, 0.8, 1.0}
+	for _, at := range points[len(points)-e.P.Kills:] {
+		if err := e.Loader.WaitProgress(ctx, at); err != nil {
+			return time.Time{}, err
+		}
+		e.Projector.Kill()
+		if err := e.Restart(ctx, e.Projector); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Now(), nil
+}
+
+func restartNATS(ctx context.Context, e *Env) (time.Time, error) {
+	if err := e.Loader.WaitProgress(ctx, 0.4); err != nil {
+		return time.Time{}, err
+	}
+	n := e.Nodes[0]
+	n.Proc.Stop(30 * time.Second)
+	if err := sleep(ctx, e.P.Down); err != nil {
+		return time.Time{}, err
+	}
+	if err := n.Proc.Restart(); err != nil {
+		return time.Time{}, err
+	}
+	return time.Now(), waitJetStream(ctx, e.Nodes, 60*time.Second)
+}
+
+func restartPostgres(ctx context.Context, e *Env) (time.Time, error) {
+	if err := e.Loader.WaitProgress(ctx, 0.4); err != nil {
+		return time.Time{}, err
+	}
+	if err := e.PG.Crash(ctx); err != nil {
+		return time.Time{}, err
+	}
+	if err := sleep(ctx, e.P.Down); err != nil {
+		return time.Time{}, err
+	}
+	if err := e.PG.Start(ctx); err != nil {
+		return time.Time{}, err
+	}
+	return time.Now(), nil
+}
+
+func outage(ctx context.Context, e *Env) (time.Time, error) {
+	if err := e.Loader.WaitProgress(ctx, 0.3); err != nil {
+		return time.Time{}, err
+	}
+	if err := e.Emu.admin(ctx, http.MethodPost, "/_emulator/faults", map[string]any{"kind": "outage", "for": e.P.Outage.String()}); err != nil {
+		return time.Time{}, err
+	}
+	end := time.Now().Add(e.P.Outage)
+	if err := sleep(ctx, e.P.Outage); err != nil {
+		return time.Time{}, err
+	}
+	return end, e.Emu.admin(ctx, http.MethodDelete, "/_emulator/faults", nil)
+}
+
+func throttle(ctx context.Context, e *Env) (time.Time, error) {
+	if err := e.Loader.WaitProgress(ctx, 0.3); err != nil {
+		return time.Time{}, err
+	}
+	storm := map[string]any{"window": "10s", "requests": 50, "concurrent": 4, "dopHint": 2}
+	if err := e.Emu.admin(ctx, http.MethodPost, "/_emulator/limits", storm); err != nil {
+		return time.Time{}, err
+	}
+	if err := sleep(ctx, e.P.Throttle); err != nil {
+		return time.Time{}, err
+	}
+	return time.Now(), e.Emu.admin(ctx, http.MethodPost, "/_emulator/limits", generousLimits)
+}
+
+// lateWrites delays every request that reaches Dataverse within a short window by longer than
+// dvsync's client waits (30 s): the emulator applies each one when its delay is over, long after
+// dvsync gave up on it and went on to the record's newer versions. Every delayed request arrived
+// within the window, so the last has landed once the window and the delay are over.
+func lateWrites(ctx context.Context, e *Env) (time.Time, error) {
+	if err := e.Loader.WaitProgress(ctx, 0.3); err != nil {
+		return time.Time{}, err
+	}
+	start := time.Now()
+	slow := map[string]any{"kind": "slow", "delay": e.P.SlowDelay.String()} // no count: every request
+	if err := e.Emu.admin(ctx, http.MethodPost, "/_emulator/faults", slow); err != nil {
+		return time.Time{}, err
+	}
+	err := sleep(ctx, e.P.SlowWindow)
+	// Cleared even when interrupted: a slow fault left behind would delay the next scenario.
+	if cerr := e.Emu.admin(context.WithoutCancel(ctx), http.MethodDelete, "/_emulator/faults", nil); err == nil {
+		err = cerr
+	}
+	return start.Add(e.P.SlowWindow + e.P.SlowDelay + 2*time.Second), err
+}
+
+// loseNATSNode kills the node leading the changes stream; it stays down.
+func loseNATSNode(ctx context.Context, e *Env) (time.Time, error) {
+	if err := e.Loader.WaitProgress(ctx, 0.4); err != nil {
+		return time.Time{}, err
+	}
+	leader, err := streamLeader(ctx, e.JS, natsjs.ChangesStream)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, n := range e.Nodes {
+		if n.Name == leader {
+			n.Proc.Kill()
+			return time.Now(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("the leader %q of %s is none of the nodes", leader, natsjs.ChangesStream)
+}
+
+func streamLeader(ctx context.Context, js jetstream.JetStream, name string) (string, error) {
+	var leader string
+	err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, func() bool {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return false
+		}
+		leader = info.Cluster.Leader
+		return leader != ""
+	})
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("no leader of %s", name), err)
+	}
+	return leader, nil
+}
