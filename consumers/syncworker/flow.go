@@ -74,7 +74,7 @@ func (w *Worker) handle(work context.Context, j job) {
 	if out.ResolvesErrors {
 		synced := domain.RecordSynced{Table: j.event.Table, Key: j.event.Key, Version: j.event.Version, RowID: out.RowID.String(), At: time.Now().UTC()}
 		msgID := fmt.Sprintf("dvsync-synced-%s-%s-%d", j.event.Table, j.event.Key, j.event.Version)
-		if err := w.Outcomes.PublishSynced(ctx, msgID, synced); err != nil {
+		if err := w.publish(ctx, func(ctx context.Context) error { return w.Outcomes.PublishSynced(ctx, msgID, synced) }); err != nil {
 			log.Error("publishing resolution; the change will be redelivered", "err", err)
 			w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
 			return
@@ -187,11 +187,11 @@ func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err er
 func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.Failure, stages []domain.Stage, outcome string) {
 	ev := w.errorEvent(ctx, j, f, stages, outcome)
 	log.Warn("sync failed", "class", f.Class, "kind", f.Kind, "message", f.Message)
-	if err := w.Outcomes.PublishError(ctx, ev); err != nil {
+	if err := w.publish(ctx, func(ctx context.Context) error { return w.Outcomes.PublishError(ctx, ev) }); err != nil {
 		// Whatever made the full event fail (its size, most likely), the minimal one names the
 		// failure and where the change is; only when NATS takes neither is the change redelivered.
 		log.Warn("publishing error event; trying its minimal form", "err", err)
-		if err := w.Outcomes.PublishError(ctx, ev.Minimal()); err != nil {
+		if err := w.publish(ctx, func(ctx context.Context) error { return w.Outcomes.PublishError(ctx, ev.Minimal()) }); err != nil {
 			log.Error("publishing error event; the change will be redelivered", "err", err)
 			w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
 			return
@@ -250,7 +250,24 @@ func (w *Worker) stage(name, detail string) domain.Stage {
 	return domain.Stage{Name: name, At: time.Now().UTC(), Detail: detail}
 }
 
+// How long the worker waits for JetStream to confirm an ack or store an outcome event. During a
+// NATS leader change or reconnect a confirmation can be lost; waiting for it as long as the
+// handle timeout would stall the lane (and the messages queued behind it) for that long.
+const (
+	ackConfirmTimeout = 5 * time.Second
+	publishTimeout    = 10 * time.Second
+)
+
+// publish stores an outcome event within publishTimeout.
+func (w *Worker) publish(ctx context.Context, send func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	return send(ctx)
+}
+
 func (w *Worker) ack(ctx context.Context, log *slog.Logger, j job, outcome string) {
+	ctx, cancel := context.WithTimeout(ctx, ackConfirmTimeout)
+	defer cancel()
 	if err := j.msg.DoubleAck(ctx); err != nil {
 		// The outcome is durable; a redelivery finds it (stale, or a deduplicated error event).
 		log.Warn("ack not confirmed", "err", err)
