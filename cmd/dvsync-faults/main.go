@@ -242,6 +242,7 @@ type Env struct {
 	Projector *Proc
 	Serve     *Proc
 	JS        jetstream.JetStream
+	DB        *pgxpool.Pool
 	Loader    *Loader
 	health    map[*Proc]string
 	loadDone  chan struct{}
@@ -275,6 +276,9 @@ func randomHex(n int) string {
 // runScenario starts a clean system, runs the load with the fault, and checks the outcome.
 func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 	r.scenario++
+	if sc.Budget == 0 {
+		sc.Budget = defaultBudget
+	}
 	res = Result{Scenario: sc.Name, Budget: sc.Budget, Logs: filepath.Join(r.tmp, "logs", sc.Name)}
 	data := filepath.Join(r.tmp, "data", sc.Name)
 	sup := &Supervisor{}
@@ -371,6 +375,7 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 		return fail(err)
 	}
 	defer pool.Close()
+	e.DB = pool
 	obs := &Observer{Emu: r.emu, DB: pool, JS: e.JS, Sup: sup, Health: func() map[string]string {
 		out := map[string]string{}
 		for p, url := range e.health {
@@ -425,8 +430,18 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 	fmt.Fprintf(r.Out, "   before the late currency: %s\n", stateText(mid))
 
 	// Couple the late currency: its customers are replayed by themselves.
+	late := make(chan error, 1)
+	if sc.Late != nil {
+		go func() { late <- sc.Late(ctx, e) }()
+	} else {
+		late <- nil
+	}
 	if err := r.couple(ctx, e.JS, pool, run, lateCurrency); err != nil {
 		res.Note = strings.TrimPrefix(res.Note+"; "+err.Error(), "; ")
+	}
+	if err := <-late; err != nil {
+		// No replay to interrupt is the product's failure, which the checks below count.
+		res.Warnings = append(res.Warnings, "the fault during the replays was not injected: "+err.Error())
 	}
 	exp.Waiting = nil
 	// The fault is long over: work left unchanged this long is stuck.
