@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,6 +25,10 @@ type Coupling struct {
 	// RowID is the coupled Dataverse row; uuid.Nil while the record is not coupled.
 	RowID  uuid.UUID
 	Entity string
+	// RowVersion is the row's version (ETag) after dvsync's last write of it: the next write is
+	// conditioned on it, so that a late write can never overwrite a newer one. AnyVersion when
+	// unknown.
+	RowVersion string
 	// Version is the last source version whose outcome is final (synced or deleted); events
 	// not newer than it are stale.
 	Version      int64
@@ -43,12 +48,24 @@ func (c Coupling) Coupled() bool {
 	return c.RowID != uuid.Nil && (c.Status == CouplingSynced || c.Status == CouplingFailed)
 }
 
+// ErrStoreRejected marks a store error caused by the record's own data (a value the database
+// cannot hold): trying again cannot help, so it is reported, never retried.
+var ErrStoreRejected = errors.New("the coupling store cannot hold this record's data")
+
 // CouplingStore keeps couplings. UpdateCoupling runs update while no other worker (in this
 // process or another) can update the same record, and stores what it returns; when update
 // returns an error nothing is stored.
 type CouplingStore interface {
 	Coupling(ctx context.Context, table, key string) (Coupling, error)
-	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling) (Coupling, error)) error
+	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling, lock RecordLock) (Coupling, error)) error
+}
+
+// RecordLock is the hold UpdateCoupling has on a record while update runs. A lock can be lost
+// under the caller (the store's connection breaks, its database restarts) and another worker
+// then takes the record: update checks Held before it writes to Dataverse again, so that a
+// worker that lost the record never overwrites what the new holder wrote.
+type RecordLock interface {
+	Held(ctx context.Context) error
 }
 
 // rowNamespace seeds the deterministic row ids dvsync gives the rows it creates.
@@ -56,7 +73,7 @@ var rowNamespace = uuid.MustParse("6f0e3f43-3c1d-4b8e-9a55-0d5b1c2f7a10")
 
 // DeterministicRowID is the id dvsync creates a record's Dataverse row with. Because it depends
 // only on the record, a retry after a crash between the Dataverse write and the coupling commit
-// upserts the same row instead of creating a second one.
+// finds the row it created (and adopts it) instead of creating a second one.
 func DeterministicRowID(table, key string) uuid.UUID {
 	return uuid.NewSHA1(rowNamespace, []byte(table+"\x00"+key))
 }

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -50,10 +51,12 @@ func (e *DataverseError) MessageName() string {
 // timeout); the client wraps the transport error with it.
 var ErrDataverseUnreachable = fmt.Errorf("dataverse unreachable")
 
-// RowRef names one Dataverse row by entity set and primary id.
+// RowRef names one Dataverse row by entity set and primary id. IDAttribute, when known, is the
+// primary id's column: writes ask for it alone when they read the row's new version back.
 type RowRef struct {
-	EntitySet string
-	ID        uuid.UUID
+	EntitySet   string
+	ID          uuid.UUID
+	IDAttribute string
 }
 
 func (r RowRef) String() string { return fmt.Sprintf("%s(%s)", r.EntitySet, r.ID) }
@@ -61,14 +64,46 @@ func (r RowRef) String() string { return fmt.Sprintf("%s(%s)", r.EntitySet, r.ID
 // Attributes is the body of a Dataverse write: attribute values and "<nav>@odata.bind" lookups.
 type Attributes map[string]any
 
-// Dataverse is the port the sync needs from the Dataverse Web API.
+// AnyVersion, as the version a write is conditioned on, matches whatever version the row has
+// (If-Match: *): for couplings recorded before dvsync kept row versions.
+const AnyVersion = ""
+
+// Dataverse is the port the sync needs from the Dataverse Web API. Every write is conditional,
+// so that a write dvsync stopped waiting for, which Dataverse may still carry out later, can
+// never overwrite a newer one: a create succeeds only while the row does not exist, an update
+// or delete only while the row still has the version dvsync wrote last. Writes return the row's
+// new version (its ETag) for the next write to be conditioned on.
 type Dataverse interface {
-	// UpsertRow creates the row with the given id or updates it when it exists.
-	UpsertRow(ctx context.Context, row RowRef, attrs Attributes) error
-	// UpdateRow updates an existing row; a missing row is a DataverseError with status 404.
-	UpdateRow(ctx context.Context, row RowRef, attrs Attributes) error
-	// DeleteRow deletes a row; a missing row is a DataverseError with status 404.
-	DeleteRow(ctx context.Context, row RowRef) error
+	// CreateRow creates the row with the given id; an existing row is a DataverseError with
+	// status 412 (IsAlreadyExists).
+	CreateRow(ctx context.Context, row RowRef, attrs Attributes) (version string, err error)
+	// UpdateRow updates an existing row whose version is still ifMatch (AnyVersion: any); a
+	// missing row is a DataverseError with status 404, a changed version one with status 412
+	// (IsVersionMismatch).
+	UpdateRow(ctx context.Context, row RowRef, attrs Attributes, ifMatch string) (version string, err error)
+	// DeleteRow deletes a row whose version is still ifMatch; missing and changed rows fail as
+	// UpdateRow's do.
+	DeleteRow(ctx context.Context, row RowRef, ifMatch string) error
+	// RowVersion reads a row's current version; found is false when the row does not exist.
+	RowVersion(ctx context.Context, row RowRef) (version string, found bool, err error)
 	// FindRowID returns the id of the first row of the entity set that matches an OData filter.
 	FindRowID(ctx context.Context, entitySet, idAttribute, filter string) (uuid.UUID, bool, error)
+}
+
+// Dataverse's codes for the two ways a conditional write is refused (both HTTP 412).
+const (
+	codeVersionMismatch = "0x80060882" // ConcurrencyVersionMismatch: If-Match named another version
+	codeAlreadyExists   = "0x80040237" // DuplicateRecord: If-None-Match: * found the row
+)
+
+// IsVersionMismatch reports whether err is Dataverse refusing a write because the row's version
+// is no longer the one it was conditioned on.
+func IsVersionMismatch(err error) bool { return is412(err, codeVersionMismatch) }
+
+// IsAlreadyExists reports whether err is Dataverse refusing a create because the row exists.
+func IsAlreadyExists(err error) bool { return is412(err, codeAlreadyExists) }
+
+func is412(err error, code string) bool {
+	var dv *DataverseError
+	return errors.As(err, &dv) && dv.Status == 412 && NormalizeCode(dv.Code) == code
 }

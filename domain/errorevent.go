@@ -33,9 +33,33 @@ type ErrorEvent struct {
 	// CorrelationID ties the error to the publisher's request or trace.
 	CorrelationID string  `json:"correlation_id,omitempty"`
 	CallStack     []Stage `json:"call_stack"`
-	// Event is the original message body, byte for byte, for replay; EventHeaders its headers.
-	Event        []byte              `json:"event"`
+	// Event is the original message body, byte for byte, when it is at most MaxEmbeddedEvent
+	// bytes; EventHeaders its headers. EventSize is its size either way: the change itself stays
+	// in the changes stream at Delivery.Sequence, where the projector reads it back.
+	Event        []byte              `json:"event,omitempty"`
 	EventHeaders map[string][]string `json:"event_headers,omitempty"`
+	EventSize    int                 `json:"event_size,omitempty"`
+	// Stripped marks an error event cut down by Minimal because the full one could not be
+	// published.
+	Stripped bool `json:"stripped,omitempty"`
+}
+
+// MaxEmbeddedEvent bounds the change bytes an error event carries, so that a large change that
+// fails can always be reported.
+const MaxEmbeddedEvent = 64 << 10
+
+// Minimal is the error event stripped of everything that can make it large (the change, its
+// headers, the call stack, long texts): what is left always fits in a message.
+func (ev ErrorEvent) Minimal() ErrorEvent {
+	m := ev
+	m.Stripped, m.Event, m.EventHeaders, m.CallStack = true, nil, nil, nil
+	m.Message, m.Resolution = Truncate(ev.Message, 2048), Truncate(ev.Resolution, 1024)
+	m.Details = nil
+	if dv := ev.Dataverse; dv != nil {
+		m.Dataverse = &DataverseError{Status: dv.Status, Code: dv.Code, Message: Truncate(dv.Message, 2048)}
+	}
+	m.Key, m.EventID, m.CorrelationID = Truncate(ev.Key, MaxKeyBytes), Truncate(ev.EventID, MaxKeyBytes), Truncate(ev.CorrelationID, 256)
+	return m
 }
 
 // RecordSynced is published to dvsync.errors.resolved.<table> when a record that had failed

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // EventType says whether a change event carries a record's new state or its deletion.
@@ -54,6 +56,8 @@ func ParseEventData(raw []byte) (EventData, error) {
 		return d, fmt.Errorf("data.table is missing")
 	case strings.TrimSpace(d.Key) == "":
 		return d, fmt.Errorf("data.key is missing")
+	case CheckKey(d.Key) != nil:
+		return d, fmt.Errorf("data.key %w", CheckKey(d.Key))
 	case d.Version == nil:
 		return d, fmt.Errorf("data.version is missing")
 	case *d.Version < 0:
@@ -61,3 +65,24 @@ func ParseEventData(raw []byte) (EventData, error) {
 	}
 	return d, nil
 }
+
+// MaxKeyBytes bounds a record key (and a lookup's key value). Keys name records in subjects,
+// message ids, headers and database indexes; no source system's key comes near it.
+const MaxKeyBytes = 1024
+
+// CheckKey says why s cannot be a record key: too long, not UTF-8, or holding control characters
+// (which break logs, terminals, headers and database text).
+func CheckKey(s string) error {
+	switch {
+	case len(s) > MaxKeyBytes:
+		return fmt.Errorf("is %d bytes long, more than %d", len(s), MaxKeyBytes)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("is not valid UTF-8")
+	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+		return fmt.Errorf("contains control characters")
+	}
+	return nil
+}
+
+// CheckID says why s cannot be a CloudEvent id dvsync keeps: the same rules as a key.
+func CheckID(s string) error { return CheckKey(s) }

@@ -3,6 +3,7 @@ package domain
 import (
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Class says who can fix a failure.
@@ -168,6 +169,18 @@ func Unprocessable(err error, attempts uint64) *Failure {
 	}
 }
 
+// Crashed is the setup failure for a change whose handling panicked: a bug in dvsync, reported
+// with the change kept for replay rather than crashing the worker on every delivery.
+func Crashed(panicked any) *Failure {
+	return &Failure{
+		Class:      ClassSetup,
+		Kind:       KindUnknown,
+		Message:    fmt.Sprintf("dvsync failed while handling this change (panic: %v).", panicked),
+		Resolution: "This is a bug in dvsync: report it with the call stack; replay the error once a fixed version runs.",
+		Details:    map[string]string{"panic": fmt.Sprint(panicked)},
+	}
+}
+
 // userKinds are the kinds a user fixes; every other permanent kind is the administrator's.
 var userKinds = map[Kind]bool{KindDependencyNotCoupled: true, KindDestinationDeleted: true, KindSourceDeleted: true,
 	KindDuplicateRecord: true, KindUpdateConflict: true, KindInvalidData: true}
@@ -191,4 +204,16 @@ func RecordSkipped(ev ChangeEvent, kind Kind, failures int) *Failure {
 		Resolution: "Fix the cause named in the record's error, then retry the record; a missing dependency is noticed by itself once it is coupled.",
 		Details:    map[string]string{"skipped": "true", "failures": fmt.Sprint(failures)},
 	}
+}
+
+// Truncate bounds text kept for people (call stacks, messages) to about n bytes, cutting on a
+// character boundary and saying that it did.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…(truncated)"
 }

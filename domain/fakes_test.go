@@ -3,6 +3,7 @@ package domain_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/google/uuid"
@@ -13,8 +14,9 @@ import (
 // memStore is an in-memory CouplingStore for unit tests; PostgreSQL's is tested against a real
 // database in infra/postgres.
 type memStore struct {
-	mu   sync.Mutex
-	rows map[string]domain.Coupling
+	mu       sync.Mutex
+	rows     map[string]domain.Coupling
+	lockLost error // what Held answers
 }
 
 func newMemStore() *memStore { return &memStore{rows: map[string]domain.Coupling{}} }
@@ -28,9 +30,9 @@ func (s *memStore) Coupling(_ context.Context, table, key string) (domain.Coupli
 	return domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}, nil
 }
 
-func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling) (domain.Coupling, error)) error {
+func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
 	cur, _ := s.Coupling(ctx, table, key)
-	next, err := update(ctx, cur)
+	next, err := update(ctx, cur, s)
 	if errors.Is(err, domain.ErrUnchanged) {
 		return nil
 	}
@@ -44,18 +46,29 @@ func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update
 	return nil
 }
 
+// Held is the memStore's lock: held unless a test says it was lost.
+func (s *memStore) Held(context.Context) error { return s.lockLost }
+
 // call is one request the sync made of Dataverse.
 type call struct {
-	op    string
-	row   domain.RowRef
-	attrs domain.Attributes
+	op      string
+	row     domain.RowRef
+	attrs   domain.Attributes
+	ifMatch string
 }
 
 // recorder is a Dataverse that records calls and answers with the next queued error, if any.
+// Every successful write gives the row a new version, W/"1", W/"2", ...
 type recorder struct {
-	calls []call
-	errs  []error
-	found uuid.UUID
+	calls    []call
+	errs     []error
+	found    uuid.UUID
+	versions int
+}
+
+func (r *recorder) nextVersion() string {
+	r.versions++
+	return fmt.Sprintf(`W/"%d"`, r.versions)
 }
 
 func (r *recorder) answer(c call) error {
@@ -68,16 +81,26 @@ func (r *recorder) answer(c call) error {
 	return err
 }
 
-func (r *recorder) UpsertRow(_ context.Context, row domain.RowRef, a domain.Attributes) error {
-	return r.answer(call{"upsert", row, a})
+func (r *recorder) CreateRow(_ context.Context, row domain.RowRef, a domain.Attributes) (string, error) {
+	if err := r.answer(call{op: "create", row: row, attrs: a}); err != nil {
+		return "", err
+	}
+	return r.nextVersion(), nil
 }
-func (r *recorder) UpdateRow(_ context.Context, row domain.RowRef, a domain.Attributes) error {
-	return r.answer(call{"update", row, a})
+func (r *recorder) UpdateRow(_ context.Context, row domain.RowRef, a domain.Attributes, ifMatch string) (string, error) {
+	if err := r.answer(call{op: "update", row: row, attrs: a, ifMatch: ifMatch}); err != nil {
+		return "", err
+	}
+	return r.nextVersion(), nil
 }
-func (r *recorder) DeleteRow(_ context.Context, row domain.RowRef) error {
-	return r.answer(call{"delete", row, nil})
+func (r *recorder) DeleteRow(_ context.Context, row domain.RowRef, ifMatch string) error {
+	return r.answer(call{op: "delete", row: row, ifMatch: ifMatch})
+}
+func (r *recorder) RowVersion(_ context.Context, row domain.RowRef) (string, bool, error) {
+	err := r.answer(call{op: "version", row: row})
+	return fmt.Sprintf(`W/"%d"`, r.versions), err == nil, err
 }
 func (r *recorder) FindRowID(_ context.Context, set, _, filter string) (uuid.UUID, bool, error) {
-	err := r.answer(call{"find", domain.RowRef{EntitySet: set}, domain.Attributes{"filter": filter}})
+	err := r.answer(call{op: "find", row: domain.RowRef{EntitySet: set}, attrs: domain.Attributes{"filter": filter}})
 	return r.found, r.found != uuid.Nil, err
 }

@@ -102,7 +102,9 @@ func (m Mapping) Dependencies() []string {
 }
 
 // Row names the Dataverse row with the given id in this mapping's entity set.
-func (m Mapping) Row(id uuid.UUID) RowRef { return RowRef{EntitySet: m.EntitySet, ID: id} }
+func (m Mapping) Row(id uuid.UUID) RowRef {
+	return RowRef{EntitySet: m.EntitySet, ID: id, IDAttribute: m.PrimaryID}
+}
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -312,5 +314,8 @@ func (l Lookup) LookupValue(fields map[string]any) (string, bool, error) {
 		return "", false, fmt.Errorf("field %s: want a string, got %s", l.Source, jsonType(raw))
 	}
 	s = strings.TrimSpace(s)
+	if err := CheckKey(s); err != nil {
+		return "", false, fmt.Errorf("field %s names no record: its value %w", l.Source, err)
+	}
 	return s, s != "", nil
 }

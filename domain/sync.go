@@ -38,6 +38,9 @@ type Outcome struct {
 	// ResolvesErrors is true when the record had failed before and now synced, or has just been
 	// coupled: its open errors are resolved, and the records that waited for it are replayed.
 	ResolvesErrors bool
+	// Overwrites counts the writes sent again because the row had changed in Dataverse since
+	// dvsync's last write (see Syncer.conditional).
+	Overwrites int
 }
 
 // Syncer applies change events to Dataverse and keeps couplings. It holds no state of its own,
@@ -98,7 +101,7 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 		}
 	}
 	var out Outcome
-	err = s.Store.UpdateCoupling(ctx, ev.Table, ev.Key, func(ctx context.Context, cur Coupling) (Coupling, error) {
+	err = s.Store.UpdateCoupling(ctx, ev.Table, ev.Key, func(ctx context.Context, cur Coupling, lock RecordLock) (Coupling, error) {
 		// The store may run the closure again: start from what was prepared each time.
 		out = Outcome{Stages: append([]Stage(nil), prepared.Stages...)}
 		if o, stale := staleOutcome(ev, cur); stale {
@@ -110,13 +113,14 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 			return cur, ErrUnchanged
 		}
 		cur.LastAttemptAt = s.Now().UTC()
+		w := rowWriter{s: s, out: &out, lock: lock}
 		switch {
 		case ev.Type == EventDeleted:
-			return s.applyDelete(ctx, m, ev, cur, &out)
+			return s.applyDelete(ctx, w, m, ev, cur)
 		case failure != nil:
 			return s.fail(&out, cur, m, failure)
 		}
-		return s.applyUpsert(ctx, m, ev, cur, attrs, &out)
+		return s.applyUpsert(ctx, w, m, ev, cur, attrs)
 	})
 	return out, err
 }
@@ -190,20 +194,25 @@ func (s *Syncer) dataverseFailure(err error) (*Failure, error) {
 	return f, nil
 }
 
-func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, attrs Attributes, out *Outcome) (Coupling, error) {
-	var err error
+func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, cur Coupling, attrs Attributes) (Coupling, error) {
+	out := w.out
 	row := cur.RowID
 	if row == uuid.Nil {
 		row = DeterministicRowID(ev.Table, ev.Key)
 	}
+	ref := m.Row(row)
+	var (
+		version string
+		err     error
+	)
 	if cur.Coupled() {
-		s.stage(out, "dataverse", "update "+m.Row(row).String())
-		err = s.Dataverse.UpdateRow(ctx, m.Row(row), attrs)
+		s.stage(out, "dataverse", "update "+ref.String())
+		version, err = w.update(ctx, ref, attrs, cur.RowVersion)
 		if isRowMissing(err, row) {
 			switch m.OnDestinationDeleted {
 			case ConflictRestore:
-				s.stage(out, "dataverse", "restore "+m.Row(row).String())
-				err = s.Dataverse.UpsertRow(ctx, m.Row(row), attrs)
+				s.stage(out, "dataverse", "restore "+ref.String())
+				version, err = w.create(ctx, ref, attrs)
 			case ConflictUncouple:
 				out.Result = ResultUncoupled
 				return Coupling{Table: ev.Table, Key: ev.Key, Entity: m.Entity, Version: ev.Version, Status: CouplingUncoupled}, nil
@@ -214,9 +223,9 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 			}
 		}
 	} else {
-		// Upsert by the deterministic id: a redelivery after a crash updates the row it created.
-		s.stage(out, "dataverse", "upsert "+m.Row(row).String())
-		err = s.Dataverse.UpsertRow(ctx, m.Row(row), attrs)
+		// Created with the deterministic id: a redelivery after a crash finds the row it created.
+		s.stage(out, "dataverse", "create "+ref.String())
+		version, err = w.create(ctx, ref, attrs)
 	}
 	if err != nil {
 		f, err := s.dataverseFailure(err)
@@ -227,8 +236,86 @@ func (s *Syncer) applyUpsert(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	}
 	out.Result, out.RowID = ResultSynced, row
 	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != "" || !cur.Coupled()
-	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, Version: ev.Version,
+	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, RowVersion: version, Version: ev.Version,
 		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
+}
+
+// rowWriter writes one record's row within its UpdateCoupling closure, holding the record's lock.
+type rowWriter struct {
+	s    *Syncer
+	out  *Outcome
+	lock RecordLock
+}
+
+// create creates the row. When it exists already, an earlier attempt at this record created it
+// (dvsync crashed, or stopped waiting, before recording the coupling): the row is adopted and
+// updated on the version it has now.
+func (w rowWriter) create(ctx context.Context, ref RowRef, attrs Attributes) (string, error) {
+	version, err := w.s.Dataverse.CreateRow(ctx, ref, attrs)
+	if !IsAlreadyExists(err) {
+		return version, err
+	}
+	current, found, err := w.s.Dataverse.RowVersion(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	if err := w.lock.Held(ctx); err != nil {
+		return "", err
+	}
+	if !found { // deleted in the meantime: create it after all
+		return w.s.Dataverse.CreateRow(ctx, ref, attrs)
+	}
+	w.s.stage(w.out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it): update version %s", ref, current))
+	return w.update(ctx, ref, attrs, current)
+}
+
+// update updates a row on the version dvsync wrote last (see conditional).
+func (w rowWriter) update(ctx context.Context, ref RowRef, attrs Attributes, ifMatch string) (string, error) {
+	return w.conditional(ctx, ref, ifMatch, func(ifMatch string) (string, error) {
+		return w.s.Dataverse.UpdateRow(ctx, ref, attrs, ifMatch)
+	})
+}
+
+// maxWriteRounds bounds how often a write is sent again on a row that keeps changing under it;
+// then the conflict is reported (update_conflict) for a person to retry.
+const maxWriteRounds = 3
+
+// conditional sends a write conditioned on the row's version. A version mismatch means the row
+// changed since dvsync's last write: a person edited it in Dataverse, or a write dvsync had given
+// up on landed late. dvsync's mappings are one-way, so the source wins, as with Business
+// Central's one-way mappings: the row's version is read and the write is sent again on it. Any
+// write still on its way is conditioned on an older version and is refused when it lands.
+//
+// Before it writes again, it checks that it still holds the record: a worker that lost its lock
+// (its database connection broke) must not overwrite what the worker now holding the record wrote.
+func (w rowWriter) conditional(ctx context.Context, ref RowRef, ifMatch string, write func(ifMatch string) (string, error)) (string, error) {
+	for round := 1; ; round++ {
+		version, err := write(ifMatch)
+		if !IsVersionMismatch(err) || round == maxWriteRounds {
+			return version, err
+		}
+		current, found, err := w.s.Dataverse.RowVersion(ctx, ref)
+		if err != nil {
+			return "", err
+		}
+		if err := w.lock.Held(ctx); err != nil {
+			return "", err
+		}
+		if !found {
+			current = AnyVersion // deleted in the meantime: the next write says so (404)
+		}
+		w.s.stage(w.out, "conflict", fmt.Sprintf("%s changed in Dataverse since dvsync's last write (version %s, now %s): overwritten, the mapping is one-way",
+			ref, versionText(ifMatch), versionText(current)))
+		w.out.Overwrites++
+		ifMatch = current
+	}
+}
+
+func versionText(v string) string {
+	if v == AnyVersion {
+		return "unknown"
+	}
+	return v
 }
 
 // bindLookups adds an @odata.bind for every lookup field the event carries. A dependency that is
@@ -289,7 +376,8 @@ func isRowMissing(err error, row uuid.UUID) bool {
 // deactivation is the state Dataverse's activatable tables take when deactivated.
 var deactivation = Attributes{"statecode": 1, "statuscode": 2}
 
-func (s *Syncer) applyDelete(ctx context.Context, m Mapping, ev ChangeEvent, cur Coupling, out *Outcome) (Coupling, error) {
+func (s *Syncer) applyDelete(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, cur Coupling) (Coupling, error) {
+	out := w.out
 	deleted := Coupling{Table: ev.Table, Key: ev.Key, RowID: cur.RowID, Entity: m.Entity, Version: ev.Version,
 		Status: CouplingDeleted, LastSyncedAt: s.Now().UTC()}
 	out.Result = ResultDeleted
@@ -301,10 +389,12 @@ func (s *Syncer) applyDelete(ctx context.Context, m Mapping, ev ChangeEvent, cur
 	switch m.OnDelete {
 	case DeleteRow:
 		s.stage(out, "dataverse", "delete "+row.String())
-		err = s.Dataverse.DeleteRow(ctx, row)
+		_, err = w.conditional(ctx, row, cur.RowVersion, func(ifMatch string) (string, error) {
+			return "", s.Dataverse.DeleteRow(ctx, row, ifMatch)
+		})
 	case DeleteDeactivate:
 		s.stage(out, "dataverse", "deactivate "+row.String())
-		err = s.Dataverse.UpdateRow(ctx, row, deactivation)
+		deleted.RowVersion, err = w.update(ctx, row, deactivation, cur.RowVersion)
 	case DeleteUncouple:
 		out.Result = ResultUncoupled
 		deleted.Status, deleted.RowID = CouplingUncoupled, uuid.Nil

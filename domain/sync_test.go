@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,12 +59,82 @@ func TestVersionRule(t *testing.T) {
 	}
 }
 
+// dvErr is a Dataverse error answer with a status and code.
+func dvErr(status int, code, message string) error {
+	return &domain.DataverseError{Status: status, Code: code, Message: message}
+}
+
+func TestEveryWriteIsConditionedOnTheVersionDvsyncWroteLast(t *testing.T) {
+	dv := &recorder{}
+	s, st := newSyncer(dv)
+	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	c, _ := st.Coupling(context.Background(), "currency", "EUR")
+	if c.RowVersion != `W/"1"` {
+		t.Fatalf("coupling keeps version %q, want the create's W/\"1\"", c.RowVersion)
+	}
+	mustSync(t, s, upsert("currency", "EUR", 2, map[string]any{"code": "EUR"}))
+	mustSync(t, s, domain.ChangeEvent{ID: "d", Type: domain.EventDeleted, Table: "currency", Key: "EUR", Version: 3})
+	if u, d := dv.calls[1], dv.calls[2]; u.op != "update" || u.ifMatch != `W/"1"` || d.op != "update" || d.ifMatch != `W/"2"` {
+		t.Fatalf("calls %+v, %+v: the update must be conditioned on W/\"1\", the deactivation on W/\"2\"", u, d)
+	}
+}
+
+func TestARowChangedSinceTheLastWriteIsOverwrittenOnItsNewVersion(t *testing.T) {
+	dv := &recorder{}
+	s, st := newSyncer(dv)
+	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	// Someone (a person, or a write dvsync gave up on) changed the row since: 412.
+	dv.versions = 7
+	dv.errs = []error{dvErr(412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided.")}
+	out := mustSync(t, s, upsert("currency", "EUR", 2, map[string]any{"code": "EUR"}))
+	if out.Result != domain.ResultSynced || out.Overwrites != 1 {
+		t.Fatalf("outcome %+v, want synced with one overwrite", out)
+	}
+	ops := []string{}
+	for _, c := range dv.calls[1:] {
+		ops = append(ops, c.op+" "+c.ifMatch)
+	}
+	if fmt.Sprint(ops) != `[update W/"1" version  update W/"7"]` {
+		t.Fatalf("calls %q: want the update, a read of the row's version, and the update on that version", ops)
+	}
+	if c, _ := st.Coupling(context.Background(), "currency", "EUR"); c.RowVersion != `W/"8"` || c.Version != 2 {
+		t.Fatalf("coupling %+v", c)
+	}
+}
+
+func TestARowThatKeepsChangingIsReportedAsAnUpdateConflict(t *testing.T) {
+	dv := &recorder{}
+	s, _ := newSyncer(dv)
+	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	mismatch := dvErr(412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided.")
+	dv.errs = []error{mismatch, nil, mismatch, nil, mismatch}
+	out := mustSync(t, s, upsert("currency", "EUR", 2, map[string]any{"code": "EUR"}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindUpdateConflict {
+		t.Fatalf("outcome %+v, want an update_conflict after three rounds", out)
+	}
+}
+
+func TestACreateThatFindsItsRowAdoptsIt(t *testing.T) {
+	dv := &recorder{versions: 4}
+	s, st := newSyncer(dv)
+	// An earlier attempt created the row, then the worker died before recording the coupling.
+	dv.errs = []error{dvErr(412, "0x80040237", "A record with matching key values already exists.")}
+	out := mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	if out.Result != domain.ResultSynced || len(dv.calls) != 3 || dv.calls[1].op != "version" ||
+		dv.calls[2].op != "update" || dv.calls[2].ifMatch != `W/"4"` {
+		t.Fatalf("outcome %+v, calls %+v: want create, version read, update on W/\"4\"", out, dv.calls)
+	}
+	if c, _ := st.Coupling(context.Background(), "currency", "EUR"); !c.Coupled() || c.RowVersion != `W/"5"` {
+		t.Fatalf("coupling %+v", c)
+	}
+}
+
 func TestNewRecordIsUpsertedByItsDeterministicID(t *testing.T) {
 	dv := &recorder{}
 	s, _ := newSyncer(dv)
 	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
 	want := domain.DeterministicRowID("currency", "EUR")
-	if c := dv.calls[0]; c.op != "upsert" || c.row.ID != want || c.row.EntitySet != "transactioncurrencies" {
+	if c := dv.calls[0]; c.op != "create" || c.row.ID != want || c.row.EntitySet != "transactioncurrencies" {
 		t.Fatalf("call = %+v, want an upsert of %s", c, want)
 	}
 	if domain.DeterministicRowID("currency", "EUR") != want || domain.DeterministicRowID("currency", "USD") == want {
@@ -132,9 +203,9 @@ func TestDestinationDeletedPolicies(t *testing.T) {
 		result domain.Result
 		ops    []string
 	}{
-		{domain.ConflictReport, domain.ResultFailed, []string{"upsert", "update"}},
-		{domain.ConflictRestore, domain.ResultSynced, []string{"upsert", "update", "upsert"}},
-		{domain.ConflictUncouple, domain.ResultUncoupled, []string{"upsert", "update"}},
+		{domain.ConflictReport, domain.ResultFailed, []string{"create", "update"}},
+		{domain.ConflictRestore, domain.ResultSynced, []string{"create", "update", "create"}},
+		{domain.ConflictUncouple, domain.ResultUncoupled, []string{"create", "update"}},
 	} {
 		t.Run(string(tc.policy), func(t *testing.T) {
 			dv := &recorder{}
@@ -201,5 +272,34 @@ func TestUnknownAndUnmappedTables(t *testing.T) {
 	}
 	if out := mustSync(t, s, upsert("vendor", "V1", 1, map[string]any{})); out.Failure.Kind != domain.KindMappingMissing || out.Failure.Class != domain.ClassSetup {
 		t.Fatalf("known table without a mapping: %+v", out.Failure)
+	}
+}
+
+func TestALookupValueThatCanNameNoRecordIsAnInvalidEvent(t *testing.T) {
+	dv := &recorder{}
+	s, _ := newSyncer(dv)
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": strings.Repeat("E", 9000)}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindInvalidEvent || len(dv.calls) != 0 {
+		t.Fatalf("outcome %+v after %d calls, want invalid_event and no call", out, len(dv.calls))
+	}
+	if len(out.Failure.Message) > 300 {
+		t.Fatalf("the message must not echo the value: %d bytes", len(out.Failure.Message))
+	}
+}
+
+// A worker whose record lock was lost (its database connection broke) must not send a write
+// again after a 412: the row may have moved on because the worker now holding the record wrote it.
+func TestAWorkerThatLostItsLockDoesNotOverwriteTheNewHolder(t *testing.T) {
+	dv := &recorder{}
+	s, st := newSyncer(dv)
+	mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	st.lockLost = errors.New("connection reset")
+	dv.errs = []error{dvErr(412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided.")}
+	_, err := s.Sync(context.Background(), upsert("currency", "EUR", 2, map[string]any{"code": "EUR"}))
+	if err == nil || !errors.Is(err, st.lockLost) {
+		t.Fatalf("err = %v, want the lost lock (transient: the change is tried again)", err)
+	}
+	if last := dv.calls[len(dv.calls)-1]; last.op != "version" {
+		t.Fatalf("last call %+v: nothing may be written after the lock is found lost", last)
 	}
 }

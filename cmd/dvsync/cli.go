@@ -15,6 +15,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // apiClient is the CLI's side of the errors API.
@@ -60,7 +62,7 @@ func (c *apiClient) call(ctx context.Context, method, path string, body any, out
 	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusConflict {
 		var p struct{ Title, Detail string }
 		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
-			return resp.StatusCode, fmt.Errorf("%s: %s", p.Title, p.Detail)
+			return resp.StatusCode, fmt.Errorf("%s: %s", termSafe(p.Title), termSafe(p.Detail))
 		}
 		return resp.StatusCode, fmt.Errorf("the API answered %s", resp.Status)
 	}
@@ -148,14 +150,14 @@ func errorsList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCLASS\tKIND\tRECORD\tSTATUS\tSEEN\tLAST SEEN\tMESSAGE")
 	for _, e := range page.Errors {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%d\t%s\t%s\n", e.ID, e.Class, e.Kind, e.Table, e.Key, e.Status, e.Occurrences,
-			e.LastSeen.Local().Format("2006-01-02 15:04"), shorten(e.Message, 90))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%s\t%s\t%d\t%s\t%s\n", e.ID, termSafe(e.Class), termSafe(e.Kind), termSafe(e.Table), termSafe(e.Key),
+			termSafe(e.Status), e.Occurrences, e.LastSeen.Local().Format("2006-01-02 15:04"), termSafe(shorten(e.Message, 90)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if page.Next != "" {
-		fmt.Fprintf(stdout, "more: --cursor %s\n", page.Next)
+		fmt.Fprintf(stdout, "more: --cursor %s\n", termSafe(page.Next))
 	}
 	return nil
 }
@@ -166,6 +168,50 @@ func shorten(s string, n int) string {
 		return s
 	}
 	return string([]rune(s)[:n-1]) + "…"
+}
+
+// termSafe makes text from the API (which comes from events, hence from anyone who may publish)
+// harmless on a terminal: control characters (ESC, CR, BEL, TAB, the C1 controls…), Unicode
+// format characters (bidirectional overrides, zero-width) and line separators are written as Go
+// escapes, and bytes that are not UTF-8 as \x.., so that no text can move the cursor, rewrite a
+// line, or shift a table's columns.
+func termSafe(s string) string { return escapeControls(s, false) }
+
+// termSafeLines is termSafe that keeps line feeds, for multi-line text such as a request.
+func termSafeLines(s string) string { return escapeControls(s, true) }
+
+func escapeControls(s string, keepNewlines bool) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unsafeRune(r) && (!keepNewlines || r != '\n') {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case keepNewlines && r == '\n':
+			b.WriteRune(r)
+		case unsafeRune(r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r)
 }
 
 func errorsShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -188,14 +234,15 @@ func errorsShow(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "Error %d: %s/%s of %s/%s (%s, seen %d times, last %s)\n\n%s\n\nWhat to do: %s\n\nCall stack:\n",
-		e.ID, e.Class, e.Kind, e.Table, e.Key, e.Status, e.Occurrences, e.LastSeen.Local().Format(time.RFC1123), e.Message, e.Resolution)
+		e.ID, termSafe(e.Class), termSafe(e.Kind), termSafe(e.Table), termSafe(e.Key), termSafe(e.Status), e.Occurrences,
+		e.LastSeen.Local().Format(time.RFC1123), termSafeLines(e.Message), termSafeLines(e.Resolution))
 	for i, st := range e.CallStack {
-		fmt.Fprintf(stdout, "  %d. %s %s\n", i+1, st.Name, st.Detail)
+		fmt.Fprintf(stdout, "  %d. %s %s\n", i+1, termSafe(st.Name), termSafe(st.Detail))
 		if st.Request != "" {
-			fmt.Fprintf(stdout, "     request:  %s\n", strings.ReplaceAll(st.Request, "\n", "\n               "))
+			fmt.Fprintf(stdout, "     request:  %s\n", strings.ReplaceAll(termSafeLines(st.Request), "\n", "\n               "))
 		}
 		if st.Response != "" {
-			fmt.Fprintf(stdout, "     response: %s\n", strings.ReplaceAll(st.Response, "\n", "\n               "))
+			fmt.Fprintf(stdout, "     response: %s\n", strings.ReplaceAll(termSafeLines(st.Response), "\n", "\n               "))
 		}
 	}
 	return nil
@@ -249,7 +296,7 @@ func errorsReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	failed := 0
 	for _, r := range results {
-		fmt.Fprintf(stdout, "error %d: %s %s\n", r.ErrorID, r.Outcome, r.Detail)
+		fmt.Fprintf(stdout, "error %d: %s %s\n", r.ErrorID, termSafe(r.Outcome), termSafe(r.Detail))
 		if r.Outcome == "failed" || r.Outcome == "not_found" {
 			failed++
 		}
@@ -262,11 +309,14 @@ func errorsReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 func errorsDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c, asJSON := cliFlags("errors delete", stderr)
-	days := fs.Int("older-than-days", 7, "delete errors last seen more than this many days ago")
+	days := fs.Int("older-than-days", 7, "delete errors last seen more than this many days ago (1 to 36500)")
 	all := fs.Bool("all", false, "delete every error")
 	yes := fs.Bool("yes", false, "confirm --all")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *days < 1 || *days > 36500 {
+		return usageError{fmt.Errorf("--older-than-days %d is not from 1 to 36500", *days)}
 	}
 	path := "/api/v1/errors?older_than_days=" + strconv.Itoa(*days)
 	if fs.NArg() == 1 {
@@ -326,7 +376,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if t.LastSyncedAt != nil {
 			last = t.LastSyncedAt.Local().Format("2006-01-02 15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", t.Table, t.Synced, t.Failed, t.Skipped, t.OpenErrors["coupling"], t.OpenErrors["setup"], last)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", termSafe(t.Table), t.Synced, t.Failed, t.Skipped, t.OpenErrors["coupling"], t.OpenErrors["setup"], last)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dvsync/dvsync/consumers/syncworker"
@@ -39,6 +42,8 @@ type Config struct {
 	// SessionKey signs page sessions (DVSYNC_SESSION_KEY, hex); set it when several serve
 	// replicas share users.
 	SessionKey string
+	// envErrs are the environment's malformed values, for validate to report with the rest.
+	envErrs []error
 }
 
 // DataverseConfig names the Dataverse environment and the app registration dvsync signs in as.
@@ -56,11 +61,9 @@ type DataverseConfig struct {
 	BypassCustomPlugins bool
 	// IntegrationUser names the application user in resolutions (DATAVERSE_INTEGRATION_USER).
 	IntegrationUser string
-}
-
-func envBool(name string) bool {
-	v, err := strconv.ParseBool(os.Getenv(name))
-	return err == nil && v
+	// RequestTimeout bounds one request to Dataverse or its token endpoint
+	// (DATAVERSE_REQUEST_TIMEOUT; 0 is 30s).
+	RequestTimeout time.Duration
 }
 
 func env(name, def string) string {
@@ -70,42 +73,99 @@ func env(name, def string) string {
 	return def
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
+// envReader reads the environment's typed settings. A malformed value is an error naming its
+// variable, never a silent default: 45 meant as seconds would otherwise become 30s. Unset or
+// blank keeps the default. The typed settings are no secrets, so their value is shown (quoted,
+// and cut short); a secret's errors never quote it (see sessionKey).
+type envReader struct{ errs []error }
+
+// value is the variable's value without surrounding blanks (an env file's CR, say).
+func (e *envReader) value(name string) (string, bool) {
+	v := strings.TrimSpace(os.Getenv(name))
+	return v, v != ""
 }
 
-// defaultConfig reads the environment.
+func (e *envReader) fail(name, v, want string) {
+	e.errs = append(e.errs, fmt.Errorf("%s=%s is not %s", name, shown(v), want))
+}
+
+// shown quotes a setting that is no secret for an error, escaping control characters, and cuts
+// a long one short.
+func shown(v string) string {
+	if r := []rune(v); len(r) > 40 {
+		v = string(r[:40]) + "…"
+	}
+	return strconv.Quote(v)
+}
+
+func (e *envReader) boolean(name string, def bool) bool {
+	v, ok := e.value(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.fail(name, v, "true or false")
+		return def
+	}
+	return b
+}
+
+func (e *envReader) integer(name string, def int) int {
+	v, ok := e.value(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.fail(name, v, "a whole number")
+		return def
+	}
+	return n
+}
+
+func (e *envReader) duration(name string, def time.Duration) time.Duration {
+	v, ok := e.value(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		e.fail(name, v, "a duration with its unit, such as 45s, 15m or 24h")
+		return def
+	}
+	return d
+}
+
+// defaultConfig reads the environment; validate reports its malformed values.
 func defaultConfig() Config {
+	var e envReader
 	c := Config{
 		NATSURL:      env("NATS_URL", ""),
 		DatabaseURL:  env("DATABASE_URL", ""),
 		MappingsFile: env("DVSYNC_MAPPINGS", ""),
-		HTTPListen:   env("DVSYNC_HTTP_LISTEN", ":8080"),
-		LogLevel:     env("DVSYNC_LOG_LEVEL", "info"),
+		HTTPListen:   env("DVSYNC_HTTP_LISTEN", "127.0.0.1:8080"), // not every interface: in a container, :8080
+		LogLevel:     strings.TrimSpace(env("DVSYNC_LOG_LEVEL", "info")),
 		Dataverse: DataverseConfig{URL: env("DATAVERSE_URL", ""), TenantID: env("DATAVERSE_TENANT_ID", ""),
 			ClientID: env("DATAVERSE_CLIENT_ID", ""), ClientSecret: env("DATAVERSE_CLIENT_SECRET", ""),
-			TokenURL: env("DATAVERSE_TOKEN_URL", ""), MaxParallel: envInt("DATAVERSE_MAX_PARALLEL", 52),
-			DuplicateDetection: envBool("DATAVERSE_DUPLICATE_DETECTION"), BypassCustomPlugins: envBool("DATAVERSE_BYPASS_CUSTOM_PLUGINS"),
-			IntegrationUser: env("DATAVERSE_INTEGRATION_USER", "")},
+			TokenURL: env("DATAVERSE_TOKEN_URL", ""), MaxParallel: e.integer("DATAVERSE_MAX_PARALLEL", 52),
+			DuplicateDetection:  e.boolean("DATAVERSE_DUPLICATE_DETECTION", false),
+			BypassCustomPlugins: e.boolean("DATAVERSE_BYPASS_CUSTOM_PLUGINS", false),
+			IntegrationUser:     env("DATAVERSE_INTEGRATION_USER", ""),
+			RequestTimeout:      e.duration("DATAVERSE_REQUEST_TIMEOUT", 30*time.Second)},
 		Topology:  natsjs.DefaultTopology(),
 		Worker:    syncworker.DefaultConfig(),
 		Skip:      domain.DefaultSkipPolicy,
 		APITokens: env("DVSYNC_API_TOKENS", ""), APITokensFile: env("DVSYNC_API_TOKENS_FILE", ""),
 		SourceURL: env("DVSYNC_SOURCE_URL", ""), SessionKey: env("DVSYNC_SESSION_KEY", ""),
-		ReplayDependents: env("DVSYNC_REPLAY_DEPENDENTS", "true") != "false",
+		ReplayDependents: e.boolean("DVSYNC_REPLAY_DEPENDENTS", true),
 	}
-	c.Skip.After = envInt("DVSYNC_SKIP_AFTER", c.Skip.After)
-	if d, err := time.ParseDuration(os.Getenv("DVSYNC_SKIP_PROBE")); err == nil {
-		c.Skip.Probe = d
-	}
-	c.Topology.Replicas = envInt("DVSYNC_NATS_REPLICAS", c.Topology.Replicas)
-	c.Worker.Lanes = envInt("DVSYNC_WORKER_LANES", c.Worker.Lanes)
-	if d, err := time.ParseDuration(os.Getenv("DVSYNC_RETRY_BUDGET")); err == nil {
-		c.Worker.RetryBudget = d
-	}
+	c.Skip.After = e.integer("DVSYNC_SKIP_AFTER", c.Skip.After)
+	c.Skip.Probe = e.duration("DVSYNC_SKIP_PROBE", c.Skip.Probe)
+	c.Topology.Replicas = e.integer("DVSYNC_NATS_REPLICAS", c.Topology.Replicas)
+	c.Worker.Lanes = e.integer("DVSYNC_WORKER_LANES", c.Worker.Lanes)
+	c.Worker.RetryBudget = e.duration("DVSYNC_RETRY_BUDGET", c.Worker.RetryBudget)
+	c.envErrs = e.errs
 	return c
 }
 
@@ -133,9 +193,38 @@ func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
 	}
 }
 
+// logLevel reads DVSYNC_LOG_LEVEL (--log-level): debug, info, warn or error, in any case; as
+// newLogger does.
+func logLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return slog.LevelInfo, fmt.Errorf("log level (DVSYNC_LOG_LEVEL, --log-level) %s is not debug, info, warn or error", shown(s))
+	}
+	return l, nil
+}
+
+// minSessionKey is the shortest session key accepted, in bytes.
+const minSessionKey = 16
+
+// sessionKey decodes DVSYNC_SESSION_KEY; nil when it is not set (a random key per process).
+// Its errors never quote the key.
+func (c Config) sessionKey() ([]byte, error) {
+	if c.SessionKey == "" {
+		return nil, nil
+	}
+	key, err := hex.DecodeString(c.SessionKey)
+	if err != nil {
+		return nil, errors.New("DVSYNC_SESSION_KEY is not hex; make one with `openssl rand -hex 32`")
+	}
+	if len(key) < minSessionKey {
+		return nil, fmt.Errorf("DVSYNC_SESSION_KEY has %d bytes, fewer than %d; make one with `openssl rand -hex 32`", len(key), minSessionKey)
+	}
+	return key, nil
+}
+
 // validate checks the settings a subcommand needs, all at once.
 func (c Config) validate(nats, db, dataverse bool) error {
-	var errs []error
+	errs := append([]error(nil), c.envErrs...)
 	if nats && c.NATSURL == "" {
 		errs = append(errs, errors.New("NATS_URL (or --nats-url) is required"))
 	}
@@ -150,16 +239,37 @@ func (c Config) validate(nats, db, dataverse bool) error {
 			errs = append(errs, errors.New("DATAVERSE_TENANT_ID, DATAVERSE_CLIENT_ID and DATAVERSE_CLIENT_SECRET are required"))
 		}
 	}
+	if _, err := c.sessionKey(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Worker.Lanes < 1 || c.Worker.Lanes > 256 {
-		errs = append(errs, fmt.Errorf("lanes %d is not between 1 and 256", c.Worker.Lanes))
+		errs = append(errs, fmt.Errorf("lanes (DVSYNC_WORKER_LANES, --lanes) %d is not between 1 and 256", c.Worker.Lanes))
 	}
-	// A message waits in its lane for at most one other message, then is handled: twice the
-	// handle timeout must fit in the ack wait.
-	if 2*c.Worker.HandleTimeout+10*time.Second > c.Topology.AckWait {
-		errs = append(errs, fmt.Errorf("handle timeout %s is too long for the ack wait %s", c.Worker.HandleTimeout, c.Topology.AckWait))
+	if _, err := logLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	// A negative value would silently mean "the default" or "never": say so instead.
+	for _, n := range []struct {
+		name     string
+		negative bool
+	}{
+		{"DATAVERSE_MAX_PARALLEL", c.Dataverse.MaxParallel < 0},
+		{"DATAVERSE_REQUEST_TIMEOUT", c.Dataverse.RequestTimeout < 0},
+		{"DVSYNC_SKIP_AFTER (--skip-after)", c.Skip.After < 0},
+		{"DVSYNC_SKIP_PROBE (--skip-probe)", c.Skip.Probe < 0},
+		{"DVSYNC_RETRY_BUDGET (--retry-budget)", c.Worker.RetryBudget < 0},
+	} {
+		if n.negative {
+			errs = append(errs, fmt.Errorf("%s is negative", n.name))
+		}
+	}
+	// Workers send InProgress for every message they hold, so the handle timeout need not fit in
+	// the ack wait; it only bounds how long one change holds a lane.
+	if c.Worker.HandleTimeout < 100*time.Millisecond || c.Worker.HandleTimeout > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("handle timeout %s is not between 100ms and 10m", c.Worker.HandleTimeout))
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +43,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log := newLogger(stderr, cfg.LogLevel)
 	g, gctx := errgroup.WithContext(ctx)
 
-	natsNote := "external"
+	natsShown, natsNote, publisherPassword := redactURLs(cfg.NATSURL), "external", ""
 	if cfg.NATSURL == "" && *dataDir == "" {
 		// A fresh store each run: the demo's events would otherwise fall in the duplicate window of
 		// the previous run's, and the in-memory emulator does not remember what they created.
@@ -58,12 +59,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return usageError{fmt.Errorf("--nats-listen: %w", err)}
 		}
-		srv, err := natsjs.StartEmbedded(host, port, *dataDir)
+		// The accounts of a deployment (deployments/nats), so that what works here works there:
+		// dvsync's processes sign in as dvsync, and the publisher may only publish changes.
+		pw := natsjs.NewPasswords()
+		srv, err := natsjs.StartEmbeddedWithAccounts(host, port, *dataDir, pw)
 		if err != nil {
 			return err
 		}
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-		cfg.NATSURL, natsNote = srv.ClientURL(), "embedded, JetStream in "+*dataDir
+		cfg.NATSURL = natsjs.UserURL(srv.ClientURL(), natsjs.DvsyncUser, pw.Dvsync)
+		natsShown, natsNote = srv.ClientURL(), "embedded, JetStream in "+*dataDir+"; dvsync signs in as "+natsjs.DvsyncUser
+		publisherPassword = pw.Publisher
 	}
 
 	var emu *emulator.Emulator
@@ -127,7 +133,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   Metrics      %s/metrics
   Health       %s/healthz
   Token        %s (operator; export DVSYNC_TOKEN=… for the CLI)
-`, cfg.NATSURL, natsNote, cfg.Dataverse.URL, dvNote, redactURL(cfg.DatabaseURL), dbNote, web, web, web, operatorToken)
+`, natsShown, natsNote, cfg.Dataverse.URL, dvNote, redactURL(cfg.DatabaseURL), dbNote, web, web, web, operatorToken)
+	if publisherPassword != "" {
+		fmt.Fprintf(stdout, `  Publisher    user %s, password %s (may publish dvsync.changes.> and nothing else)
+               nats -s %s pub dvsync.changes.currency -H Nats-Msg-Id:demo-usd-1 '%s'
+`, natsjs.PublisherUser, publisherPassword, natsjs.UserURL(natsShown, natsjs.PublisherUser, publisherPassword), demoUSD)
+	}
 	if *seed && emu != nil {
 		if err := seedDemo(ctx, s, emu); err != nil {
 			return fmt.Errorf("seed: %w", err)
@@ -135,10 +146,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, `  Demo         currency EUR and customer C10000 sync; customer C20000 waits for currency USD
                (coupling error); item 1000 fails: prvCreateProduct was revoked (setup error).
                Grant it back: curl -X POST %s/_emulator/privileges -d '{"grant":["prvCreateProduct"]}'
+               Publish currency USD (the nats line above), and C20000 syncs by itself.
 `, emuURL)
 	}
 	return g.Wait()
 }
+
+// demoUSD is the change that couples the currency the demo's customer C20000 waits for.
+const demoUSD = `{"specversion":"1.0","id":"demo-usd-1","type":"dvsync.record.upserted","source":"demo","data":{"table":"currency","key":"USD","version":1,"fields":{"code":"USD","displayName":"US Dollar"}}}`
 
 // seedDemo publishes a few changes that show each outcome. Dependents are published once their
 // dependencies are coupled, so that the demo does not depend on which lane runs first.
@@ -233,6 +248,18 @@ func redactURL(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// redactURLs redacts each URL of a comma-separated list, as NATS_URL may be.
+func redactURLs(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		parts[i] = redactURL(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -47,6 +47,7 @@ type harness struct {
 	workers   []*stack
 	projector *stack
 	prefix    string
+	cfg       Config // what the components run with, for tests that start more
 }
 
 var testRun atomic.Int64
@@ -97,7 +98,7 @@ func startWith(t *testing.T, o options) *harness {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	h := &harness{t: t, emu: emu, prefix: fmt.Sprintf("T%d", testRun.Add(1))}
+	h := &harness{t: t, emu: emu, prefix: fmt.Sprintf("T%d", testRun.Add(1)), cfg: cfg}
 	var stacks []*stack
 	launch := func(withDataverse bool, run func(*stack) func(context.Context) error) *stack {
 		s := newStack(cfg, log)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -38,9 +37,8 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 	if tokens != nil && s.store != nil && s.js != nil {
 		api.Ledger, api.Tokens, api.Couplings = s.store, tokens, s.store
 		api.Links = httpapi.Links{DataverseURL: s.cfg.Dataverse.URL, SourceURL: s.cfg.SourceURL}
-		if key, err := hex.DecodeString(s.cfg.SessionKey); err == nil && len(key) >= 16 {
-			api.SessionKey = key
-		}
+		// validate has refused a key that is not hex or too short.
+		api.SessionKey, _ = s.cfg.sessionKey()
 		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
 		api.Lag = func(ctx context.Context) (uint64, error) {
 			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
@@ -70,9 +68,19 @@ func (c Config) loadTokens() (*httpapi.Tokens, error) {
 	return httpapi.ParseTokens(spec)
 }
 
+// httpTimeouts bound what one client may hold of a server: a slow or idle client is cut off.
+// Write covers the longest answer, a replay of 1000 errors or a page of 1000 of them.
+var httpTimeouts = struct{ ReadHeader, Read, Write, Idle time.Duration }{
+	ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute,
+}
+
+// maxHeaderBytes bounds a request's headers.
+const maxHeaderBytes = 64 << 10
+
 // serve runs an HTTP server on ln until ctx ends, then shuts it down gracefully.
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: httpTimeouts.ReadHeader, ReadTimeout: httpTimeouts.Read,
+		WriteTimeout: httpTimeouts.Write, IdleTimeout: httpTimeouts.Idle, MaxHeaderBytes: maxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

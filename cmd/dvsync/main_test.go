@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
@@ -131,16 +133,31 @@ func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
 	if !kinds[domain.KindDependencyNotCoupled] || !kinds[domain.KindMissingPrivilege] {
 		t.Fatalf("the demo shows %v; want a coupling and a setup error", kinds)
 	}
-	// The README's next step: publish currency USD, and C20000, which waited for it, syncs.
-	natsURL := regexp.MustCompile(`NATS\s+(\S+)`).FindStringSubmatch(out.String())[1]
-	nc, err := nats.Connect(natsURL)
+	// The server is shown without credentials; dvsync's own never appear.
+	natsURL, err := neturl.Parse(regexp.MustCompile(`NATS\s+(\S+)`).FindStringSubmatch(out.String())[1])
+	if err != nil || natsURL.User != nil {
+		t.Fatalf("the NATS address %v (%v) must carry no credentials", natsURL, err)
+	}
+	// The README's next step: the printed nats line, as the publisher, publishes currency USD,
+	// and C20000, which waited for it, syncs.
+	pub := regexp.MustCompile(`nats -s (\S+) pub (\S+) -H Nats-Msg-Id:(\S+) '([^']+)'`).FindStringSubmatch(out.String())
+	if pub == nil {
+		t.Fatalf("dvsync dev printed no nats pub line: %s", out.String())
+	}
+	if u, err := neturl.Parse(pub[1]); err != nil || u.User.Username() != natsjs.PublisherUser {
+		t.Fatalf("the nats pub line signs in as %v (%v), want the publisher", u, err)
+	}
+	nc, err := nats.Connect(pub[1])
+	if err != nil {
+		t.Fatalf("the printed publisher credentials: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	usd := `{"specversion":"1.0","id":"demo-usd-1","type":"dvsync.record.upserted","source":"demo","data":{"table":"currency","key":"USD","version":1,"fields":{"code":"USD","displayName":"US Dollar"}}}`
-	if err := nc.Publish("dvsync.changes.currency", []byte(usd)); err != nil {
-		t.Fatal(err)
+	if ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: pub[2], Data: []byte(pub[4])}, jetstream.WithMsgID(pub[3])); err != nil || ack.Stream != natsjs.ChangesStream {
+		t.Fatalf("the printed nats pub line as the publisher: ack %+v, %v", ack, err)
 	}
 	couplings := strings.Replace(url, "/errors", "/couplings/customer/C20000", 1)
 	for status := ""; status != string(domain.CouplingSynced); {
@@ -167,6 +184,10 @@ func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("dvsync dev did not stop within 30s of being cancelled")
+	}
+	// Signed in as dvsync, its processes did everything without a refusal.
+	if strings.Contains(strings.ToLower(errOut.String()), "permissions violation") {
+		t.Fatalf("the NATS server refused dvsync something: %s", errOut.String())
 	}
 }
 

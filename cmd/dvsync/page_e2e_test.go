@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -58,7 +61,7 @@ func TestErrorsPageInABrowser(t *testing.T) {
 	err := chromedp.Run(ctx,
 		chromedp.Navigate(base+"/errors"),
 		chromedp.WaitVisible("#token", chromedp.ByID),
-		chromedp.SendKeys("#token", "operator-token", chromedp.ByID),
+		chromedp.SendKeys("#token", testOperatorToken, chromedp.ByID),
 		chromedp.Submit("#token", chromedp.ByID),
 		chromedp.WaitVisible(card, chromedp.ByQuery),
 		chromedp.Text(card+" .message", &message, chromedp.ByQuery),
@@ -182,7 +185,7 @@ func TestPageRefusesForgedAndViewerPosts(t *testing.T) {
 	ctx := browser(t)
 	var status int
 	if err := chromedp.Run(ctx,
-		chromedp.Navigate(base+"/login"), chromedp.SendKeys("#token", "viewer-token", chromedp.ByID), chromedp.Submit("#token", chromedp.ByID),
+		chromedp.Navigate(base+"/login"), chromedp.SendKeys("#token", testViewerToken, chromedp.ByID), chromedp.Submit("#token", chromedp.ByID),
 		// The navigation is shown only once signed in (the login page has a heading too).
 		chromedp.WaitVisible(`nav[aria-label="Main"]`, chromedp.ByQuery),
 		// redirect "manual": a redirect to the login page must not pass for an answer.
@@ -195,6 +198,85 @@ func TestPageRefusesForgedAndViewerPosts(t *testing.T) {
 		t.Fatalf("a viewer's forged post answered %d", status)
 	}
 }
+
+// Signing out in the browser ends the session: its cookie, replayed from elsewhere, opens nothing.
+func TestPageSignOutEndsTheSession(t *testing.T) {
+	h := start(t, 1)
+	base := h.api()
+	ctx := browser(t)
+	var cookie string
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(base+"/login"), chromedp.SendKeys("#token", testViewerToken, chromedp.ByID), chromedp.Submit("#token", chromedp.ByID),
+		chromedp.WaitVisible(`nav[aria-label="Main"]`, chromedp.ByQuery),
+		chromedp.ActionFunc(func(ctx context.Context) error {
+			cookies, err := network.GetCookies().Do(ctx)
+			for _, c := range cookies {
+				if c.Name == "dvsync_session" {
+					cookie = c.Name + "=" + c.Value
+				}
+			}
+			return err
+		}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	opens := func() int {
+		req, _ := http.NewRequest("GET", base+"/errors", nil)
+		req.Header.Set("Cookie", cookie)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if cookie == "" || opens() != 200 {
+		t.Fatalf("the session cookie %q does not open the page", cookie)
+	}
+	if err := chromedp.Run(ctx,
+		chromedp.Click(`form[action="/logout"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible("#token", chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if code := opens(); code != http.StatusSeeOther {
+		t.Fatalf("the signed-out session's cookie answered %d", code)
+	}
+}
+
+// A page of another site that posts a token to the login form (login CSRF) signs nobody in.
+func TestPageRefusesCrossSiteLogin(t *testing.T) {
+	h := start(t, 1)
+	base := h.api()
+	// Another site: localhost is not the same site as 127.0.0.1.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<form method="post" action="%s/login"><input name="token" value="%s"></form><script>document.forms[0].submit()</script>`,
+			base, testOperatorToken)
+	}))
+	defer evil.Close()
+	evilURL := strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)
+	ctx := browser(t)
+	var body string
+	var cookies []*network.Cookie
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(evilURL),
+		// The form posts itself; wait for the answer of dvsync's origin, whatever it is.
+		chromedp.Poll(fmt.Sprintf(`location.origin === %q && document.readyState === "complete"`, base), nil),
+		chromedp.Text("body", &body, chromedp.ByQuery),
+		chromedp.ActionFunc(func(ctx context.Context) (err error) {
+			cookies, err = network.GetCookies().WithURLs([]string{base}).Do(ctx)
+			return err
+		}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body, "another site") || len(cookies) != 0 {
+		t.Fatalf("a cross-site login: %q, cookies %v", body, cookies)
+	}
+}
+
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 func shot(t *testing.T, ctx context.Context, name string) {
 	var buf []byte

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dvsync/dvsync/consumers/projector"
 	"github.com/dvsync/dvsync/consumers/replay"
@@ -40,9 +41,15 @@ func newStack(cfg Config, log *slog.Logger) *stack {
 	return &stack{cfg: cfg, log: log, metrics: telemetry.New(domain.KnownTables)}
 }
 
-// dialNATS opens a connection that reconnects for ever and logs its disconnections.
+// dialNATS opens a connection that reconnects for ever and logs its disconnections and its
+// asynchronous errors. NATS_URL carries the credentials (nats://dvsync:<password>@host:4222);
+// nothing here logs it, only ConnectedUrlRedacted.
 func (s *stack) dialNATS(name string, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
+		// A publish or subscribe the server's permissions refuse is reported only here.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.log.Error("NATS error", "connection", name, "err", err)
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it
 				s.log.Warn("NATS disconnected", "connection", name, "err", err)
@@ -100,12 +107,16 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 		return fmt.Errorf("mappings: %w", err)
 	}
 	d := s.cfg.Dataverse
-	creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: d.ClientID, ClientSecret: d.ClientSecret}
+	if d.RequestTimeout <= 0 {
+		d.RequestTimeout = 30 * time.Second
+	}
+	creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: d.ClientID, ClientSecret: d.ClientSecret,
+		Timeout: d.RequestTimeout}
 	// The token source outlives this call: it refreshes tokens for the process's whole life.
 	ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
 	var notify func(time.Time)
 	dv, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithRequestObserver(s.metrics.ObserveDataverse),
-		dataverse.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}), dataverse.WithMaxParallel(d.MaxParallel),
+		dataverse.WithHTTPClient(&http.Client{Timeout: d.RequestTimeout}), dataverse.WithMaxParallel(d.MaxParallel),
 		dataverse.WithDuplicateDetection(d.DuplicateDetection), dataverse.WithBypassCustomPlugins(d.BypassCustomPlugins),
 		dataverse.WithThrottleListener(func(until time.Time) {
 			if notify != nil {
@@ -117,9 +128,14 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	}
 	if s.nc != nil {
 		// Dataverse throttles per user: every worker of this app registration waits together.
-		if notify, _, err = natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil); err != nil {
+		share, err := natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil, s.log.With("component", "throttle"))
+		if err != nil {
 			return err
 		}
+		notify = share.Notify
+		s.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dvsync_throttle_notices_ignored_total",
+			Help: "Throttle notices from other processes that were malformed or held workers too long, and were ignored."},
+			func() float64 { return float64(share.Ignored()) }))
 	}
 	s.dv, s.mappings = dv, ms
 	return nil
@@ -167,7 +183,14 @@ func (s *stack) runProjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &projector.Projector{Ledger: s.store, Metrics: s.metrics, Log: s.log.With("component", "projector")}
+	// The projector reads the change an error names back from the changes stream: only those
+	// bytes are replayed.
+	changes, err := s.js.Stream(ctx, natsjs.ChangesStream)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("projector: the changes stream: %w", err)
+	}
+	p := &projector.Projector{Ledger: s.store, Changes: changes, Metrics: s.metrics, Log: s.log.With("component", "projector")}
 	if s.cfg.ReplayDependents {
 		p.Dependents = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
 	}

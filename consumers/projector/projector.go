@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -17,10 +19,16 @@ import (
 	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -28,16 +36,37 @@ import (
 const (
 	metaSubject   = "nats_subject"
 	metaSequence  = "nats_stream_sequence"
+	metaTimestamp = "nats_timestamp"
 	metaDelivered = "nats_num_delivered"
 )
 
+// fallbackAfter is the delivery from which a message that still cannot be handled in full is kept
+// in a lesser form rather than retried again: an error whose change cannot be read back is stored
+// without a replayable change, a message that cannot be stored is kept as a minimal row. Only a
+// database that refuses even that (it is down) keeps a message waiting.
+const fallbackAfter = 3
+
 // Projector stores error events and resolutions.
 type Projector struct {
-	Ledger  domain.ErrorLedger
+	Ledger Ledger
+	// Changes is the changes stream (DVSYNC_CHANGES): the change an error names is read back from
+	// it by sequence, and only such a change is kept for replay. Without it no error is replayable.
+	Changes ChangeReader
 	Metrics *telemetry.Metrics
 	Log     *slog.Logger
 	// Dependents, when set, replays the records that waited for a dependency once it is coupled.
 	Dependents DependentReplayer
+}
+
+// Ledger is where the projector stores errors (postgres.Store).
+type Ledger interface {
+	RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error
+	ResolveRecord(ctx context.Context, synced domain.RecordSynced) error
+}
+
+// ChangeReader reads a message of the changes stream by sequence (jetstream.Stream).
+type ChangeReader interface {
+	GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error)
 }
 
 // DependentReplayer replays the records waiting for a dependency (replay.Replayer).
@@ -45,71 +74,223 @@ type DependentReplayer interface {
 	ReplayWaitingOn(ctx context.Context, table, key string, failedAt time.Time) (int, error)
 }
 
+// waiting names a dependency whose waiting records may be replayed after a message is stored.
+type waiting struct {
+	table, key string
+	failedAt   time.Time
+}
+
 // Handle stores one message of the errors stream. An error return nacks it (redelivered with a
-// growing delay): an error event is never acknowledged before it is stored.
+// growing delay): a message is never acknowledged before it is stored, in full or, when that
+// cannot be done (see fallback), as a minimal row. A panic is handled as a failure, so that it
+// takes the same way out instead of a redelivery loop.
 func (p *Projector) Handle(msg *message.Message) error {
 	ctx := msg.Context()
+	dep, err := guard(p, func() (waiting, error) { return p.project(ctx, msg) })
+	if err != nil {
+		return p.fallback(ctx, msg, err)
+	}
+	return p.replayWaitingOn(ctx, msg, dep)
+}
+
+// guard runs f, turning a panic into an error (and logging where it happened).
+func guard[T any](p *Projector, f func() (T, error)) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.Log.Error("the projector panicked", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("projector: panic: %v", r)
+		}
+	}()
+	return f()
+}
+
+// project stores one message in full.
+func (p *Projector) project(ctx context.Context, msg *message.Message) (waiting, error) {
 	subject := msg.Metadata.Get(metaSubject)
 	if natsjs.IsResolvedSubject(subject) {
 		var s domain.RecordSynced
 		if err := json.Unmarshal(msg.Payload, &s); err != nil || s.Table == "" || s.Key == "" {
-			return p.store(ctx, p.unreadable(msg, subject, "a resolution event is not the JSON dvsync writes"))
+			return waiting{}, p.store(ctx, p.unreadable(msg, subject, "a resolution event is not the JSON dvsync writes"), "")
 		}
 		if err := p.Ledger.ResolveRecord(ctx, s); err != nil {
-			return err
+			return waiting{}, err
 		}
 		p.Log.Info("errors resolved", "table", s.Table, "key", s.Key, "version", s.Version)
-		return p.replayWaitingOn(ctx, s.Table, s.Key, time.Time{})
+		return waiting{table: s.Table, key: s.Key}, nil
 	}
 	var ev domain.ErrorEvent
 	if err := json.Unmarshal(msg.Payload, &ev); err != nil || ev.ID == "" || ev.Class == "" || ev.Kind == "" {
-		ev = p.unreadable(msg, subject, "an error event is not the JSON dvsync writes")
+		return waiting{}, p.store(ctx, p.unreadable(msg, subject, "an error event is not the JSON dvsync writes"), "")
 	}
-	if err := p.store(ctx, ev); err != nil {
-		return err
+	ev, notReplayable, err := p.readBack(ctx, ev, delivered(msg))
+	if err != nil {
+		return waiting{}, err
+	}
+	if err := p.store(ctx, ev, notReplayable); err != nil {
+		return waiting{}, err
 	}
 	// The dependency may have been coupled while this error was on its way: replay it now, or
 	// nothing else would.
 	if ev.Kind == domain.KindDependencyNotCoupled {
-		return p.replayWaitingOn(ctx, ev.Details["dependency_table"], ev.Details["dependency_key"], ev.OccurredAt)
+		return waiting{table: ev.Details["dependency_table"], key: ev.Details["dependency_key"], failedAt: ev.OccurredAt}, nil
 	}
+	return waiting{}, nil
+}
+
+// fallback decides about a message that could not be stored in full. PostgreSQL refusing its
+// values (a data error) will refuse them again, and a message that failed a few deliveries may
+// well be one no retry stores: either is kept at once as a minimal row (an invalid_event setup
+// error with the message's bytes and the reason), counted, and acknowledged, so that it never
+// holds up the errors after it. Any other failure is retried; so is one that cannot store even
+// the minimal row (the database is down): nothing is dropped.
+func (p *Projector) fallback(ctx context.Context, msg *message.Message, err error) error {
+	n := delivered(msg)
+	data := postgres.IsDataError(err)
+	if !data && n < fallbackAfter {
+		p.Log.Warn("storing an error event failed; it will be redelivered", "seq", msg.Metadata.Get(metaSequence), "delivered", n, "err", err)
+		return err
+	}
+	cause, why := "retries", fmt.Sprintf("storing it failed %d times", n)
+	var pg *pgconn.PgError
+	if data && errors.As(err, &pg) {
+		cause, why = "data", fmt.Sprintf("PostgreSQL refused a value: %s (SQLSTATE %s)", pg.Message, pg.Code)
+	}
+	subject := msg.Metadata.Get(metaSubject)
+	reason := fmt.Sprintf("this message of %s could not be stored in full (%s); its bytes are kept as they came", natsjs.ErrorsStream, why)
+	if serr := p.store(ctx, p.unreadable(msg, subject, reason), ""); serr != nil {
+		p.Log.Warn("storing an error event failed, in full and in a minimal form; it will be redelivered",
+			"seq", msg.Metadata.Get(metaSequence), "delivered", n, "err", err, "minimal_err", serr)
+		return fmt.Errorf("%w (a minimal row failed too: %w)", err, serr)
+	}
+	p.Metrics.ErrorsUnstorable.WithLabelValues(cause).Inc()
+	p.Log.Error("an error event could not be stored in full and was kept as a minimal invalid_event row",
+		"seq", msg.Metadata.Get(metaSequence), "subject", subject, "cause", cause, "err", err)
 	return nil
 }
 
-// replayWaitingOn replays the records waiting for table/key, if it is coupled. A failure returns
-// an error, so the message is redelivered and the replay tried again.
-func (p *Projector) replayWaitingOn(ctx context.Context, table, key string, failedAt time.Time) error {
-	if p.Dependents == nil || table == "" || key == "" {
-		return nil
+// readBack replaces the change an error event carries by the one the changes stream holds at the
+// sequence the event names, when that message is the change it names (same subject, event id,
+// table, key and version). Only such a change may be replayed: an error event proves nothing
+// (whoever may publish on the error topics could have written it), the changes stream holds what
+// publishers sent. An error whose change cannot be read back keeps its own copy, for people to
+// see, with the reason it is not replayable.
+func (p *Projector) readBack(ctx context.Context, ev domain.ErrorEvent, delivered uint64) (domain.ErrorEvent, string, error) {
+	d := ev.Delivery
+	if p.Changes == nil {
+		return ev, "the projector was started without the changes stream to read the change back from", nil
 	}
-	n, err := p.Dependents.ReplayWaitingOn(ctx, table, key, failedAt)
-	if n > 0 {
-		p.Log.Info("replayed records that waited for a dependency", "table", table, "key", key, "records", n)
+	if d.Stream != natsjs.ChangesStream || d.Sequence == 0 {
+		return ev, fmt.Sprintf("the error names no message of %s to read its change back from", natsjs.ChangesStream), nil
 	}
-	if err != nil {
-		p.Log.Warn("replaying records that waited for a dependency failed; will retry", "table", table, "key", key, "err", err)
+	m, err := p.Changes.GetMsg(ctx, d.Sequence)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return ev, fmt.Sprintf("message %d of %s is gone (aged out or deleted), so the change cannot be read back", d.Sequence, natsjs.ChangesStream), nil
+	case err != nil && delivered < fallbackAfter:
+		return ev, "", fmt.Errorf("projector: read message %d of %s: %w", d.Sequence, natsjs.ChangesStream, err)
+	case err != nil:
+		return ev, fmt.Sprintf("message %d of %s could not be read (%v)", d.Sequence, natsjs.ChangesStream, err), nil
 	}
-	return err
+	if m.Subject != d.Subject {
+		return ev, fmt.Sprintf("message %d of %s was published on %s, not on %s as the error says", d.Sequence, natsjs.ChangesStream, m.Subject, d.Subject), nil
+	}
+	change, invalid := events.Decode(m.Subject, m.Header, m.Data)
+	mismatch := ""
+	switch {
+	case ev.EventID != "" && change.ID != ev.EventID:
+		mismatch = fmt.Sprintf("its event id is %q, not %q", change.ID, ev.EventID)
+	case invalid != nil && ev.Kind != domain.KindInvalidEvent:
+		mismatch = "it is not a valid change event, and the error is not about an invalid one"
+	case invalid == nil && (change.Table != ev.Table || change.Key != ev.Key):
+		mismatch = fmt.Sprintf("it is a change of %s, not of %s/%s", change.Ref(), ev.Table, ev.Key)
+	case invalid == nil && ev.EventVersion != nil && *ev.EventVersion != change.Version:
+		mismatch = fmt.Sprintf("it is version %d, not %d", change.Version, *ev.EventVersion)
+	}
+	if mismatch != "" {
+		return ev, fmt.Sprintf("message %d of %s is not the change this error names: %s", d.Sequence, natsjs.ChangesStream, mismatch), nil
+	}
+	ev.Event, ev.EventHeaders = m.Data, redact.Headers(m.Header)
+	if invalid == nil {
+		v := change.Version
+		ev.EventID, ev.EventVersion = change.ID, &v
+	}
+	return ev, "", nil
 }
 
-func (p *Projector) store(ctx context.Context, ev domain.ErrorEvent) error {
-	if err := p.Ledger.RecordError(ctx, ev); err != nil {
-		p.Log.Warn("storing error event failed; it will be redelivered", "error_id", ev.ID, "err", err)
+// replayWaitingOn replays the records waiting for table/key, if it is coupled. A failure nacks
+// the message, so that the replay is tried again, for a few deliveries (fallbackAfter); then it
+// is logged, counted (dvsync_replays_total{trigger="dependency",outcome="given_up"}) and the
+// message acknowledged: the message is stored, the replay is only its side effect, and no
+// replay failing for good may hold up the errors behind it. The waiting errors stay open, for
+// the dependency's next resolution or a person's replay. A table or key no record can have
+// (domain.CheckKey: a worker rejects such an event, so it is never coupled, and PostgreSQL
+// refuses some of them) waits for nothing: it comes from someone else's message.
+func (p *Projector) replayWaitingOn(ctx context.Context, msg *message.Message, w waiting) error {
+	if p.Dependents == nil || w.table == "" || w.key == "" {
+		return nil
+	}
+	if err := errors.Join(domain.CheckKey(w.table), domain.CheckKey(w.key)); err != nil {
+		p.Log.Debug("no dependency replay: the dependency's table or key is not one a record can have",
+			"seq", msg.Metadata.Get(metaSequence), "err", err)
+		return nil
+	}
+	n, err := guard(p, func() (int, error) { return p.Dependents.ReplayWaitingOn(ctx, w.table, w.key, w.failedAt) })
+	if n > 0 {
+		p.Log.Info("replayed records that waited for a dependency", "table", w.table, "key", w.key, "records", n)
+	}
+	if err == nil {
+		return nil
+	}
+	if d := delivered(msg); d < fallbackAfter {
+		p.Log.Warn("replaying records that waited for a dependency failed; will retry", "table", w.table, "key", w.key, "delivered", d, "err", err)
 		return err
 	}
-	p.Metrics.ErrorsProjected.WithLabelValues(string(ev.Class), string(ev.Kind)).Inc()
+	p.Metrics.Replays.WithLabelValues("dependency", string(replay.GivenUp)).Inc()
+	p.Log.Error("replaying records that waited for a dependency kept failing; they stay open for the next resolution or a person's replay",
+		"table", w.table, "key", w.key, "delivered", delivered(msg), "err", err)
+	return nil
+}
+
+func (p *Projector) store(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error {
+	if err := p.Ledger.RecordErrorChecked(ctx, ev, notReplayable); err != nil {
+		return err
+	}
+	p.Metrics.ErrorsProjected.WithLabelValues(label(string(ev.Class)), label(string(ev.Kind))).Inc()
 	p.Log.Info("error stored", "error_id", ev.ID, "class", ev.Class, "kind", ev.Kind, "table", ev.Table, "key", ev.Key)
 	return nil
 }
 
-// unreadable keeps a message someone else put on the errors stream, with its bytes, as an
-// invalid_event error instead of dropping it or blocking the projector.
+var labelValue = regexp.MustCompile(`^[a-z][a-z_]{0,39}$`)
+
+// label is a class or kind as a metric label: one that is not of dvsync's form (an event from
+// elsewhere) is "_unknown", since Prometheus panics on invalid UTF-8 and every value is a series.
+func label(v string) string {
+	if labelValue.MatchString(v) {
+		return v
+	}
+	return "_unknown"
+}
+
+// delivered is the message's delivery count (1 when the server did not say).
+func delivered(msg *message.Message) uint64 {
+	n, err := strconv.ParseUint(msg.Metadata.Get(metaDelivered), 10, 64)
+	if err != nil || n == 0 {
+		return 1
+	}
+	return n
+}
+
+// unreadable keeps a message of the errors stream that cannot be stored as it is (someone else's
+// message, or one PostgreSQL refused), with its bytes, as an invalid_event error instead of
+// dropping it or blocking the projector. Its id and key name the message in the stream, so that
+// a redelivery counts once and each such message has a row of its own.
 func (p *Projector) unreadable(msg *message.Message, subject, reason string) domain.ErrorEvent {
 	seq := msg.Metadata.Get(metaSequence)
+	n, _ := strconv.ParseUint(seq, 10, 64)
 	f := domain.InvalidEvent(reason)
-	return domain.ErrorEvent{ID: "dvsync-projector-invalid-" + seq, OccurredAt: time.Now().UTC(), Failure: *f,
-		Table: "_errors", Key: "seq:" + seq, Stage: "project", Event: msg.Payload,
-		Delivery:  domain.Delivery{Subject: subject, Stream: natsjs.ErrorsStream},
+	return domain.ErrorEvent{ID: "dvsync-projector-invalid-" + seq + "-" + msg.Metadata.Get(metaTimestamp), OccurredAt: time.Now().UTC(),
+		Failure: *f, Table: "_errors", Key: "seq:" + seq, Stage: "project", Event: msg.Payload,
+		Delivery:  domain.Delivery{Subject: subject, Stream: natsjs.ErrorsStream, Sequence: n, Delivered: delivered(msg)},
 		CallStack: []domain.Stage{{Name: "project", At: time.Now().UTC(), Detail: reason}}}
 }
 
@@ -131,6 +312,7 @@ func (unmarshaler) Unmarshal(m *nats.Msg) (*message.Message, error) {
 	wm.Metadata.Set(metaSubject, m.Subject)
 	if meta, err := m.Metadata(); err == nil {
 		wm.Metadata.Set(metaSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
+		wm.Metadata.Set(metaTimestamp, strconv.FormatInt(meta.Timestamp.UnixNano(), 10))
 		wm.Metadata.Set(metaDelivered, strconv.FormatUint(meta.NumDelivered, 10))
 	}
 	return wm, nil
@@ -177,7 +359,8 @@ func Run(ctx context.Context, conn *nats.Conn, p *Projector) error {
 	if err != nil {
 		return err
 	}
-	// Recoverer turns a panic into an error, so the message is nacked and retried, not lost.
+	// Handle takes a panic its own way; Recoverer only catches one in the fallback itself (its
+	// minimal row), which is then nacked and retried rather than crash the projector.
 	router.AddMiddleware(middleware.Recoverer)
 	router.AddConsumerHandler("errors-ledger", natsjs.ErrorsSubjects, sub, p.Handle)
 

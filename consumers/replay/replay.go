@@ -34,9 +34,12 @@ const (
 	Published        Outcome = "published"         // the change is on its way to the workers
 	Stale            Outcome = "stale"             // a newer version synced since: not sent, the error resolved
 	AlreadyReplaying Outcome = "already_replaying" // a concurrent request replays it
-	NotReplayable    Outcome = "not_replayable"    // resolved, or no change kept
+	NotReplayable    Outcome = "not_replayable"    // resolved, an invalid event, or no change that may be sent (Detail says why)
 	NotFound         Outcome = "not_found"
 	Failed           Outcome = "failed"
+	// GivenUp is counted (trigger "dependency") when the projector stops retrying a dependency's
+	// replay that keeps failing; the errors waiting on it stay open.
+	GivenUp Outcome = "given_up"
 )
 
 // Result is the outcome of replaying one error.
@@ -50,6 +53,7 @@ type Result struct {
 // Store is what replay needs of the ledger and the couplings.
 type Store interface {
 	ClaimReplay(ctx context.Context, id int64) (postgres.ReplayClaim, error)
+	ReleaseReplay(ctx context.Context, c postgres.ReplayClaim) error
 	FinishReplay(ctx context.Context, c postgres.ReplayClaim, messageID, actor, outcome string) error
 	Coupling(ctx context.Context, table, key string) (domain.Coupling, error)
 	WaitingOn(ctx context.Context, table, key string, limit int) ([]int64, error)
@@ -92,6 +96,10 @@ func (r *Replayer) one(ctx context.Context, id int64, actor string) Result {
 		return res
 	case errors.Is(err, postgres.ErrNotReplayable):
 		res.Outcome = NotReplayable
+		var why *postgres.NotReplayableError
+		if errors.As(err, &why) {
+			res.Detail = why.Reason
+		}
 		return res
 	case err != nil:
 		res.Outcome, res.Detail = Failed, err.Error()
@@ -109,18 +117,17 @@ func (r *Replayer) one(ctx context.Context, id int64, actor string) Result {
 		}
 	}
 	msgID := fmt.Sprintf("dvsync-replay-%d-%d", claim.ErrorID, claim.Attempt)
-	msg := &nats.Msg{Subject: subject(claim), Data: claim.Event, Header: nats.Header{}}
-	for k, v := range claim.EventHeaders {
-		if !strings.EqualFold(k, nats.MsgIdHdr) {
-			msg.Header[k] = v
-		}
-	}
+	msg := &nats.Msg{Subject: subject(claim), Data: claim.Event, Header: replayHeaders(claim.EventHeaders)}
 	msg.Header.Set(syncworker.RetryHeader, "true") // a person's retry: a skipped record is sent
 	msg.Header.Set(HeaderReplayOf, strconv.FormatInt(claim.ErrorID, 10))
 	msg.Header.Set(HeaderReplayAttempt, strconv.Itoa(claim.Attempt))
 	msg.Header.Set(HeaderReplayedBy, actor)
 	if _, err := r.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID)); err != nil {
 		res.Outcome, res.Detail = Failed, err.Error()
+		// The next request (or the projector's next try) may replay at once.
+		if rerr := r.Store.ReleaseReplay(context.WithoutCancel(ctx), claim); rerr != nil {
+			r.Log.Warn("releasing a replay that was not published", "error_id", id, "err", rerr)
+		}
 		return res
 	}
 	res.Outcome, res.MessageID = Published, msgID
@@ -175,6 +182,21 @@ func (r *Replayer) ReplayWaitingOn(ctx context.Context, table, key string, faile
 			return replayed, nil
 		}
 	}
+}
+
+// replayHeaders are the stored change's headers without JetStream's own (Nats-Msg-Id,
+// Nats-Expected-*: a replay is a new message, and an expectation about the stream as it was then
+// would refuse it for ever) and without an earlier replay's Dvsync-Replay-* headers.
+func replayHeaders(stored map[string][]string) nats.Header {
+	h := nats.Header{}
+	for k, v := range stored {
+		lower := strings.ToLower(k)
+		if strings.HasPrefix(lower, "nats-") || strings.HasPrefix(lower, "dvsync-replay") {
+			continue
+		}
+		h[k] = v
+	}
+	return h
 }
 
 // subject is where the change was first published, or its table's subject.

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/redact"
 )
 
 // handle is the whole life of one message, in this order and for these reasons:
@@ -22,20 +21,20 @@ import (
 //  2. sync, retrying transient failures in process with backoff (Retry-After as the least
 //     wait), bounded by HandleTimeout so that the ack deadline is never passed;
 //  3. still transient: nak with a delay, so that JetStream redelivers later (to any worker);
-//     on the last delivery the failure becomes a dataverse_unavailable error instead, so
-//     nothing is dropped when MaxDeliver is reached;
+//     from the MaxDeliver-th delivery, or once the retry budget is spent, the failure becomes a
+//     dataverse_unavailable error instead (the consumer has no delivery limit, so a change is
+//     never dropped: a nak always brings it back);
 //  4. permanent failure: publish the error event and only then ack, so that the outcome is
 //     durable before the change leaves the stream's pending set;
 //  5. success: the coupling was committed by the sync; publish the resolution if the record
 //     had failed before, then ack.
 //
-// The work runs on its own context, not the Run context: a shutdown lets it finish.
-func (w *Worker) handle(j job) {
+// The work runs on its own context, not the Run context: a shutdown lets it finish, within the
+// shutdown grace.
+func (w *Worker) handle(work context.Context, j job) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), w.Config.HandleTimeout)
+	ctx, cancel := context.WithTimeout(work, w.Config.HandleTimeout)
 	defer cancel()
-	stopKeepAlive := w.keepAlive(j)
-	defer stopKeepAlive()
 	log := w.Log.With("event_id", j.event.ID, "subject", j.msg.Subject(), "seq", j.meta.Sequence.Stream,
 		"delivered", j.meta.NumDelivered, "table", j.event.Table, "key", j.event.Key)
 	table := w.Metrics.Table(j.event.Table)
@@ -48,6 +47,15 @@ func (w *Worker) handle(j job) {
 	}
 
 	out, err := w.syncWithRetry(ctx, log, j)
+	if out.Overwrites > 0 {
+		log.Info("the row had changed in Dataverse since dvsync's last write; overwritten", "overwrites", out.Overwrites)
+		w.Metrics.Overwrites.WithLabelValues(table).Add(float64(out.Overwrites))
+	}
+	if errors.Is(err, domain.ErrStoreRejected) {
+		f := domain.InvalidEvent("the coupling store cannot hold this record: " + domain.Truncate(err.Error(), 300))
+		w.report(ctx, log, j, f, []domain.Stage{w.stage("decode", ""), w.stage("sync", err.Error())}, "invalid")
+		return
+	}
 	if err != nil {
 		w.retryLater(ctx, log, j, err)
 		return
@@ -92,6 +100,9 @@ func (w *Worker) syncWithRetry(ctx context.Context, log *slog.Logger, j job) (do
 		out, err = w.Syncer.Sync(ctx, j.event)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, domain.ErrStoreRejected) {
+			return backoff.Permanent(err)
 		}
 		retryAfter = 0
 		var f *domain.Failure
@@ -141,6 +152,12 @@ func (b *retryAfterBackOff) NextBackOff() time.Duration {
 // retryLater naks a transiently failing message with a delay; when its retry budget or its
 // deliveries are spent it is parked as an error instead, so that nothing is dropped.
 func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err error) {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// The worker is stopping and cancelled the change's calls: another worker takes it at once.
+		log.Info("change given back on shutdown")
+		w.nak(j, 0)
+		return
+	}
 	age := time.Since(j.meta.Timestamp)
 	spent := w.Config.RetryBudget > 0 && age >= w.Config.RetryBudget
 	if spent || int(j.meta.NumDelivered) >= w.Config.MaxDeliver {
@@ -171,9 +188,14 @@ func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.
 	ev := w.errorEvent(ctx, j, f, stages, outcome)
 	log.Warn("sync failed", "class", f.Class, "kind", f.Kind, "message", f.Message)
 	if err := w.Outcomes.PublishError(ctx, ev); err != nil {
-		log.Error("publishing error event; the change will be redelivered", "err", err)
-		w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
-		return
+		// Whatever made the full event fail (its size, most likely), the minimal one names the
+		// failure and where the change is; only when NATS takes neither is the change redelivered.
+		log.Warn("publishing error event; trying its minimal form", "err", err)
+		if err := w.Outcomes.PublishError(ctx, ev.Minimal()); err != nil {
+			log.Error("publishing error event; the change will be redelivered", "err", err)
+			w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
+			return
+		}
 	}
 	w.Metrics.SyncErrors.WithLabelValues(string(f.Class), string(f.Kind), w.Metrics.Table(ev.Table)).Inc()
 	w.ack(ctx, log, j, outcome)
@@ -196,8 +218,11 @@ func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stage
 		Stage:         "sync",
 		CorrelationID: correlationID(j),
 		CallStack:     append([]domain.Stage{w.stage("receive", fmt.Sprintf("%s seq %d delivery %d", j.msg.Subject(), j.meta.Sequence.Stream, j.meta.NumDelivered))}, stages...),
-		Event:         j.msg.Data(),
-		EventHeaders:  scrubHeaders(j.msg.Headers()),
+		EventHeaders:  redact.Headers(j.msg.Headers()),
+		EventSize:     len(j.msg.Data()),
+	}
+	if len(j.msg.Data()) <= domain.MaxEmbeddedEvent {
+		ev.Event = j.msg.Data()
 	}
 	if j.invalid == nil {
 		v := j.event.Version
@@ -245,28 +270,6 @@ func (w *Worker) nak(j job, delay time.Duration) {
 	}
 }
 
-// keepAlive tells JetStream the message is being worked on, so that a slow Dataverse call is not
-// mistaken for a dead worker.
-func (w *Worker) keepAlive(j job) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(w.Config.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = j.msg.InProgress()
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
-}
-
 // correlationID ties an error to the publisher's request: its Dvsync-Correlation-Id or W3C
 // traceparent header, else the change event's id.
 func correlationID(j job) string {
@@ -280,19 +283,4 @@ func correlationID(j job) string {
 		return j.event.ID
 	}
 	return h.Get("Nats-Msg-Id")
-}
-
-var secretHeader = regexp.MustCompile(`(?i)authorization|cookie|token|secret|password|api-?key|credential`)
-
-// scrubHeaders drops headers that may carry credentials before an event is stored with its error.
-func scrubHeaders(h map[string][]string) map[string][]string {
-	out := make(map[string][]string, len(h))
-	for k, v := range h {
-		if secretHeader.MatchString(k) {
-			out[k] = []string{"(removed)"}
-			continue
-		}
-		out[k] = v
-	}
-	return out
 }

@@ -9,12 +9,16 @@ package syncworker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
@@ -35,12 +39,22 @@ type Config struct {
 	// Lanes is how many records one process syncs at once. Events of one record always go to
 	// the same lane, so they are applied in stream order within the process.
 	Lanes int
-	// HandleTimeout bounds how long one message is held, in-process retries included. It must
-	// stay well under the consumer's AckWait.
+	// HandleTimeout bounds how long one change is handled, in-process retries included. The
+	// worker keeps the message alive with InProgress meanwhile, so it may exceed AckWait.
 	HandleTimeout time.Duration
-	// AckWait is the consumer's; the worker sends InProgress at a third of it while it works.
+	// AckWait is the consumer's; the worker sends InProgress at a third of it for every message
+	// it holds, from the moment it is fetched, so that only a dead worker's messages wait it out.
 	AckWait time.Duration
-	// MaxDeliver is the consumer's: on the last delivery a failure is published, not nak'd.
+	// QueueDepth is how many fetched messages wait in a lane's queue (they are kept alive with
+	// InProgress too); fetching waits while the lane of the next message is full, so that one
+	// worker does not take more of the stream than it can handle soon.
+	QueueDepth int
+	// ShutdownGrace is how long a stopping worker lets the changes it is handling finish; then
+	// their calls are cancelled and they are nak'd for another worker.
+	ShutdownGrace time.Duration
+	// MaxDeliver is the delivery from which a change that keeps failing is parked as an error
+	// instead of nak'd. The consumer has no limit of its own, so a nak on it (a failed publish,
+	// a shutdown) still gets the change delivered again.
 	MaxDeliver int
 	// RedeliveryDelay is the nak delay after the given delivery, before Retry-After is applied.
 	RedeliveryDelay func(delivered uint64) time.Duration
@@ -51,8 +65,8 @@ type Config struct {
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
-	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 2 * time.Minute, MaxDeliver: 200,
-		RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
+	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 4,
+		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
 }
 
 // ExponentialDelay doubles from first up to max.
@@ -86,37 +100,55 @@ type job struct {
 	invalid *domain.Failure
 }
 
+// fetchWait is how long one pull waits for messages when the stream is idle.
+const fetchWait = 5 * time.Second
+
 // Run consumes until ctx is cancelled. Then it stops fetching, lets each lane finish the message
-// it is handling, naks the messages not started (so another worker takes them at once) and
-// returns.
+// it is handling (at most ShutdownGrace, then its calls are cancelled), naks the messages not
+// started (so another worker takes them at once) and returns.
+//
+// It pulls with Fetch, never more than its lanes have room for, rather than with a prefetching
+// iterator: every message the worker has been given is held (kept alive with InProgress) from
+// the moment it arrives, so a message can outlive the ack wait only in a worker that died.
 func (w *Worker) Run(ctx context.Context) error {
-	iter, err := w.Consumer.Messages(jetstream.PullMaxMessages(w.Config.Lanes))
-	if err != nil {
-		return err
-	}
+	// work is the context of the changes being handled: it outlives ctx by the shutdown grace.
+	work, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
 	stopped := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
-			iter.Drain()
+		case <-stopped:
+			return
+		}
+		select {
+		case <-time.After(w.Config.ShutdownGrace):
+			stopWork()
 		case <-stopped:
 		}
 	}()
 	defer close(stopped)
+	held := newHeartbeat(w.Config.AckWait/3, w.Log)
+	defer held.stop()
 
+	depth := max(w.Config.QueueDepth, 1)
+	capacity := w.Config.Lanes * depth
+	slots := semaphore.NewWeighted(int64(capacity))
 	lanes := make([]chan job, w.Config.Lanes)
 	var wg sync.WaitGroup
 	for i := range lanes {
-		lanes[i] = make(chan job, 1)
+		lanes[i] = make(chan job, depth)
 		wg.Add(1)
 		go func(in <-chan job) {
 			defer wg.Done()
 			for j := range in {
 				if ctx.Err() != nil {
 					w.nak(j, 0)
-					continue
+				} else {
+					w.handleSafely(work, j)
 				}
-				w.handle(j)
+				held.release(j.msg)
+				slots.Release(1)
 			}
 		}(lanes[i])
 	}
@@ -128,26 +160,125 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	for {
-		msg, err := iter.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return nil
+		// Wait for room, then take all the room there is.
+		if err := slots.Acquire(ctx, 1); err != nil {
+			return nil // stopping
 		}
-		if err != nil {
+		room := 1
+		for room < capacity && slots.TryAcquire(1) {
+			room++
+		}
+		dispatched := w.fetch(ctx, room, held, lanes)
+		slots.Release(int64(room - dispatched))
+	}
+}
+
+// fetch pulls up to n messages and hands each to its record's lane; it returns how many it
+// handed over (each lane releases its slot when done).
+func (w *Worker) fetch(ctx context.Context, n int, held *heartbeat, lanes []chan job) int {
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	batch, err := w.Consumer.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		if ctx.Err() == nil {
 			w.Log.Warn("fetching change events", "err", err)
-			continue
+			select { // NATS is away: do not spin
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 		}
+		return 0
+	}
+	dispatched := 0
+	for msg := range batch.Messages() {
+		held.hold(msg)
 		if ctx.Err() != nil {
 			_ = msg.Nak()
+			held.release(msg)
 			continue
 		}
 		j := w.decode(msg)
 		select {
 		case lanes[w.lane(j)] <- j:
+			dispatched++
 		case <-ctx.Done():
 			_ = msg.Nak()
+			held.release(msg)
 		}
 	}
+	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		w.Log.Warn("fetching change events", "err", err)
+	}
+	return dispatched
 }
+
+// handleSafely handles a job and turns a panic (a bug) into a reported error, so that one change
+// cannot kill the worker, nor kill it again on every redelivery.
+func (w *Worker) handleSafely(work context.Context, j job) {
+	defer func() {
+		if p := recover(); p != nil {
+			stack := string(debug.Stack())
+			w.Log.Error("panic while handling a change; reported as an error", "seq", j.meta.Sequence.Stream,
+				"table", j.event.Table, "key", j.event.Key, "panic", fmt.Sprint(p), "stack", stack)
+			defer func() {
+				if recover() != nil { // reporting panicked too: leave it to a redelivery
+					w.nak(j, w.Config.RedeliveryDelay(j.meta.NumDelivered))
+				}
+			}()
+			ctx, cancel := context.WithTimeout(work, w.Config.HandleTimeout)
+			defer cancel()
+			w.report(ctx, w.Log, j, domain.Crashed(p), []domain.Stage{w.stage("panic", domain.Truncate(stack, maxStackText))}, "failed")
+		}
+	}()
+	w.handle(work, j)
+}
+
+// maxStackText bounds the Go stack kept with an error for a panic.
+const maxStackText = 8 << 10
+
+// heartbeat sends InProgress for every message a worker holds, queued or being handled, so that
+// AckWait only runs out for a worker that died.
+type heartbeat struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newHeartbeat(every time.Duration, log *slog.Logger) *heartbeat {
+	h := &heartbeat{msgs: map[jetstream.Msg]struct{}{}, done: make(chan struct{})}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.done:
+				return
+			case <-t.C:
+				h.mu.Lock()
+				msgs := make([]jetstream.Msg, 0, len(h.msgs))
+				for m := range h.msgs {
+					msgs = append(msgs, m)
+				}
+				h.mu.Unlock()
+				for _, m := range msgs {
+					if err := m.InProgress(); err != nil {
+						log.Debug("in-progress not sent", "err", err)
+					}
+				}
+			}
+		}
+	}()
+	return h
+}
+
+func (h *heartbeat) hold(m jetstream.Msg) { h.mu.Lock(); h.msgs[m] = struct{}{}; h.mu.Unlock() }
+
+func (h *heartbeat) release(m jetstream.Msg) { h.mu.Lock(); delete(h.msgs, m); h.mu.Unlock() }
+
+func (h *heartbeat) stop() { close(h.done); h.wg.Wait() }
 
 func (w *Worker) decode(msg jetstream.Msg) job {
 	j := job{msg: msg}

@@ -2,6 +2,8 @@ package dataverse
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -18,15 +20,20 @@ type ClientCredentials struct {
 	TenantID     string
 	ClientID     string
 	ClientSecret string
+	// Timeout bounds one token request (default 30s): a token endpoint that accepts the
+	// connection and never answers must not hold up the sync.
+	Timeout time.Duration
 }
 
 // refreshEarly renews a token this long before it expires, so that no request carries a token
 // that expires on the way (Entra ID tokens live 60 to 90 minutes).
 const refreshEarly = 5 * time.Minute
 
+const defaultTokenTimeout = 30 * time.Second
+
 // TokenSource returns a cached token source for the Dataverse environment at environmentURL,
 // asking for the "<environment>/.default" scope with the client-credentials grant (x/oauth2 does
-// the grant).
+// the grant). ctx bounds the life of the source, not of one request.
 func (c ClientCredentials) TokenSource(ctx context.Context, environmentURL string) *CachedTokenSource {
 	tokenURL := c.TokenURL
 	if tokenURL == "" {
@@ -39,30 +46,83 @@ func (c ClientCredentials) TokenSource(ctx context.Context, environmentURL strin
 		Scopes:       []string{strings.TrimRight(environmentURL, "/") + "/.default"},
 		AuthStyle:    oauth2.AuthStyleInParams,
 	}
-	return &CachedTokenSource{fetch: func() (*oauth2.Token, error) { return cfg.Token(ctx) }}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = defaultTokenTimeout
+	}
+	// x/oauth2 takes its HTTP client from the context; the default one has no timeout at all.
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: timeout})
+	return &CachedTokenSource{base: ctx, timeout: timeout,
+		fetch: func(ctx context.Context) (*oauth2.Token, error) { return cfg.Token(ctx) }}
 }
 
 // CachedTokenSource keeps one token until shortly before it expires. Unlike oauth2's reuse
-// source it can be told to drop its token, which the client does when Dataverse answers 401.
+// source it can be told to drop its token, which the client does when Dataverse answers 401, and
+// a caller waits for a token only as long as its own context allows: one fetch runs at a time,
+// bounded by its timeout, and holds no lock while it runs.
 type CachedTokenSource struct {
-	fetch func() (*oauth2.Token, error)
-	mu    sync.Mutex
-	tok   *oauth2.Token
+	base    context.Context
+	timeout time.Duration
+	fetch   func(context.Context) (*oauth2.Token, error)
+
+	mu      sync.Mutex
+	tok     *oauth2.Token
+	pending *tokenFetch
+}
+
+// tokenFetch is one token request that every waiting caller shares.
+type tokenFetch struct {
+	done chan struct{}
+	tok  *oauth2.Token
+	err  error
 }
 
 // Token returns the cached token, or a new one when it is missing or about to expire.
 func (s *CachedTokenSource) Token() (*oauth2.Token, error) {
+	return s.TokenContext(context.Background())
+}
+
+// TokenContext is Token that gives up when ctx ends; the fetch goes on for the other callers.
+// A token in its last minutes is still handed out while its successor is fetched, so that a slow
+// or failing token endpoint holds nobody up before it must.
+func (s *CachedTokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tok != nil && (s.tok.Expiry.IsZero() || time.Until(s.tok.Expiry) > refreshEarly) {
-		return s.tok, nil
+	tok := s.tok
+	fresh := tok != nil && (tok.Expiry.IsZero() || time.Until(tok.Expiry) > refreshEarly)
+	usable := tok != nil && (tok.Expiry.IsZero() || time.Until(tok.Expiry) > time.Minute)
+	if fresh {
+		s.mu.Unlock()
+		return tok, nil
 	}
-	tok, err := s.fetch()
-	if err != nil {
-		return nil, err
+	f := s.pending
+	if f == nil {
+		f = &tokenFetch{done: make(chan struct{})}
+		s.pending = f
+		go s.run(f)
 	}
-	s.tok = tok
-	return tok, nil
+	s.mu.Unlock()
+	if usable {
+		return tok, nil
+	}
+	select {
+	case <-f.done:
+		return f.tok, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a token: %w", ctx.Err())
+	}
+}
+
+func (s *CachedTokenSource) run(f *tokenFetch) {
+	ctx, cancel := context.WithTimeout(s.base, s.timeout)
+	defer cancel()
+	f.tok, f.err = s.fetch(ctx)
+	s.mu.Lock()
+	if f.err == nil {
+		s.tok = f.tok
+	}
+	s.pending = nil
+	s.mu.Unlock()
+	close(f.done)
 }
 
 // Invalidate drops the cached token; the next Token call fetches a new one.

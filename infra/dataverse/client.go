@@ -67,16 +67,68 @@ func (c *Client) Create(ctx context.Context, entitySet string, attrs domain.Attr
 	return uuid.Parse(m[1])
 }
 
-// UpsertRow creates the row with the given id, or updates it when it exists (PATCH without If-Match).
-func (c *Client) UpsertRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes) error {
-	_, err := c.do(ctx, http.MethodPatch, row.EntitySet, row.String(), attrs, nil)
-	return err
+// CreateRow creates the row with the given id (PATCH with If-None-Match: *); Dataverse answers
+// 412 (0x80040237) when it exists. It returns the new row's version.
+func (c *Client) CreateRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes) (string, error) {
+	return c.writeReturningVersion(ctx, row, attrs, http.Header{"If-None-Match": {"*"}})
 }
 
-// UpdateRow updates an existing row (If-Match: *); Dataverse answers 404 when it is missing.
-func (c *Client) UpdateRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes) error {
-	_, err := c.do(ctx, http.MethodPatch, row.EntitySet, row.String(), attrs, http.Header{"If-Match": {"*"}})
-	return err
+// UpdateRow updates an existing row whose version is still ifMatch (domain.AnyVersion: any).
+// Dataverse answers 404 when the row is missing and 412 (0x80060882) when its version moved on.
+// It returns the row's new version.
+func (c *Client) UpdateRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes, ifMatch string) (string, error) {
+	return c.writeReturningVersion(ctx, row, attrs, http.Header{"If-Match": {ifMatchValue(ifMatch)}})
+}
+
+// writeReturningVersion PATCHes a row and reads its new version from the representation
+// (Prefer: return=representation, only the primary id selected).
+func (c *Client) writeReturningVersion(ctx context.Context, row domain.RowRef, attrs domain.Attributes, hdr http.Header) (string, error) {
+	path := row.String()
+	if row.IDAttribute != "" {
+		path += "?$select=" + url.QueryEscape(row.IDAttribute)
+	}
+	hdr.Set("Prefer", "return=representation")
+	resp, err := c.do(ctx, http.MethodPatch, row.EntitySet, path, attrs, hdr)
+	if err != nil {
+		return "", err
+	}
+	return versionOf(resp), nil
+}
+
+// versionOf reads a row version from a response: the representation's @odata.etag, or the
+// ETag header.
+func versionOf(resp *response) string {
+	var body struct {
+		ETag string `json:"@odata.etag"`
+	}
+	if json.Unmarshal(resp.body, &body) == nil && body.ETag != "" {
+		return body.ETag
+	}
+	return resp.Header.Get("ETag")
+}
+
+func ifMatchValue(version string) string {
+	if version == domain.AnyVersion {
+		return "*"
+	}
+	return version
+}
+
+// RowVersion reads a row's current version; found is false when the row does not exist.
+func (c *Client) RowVersion(ctx context.Context, row domain.RowRef) (string, bool, error) {
+	path := row.String()
+	if row.IDAttribute != "" {
+		path += "?$select=" + url.QueryEscape(row.IDAttribute)
+	}
+	resp, err := c.do(ctx, http.MethodGet, row.EntitySet, path, nil, nil)
+	var dv *domain.DataverseError
+	if errors.As(err, &dv) && dv.Status == http.StatusNotFound {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return versionOf(resp), true, nil
 }
 
 // UpsertByKey creates or updates the row identified by an alternate key, e.g.
@@ -86,9 +138,10 @@ func (c *Client) UpsertByKey(ctx context.Context, entitySet string, key map[stri
 	return err
 }
 
-// DeleteRow deletes a row.
-func (c *Client) DeleteRow(ctx context.Context, row domain.RowRef) error {
-	_, err := c.do(ctx, http.MethodDelete, row.EntitySet, row.String(), nil, nil)
+// DeleteRow deletes a row whose version is still ifMatch (domain.AnyVersion: any); missing and
+// changed rows fail as UpdateRow's do.
+func (c *Client) DeleteRow(ctx context.Context, row domain.RowRef, ifMatch string) error {
+	_, err := c.do(ctx, http.MethodDelete, row.EntitySet, row.String(), nil, http.Header{"If-Match": {ifMatchValue(ifMatch)}})
 	return err
 }
 
@@ -229,11 +282,17 @@ func (c *Client) roundTrip(ctx context.Context, method, entitySet, path string, 
 		req.Header.Set("Content-Type", contentType)
 	}
 	for k, v := range hdr {
+		if k == "Prefer" { // one Prefer header with every preference, as OData clients send it
+			v = []string{strings.Join(append(v, req.Header.Get("Prefer")), ",")}
+		}
 		req.Header[k] = v
 	}
 	if c.tokens != nil {
-		tok, err := c.tokens.Token()
+		tok, err := c.token(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, fmt.Errorf("dataverse: %s %s: %w", method, path, err)
+			}
 			return nil, nil, tokenError(err)
 		}
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
@@ -254,6 +313,16 @@ func (c *Client) roundTrip(ctx context.Context, method, entitySet, path string, 
 		return nil, nil, fmt.Errorf("%w: %s %s: reading response: %v", domain.ErrDataverseUnreachable, method, path, err)
 	}
 	return resp, data, nil
+}
+
+// token asks the token source for a token, within ctx when the source can take one.
+func (c *Client) token(ctx context.Context) (*oauth2.Token, error) {
+	if ts, ok := c.tokens.(interface {
+		TokenContext(context.Context) (*oauth2.Token, error)
+	}); ok {
+		return ts.TokenContext(ctx)
+	}
+	return c.tokens.Token()
 }
 
 func mergeHeaders(base, extra http.Header) http.Header {

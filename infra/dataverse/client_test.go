@@ -7,7 +7,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -47,17 +49,17 @@ func TestCreateReadUpdateDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	row := domain.RowRef{EntitySet: "accounts", ID: id}
-	if err := c.UpdateRow(ctx, row, domain.Attributes{"name": "Adatum Corp"}); err != nil {
+	if _, err := c.UpdateRow(ctx, row, domain.Attributes{"name": "Adatum Corp"}, domain.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.Row(ctx, row, "name")
 	if err != nil || got["name"] != "Adatum Corp" || got["accountnumber"] != nil {
 		t.Fatalf("row = %v, %v; want only name Adatum Corp (and the id)", got, err)
 	}
-	if err := c.DeleteRow(ctx, row); err != nil {
+	if err := c.DeleteRow(ctx, row, domain.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
-	err = c.UpdateRow(ctx, row, domain.Attributes{"name": "x"})
+	_, err = c.UpdateRow(ctx, row, domain.Attributes{"name": "x"}, domain.AnyVersion)
 	dv := dvError(t, err)
 	if dv.Status != 404 || dv.Code != "0x80040217" || !strings.Contains(dv.Message, id.String()+" Does Not Exist") {
 		t.Fatalf("update of a deleted row = %+v", dv)
@@ -67,14 +69,51 @@ func TestCreateReadUpdateDelete(t *testing.T) {
 	}
 }
 
-func TestUpsertByIDAndAlternateKeyIsIdempotent(t *testing.T) {
+func TestConditionalWritesCarryAndCheckRowVersions(t *testing.T) {
+	c, emu := newClient(t)
+	ctx := context.Background()
+	row := domain.RowRef{EntitySet: "accounts", ID: uuid.New(), IDAttribute: "accountid"}
+	if _, found, err := c.RowVersion(ctx, row); err != nil || found {
+		t.Fatalf("version of a missing row: found %v, %v", found, err)
+	}
+	v1, err := c.CreateRow(ctx, row, domain.Attributes{"name": "Adatum"})
+	if err != nil || v1 == "" {
+		t.Fatalf("create: %q, %v", v1, err)
+	}
+	if _, err := c.CreateRow(ctx, row, domain.Attributes{"name": "again"}); !domain.IsAlreadyExists(err) {
+		t.Fatalf("second create = %v, want 412 0x80040237", err)
+	}
+	v2, err := c.UpdateRow(ctx, row, domain.Attributes{"name": "Adatum Corp"}, v1)
+	if err != nil || v2 == v1 || v2 == "" {
+		t.Fatalf("update on %s: %q, %v", v1, v2, err)
+	}
+	if got, found, err := c.RowVersion(ctx, row); err != nil || !found || got != v2 {
+		t.Fatalf("row version %q %v %v, want %q", got, found, err, v2)
+	}
+	// A write conditioned on the old version (a late one, say) is refused and changes nothing.
+	if _, err := c.UpdateRow(ctx, row, domain.Attributes{"name": "stale"}, v1); !domain.IsVersionMismatch(err) {
+		t.Fatalf("update on a stale version = %v, want 412 0x80060882", err)
+	}
+	if err := c.DeleteRow(ctx, row, v1); !domain.IsVersionMismatch(err) {
+		t.Fatalf("delete on a stale version = %v, want 412 0x80060882", err)
+	}
+	rows, _ := emu.Rows("accounts")
+	if len(rows) != 1 || rows[0]["name"] != "Adatum Corp" {
+		t.Fatalf("rows %v, want Adatum Corp alone", rows)
+	}
+	if err := c.DeleteRow(ctx, row, v2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUpsertByAlternateKeyIsIdempotent(t *testing.T) {
 	c, emu := newClient(t)
 	ctx := context.Background()
 	row := domain.RowRef{EntitySet: "accounts", ID: uuid.New()}
+	if _, err := c.CreateRow(ctx, row, domain.Attributes{"name": "Fabrikam"}); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 2; i++ {
-		if err := c.UpsertRow(ctx, row, domain.Attributes{"name": "Fabrikam"}); err != nil {
-			t.Fatal(err)
-		}
 		if err := c.UpsertByKey(ctx, "accounts", map[string]string{"accountnumber": "C2"}, domain.Attributes{"name": "Contoso"}); err != nil {
 			t.Fatal(err)
 		}
@@ -242,5 +281,52 @@ func TestDuplicateDetectionOnlyWhenAsked(t *testing.T) {
 	}
 	if f := domain.ClassifyDataverse(err); f.Kind != domain.KindDuplicateRecord || f.Class != domain.ClassCoupling {
 		t.Fatalf("classified %+v; duplicate detection's 500 is not a server error", f)
+	}
+}
+
+// A token endpoint that takes the connection and never answers must not wedge the callers: each
+// gives up at its own deadline (no lock held across the fetch), and the fetch itself times out.
+func TestAHangingTokenEndpointHoldsNoCallerPastItsDeadline(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	creds := dataverse.ClientCredentials{TokenURL: hang.URL + "/token", ClientID: "app", ClientSecret: "s3cret-value", Timeout: 400 * time.Millisecond}
+	c, err := dataverse.NewClient(hang.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), hang.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			_, _, errs[i] = c.RowVersion(ctx, domain.RowRef{EntitySet: "accounts", ID: uuid.New()})
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("callers are still waiting for the token endpoint")
+	}
+	for _, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the caller's deadline", err)
+		}
+	}
+	// With no deadline of its own, a caller waits for the fetch's own timeout, not for ever.
+	_, _, err = c.RowVersion(context.Background(), domain.RowRef{EntitySet: "accounts", ID: uuid.New()})
+	if err == nil || strings.Contains(err.Error(), "s3cret-value") {
+		t.Fatalf("err = %v, want a token failure that names no secret", err)
 	}
 }

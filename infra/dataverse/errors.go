@@ -93,9 +93,4 @@ func responseText(resp *http.Response, body []byte) string {
 	return fmt.Sprintf("HTTP %d %s\n%s", resp.StatusCode, http.StatusText(resp.StatusCode), truncate(string(body), maxTextInStack))
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…(truncated)"
-}
+func truncate(s string, n int) string { return domain.Truncate(s, n) }

@@ -26,6 +26,7 @@ import (
 //	                                         | {"kind":"drop","count":1} | {"kind":"outage","for":"30s"}
 //	DELETE /_emulator/faults                 remove every injected fault
 //	POST   /_emulator/definitions            a definition file (like definitions/dataverse.json): add or replace tables
+//	GET    /_emulator/stats                  {"inFlight": n}: Web API requests being served (slow ones too)
 //	POST   /_emulator/tokens/revoke          invalidate every token issued (the next request answers 401)
 //
 // Durations are Go duration strings ("250ms", "5m").
@@ -176,6 +177,9 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 			w.WriteHeader(http.StatusNoContent)
 		})
 	}
+	mux.HandleFunc("GET /_emulator/stats", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"inFlight": e.InFlight()})
+	})
 	mux.HandleFunc("POST /_emulator/reset", func(w http.ResponseWriter, _ *http.Request) {
 		e.Reset()
 		w.WriteHeader(http.StatusNoContent)

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,6 +56,7 @@ type Emulator struct {
 	privilegeIDs map[string]uuid.UUID
 	now          func() time.Time
 	prot         *protection
+	inFlight     atomic.Int64 // Web API requests being served, slow faults included
 	// Tenant is the Entra ID tenant the token endpoint serves.
 	Tenant string
 }
@@ -285,3 +287,7 @@ func (e *Emulator) ChangeRow(entitySet string, id uuid.UUID, values map[string]a
 	e.apply(ent, r, write{attrs: values})
 	return nil
 }
+
+// InFlight is the number of Web API requests the emulator is serving now, including those a
+// slow fault holds: a test waits for it to reach zero to know every late write has landed.
+func (e *Emulator) InFlight() int64 { return e.inFlight.Load() }

@@ -89,6 +89,8 @@ var segmentRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)(?:\((.*)\))?$`)
 const recordsHeader = "X-Emulator-Records"
 
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
+	e.inFlight.Add(1)
+	defer e.inFlight.Add(-1)
 	start := e.now()
 	w.Header().Set("OData-Version", "4.0")
 	u := e.authenticate(w, r)

@@ -27,6 +27,10 @@ func Decode(subject string, headers map[string][]string, data []byte) (domain.Ch
 		return domain.ChangeEvent{}, domain.InvalidEvent(reason)
 	}
 	ev := domain.ChangeEvent{ID: ce.ID(), Type: domain.EventType(ce.Type()), Source: ce.Source()}
+	if err := domain.CheckID(ev.ID); err != nil {
+		ev.ID = "" // not kept: it would break what it is written into
+		return ev, domain.InvalidEvent("the CloudEvent id " + err.Error())
+	}
 	if ev.Type != domain.EventUpserted && ev.Type != domain.EventDeleted {
 		return ev, domain.InvalidEvent(fmt.Sprintf("type %q is neither %s nor %s", ce.Type(), domain.EventUpserted, domain.EventDeleted))
 	}

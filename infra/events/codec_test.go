@@ -85,3 +85,30 @@ func TestInvalidEventsSayWhy(t *testing.T) {
 		})
 	}
 }
+
+// Keys and ids end up in subjects, message ids, headers, logs and database indexes: one that
+// would break any of them is an invalid event, said in a sentence that does not echo it.
+func TestHostileKeysAndIDsAreInvalidEvents(t *testing.T) {
+	event := func(id, key string) []byte {
+		b, _ := json.Marshal(map[string]any{"specversion": "1.0", "id": id, "type": "dvsync.record.upserted", "source": "bc",
+			"data": map[string]any{"table": "customer", "key": key, "version": 1, "fields": map[string]any{}}})
+		return b
+	}
+	cases := []struct {
+		name, id, key, reason string
+	}{
+		{"control characters in the key", "id-1", "C1\x1b[31m", "data.key contains control characters"},
+		{"NUL in the key", "id-2", "C1\x00", "data.key contains control characters"},
+		{"a 2 kB key", "id-3", strings.Repeat("K", 2048), "data.key is 2048 bytes long, more than 1024"},
+		{"NUL in the id", "id\x00-4", "C1", "the CloudEvent id contains control characters"},
+		{"a 2 kB id", strings.Repeat("i", 2048), "C1", "the CloudEvent id is 2048 bytes long, more than 1024"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, f := events.Decode("dvsync.changes.customer", nil, event(tc.id, tc.key))
+			if f == nil || f.Kind != domain.KindInvalidEvent || f.Details["reason"] != tc.reason {
+				t.Fatalf("failure %+v, want invalid_event %q", f, tc.reason)
+			}
+		})
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/domain"
@@ -62,8 +64,39 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 	})
 }
 
+// validText refuses a parameter with a NUL or that is not UTF-8: PostgreSQL cannot compare
+// such text, and the client should hear which field is wrong.
+func validText(get func(string) string, names ...string) error {
+	for _, name := range names {
+		v := get(name)
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("%s is not valid UTF-8", name)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("%s contains a NUL character", name)
+		}
+	}
+	return nil
+}
+
+// Deleting errors older than a number of days takes 1 to maxDays days.
+const maxDays = 36500
+
+// olderThan reads a number of days and returns the time that many days ago.
+func olderThan(v string) (int, time.Time, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxDays {
+		return 0, time.Time{}, fmt.Errorf("older_than_days %q is not a whole number of days from 1 to %d", v, maxDays)
+	}
+	// AddDate: a duration of that many days would overflow (about 292 years) and wrap around.
+	return n, time.Now().AddDate(0, 0, -n), nil
+}
+
 // filterFrom reads the error filter of a query string or a JSON body.
 func filterFrom(get func(string) string) (postgres.ErrorFilter, error) {
+	if err := validText(get, "class", "kind", "status", "table", "key", "q", "since", "until", "limit", "cursor"); err != nil {
+		return postgres.ErrorFilter{}, err
+	}
 	f := postgres.ErrorFilter{Class: domain.Class(get("class")), Kind: domain.Kind(get("kind")),
 		Status: postgres.ErrorStatus(get("status")), Table: get("table"), Key: get("key"), Text: get("q"),
 		Cursor: get("cursor"), Limit: 100}
@@ -111,6 +144,7 @@ func (s *Server) listErrors(w http.ResponseWriter, r *http.Request, _ Principal)
 		s.unavailable(w, err)
 		return
 	}
+	page.Errors = redactErrors(page.Errors)
 	writeJSON(w, http.StatusOK, page)
 }
 
@@ -137,7 +171,7 @@ func (s *Server) getError(w http.ResponseWriter, r *http.Request, _ Principal) {
 		s.unavailable(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, redactDetail(d))
 }
 
 func (s *Server) replayOne(w http.ResponseWriter, r *http.Request, p Principal) {
@@ -181,7 +215,8 @@ func (s *Server) replayMatching(w http.ResponseWriter, r *http.Request, p Princi
 	writeJSON(w, http.StatusOK, map[string]any{"results": s.Replay.Replay(r.Context(), ids, p.Name)})
 }
 
-// deleteErrors deletes errors older than ?older_than_days=N (7 by default), or every one with ?all=true.
+// deleteErrors deletes errors older than ?older_than_days=N (1 to 36500, 7 by default), or every
+// one with ?all=true.
 func (s *Server) deleteErrors(w http.ResponseWriter, r *http.Request, p Principal) {
 	q := r.URL.Query()
 	var cutoff time.Time
@@ -191,16 +226,15 @@ func (s *Server) deleteErrors(w http.ResponseWriter, r *http.Request, p Principa
 		problem(w, http.StatusBadRequest, "Invalid request", "all must be true, or left out")
 		return
 	default:
-		days := 7
-		if v := q.Get("older_than_days"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				problem(w, http.StatusBadRequest, "Invalid request", fmt.Sprintf("older_than_days %q is not a whole number of days", v))
-				return
-			}
-			days = n
+		days := "7"
+		if q.Has("older_than_days") {
+			days = q.Get("older_than_days")
 		}
-		cutoff = time.Now().Add(-time.Duration(days) * 24 * time.Hour)
+		var err error
+		if _, cutoff, err = olderThan(days); err != nil {
+			problem(w, http.StatusBadRequest, "Invalid request", err.Error())
+			return
+		}
 	}
 	n, err := s.Ledger.DeleteErrors(r.Context(), cutoff, p.Name)
 	if err != nil {
@@ -228,6 +262,10 @@ func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, p Principal) 
 }
 
 func (s *Server) getCoupling(w http.ResponseWriter, r *http.Request, _ Principal) {
+	if err := validText(r.PathValue, "table", "key"); err != nil {
+		problem(w, http.StatusBadRequest, "Invalid record", err.Error())
+		return
+	}
 	c, err := s.Ledger.Coupling(r.Context(), r.PathValue("table"), r.PathValue("key"))
 	if err != nil {
 		s.unavailable(w, err)
@@ -273,8 +311,6 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, _ Principal) {
 }
 
 func (s *Server) unavailable(w http.ResponseWriter, err error) {
-	if s.Log != nil {
-		s.Log.Warn("API request failed", "err", err)
-	}
+	s.logWarn("API request failed", err)
 	problem(w, http.StatusServiceUnavailable, "Unavailable", "the errors ledger could not be reached; try again")
 }

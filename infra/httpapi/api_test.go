@@ -33,19 +33,34 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 }
 
 func TestTokens(t *testing.T) {
-	tok, err := ParseTokens("alice:operator:s3cret; bob:viewer:sha256=" + strings.Repeat("ab", 32) + "\n# comment")
+	tok, err := ParseTokens("alice:operator:s3cret-0123456789abcdefghij; bob:viewer:sha256=" + strings.Repeat("ab", 32) + "\n# comment")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, ok := tok.Lookup("s3cret"); !ok || p.Name != "alice" || p.Role != RoleOperator {
+	if p, ok := tok.Lookup("s3cret-0123456789abcdefghij"); !ok || p.Name != "alice" || p.Role != RoleOperator {
 		t.Fatalf("alice = %+v %v", p, ok)
 	}
-	if _, ok := tok.Lookup("S3cret"); ok {
+	if _, ok := tok.Lookup("S3cret-0123456789abcdefghij"); ok {
 		t.Fatal("a wrong token was accepted")
 	}
-	for _, bad := range []string{"alice:admin:x", "alice:viewer", "bob:viewer:sha256=zz"} {
-		if _, err := ParseTokens(bad); err == nil || strings.Contains(err.Error(), "x") && strings.Contains(bad, ":x") && strings.Contains(err.Error(), ":x") {
-			t.Errorf("%q: err = %v", bad, err)
+	long := strings.Repeat("x", MinTokenLength)
+	for bad, want := range map[string]string{
+		"alice:admin:" + long:                      `alice: role "admin"`,
+		"alice:viewer":                             "entry 1 is not name:role:token",
+		"bob:viewer:sha256=zz":                     "bob: sha256= needs 64 hex digits",
+		"carol:viewer:hunter2":                     "carol: the token is shorter than 24 characters",
+		"dave:viewer:" + long[1:]:                  "dave: the token is shorter than 24",
+		"ok:viewer:" + long + ";bare-secret-token": "entry 2 is not name:role:token",
+	} {
+		_, err := ParseTokens(bad)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", bad, err, want)
+			continue
+		}
+		for _, secret := range []string{"hunter2", long[1:], "bare-secret-token"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%q: the error shows the token: %v", bad, err)
+			}
 		}
 	}
 	if !RoleOperator.allows(RoleViewer) || RoleViewer.allows(RoleOperator) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
 )
@@ -30,10 +31,12 @@ type Links struct {
 	SourceURL string
 }
 
-// PageStore is what the page needs besides the Ledger: the coupled records and deleting one error.
+// PageStore is what the page needs besides the Ledger: the coupled records, deleting one error
+// and the signed-out sessions.
 type PageStore interface {
 	ListCouplings(ctx context.Context, f postgres.CouplingFilter) ([]domain.Coupling, error)
 	DeleteError(ctx context.Context, id int64, actor string) error
+	SessionStore
 }
 
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
@@ -66,6 +69,8 @@ type pageData struct {
 
 	Question, Action, Button, Back string
 	Hidden                         []hidden
+
+	session session
 }
 
 type hidden struct{ Name, Value string }
@@ -106,8 +111,12 @@ func (s *Server) rowLink(entity string, id uuid.UUID) string {
 func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.login)
-	mux.HandleFunc("POST /logout", s.page(RoleViewer, func(w http.ResponseWriter, r *http.Request, _ pageData) {
-		endSession(w, r)
+	mux.HandleFunc("POST /logout", s.page(RoleViewer, func(w http.ResponseWriter, r *http.Request, d pageData) {
+		if err := s.endSession(w, r, d.session); err != nil {
+			s.logWarn("signing out", err)
+			http.Error(w, "Signing out failed: the session store could not be reached; try again.", http.StatusServiceUnavailable)
+			return
+		}
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 	}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -127,19 +136,23 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 // page wraps a page handler: a signed-in session with the role, and a valid CSRF token on posts.
 func (s *Server) page(need Role, h func(http.ResponseWriter, *http.Request, pageData)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ses, ok := s.sessionOf(r)
-		if !ok {
+		ses, p, err := s.sessionOf(r)
+		if errors.Is(err, errNoSession) {
 			http.Redirect(w, r, "/login", http.StatusSeeOther)
 			return
 		}
-		d := pageData{User: ses.Name, Role: ses.Role, CSRF: ses.CSRF, Operator: ses.Role == RoleOperator, s: s,
-			Flash: r.URL.Query().Get("msg")}
-		if !ses.Role.allows(need) {
+		if err != nil {
+			s.logWarn("reading the signed-out sessions", err)
+			http.Error(w, "The session could not be checked; try again.", http.StatusServiceUnavailable)
+			return
+		}
+		d := pageData{User: p.Name, Role: p.Role, CSRF: ses.CSRF, Operator: p.Role == RoleOperator, s: s,
+			Flash: flashOf(r.URL.Query()), session: ses}
+		if !p.Role.allows(need) {
 			http.Error(w, "Only an operator may do this.", http.StatusForbidden)
 			return
 		}
 		if r.Method == http.MethodPost {
-			r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 			if err := r.ParseForm(); err != nil || !validCSRF(r, ses) {
 				http.Error(w, "The form has expired or did not come from this page: reload it and try again.", http.StatusForbidden)
 				return
@@ -150,9 +163,15 @@ func (s *Server) page(need Role, h func(http.ResponseWriter, *http.Request, page
 }
 
 func (s *Server) render(w http.ResponseWriter, name string, d pageData) {
+	s.renderStatus(w, http.StatusOK, name, d)
+}
+
+// renderStatus renders a page with its status, after the headers every page has.
+func (s *Server) renderStatus(w http.ResponseWriter, status int, name string, d pageData) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
 	if err := pageTemplates.ExecuteTemplate(w, name, d); err != nil && s.Log != nil {
 		s.Log.Warn("rendering a page", "page", name, "err", err)
 	}
@@ -164,16 +183,26 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
-		http.Error(w, "bad form", http.StatusBadRequest)
+		status := http.StatusBadRequest
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		http.Error(w, "The form could not be read.", status)
 		return
 	}
-	p, ok := s.Tokens.Lookup(strings.TrimSpace(r.PostFormValue("token")))
+	// The token first: a valid one always signs in, however many failures its address has sent.
+	hash, _, ok := s.Tokens.lookup(strings.TrimSpace(r.PostFormValue("token")))
 	if !ok {
-		w.WriteHeader(http.StatusUnauthorized)
-		s.render(w, "login.html", pageData{Title: "Sign in", Problem: "That token is not valid.", s: s})
+		if wait, limited := s.failedSignIn(r); limited {
+			tooMany(w, wait)
+			s.renderStatus(w, http.StatusTooManyRequests, "login.html", pageData{Title: "Sign in",
+				Problem: "That token is not valid, and too many tokens that are not valid came from this address; wait a minute and try again.", s: s})
+			return
+		}
+		s.renderStatus(w, http.StatusUnauthorized, "login.html", pageData{Title: "Sign in", Problem: "That token is not valid.", s: s})
 		return
 	}
-	s.startSession(w, r, p)
+	s.startSession(w, r, hash)
 	http.Redirect(w, r, "/errors?class=coupling", http.StatusSeeOther)
 }
 
@@ -195,7 +224,7 @@ func (s *Server) errorsPage(w http.ResponseWriter, r *http.Request, d pageData) 
 		http.Error(w, "The errors ledger could not be read; try again.", http.StatusServiceUnavailable)
 		return
 	}
-	d.Filter, d.Errors, d.Next = f, page.Errors, page.Next
+	d.Filter, d.Errors, d.Next = f, redactErrors(page.Errors), page.Next
 	d.Statuses = []string{"open", "replayed", "resolved", ""}
 	d.Nav, d.Title = string(f.Class), "Coupling errors"
 	if f.Class == domain.ClassSetup {
@@ -223,23 +252,65 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, d pageData) {
 		http.Error(w, "The errors ledger could not be read; try again.", http.StatusServiceUnavailable)
 		return
 	}
-	d.Error, d.Title, d.Nav = e, fmt.Sprintf("Error %d", id), string(e.Class)
+	d.Error, d.Title, d.Nav = redactDetail(e), fmt.Sprintf("Error %d", id), string(e.Class)
 	s.render(w, "error.html", d)
 }
 
-// back returns to the list the form was posted from, with a message.
-func back(w http.ResponseWriter, r *http.Request, msg string) {
-	to := "/errors"
+// flashes are the messages a page shows after an action. They come back in the URL as a code
+// and numbers (?msg=deleted&id=4): only these codes render, so that no link can put words of
+// its own in the page.
+var flashes = map[string]string{
+	string(replay.Published):        "Error {id}: published; its change is being synced again.",
+	string(replay.Stale):            "Error {id}: stale; a newer version has synced since, and the error is resolved.",
+	string(replay.AlreadyReplaying): "Error {id} is already being replayed.",
+	string(replay.NotReplayable):    "Error {id} cannot be replayed: it is resolved, or no change of it is kept.",
+	string(replay.NotFound):         "There is no error {id}.",
+	string(replay.Failed):           "Error {id}: the replay failed; try again.",
+	"replay_other":                  "Error {id}: see its details for how the replay went.",
+	"deleted":                       "Error {id} deleted.",
+	"deleted_many":                  "{n} errors deleted.",
+	"replayed_shown":                "{n} of {of} errors replayed.",
+}
+
+// flashNumbers are the numbers a flash may carry.
+var flashNumbers = []string{"id", "n", "of"}
+
+// flashOf renders the message of a page's query, or "" when its code or a number is not valid.
+func flashOf(q url.Values) string {
+	text, ok := flashes[q.Get("msg")]
+	if !ok {
+		return ""
+	}
+	for _, name := range flashNumbers {
+		if !strings.Contains(text, "{"+name+"}") {
+			continue
+		}
+		n, err := strconv.ParseInt(q.Get(name), 10, 64)
+		if err != nil || n < 0 {
+			return ""
+		}
+		text = strings.ReplaceAll(text, "{"+name+"}", strconv.FormatInt(n, 10))
+	}
+	return text
+}
+
+// back returns to the list the form was posted from, with a message: a code of flashes and
+// its numbers.
+func back(w http.ResponseWriter, r *http.Request, code string, numbers map[string]int64) {
+	q := url.Values{}
 	// Only the list itself: after a confirmation step the referrer is the action's own URL.
 	if ref, err := url.Parse(r.Referer()); err == nil && ref.Path == "/errors" && ref.Host == r.Host {
-		q := ref.Query()
-		q.Set("msg", msg)
+		q = ref.Query()
 		q.Del("cursor")
-		to = ref.Path + "?" + q.Encode()
-	} else {
-		to += "?msg=" + url.QueryEscape(msg)
 	}
-	http.Redirect(w, r, to, http.StatusSeeOther)
+	for _, name := range append([]string{"msg"}, flashNumbers...) {
+		q.Del(name)
+	}
+	q.Set("msg", code)
+	for name, n := range numbers {
+		q.Set(name, strconv.FormatInt(n, 10))
+	}
+	http.Redirect(w, r, "/errors?"+q.Encode(), http.StatusSeeOther)
 }
 
 func (s *Server) replayForm(w http.ResponseWriter, r *http.Request, d pageData) {
@@ -249,7 +320,11 @@ func (s *Server) replayForm(w http.ResponseWriter, r *http.Request, d pageData) 
 		return
 	}
 	res := s.Replay.Replay(r.Context(), []int64{id}, d.User)[0]
-	back(w, r, fmt.Sprintf("Error %d: %s. %s", id, strings.ReplaceAll(string(res.Outcome), "_", " "), res.Detail))
+	code := string(res.Outcome)
+	if _, ok := flashes[code]; !ok {
+		code = "replay_other"
+	}
+	back(w, r, code, map[string]int64{"id": id})
 }
 
 func (s *Server) deleteForm(w http.ResponseWriter, r *http.Request, d pageData) {
@@ -262,7 +337,7 @@ func (s *Server) deleteForm(w http.ResponseWriter, r *http.Request, d pageData) 
 		http.Error(w, "The error could not be deleted; try again.", http.StatusServiceUnavailable)
 		return
 	}
-	back(w, r, fmt.Sprintf("Error %d deleted.", id))
+	back(w, r, "deleted", map[string]int64{"id": id})
 }
 
 // confirm renders the confirmation step of a bulk action, unless the form says it is confirmed.
@@ -300,23 +375,24 @@ func (s *Server) replayShown(w http.ResponseWriter, r *http.Request, d pageData)
 			published++
 		}
 	}
-	back(w, r, fmt.Sprintf("%d of %d errors replayed.", published, len(ids)))
+	back(w, r, "replayed_shown", map[string]int64{"n": int64(published), "of": int64(len(ids))})
 }
 
 func (s *Server) deleteOld(w http.ResponseWriter, r *http.Request, d pageData) {
-	days, err := strconv.Atoi(r.PostFormValue("days"))
-	if err != nil || days < 0 {
-		days = 7
+	days, cutoff, err := olderThan(r.PostFormValue("days"))
+	if err != nil {
+		http.Error(w, "The form's "+err.Error()+".", http.StatusBadRequest)
+		return
 	}
 	if !s.confirmed(w, r, d, "Delete old entries", fmt.Sprintf("Delete every error last seen more than %d days ago? Errors still relevant may be among them.", days), "Delete them", "days") {
 		return
 	}
-	n, err := s.Ledger.DeleteErrors(r.Context(), time.Now().Add(-time.Duration(days)*24*time.Hour), d.User)
+	n, err := s.Ledger.DeleteErrors(r.Context(), cutoff, d.User)
 	if err != nil {
 		http.Error(w, "The errors could not be deleted; try again.", http.StatusServiceUnavailable)
 		return
 	}
-	back(w, r, fmt.Sprintf("%d errors deleted.", n))
+	back(w, r, "deleted_many", map[string]int64{"n": n})
 }
 
 func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, d pageData) {
@@ -328,12 +404,16 @@ func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, d pageData) {
 		http.Error(w, "The errors could not be deleted; try again.", http.StatusServiceUnavailable)
 		return
 	}
-	back(w, r, fmt.Sprintf("%d errors deleted.", n))
+	back(w, r, "deleted_many", map[string]int64{"n": n})
 }
 
 func (s *Server) couplingsPage(w http.ResponseWriter, r *http.Request, d pageData) {
 	q := r.URL.Query()
 	f := postgres.CouplingFilter{Table: q.Get("table"), Status: domain.CouplingStatus(q.Get("status")), Skipped: q.Get("skipped") == "true", Text: q.Get("q")}
+	if err := validText(q.Get, "table", "status", "q"); err != nil {
+		d.Flash = err.Error()
+		f = postgres.CouplingFilter{}
+	}
 	list, err := s.Couplings.ListCouplings(r.Context(), f)
 	if err != nil {
 		http.Error(w, "The couplings could not be read; try again.", http.StatusServiceUnavailable)

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -36,10 +38,17 @@ type Server struct {
 	// end when the process restarts and are not shared between replicas).
 	SessionKey []byte
 	keyOnce    sync.Once
+	signIns    *signInLimiter
 }
 
-// Handler returns the routes.
+// maxBody bounds the body of every request that may have one; the API's and the page's are small.
+const maxBody = 1 << 20
+
+// Handler returns the routes. Every request that is not GET, HEAD or OPTIONS must come from the
+// same origin when a browser sends it (Sec-Fetch-Site, else Origin against Host), the login
+// form included, and its body is bounded.
 func (s *Server) Handler() http.Handler {
+	s.signIns = newSignInLimiter()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.health)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{Registry: s.Metrics.Registry}))
@@ -49,17 +58,49 @@ func (s *Server) Handler() http.Handler {
 			s.pageRoutes(mux)
 		}
 	}
-	return mux
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(s.crossOrigin))
+	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		}
+		mux.ServeHTTP(w, r)
+	}))
 }
 
-// health answers 200 when every check passes, else 503; the body says which failed.
+// crossOrigin refuses a browser's request that another site sent (login CSRF, forged forms).
+func (s *Server) crossOrigin(w http.ResponseWriter, r *http.Request) {
+	if s.Log != nil {
+		s.Log.Warn("cross-origin request refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+	}
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		problem(w, http.StatusForbidden, "Cross-origin request", "this request came from another site; it is not accepted")
+		return
+	}
+	http.Error(w, "This form was sent from another site: it is not accepted. Open the page itself and try again.", http.StatusForbidden)
+}
+
+// logWarn logs a failure with credentials taken out of its text.
+func (s *Server) logWarn(msg string, err error) {
+	if s.Log != nil {
+		s.Log.Warn(msg, "err", redact.Text(err.Error()))
+	}
+}
+
+// health answers 200 when every check passes, else 503; the body says which failed, and only
+// that: why (which names users, hosts and addresses) goes to the log.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	results, status := map[string]string{}, http.StatusOK
 	for name, check := range s.Checks {
 		if err := check(ctx); err != nil {
-			results[name], status = err.Error(), http.StatusServiceUnavailable
+			results[name], status = "unavailable", http.StatusServiceUnavailable
+			if s.Log != nil {
+				s.Log.Warn("health check failed", "check", name, "err", redact.Text(err.Error()))
+			}
 		} else {
 			results[name] = "ok"
 		}

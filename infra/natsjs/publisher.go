@@ -62,10 +62,18 @@ type Publisher struct {
 
 // PublishError publishes a permanent failure with its id as Nats-Msg-Id, so that a worker that
 // publishes it again after a crash is deduplicated.
+// An event too large for the connection's max payload is published in its minimal form, so that
+// every failure is reported, however large the change or Dataverse's answer.
 func (p Publisher) PublishError(ctx context.Context, ev domain.ErrorEvent) error {
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("natsjs: encode error event: %w", err)
+	}
+	if max := p.JS.Conn().MaxPayload(); max > 0 && int64(len(data)) > max-headerRoom {
+		ev = ev.Minimal()
+		if data, err = json.Marshal(ev); err != nil {
+			return fmt.Errorf("natsjs: encode error event: %w", err)
+		}
 	}
 	h := nats.Header{}
 	h.Set(HeaderClass, string(ev.Class))
@@ -89,6 +97,9 @@ func (p Publisher) PublishError(ctx context.Context, ev domain.ErrorEvent) error
 	}
 	return nil
 }
+
+// headerRoom is what an error event's headers may take of the max payload.
+const headerRoom = 16 << 10
 
 // PublishSynced tells the projector that a record which had failed is synced now.
 func (p Publisher) PublishSynced(ctx context.Context, msgID string, s domain.RecordSynced) error {

@@ -28,10 +28,13 @@ type Topology struct {
 	ChangesMaxAge   time.Duration // how long change events stay for replay
 	ErrorsMaxAge    time.Duration
 	DuplicateWindow time.Duration // publishes with a Nats-Msg-Id seen within it are dropped
-	// AckWait must exceed the longest time a worker holds a message: WorkerHandleTimeout plus
-	// the time the message may wait in the worker's lane. Workers also send InProgress.
+	// AckWait is how long a message a worker took waits before another worker gets it, which is
+	// how long a killed worker's changes wait. Workers send InProgress at a third of it for every
+	// message they have been given (they fetch no more than their lanes take), so it needs no
+	// room for slow Dataverse calls.
 	AckWait time.Duration
-	// MaxDeliver bounds redeliveries: with the workers' growing nak delays, 200 covers the default
+	// MaxDeliver is the delivery on which a worker parks a change that keeps failing as an error
+	// (the consumer itself has no limit, see WorkerConsumerConfig): with the workers' growing nak delays, 200 covers the default
 	// one-day retry budget; a message that keeps failing ends as an error event, never a hot loop.
 	MaxDeliver    int
 	MaxAckPending int
@@ -40,7 +43,7 @@ type Topology struct {
 // DefaultTopology is a single-server set-up with the defaults the README documents.
 func DefaultTopology() Topology {
 	return Topology{Replicas: 1, ChangesMaxAge: 7 * 24 * time.Hour, ErrorsMaxAge: 30 * 24 * time.Hour,
-		DuplicateWindow: 2 * time.Minute, AckWait: 2 * time.Minute, MaxDeliver: 200, MaxAckPending: 256}
+		DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 200, MaxAckPending: 256}
 }
 
 // Validate checks the settings together.
@@ -67,7 +70,7 @@ func (t Topology) Validate() error {
 // every nak (and Dataverse's Retry-After). nats-server (2.15) stores a nak delay as
 // now-AckWait+delay but, with a BackOff list, measures it against BackOff[deliveries-1], so every
 // nak after the first would wait BackOff[n]-AckWait longer than asked. A worker that dies
-// mid-message is covered by AckWait.
+// mid-message is covered by AckWait (30s by default).
 func (t Topology) WorkerConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       WorkerConsumer,
@@ -76,7 +79,11 @@ func (t Topology) WorkerConsumerConfig() jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		MaxDeliver:    t.MaxDeliver,
+		// Unlimited: the worker parks a change as an error itself on its MaxDeliver-th delivery. A
+		// consumer limit would drop the change whenever that last delivery ends in a nak (the error
+		// event could not be published, the worker was stopping): it is never redelivered after.
+		// Every nak carries a growing delay, so this is no hot loop.
+		MaxDeliver:    -1,
 		MaxAckPending: t.MaxAckPending,
 		Replicas:      t.Replicas,
 	}

@@ -2,6 +2,8 @@ package natsjs_test
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,7 +49,7 @@ func TestEnsureIsIdempotentAndConfiguresTheWorkerConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := c.CachedInfo().Config
-	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != 200 || cfg.AckWait != 2*time.Minute ||
+	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.MaxDeliver != -1 || cfg.AckWait != 30*time.Second ||
 		len(cfg.BackOff) != 0 || cfg.Durable != natsjs.WorkerConsumer || cfg.FilterSubject != "dvsync.changes.>" {
 		t.Fatalf("consumer config = %+v", cfg)
 	}
@@ -59,13 +61,13 @@ func TestEnsureIsIdempotentAndConfiguresTheWorkerConsumer(t *testing.T) {
 		t.Fatalf("duplicate window %s", d)
 	}
 	// A changed setting is applied by the next start.
-	top.MaxDeliver = 5
+	top.MaxAckPending = 5
 	if err := natsjs.Ensure(ctx, js, top); err != nil {
 		t.Fatal(err)
 	}
 	info, _ := c.Info(ctx)
-	if info.Config.MaxDeliver != 5 {
-		t.Fatalf("MaxDeliver = %d after an update, want 5", info.Config.MaxDeliver)
+	if info.Config.MaxAckPending != 5 {
+		t.Fatalf("MaxAckPending = %d after an update, want 5", info.Config.MaxAckPending)
 	}
 }
 
@@ -97,5 +99,32 @@ func TestPublishedErrorEventsAreDeduplicatedByID(t *testing.T) {
 	}
 	if _, ok := info.State.Subjects["dvsync.errors.setup._unknown"]; !ok {
 		t.Fatalf("subjects %v; a table that is no subject token goes to _unknown", info.State.Subjects)
+	}
+}
+
+func TestAnErrorEventTooLargeToPublishGoesOutMinimal(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	if err := natsjs.Ensure(ctx, js, natsjs.DefaultTopology()); err != nil {
+		t.Fatal(err)
+	}
+	f := domain.InvalidEvent("x")
+	f.Message = strings.Repeat("m", 9<<20) // over the server's 8 MiB
+	ev := domain.ErrorEvent{ID: "dvsync-err-big", Failure: *f, Table: "customer", Key: "C1",
+		CallStack: []domain.Stage{{Name: "sync", Detail: "d"}}, Delivery: domain.Delivery{Stream: natsjs.ChangesStream, Sequence: 7}}
+	if err := (natsjs.Publisher{JS: js}).PublishError(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := js.Stream(ctx, natsjs.ErrorsStream)
+	msg, err := s.GetLastMsgForSubject(ctx, "dvsync.errors.setup.customer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got domain.ErrorEvent
+	if err := json.Unmarshal(msg.Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !got.Stripped || len(got.Message) > 4096 || got.CallStack != nil || got.Delivery.Sequence != 7 || got.Key != "C1" {
+		t.Fatalf("published %d bytes: stripped %v, message %d bytes, delivery %+v", len(msg.Data), got.Stripped, len(got.Message), got.Delivery)
 	}
 }

@@ -2,16 +2,19 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dvsync/dvsync/domain"
 )
@@ -27,10 +30,27 @@ const (
 	ErrorReplayed ErrorStatus = "replayed"
 )
 
-// RecordError stores one error event. A redelivered event (same id) changes nothing; a new
-// occurrence of an open error of the same record and kind adds to it. An error of a version
-// that has synced since (it reached the projector late) is stored as resolved.
+// NotReadBack is why an error event's own copy of its change is not replayed: anyone who may
+// publish on the error topics could have written it.
+const NotReadBack = "its change was not read back from the changes stream: only what the stream holds is replayed"
+
+// RecordError stores one error event as it came: its embedded change is kept for people to see,
+// but is not replayable (NotReadBack). The projector reads the change back and calls
+// RecordErrorChecked.
 func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
+	return s.RecordErrorChecked(ctx, ev, NotReadBack)
+}
+
+// RecordErrorChecked stores one error event whose Event, EventHeaders, EventID and EventVersion
+// the caller read back from the changes stream; notReplayable, when not empty, says why they may
+// not be sent again. A redelivered event (same id) changes nothing; a new occurrence of an active
+// error of the same record and kind adds to it, and the newest change wins: an occurrence of an
+// older version only counts, and so does one not read back against one that was (upsertError).
+// An error of a version that has synced since (it reached the
+// projector late) is stored as resolved. Text is made storable first (see clean), so that no
+// event, however malformed, fails for its values.
+func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error {
+	ev = cleanEvent(ev)
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: begin: %w", err)
@@ -65,45 +85,28 @@ func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 	var dvStatus *int
 	var dvCode, dvMessage *string
 	if dv := ev.Dataverse; dv != nil {
-		dvStatus, dvCode, dvMessage = &dv.Status, &dv.Code, &dv.Message
+		dvCode, dvMessage = &dv.Code, &dv.Message
+		if dv.Status >= 0 && dv.Status <= math.MaxInt32 { // an integer column; any other number is not an HTTP status
+			dvStatus = &dv.Status
+		}
 	}
 	var row *uuid.UUID
 	if id, err := uuid.Parse(ev.RowID); err == nil {
 		row = &id
 	}
+	var why *string
+	if notReplayable != "" {
+		r := clean(notReplayable, textMax)
+		why = &r
+	}
 	args := []any{string(ev.Class), string(ev.Kind), ev.Table, ev.Key, ev.Message, ev.Resolution, details,
 		dvStatus, dvCode, dvMessage, stack, ev.Stage, ev.Event, headers, ev.EventID, ev.EventVersion, ev.Entity, row,
-		delivery, ev.OccurredAt, string(status), resolvedAt, reason}
-	const insert = `INSERT INTO sync_errors (class, kind, table_name, source_key, message, resolution, details,
-			dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_headers, event_id,
-			event_version, entity, row_id, delivery, first_seen, last_seen, status, resolved_at, resolved_reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21, $22, $23)`
+		delivery, ev.OccurredAt, string(status), resolvedAt, reason, why}
 	var id int64
 	if status == ErrorOpen {
-		// The newest occurrence's details win: they describe the error as it is now. A change of a
-		// skipped record (stage 'skipped') keeps the error's own description and brings only the
-		// newest change, which a retry sends.
-		err = tx.QueryRow(ctx, insert+`
-		ON CONFLICT (table_name, source_key, kind) WHERE status IN ('open', 'replayed') DO UPDATE SET
-			status = 'open', -- a replayed change that failed again
-			occurrences = sync_errors.occurrences + 1,
-			first_seen = LEAST(sync_errors.first_seen, EXCLUDED.first_seen),
-			last_seen = GREATEST(sync_errors.last_seen, EXCLUDED.last_seen),
-			class = EXCLUDED.class,
-			message = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.message ELSE EXCLUDED.message END,
-			resolution = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.resolution ELSE EXCLUDED.resolution END,
-			details = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.details || EXCLUDED.details ELSE EXCLUDED.details END,
-			dataverse_status = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.dataverse_status ELSE EXCLUDED.dataverse_status END,
-			dataverse_code = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.dataverse_code ELSE EXCLUDED.dataverse_code END,
-			dataverse_message = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.dataverse_message ELSE EXCLUDED.dataverse_message END,
-			call_stack = CASE WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.call_stack ELSE EXCLUDED.call_stack END,
-			stage = EXCLUDED.stage, event = EXCLUDED.event,
-			event_headers = EXCLUDED.event_headers, event_id = EXCLUDED.event_id,
-			event_version = EXCLUDED.event_version, entity = EXCLUDED.entity, row_id = EXCLUDED.row_id,
-			delivery = EXCLUDED.delivery
-		RETURNING id`, args...).Scan(&id)
+		err = tx.QueryRow(ctx, insertError+upsertError, args...).Scan(&id)
 	} else {
-		err = tx.QueryRow(ctx, insert+` RETURNING id`, args...).Scan(&id)
+		err = tx.QueryRow(ctx, insertError+` RETURNING id`, args...).Scan(&id)
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: record error %s/%s %s: %w", ev.Table, ev.Key, ev.Kind, err)
@@ -114,12 +117,143 @@ func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 	return tx.Commit(ctx)
 }
 
-// WaitingOn returns the open errors of records that failed because the dependency table/key
-// was not coupled, oldest first, at most limit of them.
+const insertError = `INSERT INTO sync_errors (class, kind, table_name, source_key, message, resolution, details,
+		dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_headers, event_id,
+		event_version, entity, row_id, delivery, first_seen, last_seen, kept_seen, status, resolved_at, resolved_reason, not_replayable)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $20, $21, $22, $23, $24)`
+
+// upsertError adds an occurrence to the record's active error of the same kind. Every occurrence
+// counts; only a newer one replaces what the error keeps: one of a newer version, or of the same
+// version seen no earlier than the kept one (kept_seen: last_seen is raised by older versions'
+// occurrences too). So an older version arriving late (published out of order, or redelivered)
+// never displaces the newest, for a replay must send the newest change. And an occurrence whose
+// change was not read back (not_replayable) never displaces one whose change was: anyone allowed
+// on the error topics could have written it, with any version. A newer occurrence also reopens a
+// replayed error (its replay failed again) and ends any replay claim. An occurrence of a skipped
+// record (stage 'skipped') keeps the error's own description and brings only its change, which
+// a retry sends.
+var upsertError = func() string {
+	const newer = `((EXCLUDED.not_replayable IS NULL OR sync_errors.not_replayable IS NOT NULL) AND
+		(COALESCE(EXCLUDED.event_version, -1) > COALESCE(sync_errors.event_version, -1) OR
+		(COALESCE(EXCLUDED.event_version, -1) = COALESCE(sync_errors.event_version, -1) AND EXCLUDED.kept_seen >= sync_errors.kept_seen)))`
+	set := []string{
+		"occurrences = sync_errors.occurrences + 1",
+		"first_seen = LEAST(sync_errors.first_seen, EXCLUDED.first_seen)",
+		"last_seen = GREATEST(sync_errors.last_seen, EXCLUDED.last_seen)",
+		"status = CASE WHEN " + newer + " THEN 'open' ELSE sync_errors.status END",
+		"replay_claimed_at = CASE WHEN " + newer + " THEN NULL ELSE sync_errors.replay_claimed_at END",
+		"details = CASE WHEN NOT " + newer + " THEN sync_errors.details WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.details || EXCLUDED.details ELSE EXCLUDED.details END",
+	}
+	for _, c := range []string{"class", "message", "resolution", "dataverse_status", "dataverse_code", "dataverse_message", "call_stack"} {
+		set = append(set, c+" = CASE WHEN "+newer+" AND EXCLUDED.stage <> 'skipped' THEN EXCLUDED."+c+" ELSE sync_errors."+c+" END")
+	}
+	for _, c := range []string{"stage", "event", "event_headers", "event_id", "event_version", "entity", "row_id", "delivery", "kept_seen", "not_replayable"} {
+		set = append(set, c+" = CASE WHEN "+newer+" THEN EXCLUDED."+c+" ELSE sync_errors."+c+" END")
+	}
+	return `
+	ON CONFLICT (table_name, md5(source_key), kind) WHERE status IN ('open', 'replayed') DO UPDATE SET
+		` + strings.Join(set, ",\n\t\t") + `
+	RETURNING id`
+}()
+
+// Bounds of stored text. Names and ids are short in every real event; a key may be long (it is
+// indexed by its hash); other text is bounded so that one hostile event cannot fill the ledger.
+const (
+	nameMax = 256
+	idMax   = 1024
+	keyMax  = 8 << 10
+	textMax = 64 << 10
+)
+
+// clean makes s storable: valid UTF-8 without NUL (PostgreSQL's text and jsonb refuse both; each
+// bad byte becomes U+FFFD), and at most max bytes. A longer value keeps its start and the SHA-256
+// of the whole, so that two long values (two keys, two ids) stay two.
+func clean(s string, max int) string {
+	raw := s
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	if len(s) <= max {
+		return s
+	}
+	suffix := fmt.Sprintf("…[%d bytes, sha256 %x]", len(raw), sha256.Sum256([]byte(raw)))
+	cut := max - len(suffix)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + suffix
+}
+
+// cleanEvent cleans every text of an error event, the ones stored as jsonb included.
+func cleanEvent(ev domain.ErrorEvent) domain.ErrorEvent {
+	ev.ID = clean(ev.ID, idMax)
+	ev.Class, ev.Kind = domain.Class(clean(string(ev.Class), nameMax)), domain.Kind(clean(string(ev.Kind), nameMax))
+	ev.Table, ev.Key = clean(ev.Table, nameMax), clean(ev.Key, keyMax)
+	ev.Message, ev.Resolution = clean(ev.Message, textMax), clean(ev.Resolution, textMax)
+	ev.Entity, ev.RowID, ev.Stage = clean(ev.Entity, nameMax), clean(ev.RowID, nameMax), clean(ev.Stage, nameMax)
+	ev.EventID, ev.EventType = clean(ev.EventID, idMax), domain.EventType(clean(string(ev.EventType), nameMax))
+	ev.CorrelationID = clean(ev.CorrelationID, idMax)
+	ev.Delivery.Subject, ev.Delivery.Stream = clean(ev.Delivery.Subject, idMax), clean(ev.Delivery.Stream, nameMax)
+	if ev.Details != nil {
+		d := make(map[string]string, len(ev.Details))
+		for k, v := range ev.Details {
+			d[clean(k, nameMax)] = clean(v, textMax)
+		}
+		ev.Details = d
+	}
+	if dv := ev.Dataverse; dv != nil {
+		ev.Dataverse = &domain.DataverseError{Status: dv.Status, Code: clean(dv.Code, nameMax), Message: clean(dv.Message, textMax)}
+	}
+	stack := make([]domain.Stage, len(ev.CallStack))
+	for i, st := range ev.CallStack {
+		stack[i] = domain.Stage{Name: clean(st.Name, nameMax), At: st.At, Detail: clean(st.Detail, textMax),
+			Request: clean(st.Request, textMax), Response: clean(st.Response, textMax)}
+	}
+	ev.CallStack = stack
+	ev.EventHeaders = cleanHeaders(ev.EventHeaders)
+	return ev
+}
+
+func cleanHeaders(h map[string][]string) map[string][]string {
+	if h == nil {
+		return nil
+	}
+	out := make(map[string][]string, len(h))
+	for k, vs := range h {
+		c := make([]string, len(vs))
+		for i, v := range vs {
+			c[i] = clean(v, textMax)
+		}
+		out[clean(k, idMax)] = c
+	}
+	return out
+}
+
+// IsDataError reports whether PostgreSQL refused the values themselves: SQLSTATE class 22 (data
+// exception: bad encoding, a NUL, a value out of range) or 54 (program limit: an index entry too
+// large). Sending the same values again fails again, so the caller must not wait for it.
+func IsDataError(err error) bool {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) || len(pg.Code) != 5 {
+		return false
+	}
+	switch pg.Code[:2] {
+	case "22", "54":
+		return true
+	}
+	return false
+}
+
+// WaitingOn returns the replayable open errors of records that failed because the dependency
+// table/key was not coupled, oldest first, at most limit of them.
 func (s *Store) WaitingOn(ctx context.Context, table, key string, limit int) ([]int64, error) {
+	table, key = clean(table, textMax), clean(key, textMax)
 	rows, err := s.pool.Query(ctx, `SELECT id FROM sync_errors
 		WHERE status = 'open' AND kind = 'dependency_not_coupled'
+		  AND md5(details->>'dependency_table') = md5($1) AND md5(details->>'dependency_key') = md5($2)
 		  AND details->>'dependency_table' = $1 AND details->>'dependency_key' = $2
+		  AND event IS NOT NULL AND not_replayable IS NULL
 		ORDER BY first_seen, id LIMIT $3`, table, key, limit) // literals, so the partial index matches
 	if err != nil {
 		return nil, fmt.Errorf("errors waiting on %s %s: %w", table, key, err)
@@ -131,15 +265,23 @@ func (s *Store) WaitingOn(ctx context.Context, table, key string, limit int) ([]
 	return ids, nil
 }
 
-// ResolveRecord resolves the open and replayed errors of a record up to the synced version.
+// ResolveRecord resolves the open and replayed errors of a record up to the version it synced.
+// The resolution is only a hint: the version is the least of the one it names and the one the
+// couplings table holds (the workers write it in this database before they announce a sync), so
+// that a forged or mistaken resolution cannot close an error of a change that has not synced. An
+// error without a version is resolved when the record synced after it was last seen.
 func (s *Store) ResolveRecord(ctx context.Context, synced domain.RecordSynced) error {
-	_, err := s.pool.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = $4,
-			resolved_reason = 'the record synced version ' || $3::bigint
-		WHERE table_name = $1 AND source_key = $2 AND status IN ('open', 'replayed')
-		  AND (event_version IS NULL OR event_version <= $3)`,
-		synced.Table, synced.Key, synced.Version, synced.At)
+	table, key := clean(synced.Table, nameMax), clean(synced.Key, keyMax)
+	_, err := s.pool.Exec(ctx, `WITH c AS (
+			SELECT LEAST($3::bigint, version) AS version, last_synced_at FROM couplings WHERE table_name = $1 AND source_key = $2)
+		UPDATE sync_errors e SET status = 'resolved', resolved_at = now(),
+			resolved_reason = 'the record synced version ' || c.version
+		FROM c
+		WHERE e.table_name = $1 AND md5(e.source_key) = md5($2) AND e.source_key = $2 AND e.status IN ('open', 'replayed')
+		  AND (e.event_version <= c.version OR (e.event_version IS NULL AND e.last_seen <= c.last_synced_at))`,
+		table, key, synced.Version)
 	if err != nil {
-		return fmt.Errorf("postgres: resolve %s/%s: %w", synced.Table, synced.Key, err)
+		return fmt.Errorf("postgres: resolve %s/%s: %w", table, key, err)
 	}
 	return nil
 }
@@ -172,6 +314,8 @@ type StoredError struct {
 	ResolvedAt       *time.Time        `json:"resolved_at,omitempty"`
 	ResolvedReason   *string           `json:"resolved_reason,omitempty"`
 	Replays          int               `json:"replays"`
+	// NotReplayable says why the kept change may not be sent again; absent when it may.
+	NotReplayable *string `json:"not_replayable,omitempty"`
 }
 
 // ErrorFilter narrows ListErrors; empty fields match everything.
@@ -196,14 +340,14 @@ type ErrorPage struct {
 
 const errorColumns = `id, class, kind, table_name, source_key, message, resolution, details,
 	dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_id, event_version,
-	entity, row_id, delivery, first_seen, last_seen, occurrences, status, resolved_at, resolved_reason, replays`
+	entity, row_id, delivery, first_seen, last_seen, occurrences, status, resolved_at, resolved_reason, replays, not_replayable`
 
 func scanError(row pgx.Row) (StoredError, error) {
 	var e StoredError
 	err := row.Scan(&e.ID, &e.Class, &e.Kind, &e.Table, &e.Key, &e.Message, &e.Resolution, &e.Details,
 		&e.DataverseStatus, &e.DataverseCode, &e.DataverseMessage, &e.CallStack, &e.Stage, &e.Event, &e.EventID,
 		&e.EventVersion, &e.Entity, &e.RowID, &e.Delivery, &e.FirstSeen, &e.LastSeen, &e.Occurrences, &e.Status,
-		&e.ResolvedAt, &e.ResolvedReason, &e.Replays)
+		&e.ResolvedAt, &e.ResolvedReason, &e.Replays, &e.NotReplayable)
 	return e, err
 }
 

@@ -114,6 +114,7 @@ func audit(ctx context.Context, tx pgx.Tx, actor, action, target string, affecte
 type ReplayClaim struct {
 	ErrorID      int64
 	Attempt      int
+	ClaimedAt    time.Time // the claim itself: FinishReplay and ReleaseReplay act only while it holds
 	Table, Key   string
 	Subject      string // where the change was first published
 	Event        []byte
@@ -121,59 +122,88 @@ type ReplayClaim struct {
 	EventVersion *int64
 }
 
-// replayGrace is how long a published replay counts as under way.
+// replayGrace is how long a claimed or published replay counts as under way.
 const replayGrace = 30 * time.Second
 
 // ErrAlreadyReplaying is a replay that lost to a concurrent one of the same error.
 var ErrAlreadyReplaying = errors.New("postgres: the error is being replayed by another request")
 
-// ErrNotReplayable is an error whose change cannot be sent again: it has none (unreadable JSON
-// keeps no record), or it is resolved.
+// ErrNotReplayable is an error whose change cannot be sent again; the NotReplayableError that
+// wraps it says why.
 var ErrNotReplayable = errors.New("postgres: the error has no change to replay or is resolved")
 
-// ClaimReplay makes the caller the one replay of attempt seen+1 of an error: of two concurrent
-// requests, one wins and the other gets ErrAlreadyReplaying.
+// NotReplayableError says why an error is not replayed; it matches ErrNotReplayable.
+type NotReplayableError struct{ Reason string }
+
+func (e *NotReplayableError) Error() string        { return "postgres: not replayable: " + e.Reason }
+func (e *NotReplayableError) Is(target error) bool { return target == ErrNotReplayable }
+
+// Reasons an error is not replayed, besides the one stored with it (not_replayable).
+const (
+	reasonResolved = "the error is resolved"
+	reasonNoChange = "the error keeps no change to send"
+	reasonInvalid  = "an invalid event is not replayed: it would fail the same way; the publisher must send a corrected event"
+)
+
+// ClaimReplay makes the caller the one replay of attempt replays+1 of an error. The claim is one
+// statement, so of any number of concurrent requests exactly one wins; the others get
+// ErrAlreadyReplaying until the winner releases the claim (its publish failed) or replayGrace has
+// passed since it claimed (the replayed change is handled by then, or the claimant died).
 func (s *Store) ClaimReplay(ctx context.Context, id int64) (ReplayClaim, error) {
 	c := ReplayClaim{ErrorID: id}
-	var status ErrorStatus
-	var replays int
-	err := s.pool.QueryRow(ctx, `SELECT status, replays, table_name, source_key, event, COALESCE(event_headers, '{}'::jsonb), event_version,
-			COALESCE(delivery->>'subject', '')
-		FROM sync_errors WHERE id = $1`, id).Scan(&status, &replays, &c.Table, &c.Key, &c.Event, &c.EventHeaders, &c.EventVersion, &c.Subject)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, ErrNotFound
+	err := s.pool.QueryRow(ctx, `UPDATE sync_errors SET replays = replays + 1, replay_claimed_at = clock_timestamp()
+		WHERE id = $1 AND status <> 'resolved' AND length(event) > 0 AND not_replayable IS NULL AND kind <> 'invalid_event'
+		  AND (replay_claimed_at IS NULL OR replay_claimed_at < clock_timestamp() - $2::interval)
+		RETURNING replays, replay_claimed_at, table_name, source_key, event, COALESCE(event_headers, '{}'::jsonb), event_version,
+			COALESCE(delivery->>'subject', '')`, id, replayGrace.String()).
+		Scan(&c.Attempt, &c.ClaimedAt, &c.Table, &c.Key, &c.Event, &c.EventHeaders, &c.EventVersion, &c.Subject)
+	if err == nil {
+		return c, nil
 	}
-	if err != nil {
-		return c, fmt.Errorf("postgres: read error %d: %w", id, err)
-	}
-	if status == ErrorResolved || len(c.Event) == 0 {
-		return c, ErrNotReplayable
-	}
-	// A replay the workers have not handled yet is still under way: a second request at once is
-	// the same replay, not another one.
-	if status == ErrorReplayed {
-		var recent bool
-		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sync_error_replays WHERE error_id = $1
-			AND outcome = 'published' AND requested_at > now() - $2::interval)`, id, replayGrace.String()).Scan(&recent); err != nil {
-			return c, fmt.Errorf("postgres: read replays of %d: %w", id, err)
-		}
-		if recent {
-			return c, ErrAlreadyReplaying
-		}
-	}
-	tag, err := s.pool.Exec(ctx, `UPDATE sync_errors SET replays = replays + 1 WHERE id = $1 AND replays = $2`, id, replays)
-	if err != nil {
+	if !errors.Is(err, pgx.ErrNoRows) {
 		return c, fmt.Errorf("postgres: claim replay of %d: %w", id, err)
 	}
-	if tag.RowsAffected() == 0 {
-		return c, ErrAlreadyReplaying
+	// Not claimed: say why.
+	var (
+		status        ErrorStatus
+		kind          string
+		hasEvent      bool
+		notReplayable *string
+	)
+	err = s.pool.QueryRow(ctx, `SELECT status, kind, length(event) > 0 IS TRUE, not_replayable FROM sync_errors WHERE id = $1`, id).
+		Scan(&status, &kind, &hasEvent, &notReplayable)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return c, ErrNotFound
+	case err != nil:
+		return c, fmt.Errorf("postgres: read error %d: %w", id, err)
+	case status == ErrorResolved:
+		return c, &NotReplayableError{Reason: reasonResolved}
+	case kind == string(domain.KindInvalidEvent):
+		return c, &NotReplayableError{Reason: reasonInvalid}
+	case notReplayable != nil:
+		return c, &NotReplayableError{Reason: *notReplayable}
+	case !hasEvent:
+		return c, &NotReplayableError{Reason: reasonNoChange}
 	}
-	c.Attempt = replays + 1
-	return c, nil
+	return c, ErrAlreadyReplaying
 }
 
-// FinishReplay records a replay's outcome: "published" moves the error to replayed; "stale" (a
-// newer version synced since) resolves it; either way the replay and the audit entry are kept.
+// ReleaseReplay gives up a claim whose change was not published, so that the next request may
+// replay at once.
+func (s *Store) ReleaseReplay(ctx context.Context, c ReplayClaim) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE sync_errors SET replay_claimed_at = NULL WHERE id = $1 AND replay_claimed_at = $2`,
+		c.ErrorID, c.ClaimedAt); err != nil {
+		return fmt.Errorf("postgres: release replay of %d: %w", c.ErrorID, err)
+	}
+	return nil
+}
+
+// FinishReplay records a replay's outcome: "published" moves the error to replayed, "stale" (a
+// newer version synced since) resolves it; either only while the claim holds, since a newer
+// occurrence that reopened the error meanwhile ended it and is the error's state now (a stale
+// replay of v4 must not resolve the error that now keeps v6). Either way the replay and the audit
+// entry are kept.
 func (s *Store) FinishReplay(ctx context.Context, c ReplayClaim, messageID, actor, outcome string) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -182,10 +212,12 @@ func (s *Store) FinishReplay(ctx context.Context, c ReplayClaim, messageID, acto
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
 	switch outcome {
 	case "published":
-		_, err = tx.Exec(ctx, `UPDATE sync_errors SET status = 'replayed' WHERE id = $1 AND status = 'open'`, c.ErrorID)
+		_, err = tx.Exec(ctx, `UPDATE sync_errors SET status = 'replayed' WHERE id = $1 AND status = 'open' AND replay_claimed_at = $2`,
+			c.ErrorID, c.ClaimedAt)
 	case "stale":
-		_, err = tx.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = now(),
-			resolved_reason = 'replay not sent: a newer version of the record synced since' WHERE id = $1`, c.ErrorID)
+		_, err = tx.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = now(), replay_claimed_at = NULL,
+			resolved_reason = 'replay not sent: a newer version of the record synced since' WHERE id = $1 AND replay_claimed_at = $2`,
+			c.ErrorID, c.ClaimedAt)
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: finish replay of %d: %w", c.ErrorID, err)

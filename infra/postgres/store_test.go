@@ -2,12 +2,20 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
@@ -64,25 +72,25 @@ func TestUpdateCouplingStoresWhatTheClosureReturns(t *testing.T) {
 	ctx := context.Background()
 	row := uuid.New()
 	key := "C" + uuid.NewString()[:8]
-	err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
-		return domain.Coupling{Table: "customer", Key: key, RowID: row, Entity: "account", Version: 7,
+	err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+		return domain.Coupling{Table: "customer", Key: key, RowID: row, Entity: "account", Version: 7, RowVersion: `W/"42"`,
 			Status: domain.CouplingSynced, LastSyncedAt: time.Now()}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, _ := s.Coupling(ctx, "customer", key)
-	if !c.Exists || c.RowID != row || c.Version != 7 || !c.Coupled() {
+	if !c.Exists || c.RowID != row || c.Version != 7 || !c.Coupled() || c.RowVersion != `W/"42"` {
 		t.Fatalf("stored coupling = %+v", c)
 	}
 	// An error from the closure stores nothing; ErrUnchanged stores nothing and is no error.
 	boom := fmt.Errorf("boom")
-	if err := s.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error) {
 		return domain.Coupling{Version: 99}, boom
 	}); err != boom {
 		t.Fatalf("err = %v, want the closure's error", err)
 	}
-	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 		return domain.Coupling{Version: 99}, domain.ErrUnchanged
 	}); err != nil {
 		t.Fatal(err)
@@ -107,7 +115,7 @@ func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 		go func(s *postgres.Store) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				err := s.UpdateCoupling(ctx, "item", key, func(_ context.Context, cur domain.Coupling) (domain.Coupling, error) {
+				err := s.UpdateCoupling(ctx, "item", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 					mu.Lock()
 					inside++
 					if inside > 1 {
@@ -161,6 +169,13 @@ func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 		e.Details["dependency_key"] != "EUR" {
 		t.Fatalf("stored error = %+v", e)
 	}
+	// The worker records the coupling, then announces the sync.
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+		c.Version, c.Status, c.RowID, c.LastSyncedAt = 4, domain.CouplingSynced, uuid.New(), time.Now()
+		return c, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: key, Version: 4, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -175,5 +190,350 @@ func TestLedgerCountsOccurrencesOncePerEventAndResolves(t *testing.T) {
 	open, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorOpen})
 	if len(open) != 1 || open[0].Occurrences != 1 {
 		t.Fatalf("open errors after a new failure = %+v", open)
+	}
+}
+
+// A value the database cannot hold is the record's fault, not a passing failure: callers must be
+// able to tell, so that they report it instead of retrying it for ever.
+func TestDataTheDatabaseCannotHoldIsRejectedNotTransient(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	_, err := s.Coupling(ctx, "customer", "C\x00NUL")
+	if !errors.Is(err, domain.ErrStoreRejected) {
+		t.Fatalf("reading a key with NUL: %v, want ErrStoreRejected", err)
+	}
+	err = s.UpdateCoupling(ctx, "customer", "ok", func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+		return domain.Coupling{Table: "customer", Key: "ok", Entity: "account\x00", Status: domain.CouplingFailed}, nil
+	})
+	if !errors.Is(err, domain.ErrStoreRejected) {
+		t.Fatalf("writing an entity with NUL: %v, want ErrStoreRejected", err)
+	}
+}
+
+// recordChecked stores an error as the projector does once its change was read back.
+func recordChecked(t *testing.T, s *postgres.Store, ev domain.ErrorEvent) {
+	t.Helper()
+	if err := s.RecordErrorChecked(context.Background(), ev, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func onlyError(t *testing.T, s *postgres.Store, table, key string) postgres.StoredError {
+	t.Helper()
+	list, err := s.ListErrors(context.Background(), postgres.ErrorFilter{Table: table, Key: key})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("errors of %s/%s: %d (%v), want one", table, key, len(list), err)
+	}
+	return list[0]
+}
+
+// The newest change wins wherever the error keeps one: an older version's error arriving later
+// only counts; the same version failing again (a replay) describes the error as it is now; a
+// skipped record's newer change replaces the change and keeps the description.
+func TestLedgerKeepsTheNewestChange(t *testing.T) {
+	s := open(t)
+	key := "N" + uuid.NewString()[:8]
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	ev := func(id string, v int64, stage, message string, seen time.Time) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event, e.Stage, e.Message, e.OccurredAt = []byte(fmt.Sprintf(`{"v":%d}`, v)), stage, message, seen
+		e.Delivery = domain.Delivery{Subject: "dvsync.changes.customer", Stream: "DVSYNC_CHANGES", Sequence: uint64(v)}
+		return e
+	}
+	recordChecked(t, s, ev("v5", 5, "sync", "v5 failed", at))
+	recordChecked(t, s, ev("v4", 4, "sync", "v4 failed", at.Add(time.Second)))
+	e := onlyError(t, s, "customer", key)
+	if e.Occurrences != 2 || e.EventVersion == nil || *e.EventVersion != 5 || string(e.Event) != `{"v":5}` || e.Message != "v5 failed" ||
+		e.Delivery.Sequence != 5 || !e.LastSeen.Equal(at.Add(time.Second)) {
+		t.Fatalf("after v5 then v4: %d occurrences, %s, %q, seq %d, last seen %s; want v5 kept and both counted",
+			e.Occurrences, e.Event, e.Message, e.Delivery.Sequence, e.LastSeen)
+	}
+	recordChecked(t, s, ev("v5-again", 5, "sync", "v5 failed again", at.Add(2*time.Second)))
+	if e := onlyError(t, s, "customer", key); e.Message != "v5 failed again" || e.Occurrences != 3 {
+		t.Fatalf("the same version failing again: %q, %d occurrences", e.Message, e.Occurrences)
+	}
+	recordChecked(t, s, ev("v3-skipped", 3, "skipped", "skipped", at.Add(3*time.Second)))
+	recordChecked(t, s, ev("v6-skipped", 6, "skipped", "skipped", at.Add(4*time.Second)))
+	if e := onlyError(t, s, "customer", key); string(e.Event) != `{"v":6}` || e.Message != "v5 failed again" || e.Occurrences != 5 {
+		t.Fatalf("after skipped changes v3 and v6: %s, %q, %d occurrences; want v6 with the error's own description", e.Event, e.Message, e.Occurrences)
+	}
+}
+
+// A replay claim is one statement: the first wins, and every other request, at once or later,
+// loses until the claim is released, expires, or a newer occurrence reopens the error.
+func TestClaimReplayIsWonOnce(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "R" + uuid.NewString()[:8]
+	recordChecked(t, s, errorEvent(key, "e1", 3))
+	id := onlyError(t, s, "customer", key).ID
+
+	first, err := s.ClaimReplay(ctx, id)
+	if err != nil || first.Attempt != 1 || string(first.Event) != `{"raw":true}` {
+		t.Fatalf("first claim: %+v %v", first, err)
+	}
+	if _, err := s.ClaimReplay(ctx, id); !errors.Is(err, postgres.ErrAlreadyReplaying) {
+		t.Fatalf("a second claim before the first was finished: %v, want ErrAlreadyReplaying", err)
+	}
+	var wg sync.WaitGroup
+	var won atomic.Int32
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.ClaimReplay(ctx, id); err == nil {
+				won.Add(1)
+			} else if !errors.Is(err, postgres.ErrAlreadyReplaying) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 0 {
+		t.Fatalf("%d concurrent claims won a claimed error", won.Load())
+	}
+	if err := s.ReleaseReplay(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.ClaimReplay(ctx, id)
+	if err != nil || second.Attempt != 2 {
+		t.Fatalf("a claim after the release: %+v %v", second, err)
+	}
+	// The replayed change failed again before the replay was recorded: the new occurrence reopens
+	// the error and ends the claim, and the late FinishReplay does not mark it replayed.
+	recordChecked(t, s, errorEvent(key, "e2", 3))
+	if err := s.FinishReplay(ctx, second, "m-2", "otto", "published"); err != nil {
+		t.Fatal(err)
+	}
+	if e := onlyError(t, s, "customer", key); e.Status != postgres.ErrorOpen {
+		t.Fatalf("after a new occurrence and a late finish: %s, want open", e.Status)
+	}
+	if third, err := s.ClaimReplay(ctx, id); err != nil || third.Attempt != 3 {
+		t.Fatalf("a claim after the error reopened: %+v %v", third, err)
+	}
+}
+
+// A resolution is a hint: it resolves only up to the version the couplings table says synced,
+// so that a forged one cannot close the error of a change that never synced.
+func TestResolveRecordOnlyUpToTheSyncedVersion(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "F" + uuid.NewString()[:8]
+	recordChecked(t, s, errorEvent(key, "old", 2))
+	setup := errorEvent(key, "setup", 5)
+	setup.Failure = domain.Failure{Class: domain.ClassSetup, Kind: domain.KindMissingPrivilege, Message: "missing prvWriteAccount"}
+	recordChecked(t, s, setup)
+	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: key, Version: 100, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	open, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorOpen})
+	if len(open) != 2 {
+		t.Fatalf("a resolution of a record that never synced closed %d of 2 errors", 2-len(open))
+	}
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+		c.Version, c.Status, c.RowID, c.LastSyncedAt = 3, domain.CouplingSynced, uuid.New(), time.Now()
+		return c, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: key, Version: 100, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	open, _ = s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorOpen})
+	if len(open) != 1 || open[0].Kind != domain.KindMissingPrivilege {
+		t.Fatalf("open after version 3 synced and a resolution naming 100: %+v; want only the setup error of version 5", open)
+	}
+	resolved, _ := s.ListErrors(ctx, postgres.ErrorFilter{Table: "customer", Key: key, Status: postgres.ErrorResolved})
+	if len(resolved) != 1 || resolved[0].ResolvedReason == nil || *resolved[0].ResolvedReason != "the record synced version 3" {
+		t.Fatalf("resolved: %+v", resolved)
+	}
+}
+
+// Values no index entry or text column could hold are stored: a key and a lookup value far over
+// a btree entry's limit, NULs and invalid UTF-8; the records waiting on a long key are found.
+func TestHostileValuesAreStorable(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	long := "L" + incompressible(20000) // PostgreSQL compresses index entries: a repeated letter would fit
+	ev := errorEvent(long, "e1", 1)
+	ev.Failure = *domain.DependencyNotCoupled(domain.ChangeEvent{Table: "customer", Key: long},
+		domain.Lookup{Source: "currencyCode", Table: "currency"}, long)
+	ev.EventID, ev.Message = "id\x00", "bad \xff utf-8 and a NUL \x00"
+	ev.EventHeaders = map[string][]string{"X-Note\x00": {"a\x00b"}}
+	recordChecked(t, s, ev)
+	ids, err := s.WaitingOn(ctx, "currency", long, 10)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("waiting on a long key: %v %v", ids, err)
+	}
+	d, err := s.GetError(ctx, ids[0])
+	if err != nil || len(d.Key) > 9000 || !strings.HasPrefix(d.Key, long[:1000]) || !utf8.ValidString(d.Message) || strings.Contains(d.Message, "\x00") {
+		t.Fatalf("stored %d-byte key, message %q (%v)", len(d.Key), d.Message, err)
+	}
+	// A second long key with the same start is another record.
+	other := long[:len(long)-1] + "j"
+	recordChecked(t, s, errorEvent(other, "e1", 1))
+	if e := onlyError(t, s, "customer", d.Key); e.ID != d.ID {
+		t.Fatal("two long keys with one start share an error")
+	}
+	if err := s.ResolveRecord(ctx, domain.RecordSynced{Table: "customer", Key: long, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// incompressible is n random hex digits.
+func incompressible(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+// The record lock holds while the transaction's connection does; once it breaks, Held says so.
+func TestARecordLockKnowsWhenItIsLost(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	key := "L" + uuid.NewString()[:8]
+	var before, after error
+	_ = s.UpdateCoupling(ctx, "customer", key, func(ctx context.Context, cur domain.Coupling, lock domain.RecordLock) (domain.Coupling, error) {
+		before = lock.Held(ctx)
+		// The database ends the session holding the lock, as a restart or a failover would.
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`); err != nil {
+			t.Fatal(err)
+		}
+		after = lock.Held(ctx)
+		return cur, domain.ErrUnchanged
+	})
+	if before != nil || !errors.Is(after, postgres.ErrLockLost) {
+		t.Fatalf("held before: %v, after the session ended: %v; want nil, then ErrLockLost", before, after)
+	}
+}
+
+// A replay that finds a newer version synced (stale) resolves the error only while its claim
+// holds: when a newer change failed meanwhile and reopened the error (ending the claim), the
+// error keeps that change, open. Before, the stale outcome resolved it and the newer change was
+// lost.
+func TestStaleReplayDoesNotResolveTheErrorOfANewerChange(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "S" + uuid.NewString()[:8]
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	ev := func(id string, v int64, seen time.Time) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event, e.OccurredAt = []byte(fmt.Sprintf(`{"v":%d}`, v)), seen
+		return e
+	}
+	recordChecked(t, s, ev("v4", 4, at))
+	id := onlyError(t, s, "customer", key).ID
+	claim, err := s.ClaimReplay(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While the replay reads the coupling (v5 synced, so v4 is stale), v6 fails the same way.
+	recordChecked(t, s, ev("v6", 6, at.Add(time.Second)))
+	if err := s.FinishReplay(ctx, claim, "", "otto", "stale"); err != nil {
+		t.Fatal(err)
+	}
+	e := onlyError(t, s, "customer", key)
+	if e.Status != postgres.ErrorOpen || e.EventVersion == nil || *e.EventVersion != 6 {
+		t.Fatalf("after a stale replay of v4 finished behind v6's error: %s, keeping %s; want open, keeping v6", e.Status, e.Event)
+	}
+	if d, err := s.GetError(ctx, id); err != nil || len(d.ReplayLog) != 1 || d.ReplayLog[0].Outcome != "stale" {
+		t.Fatalf("replay log %+v (%v): want the stale replay recorded", d.ReplayLog, err)
+	}
+	// Without a newer occurrence the stale outcome does resolve it.
+	claim, err = s.ClaimReplay(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishReplay(ctx, claim, "", "otto", "stale"); err != nil {
+		t.Fatal(err)
+	}
+	if e := onlyError(t, s, "customer", key); e.Status != postgres.ErrorResolved {
+		t.Fatalf("a stale replay holding its claim: %s, want resolved", e.Status)
+	}
+}
+
+// A replayed change that fails again reopens its error although a late occurrence of an older
+// version was counted after the replay and carries a later time: the tie between two
+// occurrences of the kept version is broken by when the kept one was seen, not by last_seen.
+// Before, the replay's failure was "not newer", the error stayed replayed, and no dependency
+// replay (which takes open errors) sent it again.
+func TestAReplayThatFailsAgainReopensItsErrorAfterALateOlderOccurrence(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "T" + uuid.NewString()[:8]
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	ev := func(id string, v int64, message string, seen time.Time) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event, e.Message, e.OccurredAt = []byte(fmt.Sprintf(`{"v":%d}`, v)), message, seen
+		return e
+	}
+	recordChecked(t, s, ev("v5", 5, "v5 failed", at))
+	id := onlyError(t, s, "customer", key).ID
+	claim, err := s.ClaimReplay(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishReplay(ctx, claim, "m-1", "otto", "published"); err != nil {
+		t.Fatal(err)
+	}
+	// The replay of v5 fails at t+1s; a redelivered v4, stamped t+2s, reaches the ledger first.
+	recordChecked(t, s, ev("v4-late", 4, "v4 failed", at.Add(2*time.Second)))
+	recordChecked(t, s, ev("v5-replay", 5, "v5 failed again", at.Add(time.Second)))
+	e := onlyError(t, s, "customer", key)
+	if e.Status != postgres.ErrorOpen || e.Message != "v5 failed again" || *e.EventVersion != 5 || e.Occurrences != 3 {
+		t.Fatalf("after the replay of v5 failed again: %s, %q, v%d, %d occurrences; want open, described by the replay's failure, v5, 3",
+			e.Status, e.Message, *e.EventVersion, e.Occurrences)
+	}
+	if ids, err := s.WaitingOn(ctx, "currency", "EUR", 1000); err != nil || !slices.Contains(ids, id) {
+		t.Fatalf("waiting on EUR: %v (%v), want the reopened error %d among them", ids, err, id)
+	}
+	if _, err := s.ClaimReplay(ctx, id); err != nil {
+		t.Fatalf("the reopened error cannot be replayed at once: %v", err)
+	}
+}
+
+// An occurrence whose change was not read back from the changes stream (a forged error event,
+// with any version it likes) never displaces one whose change was: the error keeps its real,
+// replayable change, and records waiting for a dependency stay replayed by themselves. A
+// read-back change of a newer version does displace an unverified one.
+func TestAnUnverifiedOccurrenceNeverDisplacesAVerifiedOne(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	key := "U" + uuid.NewString()[:8]
+	ev := func(id string, v int64) domain.ErrorEvent {
+		e := errorEvent(key, id, v)
+		e.Event = []byte(fmt.Sprintf(`{"v":%d}`, v))
+		return e
+	}
+	recordChecked(t, s, ev("v5", 5))
+	id := onlyError(t, s, "customer", key).ID
+	if err := s.RecordError(ctx, ev("forged", 1<<62)); err != nil { // not read back
+		t.Fatal(err)
+	}
+	e := onlyError(t, s, "customer", key)
+	if e.NotReplayable != nil || *e.EventVersion != 5 || string(e.Event) != `{"v":5}` || e.Occurrences != 2 {
+		t.Fatalf("after a forged occurrence of version 2^62: keeping v%d %s, not replayable %v, %d occurrences; want v5, replayable, 2",
+			*e.EventVersion, e.Event, e.NotReplayable, e.Occurrences)
+	}
+	if ids, err := s.WaitingOn(ctx, "currency", "EUR", 1000); err != nil || !slices.Contains(ids, id) {
+		t.Fatalf("waiting on EUR: %v (%v), want error %d still replayable by itself", ids, err, id)
+	}
+
+	other := "V" + uuid.NewString()[:8]
+	unverified := errorEvent(other, "v3", 3)
+	if err := s.RecordError(ctx, unverified); err != nil {
+		t.Fatal(err)
+	}
+	verified := errorEvent(other, "v4", 4)
+	verified.Event = []byte(`{"v":4}`)
+	recordChecked(t, s, verified)
+	if e := onlyError(t, s, "customer", other); e.NotReplayable != nil || *e.EventVersion != 4 {
+		t.Fatalf("a read-back v4 after an unverified v3: keeping v%d, not replayable %v; want v4, replayable", *e.EventVersion, e.NotReplayable)
 	}
 }

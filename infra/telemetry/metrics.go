@@ -21,6 +21,8 @@ type Metrics struct {
 	DataverseDuration *prometheus.HistogramVec // method
 	ErrorsProjected   *prometheus.CounterVec   // class, kind
 	Replays           *prometheus.CounterVec   // trigger (person, dependency), outcome
+	Overwrites        *prometheus.CounterVec   // table
+	ErrorsUnstorable  *prometheus.CounterVec   // cause (data, retries)
 	tables            map[string]bool
 }
 
@@ -50,13 +52,19 @@ func New(knownTables []string) *Metrics {
 			Help: "Error events stored in the errors ledger by the projector."}, []string{"class", "kind"}),
 		Replays: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_replays_total",
 			Help: "Replays of stored errors, by trigger (person, dependency) and outcome."}, []string{"trigger", "outcome"}),
+		Overwrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_overwrites_total",
+			Help: "Writes sent again on a row that had changed in Dataverse since dvsync's last write (one-way mappings: the source wins)."},
+			[]string{"table"}),
+		ErrorsUnstorable: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_errors_unstorable_total",
+			Help: "Messages of the errors stream the projector could not store in full and kept as a minimal invalid_event row, by cause (data: PostgreSQL refused a value; retries: storing kept failing)."},
+			[]string{"cause"}),
 		tables: map[string]bool{},
 	}
 	for _, t := range knownTables {
 		m.tables[t] = true
 	}
 	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
-		m.DataverseDuration, m.ErrorsProjected, m.Replays)
+		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites, m.ErrorsUnstorable)
 	return m
 }
 
