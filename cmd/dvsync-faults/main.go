@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -28,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dvsync/dvsync/infra/emulator"
+	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
 // Profile sizes the load and the faults.
@@ -238,15 +240,27 @@ type Env struct {
 	PG        *PGCluster
 	Emu       *Emulator
 	Nodes     []*NATSNode
+	Auth      NATSAuth
 	Workers   []*Proc
 	Projector *Proc
 	Serve     *Proc
 	JS        jetstream.JetStream
 	DB        *pgxpool.Pool
+	Obs       *Observer
 	Loader    *Loader
 	health    map[*Proc]string
 	loadDone  chan struct{}
 	loadErr   error
+}
+
+// ackPending is how many messages the consumers of stream named prefix… have delivered and not
+// had acknowledged (0 when they cannot be read).
+func (e *Env) ackPending(ctx context.Context, stream, prefix string) int {
+	n := 0
+	for _, b := range e.Obs.backlog(ctx, stream, prefix) {
+		n += int(b.AckPending)
+	}
+	return n
 }
 
 // Restart starts a stopped dvsync process again and waits until it is healthy.
@@ -290,7 +304,8 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 	if sc.Nodes == 0 {
 		sc.Nodes = 1
 	}
-	nodes, err := startNATS(ctx, sup, r.natsBin, data, res.Logs, sc.Nodes)
+	auth := NATSAuth{Users: natsjs.NewPasswords(), Route: randomHex(16)}
+	nodes, err := startNATS(ctx, sup, r.natsBin, data, res.Logs, sc.Nodes, auth)
 	if err != nil {
 		return fail(err)
 	}
@@ -307,8 +322,13 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 	if err := r.emu.Reset(ctx); err != nil {
 		return fail(err)
 	}
+	if sc.Latency > 0 {
+		if err := r.emu.admin(ctx, http.MethodPost, "/_emulator/latency", map[string]string{"perRequest": sc.Latency.String()}); err != nil {
+			return fail(err)
+		}
+	}
 
-	e := &Env{P: r.P, PG: r.pg, Emu: r.emu, Nodes: nodes, health: map[*Proc]string{}, loadDone: make(chan struct{})}
+	e := &Env{P: r.P, PG: r.pg, Emu: r.emu, Nodes: nodes, Auth: auth, health: map[*Proc]string{}, loadDone: make(chan struct{})}
 	token := "dvs_" + randomHex(24)
 	startDvsync := func(name, command string) (*Proc, error) {
 		port, err := freePort()
@@ -316,7 +336,7 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 			return nil, err
 		}
 		env := childEnv(
-			"NATS_URL="+natsURLs(nodes),
+			"NATS_URL="+natsURLs(nodes, natsjs.DvsyncUser, auth.Users.Dvsync),
 			"DATABASE_URL="+r.pg.URL(db),
 			"DATAVERSE_URL="+r.emu.URL,
 			"DATAVERSE_TOKEN_URL="+r.emu.URL+"/"+emulator.DefaultTenant+"/oauth2/v2.0/token",
@@ -362,12 +382,27 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 		}
 	}
 
-	nc, err := nats.Connect(natsURLs(nodes), nats.Name("dvsync-faults"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	// The suite publishes as an upstream system does (the publisher user may publish changes
+	// only) and reads the consumers as dvsync's own user.
+	var closers []func()
+	connect := func(name, user, password string) (jetstream.JetStream, error) {
+		nc, err := nats.Connect(natsURLs(nodes, user, password), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, nc.Close)
+		return jetstream.New(nc)
+	}
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	pubJS, err := connect("dvsync-faults-publisher", natsjs.PublisherUser, auth.Users.Publisher)
 	if err != nil {
 		return fail(err)
 	}
-	defer nc.Close()
-	if e.JS, err = jetstream.New(nc); err != nil {
+	if e.JS, err = connect("dvsync-faults-observer", natsjs.DvsyncUser, auth.Users.Dvsync); err != nil {
 		return fail(err)
 	}
 	pool, err := pgxpool.New(ctx, r.pg.URL(db))
@@ -383,9 +418,10 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 		}
 		return out
 	}}
+	e.Obs = obs
 
 	run := fmt.Sprintf("f%d-%s", r.scenario, randomHex(3))
-	if err := r.couple(ctx, e.JS, pool, run, eagerCurrency); err != nil {
+	if err := r.couple(ctx, pubJS, pool, run, eagerCurrency); err != nil {
 		return fail(err)
 	}
 	plan := NewPlan(run, r.Seed+uint64(r.scenario), r.P.Customers, r.P.Versions)
@@ -393,7 +429,7 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 	if sc.Flood {
 		msgs = Interleave(msgs, PoisonMessages(run, r.P.Flood), 0.15, 0.6)
 	}
-	e.Loader = &Loader{JS: e.JS, Msgs: msgs, Rate: r.P.Rate}
+	e.Loader = &Loader{JS: pubJS, Msgs: msgs, Rate: r.P.Rate}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	go func() {
@@ -436,7 +472,7 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 	} else {
 		late <- nil
 	}
-	if err := r.couple(ctx, e.JS, pool, run, lateCurrency); err != nil {
+	if err := r.couple(ctx, pubJS, pool, run, lateCurrency); err != nil {
 		res.Note = strings.TrimPrefix(res.Note+"; "+err.Error(), "; ")
 	}
 	if err := <-late; err != nil {
@@ -444,13 +480,14 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 		res.Warnings = append(res.Warnings, "the fault during the replays was not injected: "+err.Error())
 	}
 	exp.Waiting = nil
-	// The fault is long over: work left unchanged this long is stuck.
+	// The projector may be killed while it replays: its consumer's AckWait (a minute) must fit
+	// in the stuck window.
 	settle := r.P.Settle
-	settle.Stuck = min(settle.Stuck, 45*time.Second)
+	settle.Stuck = max(min(settle.Stuck, 90*time.Second), 75*time.Second)
 	fin := Converge(ctx, obs, exp, settle)
 	fmt.Fprintf(r.Out, "   after it: %s\n", stateText(fin))
 	if !fin.Final {
-		res.Recovered = false
+		res.Recovered, res.Recovery = false, time.Since(end)
 		res.Note = strings.TrimPrefix(res.Note+"; after the late currency was coupled: "+fin.Note, "; ")
 	}
 	res.Report = Merge(mid.Report, fin.Report)
