@@ -35,7 +35,7 @@ type Scenario struct {
 const defaultBudget = 60 * time.Second
 
 // Scenarios are every scenario, in the order they run.
-func Scenarios(p Profile) []Scenario {
+func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "baseline", About: "no fault: the load alone", Fault: afterLoad},
 		{Name: "worker-kill9", About: "kill -9 of a worker, again and again, during the load; each restarted",
@@ -56,7 +56,8 @@ func Scenarios(p Profile) []Scenario {
 
 // afterLoad is no fault: it ends with the load.
 func afterLoad(ctx context.Context, e *Env) (time.Time, error) {
-	return time.Now(), e.WaitLoad(ctx)
+	err := e.WaitLoad(ctx)
+	return time.Now(), err
 }
 
 // killWorkers kills a worker with SIGKILL at points of the load (the last after all of it is
