@@ -291,17 +291,17 @@ func TestPoisonMessagesAreEachBadAndMarked(t *testing.T) {
 			t.Fatalf("unmarked message %q", m.MsgID)
 		}
 		names[strings.SplitN(m.Bad.Name, " #", 2)[0]] = true
-		if len(m.Data) >= 1<<20 {
+		if len(m.Data) >= maxPayload {
 			t.Fatalf("%s: %d bytes is over NATS's max_payload", m.Bad.Name, len(m.Data))
 		}
 	}
 	for _, want := range []string{"not JSON", "not a CloudEvent", "NUL in the CloudEvent id", "NUL in a header value",
-		"control characters in the key", "2 kB key", "lookup value over 8 kB", "event near 1 MiB that fails"} {
+		"control characters in the key", "2 kB key", "lookup value over 8 kB", "event near 1 MiB that fails", "event near max_payload that fails"} {
 		if !names[want] {
 			t.Errorf("no %q message", want)
 		}
 	}
-	if len(msgs) != 2*4+3*3+1*3+1 {
+	if len(msgs) != 2*4+3*3+1*3+2 {
 		t.Fatalf("%d messages", len(msgs))
 	}
 }

@@ -23,6 +23,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	deploynats "github.com/dvsync/dvsync/deployments/nats"
+	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
 // NATSNode is one nats-server process with its store.
@@ -34,9 +37,25 @@ type NATSNode struct {
 
 func (n *NATSNode) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.Port) }
 
-// startNATS starts one nats-server, or a cluster of size nodes, each with a JetStream store under
-// dir, bound to loopback.
-func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size int) ([]*NATSNode, error) {
+// NATSAuth are the passwords of a scenario's NATS: the users of deployments/nats/accounts.conf
+// (dvsync's processes; publishers, who may publish changes only), and the cluster's routes.
+type NATSAuth struct {
+	Users natsjs.Passwords
+	Route string
+}
+
+// maxPayload is the deployment's (deployments/nats/nats-server.conf).
+const maxPayload = 8 << 20
+
+// startNATS starts one nats-server, or a cluster of size nodes, as deployments/nats configures
+// them (its accounts, 8 MB messages), each with a JetStream store under dir, bound to loopback.
+func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size int, auth NATSAuth) ([]*NATSNode, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "accounts.conf"), []byte(deploynats.Accounts), 0o644); err != nil {
+		return nil, err
+	}
 	nodes := make([]*NATSNode, size)
 	routes := make([]int, size)
 	for i := range nodes {
@@ -49,53 +68,57 @@ func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size
 		}
 		nodes[i] = &NATSNode{Name: fmt.Sprintf("nats-%d", i+1), Port: port}
 	}
+	// The passwords reach the server as the deployment's variables, never in a file.
+	env := childEnv("DVSYNC_NATS_PASSWORD="+auth.Users.Dvsync, "PUBLISHER_NATS_PASSWORD="+auth.Users.Publisher, "NATS_ROUTE_PASSWORD="+auth.Route)
 	for i, n := range nodes {
 		store := filepath.Join(dir, n.Name)
 		if err := os.MkdirAll(store, 0o755); err != nil {
 			return nil, err
 		}
 		var conf strings.Builder
-		fmt.Fprintf(&conf, "server_name: %s\nlisten: \"127.0.0.1:%d\"\njetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n",
-			n.Name, n.Port, store)
+		fmt.Fprintf(&conf, "server_name: %s\nlisten: \"127.0.0.1:%d\"\nmax_payload: %d\njetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\ninclude accounts.conf\n",
+			n.Name, n.Port, maxPayload, store)
 		if size > 1 {
 			var peers []string
 			for j := range nodes {
 				if j != i {
-					peers = append(peers, fmt.Sprintf("\"nats-route://127.0.0.1:%d\"", routes[j]))
+					peers = append(peers, fmt.Sprintf("\"nats-route://route:%s@127.0.0.1:%d\"", auth.Route, routes[j]))
 				}
 			}
-			fmt.Fprintf(&conf, "cluster {\n  name: dvsync-faults\n  listen: \"127.0.0.1:%d\"\n  routes: [%s]\n}\n", routes[i], strings.Join(peers, ", "))
+			fmt.Fprintf(&conf, "cluster {\n  name: dvsync-faults\n  listen: \"127.0.0.1:%d\"\n  authorization {\n    user: route\n    password: $NATS_ROUTE_PASSWORD\n  }\n  routes: [%s]\n}\n",
+				routes[i], strings.Join(peers, ", "))
 		}
 		file := filepath.Join(dir, n.Name+".conf")
 		if err := os.WriteFile(file, []byte(conf.String()), 0o644); err != nil {
 			return nil, err
 		}
-		p, err := sup.Start(n.Name, filepath.Join(logs, n.Name+".log"), childEnv(), bin, "-c", file)
+		p, err := sup.Start(n.Name, filepath.Join(logs, n.Name+".log"), env, bin, "-c", file)
 		if err != nil {
 			return nil, err
 		}
 		n.Proc = p
 	}
-	return nodes, waitJetStream(ctx, nodes, 60*time.Second)
+	return nodes, waitJetStream(ctx, nodes, auth, 60*time.Second)
 }
 
-func natsURLs(nodes []*NATSNode) string {
+// natsURLs are the nodes' URLs for one user, as NATS_URL takes them.
+func natsURLs(nodes []*NATSNode, user, password string) string {
 	urls := make([]string, len(nodes))
 	for i, n := range nodes {
-		urls[i] = n.URL()
+		urls[i] = natsjs.UserURL(n.URL(), user, password)
 	}
 	return strings.Join(urls, ",")
 }
 
-// waitJetStream waits until JetStream answers on every running node (in a cluster: a meta
-// leader is elected).
-func waitJetStream(ctx context.Context, nodes []*NATSNode, timeout time.Duration) error {
+// waitJetStream waits until JetStream answers dvsync's user on every running node (in a
+// cluster: a meta leader is elected).
+func waitJetStream(ctx context.Context, nodes []*NATSNode, auth NATSAuth, timeout time.Duration) error {
 	for _, n := range nodes {
 		if !n.Proc.Running() {
 			continue
 		}
 		err := waitFor(ctx, timeout, 200*time.Millisecond, func() bool {
-			nc, err := nats.Connect(n.URL(), nats.Timeout(time.Second))
+			nc, err := nats.Connect(n.URL(), nats.UserInfo(natsjs.DvsyncUser, auth.Users.Dvsync), nats.Timeout(time.Second))
 			if err != nil {
 				return false
 			}

@@ -173,10 +173,12 @@ func PoisonMessages(run string, fl Flood) []Message {
 		add("2 kB key", i, waiting("longkey", fmt.Sprintf("P-LONG-%03d-", i)+noise(run, i, 2048), i, nil))
 	}
 	for i := range fl.Huge {
-		// Just under NATS's default max_payload of 1 MiB with its headers: it can be published,
-		// but its error event, which embeds it, cannot be.
+		// Near 1 MiB, and just under the server's max_payload with its headers: each can be
+		// published, but an error event that embeds the whole change cannot be.
 		add("event near 1 MiB that fails", i, waiting("huge", fmt.Sprintf("P-HUGE-%03d", i), i,
 			map[string]any{"notes": strings.Repeat("x", 1000*1000)}))
+		add("event near max_payload that fails", i, waiting("maxpayload", fmt.Sprintf("P-MAXPAYLOAD-%03d", i), i,
+			map[string]any{"notes": strings.Repeat("x", maxPayload-64<<10)}))
 	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -28,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dvsync/dvsync/infra/emulator"
+	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
 // Profile sizes the load and the faults.
@@ -73,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dvsync-faults: unknown profile %q (full or short)\n", *profile)
 		return 2
 	}
-	scenarios := Scenarios(p)
+	scenarios := Scenarios()
 	if *list {
 		for _, s := range scenarios {
 			fmt.Fprintf(stdout, "%-18s %s\n", s.Name, s.About)
@@ -238,14 +240,32 @@ type Env struct {
 	PG        *PGCluster
 	Emu       *Emulator
 	Nodes     []*NATSNode
+	Auth      NATSAuth
 	Workers   []*Proc
 	Projector *Proc
 	Serve     *Proc
-	JS        jetstream.JetStream
+	JS        jetstream.JetStream // as dvsync's user
+	PubJS     jetstream.JetStream // as a publisher
+	DB        *pgxpool.Pool
+	Obs       *Observer
 	Loader    *Loader
-	health    map[*Proc]string
-	loadDone  chan struct{}
-	loadErr   error
+
+	sup      *Supervisor
+	data, db string
+	closers  []func()
+	health   map[*Proc]string
+	loadDone chan struct{}
+	loadErr  error
+}
+
+// ackPending is how many messages the consumers of stream named prefix… have delivered and not
+// had acknowledged (0 when they cannot be read).
+func (e *Env) ackPending(ctx context.Context, stream, prefix string) int {
+	n := 0
+	for _, b := range e.Obs.backlog(ctx, stream, prefix) {
+		n += int(b.AckPending)
+	}
+	return n
 }
 
 // Restart starts a stopped dvsync process again and waits until it is healthy.
@@ -273,47 +293,92 @@ func randomHex(n int) string {
 }
 
 // runScenario starts a clean system, runs the load with the fault, and checks the outcome.
-func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
+func (r *Runner) runScenario(ctx context.Context, sc Scenario) Result {
 	r.scenario++
-	res = Result{Scenario: sc.Name, Budget: sc.Budget, Logs: filepath.Join(r.tmp, "logs", sc.Name)}
-	data := filepath.Join(r.tmp, "data", sc.Name)
-	sup := &Supervisor{}
-	defer sup.StopAll(10 * time.Second)
-	fail := func(err error) Result {
-		res.Err = err
-		return res
+	if sc.Budget == 0 {
+		sc.Budget = defaultBudget
 	}
 	if sc.Nodes == 0 {
 		sc.Nodes = 1
 	}
-	nodes, err := startNATS(ctx, sup, r.natsBin, data, res.Logs, sc.Nodes)
-	if err != nil {
-		return fail(err)
+	res := Result{Scenario: sc.Name, Budget: sc.Budget, Logs: filepath.Join(r.tmp, "logs", sc.Name)}
+	e, err := r.start(ctx, sc, &res)
+	defer e.stop(context.WithoutCancel(ctx), r.Keep)
+	if err == nil {
+		err = r.exercise(ctx, sc, e, &res)
 	}
-	db := "faults_" + strings.ReplaceAll(sc.Name, "-", "_")
-	if err := r.pg.CreateDB(ctx, db); err != nil {
-		return fail(err)
+	res.Err = err
+	return res
+}
+
+// start brings up a scenario's system from a clean state: NATS, a database, the emulator reset,
+// the dvsync processes, and the suite's own connections. The returned Env is stopped by its
+// stop, also when start fails half-way.
+func (r *Runner) start(ctx context.Context, sc Scenario, res *Result) (*Env, error) {
+	e := &Env{P: r.P, PG: r.pg, Emu: r.emu, Auth: NATSAuth{Users: natsjs.NewPasswords(), Route: randomHex(16)},
+		sup: &Supervisor{}, data: filepath.Join(r.tmp, "data", sc.Name), health: map[*Proc]string{}, loadDone: make(chan struct{})}
+	var err error
+	if e.Nodes, err = startNATS(ctx, e.sup, r.natsBin, e.data, res.Logs, sc.Nodes, e.Auth); err != nil {
+		return e, err
 	}
-	defer func() {
-		if !r.Keep {
-			_ = r.pg.DropDB(context.WithoutCancel(ctx), db)
-			_ = os.RemoveAll(data)
-		}
-	}()
+	e.db = "faults_" + strings.ReplaceAll(sc.Name, "-", "_")
+	if err := r.pg.CreateDB(ctx, e.db); err != nil {
+		return e, err
+	}
 	if err := r.emu.Reset(ctx); err != nil {
-		return fail(err)
+		return e, err
+	}
+	if sc.Latency > 0 {
+		if err := r.emu.admin(ctx, http.MethodPost, "/_emulator/latency", map[string]string{"perRequest": sc.Latency.String()}); err != nil {
+			return e, err
+		}
+	}
+	if err := r.startDvsync(ctx, e, sc, res); err != nil {
+		return e, err
 	}
 
-	e := &Env{P: r.P, PG: r.pg, Emu: r.emu, Nodes: nodes, health: map[*Proc]string{}, loadDone: make(chan struct{})}
+	// The suite publishes as an upstream system does (the publisher user may publish changes
+	// only) and reads the consumers as dvsync's own user.
+	connect := func(name, user, password string) (jetstream.JetStream, error) {
+		nc, err := nats.Connect(natsURLs(e.Nodes, user, password), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, nc.Close)
+		return jetstream.New(nc)
+	}
+	if e.PubJS, err = connect("dvsync-faults-publisher", natsjs.PublisherUser, e.Auth.Users.Publisher); err != nil {
+		return e, err
+	}
+	if e.JS, err = connect("dvsync-faults-observer", natsjs.DvsyncUser, e.Auth.Users.Dvsync); err != nil {
+		return e, err
+	}
+	if e.DB, err = pgxpool.New(ctx, r.pg.URL(e.db)); err != nil {
+		return e, err
+	}
+	e.closers = append(e.closers, e.DB.Close)
+	e.Obs = &Observer{Emu: r.emu, DB: e.DB, JS: e.JS, Sup: e.sup, Health: func() map[string]string {
+		out := map[string]string{}
+		for p, url := range e.health {
+			out[p.Name] = url
+		}
+		return out
+	}}
+	return e, nil
+}
+
+// startDvsync starts two workers, the projector and serve, configured by the environment as in
+// production, and waits until each is healthy.
+func (r *Runner) startDvsync(ctx context.Context, e *Env, sc Scenario, res *Result) error {
 	token := "dvs_" + randomHex(24)
-	startDvsync := func(name, command string) (*Proc, error) {
+	start := func(name, command string) (*Proc, error) {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
 		env := childEnv(
-			"NATS_URL="+natsURLs(nodes),
-			"DATABASE_URL="+r.pg.URL(db),
+			"NATS_URL="+natsURLs(e.Nodes, natsjs.DvsyncUser, e.Auth.Users.Dvsync),
+			"DATABASE_URL="+r.pg.URL(e.db),
 			"DATAVERSE_URL="+r.emu.URL,
 			"DATAVERSE_TOKEN_URL="+r.emu.URL+"/"+emulator.DefaultTenant+"/oauth2/v2.0/token",
 			"DATAVERSE_CLIENT_ID="+emulator.DefaultApp.ClientID,
@@ -324,7 +389,7 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 			fmt.Sprintf("DVSYNC_NATS_REPLICAS=%d", sc.Nodes),
 			"DVSYNC_API_TOKENS=faults:viewer:"+token,
 		)
-		p, err := sup.Start(name, filepath.Join(res.Logs, name+".log"), env, r.dvsync, command)
+		p, err := e.sup.Start(name, filepath.Join(res.Logs, name+".log"), env, r.dvsync, command)
 		if err != nil {
 			return nil, err
 		}
@@ -332,63 +397,59 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 		return p, nil
 	}
 	// worker-1 first: it creates the streams and the consumer, which the others then find.
-	names := []struct{ name, command string }{{"worker-1", "worker"}, {"worker-2", "worker"}, {"projector", "projector"}, {"serve", "serve"}}
-	for i, n := range names {
-		p, err := startDvsync(n.name, n.command)
-		if err != nil {
-			return fail(err)
-		}
-		switch n.command {
-		case "worker":
-			e.Workers = append(e.Workers, p)
-		case "projector":
-			e.Projector = p
-		default:
-			e.Serve = p
-		}
-		if i == 0 {
-			if err := r.waitStarted(ctx, e, p, &res); err != nil {
-				return fail(err)
-			}
-		}
-	}
-	for _, p := range append(append([]*Proc{}, e.Workers[1:]...), e.Projector, e.Serve) {
-		if err := r.waitStarted(ctx, e, p, &res); err != nil {
-			return fail(err)
-		}
-	}
-
-	nc, err := nats.Connect(natsURLs(nodes), nats.Name("dvsync-faults"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	w, err := start("worker-1", "worker")
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	defer nc.Close()
-	if e.JS, err = jetstream.New(nc); err != nil {
-		return fail(err)
+	e.Workers = append(e.Workers, w)
+	if err := r.waitStarted(ctx, e, w, res); err != nil {
+		return err
 	}
-	pool, err := pgxpool.New(ctx, r.pg.URL(db))
-	if err != nil {
-		return fail(err)
+	if w, err = start("worker-2", "worker"); err != nil {
+		return err
 	}
-	defer pool.Close()
-	obs := &Observer{Emu: r.emu, DB: pool, JS: e.JS, Sup: sup, Health: func() map[string]string {
-		out := map[string]string{}
-		for p, url := range e.health {
-			out[p.Name] = url
+	e.Workers = append(e.Workers, w)
+	if e.Projector, err = start("projector", "projector"); err != nil {
+		return err
+	}
+	if e.Serve, err = start("serve", "serve"); err != nil {
+		return err
+	}
+	for _, p := range []*Proc{e.Workers[1], e.Projector, e.Serve} {
+		if err := r.waitStarted(ctx, e, p, res); err != nil {
+			return err
 		}
-		return out
-	}}
+	}
+	return nil
+}
 
+// stop ends every process of the scenario and, unless keep, drops its database and store.
+func (e *Env) stop(ctx context.Context, keep bool) {
+	for _, c := range slices.Backward(e.closers) {
+		c()
+	}
+	e.sup.StopAll(10 * time.Second)
+	if !keep {
+		if e.db != "" {
+			_ = e.PG.DropDB(ctx, e.db)
+		}
+		_ = os.RemoveAll(e.data)
+	}
+}
+
+// exercise couples the eager currency, runs the load with the fault, waits for the final state,
+// couples the late currency and waits again. An error is the suite's own failure.
+func (r *Runner) exercise(ctx context.Context, sc Scenario, e *Env, res *Result) error {
 	run := fmt.Sprintf("f%d-%s", r.scenario, randomHex(3))
-	if err := r.couple(ctx, e.JS, pool, run, eagerCurrency); err != nil {
-		return fail(err)
+	if err := r.couple(ctx, e, run, eagerCurrency); err != nil {
+		return err
 	}
 	plan := NewPlan(run, r.Seed+uint64(r.scenario), r.P.Customers, r.P.Versions)
 	msgs := plan.Good
 	if sc.Flood {
 		msgs = Interleave(msgs, PoisonMessages(run, r.P.Flood), 0.15, 0.6)
 	}
-	e.Loader = &Loader{JS: e.JS, Msgs: msgs, Rate: r.P.Rate}
+	e.Loader = &Loader{JS: e.PubJS, Msgs: msgs, Rate: r.P.Rate}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	go func() {
@@ -397,50 +458,58 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) (res Result) {
 	}()
 	faultEnd, err := sc.Fault(ctx, e)
 	if err != nil {
-		return fail(fmt.Errorf("injecting the fault: %w", err))
+		return fmt.Errorf("injecting the fault: %w", err)
 	}
 	if err := e.WaitLoad(ctx); err != nil {
-		return fail(fmt.Errorf("publishing the load: %w", err))
+		return fmt.Errorf("publishing the load: %w", err)
 	}
+	res.Events = e.Loader.Published() + 2 // and the two currencies
 	end := time.Now()
 	if faultEnd.After(end) {
 		end = faultEnd
 	}
 	fmt.Fprintf(r.Out, "   load of %d messages published; fault over at %s\n", e.Loader.Published(), end.Format("15:04:05"))
 	if err := sleep(ctx, time.Until(end)); err != nil {
-		return fail(err)
+		return err
 	}
 
 	exp := Expect{Newest: plan.Newest, Waiting: plan.Waiting, Bad: e.Loader.Bad()}
-	mid := Converge(ctx, obs, exp, r.P.Settle)
-	res.Recovered = mid.Final
+	mid := Converge(ctx, e.Obs, exp, r.P.Settle)
+	res.Recovered, res.Recovery = mid.Final, time.Since(end)
 	if mid.Final {
 		res.Recovery = mid.At.Sub(end)
 	} else {
-		res.Recovery = time.Since(end)
-	}
-	if !mid.Final {
 		res.Note = "before the late currency was coupled: " + mid.Note
 	}
 	fmt.Fprintf(r.Out, "   before the late currency: %s\n", stateText(mid))
 
 	// Couple the late currency: its customers are replayed by themselves.
-	if err := r.couple(ctx, e.JS, pool, run, lateCurrency); err != nil {
+	late := make(chan error, 1)
+	if sc.Late != nil {
+		go func() { late <- sc.Late(ctx, e) }()
+	} else {
+		late <- nil
+	}
+	if err := r.couple(ctx, e, run, lateCurrency); err != nil {
 		res.Note = strings.TrimPrefix(res.Note+"; "+err.Error(), "; ")
 	}
+	if err := <-late; err != nil {
+		// No replay to interrupt is the product's failure, which the checks below count.
+		res.Warnings = append(res.Warnings, "the fault during the replays was not injected: "+err.Error())
+	}
 	exp.Waiting = nil
-	// The fault is long over: work left unchanged this long is stuck.
+	// The projector may be killed while it replays: its consumer's AckWait (a minute) must fit
+	// in the stuck window.
 	settle := r.P.Settle
-	settle.Stuck = min(settle.Stuck, 45*time.Second)
-	fin := Converge(ctx, obs, exp, settle)
+	settle.Stuck = max(min(settle.Stuck, 90*time.Second), 75*time.Second)
+	fin := Converge(ctx, e.Obs, exp, settle)
 	fmt.Fprintf(r.Out, "   after it: %s\n", stateText(fin))
 	if !fin.Final {
-		res.Recovered = false
+		res.Recovered, res.Recovery = false, time.Since(end)
 		res.Note = strings.TrimPrefix(res.Note+"; after the late currency was coupled: "+fin.Note, "; ")
 	}
 	res.Report = Merge(mid.Report, fin.Report)
-	res.Events = e.Loader.Published() + 2
-	return res
+	return ctx.Err()
 }
 
 // waitStarted waits until p is healthy. A process that exits while starting is started again,
@@ -472,13 +541,13 @@ func stateText(o Outcome) string {
 }
 
 // couple publishes a currency and waits until it is coupled.
-func (r *Runner) couple(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, run, code string) error {
-	if _, err := publish(ctx, js, CurrencyEvent(run, code)); err != nil {
+func (r *Runner) couple(ctx context.Context, e *Env, run, code string) error {
+	if _, err := publish(ctx, e.PubJS, CurrencyEvent(run, code)); err != nil {
 		return err
 	}
 	err := waitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() bool {
 		var status string
-		err := pool.QueryRow(ctx, `SELECT status FROM couplings WHERE table_name = 'currency' AND source_key = $1`, code).Scan(&status)
+		err := e.DB.QueryRow(ctx, `SELECT status FROM couplings WHERE table_name = 'currency' AND source_key = $1`, code).Scan(&status)
 		return err == nil && status == "synced"
 	})
 	if err != nil {
