@@ -49,7 +49,7 @@ func Scenarios() []Scenario {
 		{Name: "projector-kill9", About: "kill -9 of the projector, again and again, while errors flow and while it replays; each restarted",
 			Budget: 90 * time.Second, Fault: killProjector, Late: killProjectorReplaying},
 		{Name: "nats-node-loss", About: "a 3-node NATS cluster with R3 streams loses the changes stream's leader (kill -9)",
-			Nodes: 3, Latency: 50 * time.Millisecond, Budget: 90 * time.Second, Fault: loseNATSNode},
+			Nodes: 3, Latency: 50 * time.Millisecond, Fault: loseNATSNode},
 		{Name: "poison-flood", About: "malformed and hostile messages among the load", Flood: true, Fault: afterLoad},
 	}
 }
