@@ -52,9 +52,14 @@ func (c Coupling) Coupled() bool {
 // cannot hold): trying again cannot help, so it is reported, never retried.
 var ErrStoreRejected = errors.New("the coupling store cannot hold this record's data")
 
+// ErrRecordBusy is UpdateCoupling finding the record held by another worker: nothing was done,
+// and the caller tries again shortly (the other worker is done within its handle timeout).
+var ErrRecordBusy = errors.New("the record is being synced by another worker")
+
 // CouplingStore keeps couplings. UpdateCoupling runs update while no other worker (in this
 // process or another) can update the same record, and stores what it returns; when update
-// returns an error nothing is stored.
+// returns an error nothing is stored. When another worker holds the record it may return
+// ErrRecordBusy instead of waiting.
 type CouplingStore interface {
 	Coupling(ctx context.Context, table, key string) (Coupling, error)
 	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling, lock RecordLock) (Coupling, error)) error

@@ -245,8 +245,8 @@ func (c Config) validate(nats, db, dataverse bool) error {
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Worker.Lanes < 1 || c.Worker.Lanes > 256 {
-		errs = append(errs, fmt.Errorf("lanes (DVSYNC_WORKER_LANES, --lanes) %d is not between 1 and 256", c.Worker.Lanes))
+	if c.Worker.Lanes < 1 || c.Worker.Lanes > 4096 {
+		errs = append(errs, fmt.Errorf("lanes (DVSYNC_WORKER_LANES, --lanes) %d is not between 1 and 4096", c.Worker.Lanes))
 	}
 	if _, err := logLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

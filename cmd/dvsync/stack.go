@@ -84,10 +84,13 @@ func (s *stack) connectNATS(ctx context.Context) error {
 	return nil
 }
 
+// storeConnections sizes the database pool: the lanes' coupling reads, claims and writes go out
+// as a few batched statements at a time (postgres.batchConfig), whatever the number of lanes;
+// the rest serve the projector, the API and health checks.
+const storeConnections = 16
+
 func (s *stack) openStore(ctx context.Context) error {
-	// Each lane holds a connection while its record is locked; the rest serve lookups, the
-	// projector and health checks.
-	st, err := postgres.Open(ctx, s.cfg.DatabaseURL, s.cfg.Worker.Lanes+4)
+	st, err := postgres.Open(ctx, s.cfg.DatabaseURL, storeConnections)
 	if err != nil {
 		return err
 	}

@@ -67,9 +67,9 @@ func (w *Worker) handle(work context.Context, j job) {
 		w.report(ctx, log, j, out.Failure, append([]domain.Stage{w.stage("decode", "")}, out.Stages...), string(out.Result))
 		return
 	case domain.ResultStale:
-		log.Info("stale change skipped")
+		log.Debug("stale change skipped")
 	default:
-		log.Info("change applied", "outcome", out.Result, "row_id", out.RowID)
+		log.Debug("change applied", "outcome", out.Result, "row_id", out.RowID)
 	}
 	if out.ResolvesErrors {
 		synced := domain.RecordSynced{Table: j.event.Table, Key: j.event.Key, Version: j.event.Version, RowID: out.RowID.String(), At: time.Now().UTC()}
@@ -107,11 +107,20 @@ func (w *Worker) syncWithRetry(ctx context.Context, log *slog.Logger, j job) (do
 		retryAfter = 0
 		var f *domain.Failure
 		kind := "store"
-		if errors.As(err, &f) {
+		switch {
+		case errors.As(err, &f):
 			retryAfter, kind = f.RetryAfter, string(f.Kind)
+		case errors.Is(err, domain.ErrRecordBusy):
+			// Another worker has the record (a redelivery raced it): it is done within its handle
+			// timeout, and this change is then applied after it, or found stale.
+			kind = "busy"
 		}
 		w.Metrics.TransientRetries.WithLabelValues(w.Metrics.Table(j.event.Table), kind).Inc()
-		log.Warn("transient failure", "kind", kind, "err", err, "retry_after", retryAfter)
+		if kind == "busy" {
+			log.Debug("record busy in another worker", "err", err)
+		} else {
+			log.Warn("transient failure", "kind", kind, "err", err, "retry_after", retryAfter)
+		}
 		return err
 	}
 	err := backoff.Retry(op, backoff.WithContext(b, ctx))
@@ -250,13 +259,10 @@ func (w *Worker) stage(name, detail string) domain.Stage {
 	return domain.Stage{Name: name, At: time.Now().UTC(), Detail: detail}
 }
 
-// How long the worker waits for JetStream to confirm an ack or store an outcome event. During a
+// publishTimeout is how long the worker waits for JetStream to store an outcome event. During a
 // NATS leader change or reconnect a confirmation can be lost; waiting for it as long as the
 // handle timeout would stall the lane (and the messages queued behind it) for that long.
-const (
-	ackConfirmTimeout = 5 * time.Second
-	publishTimeout    = 10 * time.Second
-)
+const publishTimeout = 10 * time.Second
 
 // publish stores an outcome event within publishTimeout.
 func (w *Worker) publish(ctx context.Context, send func(context.Context) error) error {
@@ -265,14 +271,18 @@ func (w *Worker) publish(ctx context.Context, send func(context.Context) error) 
 	return send(ctx)
 }
 
-func (w *Worker) ack(ctx context.Context, log *slog.Logger, j job, outcome string) {
-	ctx, cancel := context.WithTimeout(ctx, ackConfirmTimeout)
-	defer cancel()
-	if err := j.msg.DoubleAck(ctx); err != nil {
-		// The outcome is durable; a redelivery finds it (stale, or a deduplicated error event).
-		log.Warn("ack not confirmed", "err", err)
+// ack acks without waiting for JetStream to confirm: the outcome is durable already, and a
+// change whose ack is lost is redelivered and found stale (or its error event deduplicated).
+// Waiting for each confirmation would cost a round trip per change.
+func (w *Worker) ack(_ context.Context, log *slog.Logger, j job, outcome string) {
+	if err := j.msg.Ack(); err != nil {
+		log.Warn("ack not sent; the change will be redelivered and found stale", "err", err)
 	}
-	w.Metrics.EventsHandled.WithLabelValues(w.Metrics.Table(j.event.Table), outcome).Inc()
+	table := w.Metrics.Table(j.event.Table)
+	w.Metrics.EventsHandled.WithLabelValues(table, outcome).Inc()
+	if !j.meta.Timestamp.IsZero() {
+		w.Metrics.ChangeLatency.WithLabelValues(table).Observe(time.Since(j.meta.Timestamp).Seconds())
+	}
 }
 
 func (w *Worker) nak(j job, delay time.Duration) {

@@ -37,7 +37,9 @@ type Outcomes interface {
 // Config tunes a worker.
 type Config struct {
 	// Lanes is how many records one process syncs at once. Events of one record always go to
-	// the same lane, so they are applied in stream order within the process.
+	// the same lane, so they are applied in stream order within the process. A lane mostly waits
+	// (for its batch's database statement or Dataverse request), so there are many: enough to
+	// fill every batch that can be in flight (DVSYNC_BATCH_SIZE × in-flight requests × users).
 	Lanes int
 	// HandleTimeout bounds how long one change is handled, in-process retries included. The
 	// worker keeps the message alive with InProgress meanwhile, so it may exceed AckWait.
@@ -65,7 +67,7 @@ type Config struct {
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
-	return Config{Lanes: 8, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 4,
+	return Config{Lanes: 256, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 2,
 		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
 }
 
@@ -81,8 +83,8 @@ func ExponentialDelay(first, max time.Duration) func(uint64) time.Duration {
 }
 
 // Worker is one sync worker process's consumer loop. Any number of workers may share the durable
-// consumer: ordering per record across processes is kept by the coupling store's per-record lock
-// and the version rule.
+// consumer: ordering per record across processes is kept by the coupling store's per-record
+// claim and the version rule.
 type Worker struct {
 	Consumer jetstream.Consumer
 	Syncer   *domain.Syncer

@@ -4,37 +4,60 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/microbatch"
 )
 
 var _ domain.CouplingStore = (*Store)(nil)
 
 const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version`
 
+// ClaimTTL is how long a record's claim lasts without renewal: a worker that dies leaves its
+// records to the others after at most this long. A live worker renews its claims every third of it.
+const ClaimTTL = 15 * time.Second
+
+// claimMargin is taken off a claim's lease before the worker relies on it, for the clock
+// difference between the worker and the database.
+const claimMargin = 2 * time.Second
+
+// ErrLockLost is a record claim that ran out or was taken: another worker may hold the record now.
+var ErrLockLost = errors.New("postgres: the record's claim was lost")
+
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// scanCoupling reads couplingColumns into c; lead are destinations for columns selected before them.
+// scanCoupling reads couplingColumns into c; lead are destinations for columns selected before
+// them. A record without a coupling row (all columns NULL) keeps c as it is.
 func scanCoupling(row pgx.Row, c *domain.Coupling, lead ...any) error {
 	var (
-		rowID   *uuid.UUID
-		synced  *time.Time
-		attempt *time.Time
-		status  string
-		kind    string
+		rowID    *uuid.UUID
+		entity   *string
+		version  *int64
+		status   *string
+		synced   *time.Time
+		skipped  *bool
+		kind     *string
+		failures *int
+		attempt  *time.Time
+		rowVer   *string
 	)
-	dest := append(lead, &rowID, &c.Entity, &c.Version, &status, &synced, &c.Skipped, &kind, &c.Failures, &attempt, &c.RowVersion)
+	dest := append(lead, &rowID, &entity, &version, &status, &synced, &skipped, &kind, &failures, &attempt, &rowVer)
 	if err := row.Scan(dest...); err != nil {
 		return err
 	}
-	c.Exists, c.Status, c.LastErrorKind = true, domain.CouplingStatus(status), domain.Kind(kind)
+	if status == nil {
+		return nil
+	}
+	c.Exists, c.Status, c.Entity, c.Version = true, domain.CouplingStatus(*status), *entity, *version
+	c.Skipped, c.LastErrorKind, c.Failures, c.RowVersion = *skipped, domain.Kind(*kind), *failures, *rowVer
 	if rowID != nil {
 		c.RowID = *rowID
 	}
@@ -47,11 +70,19 @@ func scanCoupling(row pgx.Row, c *domain.Coupling, lead ...any) error {
 	return nil
 }
 
-func readCoupling(ctx context.Context, q querier, table, key, suffix string) (domain.Coupling, error) {
-	c := domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}
-	err := scanCoupling(q.QueryRow(ctx, `SELECT `+couplingColumns+` FROM couplings WHERE table_name = $1 AND source_key = $2`+suffix, table, key), &c)
+// recordKey names one record.
+type recordKey struct{ table, key string }
+
+func unseen(k recordKey) domain.Coupling {
+	return domain.Coupling{Table: k.table, Key: k.key, Version: domain.NoVersion}
+}
+
+// readCoupling reads one record's coupling on q (a transaction that needs it in its snapshot).
+func readCoupling(ctx context.Context, q querier, table, key string) (domain.Coupling, error) {
+	c := unseen(recordKey{table, key})
+	err := scanCoupling(q.QueryRow(ctx, `SELECT `+couplingColumns+` FROM couplings WHERE table_name = $1 AND source_key = $2`, table, key), &c)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return domain.Coupling{Table: table, Key: key, Version: domain.NoVersion}, nil
+		return unseen(recordKey{table, key}), nil
 	}
 	if err != nil {
 		return c, rejected(fmt.Errorf("postgres: read coupling %s/%s: %w", table, key, err))
@@ -60,70 +91,393 @@ func readCoupling(ctx context.Context, q querier, table, key, suffix string) (do
 }
 
 // Coupling returns a record's coupling; a record never seen has Exists false and NoVersion.
+// Reads made at the same time by many lanes go to the database as one query.
 func (s *Store) Coupling(ctx context.Context, table, key string) (domain.Coupling, error) {
-	return readCoupling(ctx, s.pool, table, key, "")
+	return s.couplingIO().reads.Do(ctx, recordKey{table, key})
 }
 
-// UpdateCoupling holds a transaction-scoped advisory lock on the record while update runs, so
-// that workers in any process write one record one at a time and an older state never lands
-// after a newer one. The lock is held across update's Dataverse call, which its callers bound.
+// UpdateCoupling claims the record, runs update, and stores what it returns while releasing the
+// claim, in one statement. No transaction is open while update runs (it calls Dataverse): the
+// claim is a row with a lease, renewed while the worker lives, so that workers in any process
+// update one record one at a time without holding a database connection for it. A record another
+// worker holds is domain.ErrRecordBusy at once, for the caller to try again; a claim lost while
+// update ran (its lease ran out) stores nothing and is ErrLockLost.
+//
+// The claims, reads and writes of many lanes at once go to the database together: one round trip
+// claims and reads a batch of records, one stores and releases them.
 func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("postgres: begin: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, recordLockID(table, key)); err != nil {
-		return fmt.Errorf("postgres: lock %s/%s: %w", table, key, err)
-	}
-	cur, err := readCoupling(ctx, tx, table, key, "")
+	io := s.couplingIO()
+	k := recordKey{table, key}
+	c := &claim{key: k, token: uuid.New(), io: io}
+	io.hold(c)
+	defer io.drop(c)
+	got, err := io.claims.Do(ctx, c)
 	if err != nil {
 		return err
 	}
-	next, err := update(ctx, cur, txLock{tx})
-	if errors.Is(err, domain.ErrUnchanged) {
-		return tx.Commit(ctx)
+	if !got.claimed {
+		return fmt.Errorf("%w: %s/%s", domain.ErrRecordBusy, table, key)
 	}
-	if err != nil {
+	next, err := update(ctx, got.current, c)
+	release := commit{claim: c}
+	if err == nil {
+		release.next = &next
+	}
+	// The claim is released even when the caller has given up, so that the record is free at once.
+	done, cerr := io.commits.Do(context.WithoutCancel(ctx), release)
+	switch {
+	case errors.Is(err, domain.ErrUnchanged):
+		return nil
+	case err != nil:
 		return err
-	}
-	var row *uuid.UUID
-	if next.RowID != uuid.Nil {
-		row = &next.RowID
-	}
-	synced, attempt := optionalTime(next.LastSyncedAt), optionalTime(next.LastAttemptAt)
-	_, err = tx.Exec(ctx, `
-		INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
-		ON CONFLICT (table_name, source_key) DO UPDATE SET
-			row_id = EXCLUDED.row_id, entity = EXCLUDED.entity, version = EXCLUDED.version,
-			status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,
-			skipped = EXCLUDED.skipped, last_error_kind = EXCLUDED.last_error_kind,
-			failures = EXCLUDED.failures, last_attempt_at = EXCLUDED.last_attempt_at,
-			row_version = EXCLUDED.row_version, updated_at = now()`,
-		table, key, row, next.Entity, next.Version, string(next.Status), synced, next.Skipped, string(next.LastErrorKind),
-		next.Failures, attempt, next.RowVersion)
-	if err != nil {
-		return rejected(fmt.Errorf("postgres: write coupling %s/%s: %w", table, key, err))
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: commit coupling %s/%s: %w", table, key, err)
+	case cerr != nil:
+		return cerr
+	case !done:
+		return fmt.Errorf("%w: %s/%s: nothing stored", ErrLockLost, table, key)
 	}
 	return nil
 }
 
-// txLock is the advisory lock of an UpdateCoupling transaction: it holds while the transaction's
-// connection does, so a query on it proves the lock.
-type txLock struct{ tx pgx.Tx }
+// claim is one UpdateCoupling's hold on a record: domain.RecordLock.
+type claim struct {
+	key   recordKey
+	token uuid.UUID
+	io    *couplingIO
 
-// ErrLockLost is a record lock whose database connection broke: another worker may hold it now.
-var ErrLockLost = errors.New("postgres: the record's lock was lost")
+	mu    sync.Mutex
+	until time.Time // by the worker's clock, margin taken off
+}
 
-func (l txLock) Held(ctx context.Context) error {
-	if _, err := l.tx.Exec(ctx, `SELECT 1`); err != nil {
+func (c *claim) extend(until time.Time) {
+	c.mu.Lock()
+	if until.After(c.until) {
+		c.until = until
+	}
+	c.mu.Unlock()
+}
+
+// Held reports whether the claim still holds: its lease has not run out by the worker's clock,
+// and the database still has it. It is asked before a write that would overwrite a row another
+// write changed, so the extra query is rare.
+func (c *claim) Held(ctx context.Context) error {
+	c.mu.Lock()
+	until := c.until
+	c.mu.Unlock()
+	if time.Now().After(until) {
+		return fmt.Errorf("%w: %s/%s: its lease ran out", ErrLockLost, c.key.table, c.key.key)
+	}
+	var held bool
+	err := c.io.pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM record_claims WHERE table_name = $1 AND source_key = $2
+		AND token = $3 AND until > now())`, c.key.table, c.key.key, c.token.String()).Scan(&held)
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	}
+	if !held {
+		return fmt.Errorf("%w: %s/%s: another worker has it", ErrLockLost, c.key.table, c.key.key)
+	}
 	return nil
+}
+
+type claimed struct {
+	claimed bool
+	current domain.Coupling
+}
+
+type commit struct {
+	claim *claim
+	next  *domain.Coupling // nil: release only
+}
+
+// couplingIO batches the coupling reads, claims and writes of all lanes, and renews the claims
+// they hold.
+type couplingIO struct {
+	store   *Store
+	reads   *microbatch.Batcher[recordKey, domain.Coupling]
+	claims  *microbatch.Batcher[*claim, claimed]
+	commits *microbatch.Batcher[commit, bool]
+
+	mu   sync.Mutex
+	held map[*claim]struct{}
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+// batchConfig lets the first statement go at once and gathers what comes while statements run:
+// batches grow with the load without adding a linger to a lone call.
+var batchConfig = microbatch.Config{MaxSize: 500, Linger: 0, MaxInFlight: 3}
+
+func (s *Store) couplingIO() *couplingIO {
+	s.ioOnce.Do(func() {
+		io := &couplingIO{store: s, held: map[*claim]struct{}{}, quit: make(chan struct{})}
+		io.reads = microbatch.New(batchConfig, io.readBatch)
+		io.claims = microbatch.New(batchConfig, io.claimBatch)
+		io.commits = microbatch.New(batchConfig, io.commitBatch)
+		io.wg.Add(1)
+		go io.renew()
+		s.io = io
+	})
+	return s.io
+}
+
+func (io *couplingIO) pool() querier { return io.store.pool }
+
+func (io *couplingIO) close() {
+	io.reads.Close()
+	io.claims.Close()
+	io.commits.Close()
+	close(io.quit)
+	io.wg.Wait()
+}
+
+func (io *couplingIO) hold(c *claim) { io.mu.Lock(); io.held[c] = struct{}{}; io.mu.Unlock() }
+func (io *couplingIO) drop(c *claim) { io.mu.Lock(); delete(io.held, c); io.mu.Unlock() }
+
+// renew extends the leases of every claim this process holds, every third of ClaimTTL.
+func (io *couplingIO) renew() {
+	defer io.wg.Done()
+	t := time.NewTicker(ClaimTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-io.quit:
+			return
+		case <-t.C:
+		}
+		io.mu.Lock()
+		held := make([]*claim, 0, len(io.held))
+		tokens := make([]string, 0, len(io.held))
+		for c := range io.held {
+			held = append(held, c)
+			tokens = append(tokens, c.token.String())
+		}
+		io.mu.Unlock()
+		if len(held) == 0 {
+			continue
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), ClaimTTL/3)
+		_, err := io.store.pool.Exec(ctx, `UPDATE record_claims SET until = now() + $2 * interval '1 millisecond'
+			WHERE token = ANY($1::uuid[]) AND until > now()`, tokens, ClaimTTL.Milliseconds())
+		cancel()
+		if err != nil {
+			continue // the leases run out unless a later renewal gets through
+		}
+		for _, c := range held {
+			c.extend(sent.Add(ClaimTTL - claimMargin))
+		}
+	}
+}
+
+// readBatch reads the couplings of a batch of records in one query.
+func (io *couplingIO) readBatch(ctx context.Context, keys []recordKey) ([]domain.Coupling, []error) {
+	return perItemOnDataError(keys, func(keys []recordKey) ([]domain.Coupling, error) {
+		tables, sources := splitKeys(keys)
+		rows, err := io.store.pool.Query(ctx, `SELECT u.i, `+prefixed("c.", couplingColumns)+`
+			FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(t, k, i)
+			LEFT JOIN couplings c ON c.table_name = u.t AND c.source_key = u.k`, tables, sources)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: read couplings: %w", err)
+		}
+		out := make([]domain.Coupling, len(keys))
+		for i, k := range keys {
+			out[i] = unseen(k)
+		}
+		for rows.Next() {
+			var i int64
+			var c domain.Coupling
+			if err := scanCoupling(rows, &c, &i); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("postgres: read couplings: %w", err)
+			}
+			c.Table, c.Key = keys[i-1].table, keys[i-1].key
+			if !c.Exists {
+				c.Version = domain.NoVersion
+			}
+			out[i-1] = c
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("postgres: read couplings: %w", err)
+		}
+		return out, nil
+	})
+}
+
+// claimBatch claims a batch of records and reads the coupling of each one it got, in one round
+// trip of two statements: the read comes after the claim, so it sees what the previous holder
+// stored when it released the record.
+func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, []error) {
+	return perItemOnDataError(cs, func(cs []*claim) ([]claimed, error) {
+		out := make([]claimed, len(cs))
+		keys := make([]recordKey, 0, len(cs))
+		tokens := make([]string, 0, len(cs))
+		first := map[recordKey]bool{} // one statement may not claim a record twice
+		for _, c := range cs {
+			if !first[c.key] {
+				first[c.key] = true
+				keys = append(keys, c.key)
+				tokens = append(tokens, c.token.String())
+			}
+		}
+		tables, sources := splitKeys(keys)
+		sent := time.Now()
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO record_claims (table_name, source_key, token, until)
+			SELECT t, k, tok, now() + $4 * interval '1 millisecond' FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(t, k, tok)
+			ON CONFLICT (table_name, source_key) DO UPDATE SET token = EXCLUDED.token, until = EXCLUDED.until
+			WHERE record_claims.until <= now()`, tables, sources, tokens, ClaimTTL.Milliseconds())
+		b.Queue(`SELECT r.token::text, `+prefixed("c.", couplingColumns)+`
+			FROM record_claims r LEFT JOIN couplings c ON c.table_name = r.table_name AND c.source_key = r.source_key
+			WHERE r.token = ANY($1::uuid[])`, tokens)
+		res := io.store.pool.SendBatch(ctx, b)
+		defer res.Close()
+		if _, err := res.Exec(); err != nil {
+			return nil, fmt.Errorf("postgres: claim records: %w", err)
+		}
+		rows, err := res.Query()
+		if err != nil {
+			return nil, fmt.Errorf("postgres: claim records: %w", err)
+		}
+		got := map[string]domain.Coupling{}
+		for rows.Next() {
+			var token string
+			var c domain.Coupling
+			if err := scanCoupling(rows, &c, &token); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("postgres: claim records: %w", err)
+			}
+			got[token] = c
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("postgres: claim records: %w", err)
+		}
+		for i, c := range cs {
+			cur, ok := got[c.token.String()]
+			if !ok {
+				continue // another worker holds it
+			}
+			cur.Table, cur.Key = c.key.table, c.key.key
+			if !cur.Exists {
+				cur.Version = domain.NoVersion
+			}
+			c.extend(sent.Add(ClaimTTL - claimMargin))
+			out[i] = claimed{claimed: true, current: cur}
+		}
+		return out, nil
+	})
+}
+
+// commitBatch stores the couplings of a batch and releases its claims in one statement. A record
+// whose claim is no longer this worker's is neither stored nor released: its result is false.
+func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []error) {
+	return perItemOnDataError(cs, func(cs []commit) ([]bool, error) {
+		n := len(cs)
+		var (
+			tables, sources, tokens, entities, statuses, kinds, rowVersions = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+			writes, skipped                                              = make([]bool, n), make([]bool, n)
+			rowIDs                                                       = make([]*string, n)
+			versions                                                     = make([]int64, n)
+			failures                                                     = make([]int32, n)
+			synced, attempted                                            = make([]*time.Time, n), make([]*time.Time, n)
+		)
+		for i, c := range cs {
+			tables[i], sources[i], tokens[i] = c.claim.key.table, c.claim.key.key, c.claim.token.String()
+			if c.next == nil {
+				continue
+			}
+			next := c.next
+			writes[i] = true
+			if next.RowID != uuid.Nil {
+				id := next.RowID.String()
+				rowIDs[i] = &id
+			}
+			entities[i], versions[i], statuses[i] = next.Entity, next.Version, string(next.Status)
+			synced[i], skipped[i], kinds[i] = optionalTime(next.LastSyncedAt), next.Skipped, string(next.LastErrorKind)
+			failures[i], attempted[i], rowVersions[i] = int32(next.Failures), optionalTime(next.LastAttemptAt), next.RowVersion
+		}
+		rows, err := io.store.pool.Query(ctx, `
+			WITH items AS (
+				SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bool[], $5::uuid[], $6::text[], $7::bigint[],
+					$8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::int[], $13::timestamptz[], $14::text[])
+					AS u(t, k, tok, w, row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version)),
+			released AS (
+				DELETE FROM record_claims r USING items i
+				WHERE r.table_name = i.t AND r.source_key = i.k AND r.token = i.tok
+				RETURNING r.token),
+			written AS (
+				INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
+				SELECT i.t, i.k, i.row_id, i.entity, i.version, i.status, i.last_synced_at, i.skipped, i.last_error_kind,
+					i.failures, i.last_attempt_at, i.row_version, now()
+				FROM items i JOIN released r ON r.token = i.tok WHERE i.w
+				ON CONFLICT (table_name, source_key) DO UPDATE SET
+					row_id = EXCLUDED.row_id, entity = EXCLUDED.entity, version = EXCLUDED.version,
+					status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,
+					skipped = EXCLUDED.skipped, last_error_kind = EXCLUDED.last_error_kind,
+					failures = EXCLUDED.failures, last_attempt_at = EXCLUDED.last_attempt_at,
+					row_version = EXCLUDED.row_version, updated_at = now()
+				RETURNING 1)
+			SELECT token::text FROM released`,
+			tables, sources, tokens, writes, rowIDs, entities, versions, statuses, synced, skipped, kinds, failures, attempted, rowVersions)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: write couplings: %w", err)
+		}
+		mine := map[string]bool{}
+		for rows.Next() {
+			var token string
+			if err := rows.Scan(&token); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("postgres: write couplings: %w", err)
+			}
+			mine[token] = true
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("postgres: write couplings: %w", err)
+		}
+		out := make([]bool, n)
+		for i, t := range tokens {
+			out[i] = mine[t]
+		}
+		return out, nil
+	})
+}
+
+// perItemOnDataError runs run on the whole batch; when the database refuses a value (one record's
+// data it cannot hold) it runs each item alone, so that only that record is rejected.
+func perItemOnDataError[In, Out any](items []In, run func([]In) ([]Out, error)) ([]Out, []error) {
+	outs, err := run(items)
+	errs := make([]error, len(items))
+	if err == nil {
+		return outs, errs
+	}
+	if !IsDataError(err) || len(items) == 1 {
+		outs = make([]Out, len(items))
+		for i := range errs {
+			errs[i] = rejected(err)
+		}
+		return outs, errs
+	}
+	outs = make([]Out, len(items))
+	for i := range items {
+		o, e := perItemOnDataError(items[i:i+1], run)
+		outs[i], errs[i] = o[0], e[0]
+	}
+	return outs, errs
+}
+
+func splitKeys(keys []recordKey) (tables, sources []string) {
+	tables, sources = make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		tables[i], sources[i] = k.table, k.key
+	}
+	return tables, sources
+}
+
+// prefixed qualifies each of a comma-separated column list.
+func prefixed(prefix, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
 }
 
 // rejected marks err as the record's data being refused by PostgreSQL (IsDataError), so that
@@ -133,16 +487,6 @@ func rejected(err error) error {
 		return fmt.Errorf("%w: %w", domain.ErrStoreRejected, err)
 	}
 	return err
-}
-
-// recordLockID is the advisory lock key of one record. A collision of two records only makes
-// them wait for each other.
-func recordLockID(table, key string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(table))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	return int64(h.Sum64())
 }
 
 func optionalTime(t time.Time) *time.Time {

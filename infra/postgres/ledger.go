@@ -70,7 +70,7 @@ func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, no
 
 	status, resolvedAt, reason := ErrorOpen, (*time.Time)(nil), (*string)(nil)
 	if ev.EventVersion != nil {
-		c, err := readCoupling(ctx, tx, ev.Table, ev.Key, "")
+		c, err := readCoupling(ctx, tx, ev.Table, ev.Key)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -21,6 +22,9 @@ var migrations embed.FS
 // Store is dvsync's PostgreSQL database.
 type Store struct {
 	pool *pgxpool.Pool
+
+	ioOnce sync.Once
+	io     *couplingIO // started by the first coupling call
 }
 
 // Open connects to the database at url and applies pending migrations. Several processes may
@@ -71,5 +75,11 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // Ping checks the connection, for health checks.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-// Close closes the pool.
-func (s *Store) Close() { s.pool.Close() }
+// Close stops the coupling batches (what is pending is sent first) and closes the pool.
+func (s *Store) Close() {
+	s.ioOnce.Do(func() {}) // no batches start after Close
+	if s.io != nil {
+		s.io.close()
+	}
+	s.pool.Close()
+}

@@ -100,21 +100,22 @@ func TestUpdateCouplingStoresWhatTheClosureReturns(t *testing.T) {
 	}
 }
 
-// Two stores (as two worker processes) updating one record must run one after the other: each
-// closure sees the version the other wrote.
+// Two stores (as two worker processes) updating one record run one after the other: each
+// closure sees the version the other wrote. One that finds the record held is told so at once
+// (ErrRecordBusy) and tries again.
 func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 	a, b := open(t), open(t)
 	ctx := context.Background()
 	key := "I" + uuid.NewString()[:8]
 	const each = 20
 	var wg sync.WaitGroup
-	var inside, overlaps int32
+	var inside, overlaps, busy int32
 	var mu sync.Mutex
 	for _, s := range []*postgres.Store{a, b} {
 		wg.Add(1)
 		go func(s *postgres.Store) {
 			defer wg.Done()
-			for i := 0; i < each; i++ {
+			for i := 0; i < each; {
 				err := s.UpdateCoupling(ctx, "item", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
 					mu.Lock()
 					inside++
@@ -130,8 +131,16 @@ func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 					mu.Unlock()
 					return next, nil
 				})
-				if err != nil {
+				switch {
+				case errors.Is(err, domain.ErrRecordBusy):
+					mu.Lock()
+					busy++
+					mu.Unlock()
+				case err != nil:
 					t.Error(err)
+					return
+				default:
+					i++
 				}
 			}
 		}(s)
@@ -139,7 +148,40 @@ func TestUpdateCouplingSerializesARecordAcrossStores(t *testing.T) {
 	wg.Wait()
 	c, _ := a.Coupling(ctx, "item", key)
 	if want := int64(domain.NoVersion + 2*each); c.Version != want || overlaps != 0 {
-		t.Fatalf("version = %d (want %d), overlapping closures = %d (want 0)", c.Version, want, overlaps)
+		t.Fatalf("version = %d (want %d), overlapping closures = %d (want 0), busy answers %d", c.Version, want, overlaps, busy)
+	}
+}
+
+// Many lanes updating different records at once: every closure's result is stored, and each saw
+// its own record.
+func TestConcurrentUpdatesOfManyRecordsAreEachStored(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	prefix := "M" + uuid.NewString()[:8] + "-"
+	const records = 300
+	var wg sync.WaitGroup
+	for i := range records {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("%s%d", prefix, i)
+			err := s.UpdateCoupling(ctx, "item", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+				if cur.Key != key || cur.Exists {
+					return cur, fmt.Errorf("closure for %s got %+v", key, cur)
+				}
+				return domain.Coupling{Table: "item", Key: key, Version: int64(i), Status: domain.CouplingSynced, RowVersion: fmt.Sprintf(`W/"%d"`, i)}, nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range records {
+		c, err := s.Coupling(ctx, "item", fmt.Sprintf("%s%d", prefix, i))
+		if err != nil || c.Version != int64(i) || c.RowVersion != fmt.Sprintf(`W/"%d"`, i) || c.Status != domain.CouplingSynced {
+			t.Fatalf("record %d: %+v, %v", i, c, err)
+		}
 	}
 }
 
@@ -387,9 +429,10 @@ func incompressible(n int) string {
 	return hex.EncodeToString(b)[:n]
 }
 
-// The record lock holds while the transaction's connection does; once it breaks, Held says so.
-func TestARecordLockKnowsWhenItIsLost(t *testing.T) {
-	s := open(t)
+// A claim whose lease ran out and that another worker took is lost: Held says so before the
+// worker would overwrite a row, and what the closure returns is not stored.
+func TestARecordClaimKnowsWhenItIsLost(t *testing.T) {
+	s, other := open(t), open(t)
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
@@ -397,19 +440,32 @@ func TestARecordLockKnowsWhenItIsLost(t *testing.T) {
 	}
 	defer admin.Close(ctx)
 	key := "L" + uuid.NewString()[:8]
-	var before, after error
-	_ = s.UpdateCoupling(ctx, "customer", key, func(ctx context.Context, cur domain.Coupling, lock domain.RecordLock) (domain.Coupling, error) {
+	var before, after, busy, taken error
+	err = s.UpdateCoupling(ctx, "customer", key, func(ctx context.Context, cur domain.Coupling, lock domain.RecordLock) (domain.Coupling, error) {
 		before = lock.Held(ctx)
-		// The database ends the session holding the lock, as a restart or a failover would.
-		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`); err != nil {
+		busy = other.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error) {
+			return domain.Coupling{}, errors.New("ran while the record was claimed")
+		})
+		// The lease runs out (the worker stalled longer than it lasts) and another worker takes the record.
+		if _, err := admin.Exec(ctx, `UPDATE record_claims SET until = now() - interval '1 second' WHERE source_key = $1`, key); err != nil {
 			t.Fatal(err)
 		}
+		taken = other.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+			cur.Version, cur.Status = 9, domain.CouplingSynced
+			return cur, nil
+		})
 		after = lock.Held(ctx)
-		return cur, domain.ErrUnchanged
+		cur.Version, cur.Status = 5, domain.CouplingSynced
+		return cur, nil
 	})
-	if before != nil || !errors.Is(after, postgres.ErrLockLost) {
-		t.Fatalf("held before: %v, after the session ended: %v; want nil, then ErrLockLost", before, after)
+	if before != nil || !errors.Is(busy, domain.ErrRecordBusy) || taken != nil || !errors.Is(after, postgres.ErrLockLost) {
+		t.Fatalf("held before: %v; other worker meanwhile: %v, after the lease ran out: %v; held after: %v", before, busy, taken, after)
+	}
+	if !errors.Is(err, postgres.ErrLockLost) {
+		t.Fatalf("UpdateCoupling with a lost claim returned %v, want ErrLockLost", err)
+	}
+	if c, _ := s.Coupling(ctx, "customer", key); c.Version != 9 {
+		t.Fatalf("version %d stored, want 9 (the new holder's); the lost claim must store nothing", c.Version)
 	}
 }
 

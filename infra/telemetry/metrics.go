@@ -15,6 +15,7 @@ type Metrics struct {
 	Registry          *prometheus.Registry
 	EventsHandled     *prometheus.CounterVec   // table, outcome
 	HandleDuration    *prometheus.HistogramVec // table
+	ChangeLatency     *prometheus.HistogramVec // table
 	SyncErrors        *prometheus.CounterVec   // class, kind, table
 	TransientRetries  *prometheus.CounterVec   // table, kind
 	DataverseRequests *prometheus.CounterVec   // method, status
@@ -38,6 +39,10 @@ func New(knownTables []string) *Metrics {
 			[]string{"table", "outcome"}),
 		HandleDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dvsync_event_handle_duration_seconds",
 			Help: "Time from taking a change event to its ack or nak.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)},
+			[]string{"table"}),
+		ChangeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dvsync_change_latency_seconds",
+			Help:    "Time from a change event's arrival in the stream to its outcome being durable (the row written, or the error published), by table.",
+			Buckets: []float64{.005, .01, .025, .05, .075, .1, .15, .2, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 1800}},
 			[]string{"table"}),
 		SyncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_sync_errors_total",
 			Help: "Permanent sync failures published to the error topics, by class and kind."},
@@ -63,7 +68,7 @@ func New(knownTables []string) *Metrics {
 	for _, t := range knownTables {
 		m.tables[t] = true
 	}
-	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
+	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.ChangeLatency, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
 		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites, m.ErrorsUnstorable)
 	return m
 }
