@@ -371,14 +371,12 @@ func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, [
 func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []error) {
 	return perItemOnDataError(cs, func(cs []commit) ([]bool, error) {
 		n := len(cs)
-		var (
-			tables, sources, tokens, entities, statuses, kinds, rowVersions = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-			writes, skipped                                              = make([]bool, n), make([]bool, n)
-			rowIDs                                                       = make([]*string, n)
-			versions                                                     = make([]int64, n)
-			failures                                                     = make([]int32, n)
-			synced, attempted                                            = make([]*time.Time, n), make([]*time.Time, n)
-		)
+		// One array per column, for unnest.
+		tables, sources, tokens := make([]string, n), make([]string, n), make([]string, n)
+		entities, statuses, kinds, rowVersions := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		writes, skipped, rowIDs := make([]bool, n), make([]bool, n), make([]*string, n)
+		versions, failures := make([]int64, n), make([]int32, n)
+		synced, attempted := make([]*time.Time, n), make([]*time.Time, n)
 		for i, c := range cs {
 			tables[i], sources[i], tokens[i] = c.claim.key.table, c.claim.key.key, c.claim.token.String()
 			if c.next == nil {
