@@ -163,6 +163,7 @@ func defaultConfig() Config {
 	c.Skip.After = e.integer("DVSYNC_SKIP_AFTER", c.Skip.After)
 	c.Skip.Probe = e.duration("DVSYNC_SKIP_PROBE", c.Skip.Probe)
 	c.Topology.Replicas = e.integer("DVSYNC_NATS_REPLICAS", c.Topology.Replicas)
+	c.Topology.MaxAckPending = e.integer("DVSYNC_NATS_MAX_ACK_PENDING", c.Topology.MaxAckPending)
 	c.Worker.Lanes = e.integer("DVSYNC_WORKER_LANES", c.Worker.Lanes)
 	c.Worker.RetryBudget = e.duration("DVSYNC_RETRY_BUDGET", c.Worker.RetryBudget)
 	c.envErrs = e.errs

@@ -92,7 +92,7 @@ func TestConfigReadsWellFormedEnvironment(t *testing.T) {
 	if err := c.validate(false, false, false); err != nil {
 		t.Fatal(err)
 	}
-	if c.Dataverse.RequestTimeout != 30*time.Second || c.Worker.Lanes != 256 || !c.ReplayDependents || c.Dataverse.DuplicateDetection {
+	if c.Dataverse.RequestTimeout != 30*time.Second || c.Worker.Lanes != 1024 || !c.ReplayDependents || c.Dataverse.DuplicateDetection {
 		t.Fatalf("defaults: timeout %s, lanes %d, replay dependents %v, duplicate detection %v",
 			c.Dataverse.RequestTimeout, c.Worker.Lanes, c.ReplayDependents, c.Dataverse.DuplicateDetection)
 	}

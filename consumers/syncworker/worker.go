@@ -67,7 +67,7 @@ type Config struct {
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
-	return Config{Lanes: 256, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 2,
+	return Config{Lanes: 1024, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 2,
 		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
 }
 

@@ -36,14 +36,16 @@ type Topology struct {
 	// MaxDeliver is the delivery on which a worker parks a change that keeps failing as an error
 	// (the consumer itself has no limit, see WorkerConsumerConfig): with the workers' growing nak delays, 200 covers the default
 	// one-day retry budget; a message that keeps failing ends as an error event, never a hot loop.
-	MaxDeliver    int
+	MaxDeliver int
+	// MaxAckPending bounds the changes handed out and not yet acked, over every worker: it must
+	// cover what the workers hold to fill their batches (lanes × queue depth each).
 	MaxAckPending int
 }
 
 // DefaultTopology is a single-server set-up with the defaults the README documents.
 func DefaultTopology() Topology {
 	return Topology{Replicas: 1, ChangesMaxAge: 7 * 24 * time.Hour, ErrorsMaxAge: 30 * 24 * time.Hour,
-		DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 200, MaxAckPending: 256}
+		DuplicateWindow: 2 * time.Minute, AckWait: 30 * time.Second, MaxDeliver: 200, MaxAckPending: 20000}
 }
 
 // Validate checks the settings together.
