@@ -48,6 +48,9 @@ type Emulator struct {
 	entities     map[string]*Entity // by logical name
 	sets         map[string]*Entity // by entity set name
 	rows         map[string]map[uuid.UUID]row
+	keys         map[string]*entityKeys // by logical name
+	undo         []undoEntry            // of the open transactions
+	txDepth      int
 	apps         map[string]App
 	users        map[uuid.UUID]*user
 	tokens       map[string]token
@@ -82,6 +85,7 @@ func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.entities, e.sets, e.rows = map[string]*Entity{}, map[string]*Entity{}, map[string]map[uuid.UUID]row{}
+	e.keys, e.undo, e.txDepth = map[string]*entityKeys{}, nil, 0
 	e.apps, e.users, e.tokens = map[string]App{}, map[uuid.UUID]*user{}, map[string]token{}
 	e.privilegeIDs = map[string]uuid.UUID{}
 	e.businessUnit = uuid.NewSHA1(uuid.NameSpaceOID, []byte("business unit"))
@@ -97,6 +101,8 @@ func (e *Emulator) addEntityLocked(ent *Entity) {
 	if e.rows[ent.LogicalName] == nil {
 		e.rows[ent.LogicalName] = map[uuid.UUID]row{}
 	}
+	// The keys and rules may differ from those of the entity it replaces, over the same rows.
+	e.keys[ent.LogicalName] = newEntityKeys(ent, e.rows[ent.LogicalName])
 }
 
 // AddApp registers an app and creates its application user with every privilege.
@@ -189,7 +195,7 @@ func (e *Emulator) DeleteRow(entitySet string, id uuid.UUID) error {
 	if _, ok := e.rows[ent.LogicalName][id]; !ok {
 		return fmt.Errorf("emulator: no %s row %s", ent.LogicalName, id)
 	}
-	delete(e.rows[ent.LogicalName], id)
+	e.put(ent.LogicalName, id, nil)
 	return nil
 }
 
@@ -284,7 +290,7 @@ func (e *Emulator) ChangeRow(entitySet string, id uuid.UUID, values map[string]a
 	if !ok {
 		return fmt.Errorf("emulator: no %s row %s", ent.LogicalName, id)
 	}
-	e.apply(ent, r, write{attrs: values})
+	e.update(ent, id, r, write{attrs: values})
 	return nil
 }
 

@@ -250,19 +250,7 @@ func (e *Emulator) find(ent *Entity, key rowKey) uuid.UUID {
 		}
 		return uuid.Nil
 	}
-	for id, r := range e.rows[ent.LogicalName] {
-		match := true
-		for k, v := range key.alt {
-			if fmt.Sprint(r[k]) != v {
-				match = false
-				break
-			}
-		}
-		if match {
-			return id
-		}
-	}
-	return uuid.Nil
+	return e.findByKey(ent, key.alt)
 }
 
 func (e *Emulator) check(u *user, verb string, ent *Entity) *apiError {
@@ -430,20 +418,17 @@ func (e *Emulator) validate(r *http.Request, u *user, ent *Entity, wr write, sel
 			return errBoundNotFound(target, *id)
 		}
 	}
-	for _, key := range ent.AlternateKeys {
-		for id, other := range e.rows[ent.LogicalName] {
-			if id != self && sameKey(key, other, merged) {
-				return errDuplicateKey(ent, key)
-			}
+	keys := e.keys[ent.LogicalName]
+	for _, x := range keys.alt {
+		if e.other(x, ent.LogicalName, merged, self, sameKey) {
+			return errDuplicateKey(ent, x.attrs)
 		}
 	}
 	// The Web API skips duplicate detection unless the request asks for it.
 	if strings.EqualFold(r.Header.Get("MSCRM.SuppressDuplicateDetection"), "false") {
-		for _, rule := range ent.DuplicateRules {
-			for id, other := range e.rows[ent.LogicalName] {
-				if id != self && sameFold(rule, other, merged) {
-					return errDuplicateDetected()
-				}
+		for _, x := range keys.dup {
+			if e.other(x, ent.LogicalName, merged, self, sameFold) {
+				return errDuplicateDetected()
 			}
 		}
 	}
@@ -502,11 +487,18 @@ func (e *Emulator) apply(ent *Entity, r row, wr write) {
 	r["versionnumber"] = nextVersion()
 }
 
+// update stores a changed copy of the row id, whose stored form is existing.
+func (e *Emulator) update(ent *Entity, id uuid.UUID, existing row, wr write) {
+	r := copyRow(existing)
+	e.apply(ent, r, wr)
+	e.put(ent.LogicalName, id, r)
+}
+
 // insert creates a row, with the side effects Dataverse has (a unit group gets its base unit).
 func (e *Emulator) insert(ent *Entity, id uuid.UUID, wr write) {
 	r := row{ent.PrimaryID: id.String()}
 	e.apply(ent, r, wr)
-	e.rows[ent.LogicalName][id] = r
+	e.put(ent.LogicalName, id, r)
 	if ent.LogicalName == "uomschedule" {
 		uom := e.entities["uom"]
 		sched := id
@@ -625,7 +617,7 @@ func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *E
 	if err := e.validate(r, u, ent, wr, id, merged); err != nil {
 		return err
 	}
-	e.apply(ent, existing, wr)
+	e.update(ent, id, existing, wr)
 	return e.written(w, r, ent, id, http.StatusOK)
 }
 
@@ -640,7 +632,7 @@ func (e *Emulator) remove(w http.ResponseWriter, r *http.Request, u *user, ent *
 	if m := r.Header.Get("If-Match"); m != "" && m != "*" && m != etag(e.rows[ent.LogicalName][id]) {
 		return errVersionMismatch()
 	}
-	delete(e.rows[ent.LogicalName], id)
+	e.put(ent.LogicalName, id, nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
