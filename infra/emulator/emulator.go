@@ -7,6 +7,7 @@ package emulator
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -93,7 +94,7 @@ func (e *Emulator) Reset() {
 		e.addEntityLocked(ent)
 	}
 	e.addAppLocked(DefaultApp)
-	e.prot = newProtection()
+	e.prot.reset()
 }
 
 func (e *Emulator) addEntityLocked(ent *Entity) {
@@ -110,6 +111,30 @@ func (e *Emulator) AddApp(a App) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.addAppLocked(a)
+}
+
+// ErrAppRegistered is RegisterApp's answer for a client id registered already with another secret.
+var ErrAppRegistered = errors.New("the client id is registered already")
+
+// RegisterApp adds an app registration with a client secret and an application user with every
+// privilege, whose id derives from the client id. It reports whether the app is new; an app
+// registered already with the same secret is returned as it is, with another secret it fails.
+func (e *Emulator) RegisterApp(clientID, clientSecret string) (App, bool, error) {
+	if clientID == "" || clientSecret == "" {
+		return App{}, false, errors.New("emulator: an app needs a clientId and a clientSecret")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a, ok := e.apps[clientID]; ok {
+		if a.ClientSecret != clientSecret {
+			return App{}, false, fmt.Errorf("emulator: app %s with another secret: %w", clientID, ErrAppRegistered)
+		}
+		return a, false, nil
+	}
+	a := App{ClientID: clientID, ClientSecret: clientSecret,
+		UserID: uuid.NewSHA1(uuid.NameSpaceOID, []byte("application user "+clientID))}
+	e.addAppLocked(a)
+	return a, true, nil
 }
 
 func (e *Emulator) addAppLocked(a App) {

@@ -128,7 +128,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	records := max(1, atoiOr(rec.Header().Get(recordsHeader), 1))
 	rec.Header().Del(recordsHeader)
 	time.Sleep(latency.PerRequest + time.Duration(records)*latency.PerRecord)
-	release(e.now().Sub(start))
+	release(e.now().Sub(start), records)
 	for k, v := range rec.Header() {
 		w.Header()[k] = v
 	}
