@@ -208,8 +208,8 @@ func TestBatchCountsEveryPartAsARecord(t *testing.T) {
 			request{"POST", "accounts", `{"name":"Three"}`, nil}.part(),
 		},
 		request{"GET", "accounts(" + newID + ")?$select=accountid", "", nil}.part(),
-		request{"POST", "accounts/Microsoft.Dynamics.CRM.CreateMultiple", `{"Targets":[`+
-			`{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"Four"},{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"Five"},`+
+		request{"POST", "accounts/Microsoft.Dynamics.CRM.CreateMultiple", `{"Targets":[` +
+			`{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"Four"},{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"Five"},` +
 			`{"@odata.type":"Microsoft.Dynamics.CRM.account","name":"Six"}]}`, nil}.part(),
 		request{"DELETE", "accounts(" + missingID + ")", "", nil}.part(),
 	)

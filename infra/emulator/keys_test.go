@@ -97,7 +97,7 @@ func TestDuplicateRulesCompareWithoutCase(t *testing.T) {
 	orig := a.expect(201, "", "POST", "accounts", `{"name":"Contoso"}`, "Prefer", "return=representation")
 	a.expect(500, "0x80040333", "POST", "accounts", `{"name":"CONTOSO"}`, detect...)
 	a.expect(204, "", "PATCH", "accounts("+orig["accountid"].(string)+")", `{"name":"Contoso"}`, detect...) // itself is no duplicate
-	a.expect(204, "", "POST", "accounts", `{"name":"CONTOSO"}`)                                              // detection is off by default
+	a.expect(204, "", "POST", "accounts", `{"name":"CONTOSO"}`)                                             // detection is off by default
 	a.expect(204, "", "PATCH", "accounts("+orig["accountid"].(string)+")", `{"name":"Fabrikam"}`)
 	a.expect(500, "0x80040333", "POST", "accounts", `{"name":"contoso"}`, detect...) // the second Contoso still counts
 	a.expect(500, "0x80040333", "POST", "accounts", `{"name":"FABRIKAM"}`, detect...)
