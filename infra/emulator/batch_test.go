@@ -2,6 +2,7 @@ package emulator_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,8 +25,8 @@ type answer struct {
 	body   map[string]any
 }
 
-// batchAnswers posts a $batch and reads every part's answer, change sets flattened.
-func (a *api) batchAnswers(body, ct string, prefer ...string) (*http.Response, []answer) {
+// postBatch posts a $batch and returns the answer and its body.
+func (a *api) postBatch(body, ct string, prefer ...string) (*http.Response, []byte) {
 	a.t.Helper()
 	req, _ := http.NewRequest("POST", a.srv.URL+"/api/data/v9.2/$batch", strings.NewReader(body))
 	req.Header.Set("Content-Type", ct)
@@ -37,37 +38,50 @@ func (a *api) batchAnswers(body, ct string, prefer ...string) (*http.Response, [
 		a.t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp, raw
+}
+
+// eachPart calls fn with every application/http part of a $batch answer, change sets flattened.
+func eachPart(t *testing.T, resp *http.Response, body []byte, fn func(io.Reader)) {
+	t.Helper()
 	_, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if err != nil {
-		a.t.Fatal(err)
+		t.Fatal(err)
 	}
-	var out []answer
 	var walk func(r io.Reader, boundary string)
 	walk = func(r io.Reader, boundary string) {
 		mr := multipart.NewReader(r, boundary)
 		for {
 			p, err := mr.NextPart()
-			if err == io.EOF {
-				return
-			}
 			if err != nil {
-				a.t.Fatal(err)
+				return
 			}
 			if ct, cp, _ := mime.ParseMediaType(p.Header.Get("Content-Type")); ct == "multipart/mixed" {
 				walk(p, cp["boundary"])
 				continue
 			}
-			pr, err := http.ReadResponse(bufio.NewReader(p), nil)
-			if err != nil {
-				a.t.Fatal(err)
-			}
-			raw, _ := io.ReadAll(pr.Body)
-			var body map[string]any
-			_ = json.Unmarshal(raw, &body)
-			out = append(out, answer{pr.StatusCode, pr.Header, body})
+			fn(p)
 		}
 	}
-	walk(resp.Body, params["boundary"])
+	walk(bytes.NewReader(body), params["boundary"])
+}
+
+// batchAnswers posts a $batch and reads every part's answer, change sets flattened.
+func (a *api) batchAnswers(body, ct string, prefer ...string) (*http.Response, []answer) {
+	a.t.Helper()
+	resp, raw := a.postBatch(body, ct, prefer...)
+	var out []answer
+	eachPart(a.t, resp, raw, func(p io.Reader) {
+		pr, err := http.ReadResponse(bufio.NewReader(p), nil)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(pr.Body)
+		var body map[string]any
+		_ = json.Unmarshal(raw, &body)
+		out = append(out, answer{pr.StatusCode, pr.Header, body})
+	})
 	return resp, out
 }
 

@@ -1,8 +1,10 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -113,8 +115,13 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	// The request runs against a recorder under the data lock; the latency is spent after the
 	// lock is released, so that slow round trips do not serialize the emulator.
 	rec := httptest.NewRecorder()
+	// The body is read before the data lock is taken, so that a slow sender holds up no one.
+	body, readErr := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	e.mu.Lock()
 	switch {
+	case readErr != nil:
+		writeError(rec, r, errBadRequest("The request body could not be read: "+readErr.Error()))
 	case u.disabled:
 		writeError(rec, r, errUserDisabled())
 	case u.noRole:
@@ -725,26 +732,39 @@ func etag(r row) string { return fmt.Sprintf(`W/"%d"`, r["versionnumber"]) }
 // render writes a row as the Web API returns it: lookups as _<name>_value, an @odata.etag, and
 // only the selected columns (plus the primary id) when $select is given.
 func render(ent *Entity, r row, sel []string) map[string]any {
-	out := map[string]any{"@odata.etag": etag(r)}
+	keep := kept(ent, sel)
+	out := make(map[string]any, min(len(r)+1, len(keep)+1))
+	out["@odata.etag"] = etag(r)
 	for k, v := range r {
 		name := k
 		if ent.Attributes[k].Type == Lookup {
 			name = "_" + k + "_value"
 			v = fmt.Sprint(v)
 		}
-		out[name] = v
+		if keep == nil || keep[name] {
+			out[name] = v
+		}
 	}
-	return project(ent, out, sel)
+	return out
 }
 
-// project keeps the selected columns of a rendered row, the primary id and the etag.
-func project(ent *Entity, full map[string]any, sel []string) map[string]any {
+// kept is the set of columns a $select keeps, with the primary id and the etag; nil keeps all.
+func kept(ent *Entity, sel []string) map[string]bool {
 	if sel == nil {
-		return full
+		return nil
 	}
 	keep := map[string]bool{ent.PrimaryID: true, "@odata.etag": true}
 	for _, s := range sel {
 		keep[strings.TrimSpace(s)] = true
+	}
+	return keep
+}
+
+// project keeps the selected columns of a rendered row, the primary id and the etag.
+func project(ent *Entity, full map[string]any, sel []string) map[string]any {
+	keep := kept(ent, sel)
+	if keep == nil {
+		return full
 	}
 	out := make(map[string]any, len(keep))
 	for k, v := range full {
