@@ -22,7 +22,8 @@ import (
 //	POST   /_emulator/users/{id}/unassign-role take its security role away (assign-role gives it back)
 //	POST   /_emulator/apps                   {"clientId":"...","clientSecret":"..."}: one more app registration and its
 //	                                         application user, with every privilege and its own service-protection
-//	                                         usage; answers {"clientId","userId"}, 201 (200 if registered so already)
+//	                                         usage; answers {"clientId","userId"}: 201, 200 if registered so already,
+//	                                         409 if registered with another secret
 //	POST   /_emulator/reset                  drop all rows and added apps, and restore the defaults
 //	POST   /_emulator/limits                 {"window":"5m","requests":6000,"executionTime":"20m","concurrent":52,"dopHint":4}
 //	                                         per user; zero or missing fields keep Dataverse's numbers

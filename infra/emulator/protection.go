@@ -11,14 +11,15 @@ import (
 	"github.com/google/uuid"
 )
 
-// Limits are Dataverse's service-protection limits per user, over a sliding window.
+// Limits are Dataverse's service-protection limits per user, over a sliding window. Their JSON
+// form is the admin API's (see limitsJSON).
 type Limits struct {
-	Window        time.Duration `json:"window"`
-	Requests      int           `json:"requests"`
-	ExecutionTime time.Duration `json:"executionTime"`
-	Concurrent    int           `json:"concurrent"`
+	Window        time.Duration
+	Requests      int
+	ExecutionTime time.Duration
+	Concurrent    int
 	// DOPHint is the x-ms-dop-hint every response carries: the parallelism Dataverse recommends.
-	DOPHint int `json:"dopHint"`
+	DOPHint int
 }
 
 // DefaultLimits are Dataverse's published numbers.

@@ -494,7 +494,7 @@ func (e *Emulator) apply(ent *Entity, r row, wr write) {
 	r["versionnumber"] = nextVersion()
 }
 
-// update stores a changed copy of the row id, whose stored form is existing.
+// update stores a changed copy of existing, the row id as it is stored now.
 func (e *Emulator) update(ent *Entity, id uuid.UUID, existing row, wr write) {
 	r := copyRow(existing)
 	e.apply(ent, r, wr)
@@ -732,8 +732,11 @@ func etag(r row) string { return fmt.Sprintf(`W/"%d"`, r["versionnumber"]) }
 // render writes a row as the Web API returns it: lookups as _<name>_value, an @odata.etag, and
 // only the selected columns (plus the primary id) when $select is given.
 func render(ent *Entity, r row, sel []string) map[string]any {
-	keep := kept(ent, sel)
-	out := make(map[string]any, min(len(r)+1, len(keep)+1))
+	keep, size := kept(ent, sel), len(r)+1
+	if keep != nil {
+		size = len(keep)
+	}
+	out := make(map[string]any, size)
 	out["@odata.etag"] = etag(r)
 	for k, v := range r {
 		name := k
