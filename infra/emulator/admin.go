@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,29 +20,54 @@ import (
 //	POST   /_emulator/privileges             {"user":"<id>","grant":["prv..."],"revoke":["prv..."]}
 //	POST   /_emulator/users/{id}/disable     disable an application user (enable: .../enable)
 //	POST   /_emulator/users/{id}/unassign-role take its security role away (assign-role gives it back)
-//	POST   /_emulator/reset                  drop all rows and restore the defaults
+//	POST   /_emulator/apps                   {"clientId":"...","clientSecret":"..."}: one more app registration and its
+//	                                         application user, with every privilege and its own service-protection
+//	                                         usage; answers {"clientId","userId"}: 201, 200 if registered so already,
+//	                                         409 if registered with another secret
+//	POST   /_emulator/reset                  drop all rows and added apps, and restore the defaults
 //	POST   /_emulator/limits                 {"window":"5m","requests":6000,"executionTime":"20m","concurrent":52,"dopHint":4}
+//	                                         per user; zero or missing fields keep Dataverse's numbers
 //	POST   /_emulator/latency                {"perRequest":"80ms","perRecord":"4ms"}
 //	POST   /_emulator/faults                 {"kind":"status","status":503,"count":2} | {"kind":"slow","delay":"40s","count":1}
 //	                                         | {"kind":"drop","count":1} | {"kind":"outage","for":"30s"}
 //	DELETE /_emulator/faults                 remove every injected fault
 //	POST   /_emulator/definitions            a definition file (like definitions/dataverse.json): add or replace tables
-//	GET    /_emulator/stats                  {"inFlight": n}: Web API requests being served (slow ones too)
+//	GET    /_emulator/stats                  {"inFlight":n, "users":{"<clientId>":{"userId","requests","records",
+//	                                         "executionTimeMs","throttled":{"0x80072322":n},"limits":{...}}}}: requests
+//	                                         being served (slow ones too), and per application user since the last
+//	                                         reset: requests admitted, records they carried, execution time (what the
+//	                                         limits count), 429 answers by code, the limits in force (see Stats)
 //	POST   /_emulator/tokens/revoke          invalidate every token issued (the next request answers 401)
 //
 // Durations are Go duration strings ("250ms", "5m").
 func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /_emulator/limits", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Window, ExecutionTime         duration
-			Requests, Concurrent, DOPHint int
+		var l Limits
+		if !decodeAdmin(w, r, &l) {
+			return
 		}
+		e.SetLimits(l)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /_emulator/apps", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ ClientID, ClientSecret string }
 		if !decodeAdmin(w, r, &req) {
 			return
 		}
-		e.SetLimits(Limits{Window: time.Duration(req.Window), ExecutionTime: time.Duration(req.ExecutionTime),
-			Requests: req.Requests, Concurrent: req.Concurrent, DOPHint: req.DOPHint})
-		w.WriteHeader(http.StatusNoContent)
+		app, created, err := e.RegisterApp(req.ClientID, req.ClientSecret)
+		if err != nil {
+			status := http.StatusBadRequest
+			if errors.Is(err, ErrAppRegistered) {
+				status = http.StatusConflict
+			}
+			adminError(w, status, err)
+			return
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		writeJSON(w, status, map[string]string{"clientId": app.ClientID, "userId": app.UserID.String()})
 	})
 	mux.HandleFunc("POST /_emulator/latency", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ PerRequest, PerRecord duration }
@@ -178,7 +204,7 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 		})
 	}
 	mux.HandleFunc("GET /_emulator/stats", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"inFlight": e.InFlight()})
+		writeJSON(w, http.StatusOK, e.Stats())
 	})
 	mux.HandleFunc("POST /_emulator/reset", func(w http.ResponseWriter, _ *http.Request) {
 		e.Reset()
@@ -190,8 +216,10 @@ func adminError(w http.ResponseWriter, status int, err error) {
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
 
-// duration reads a Go duration string from JSON.
+// duration is a Go duration string in JSON.
 type duration time.Duration
+
+func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 func (d *duration) UnmarshalJSON(b []byte) error {
 	var s string

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -155,44 +154,17 @@ func batch(parts ...any) (string, string) {
 
 // statuses reads the status line of every response part, change sets flattened.
 func statuses(t *testing.T, resp *http.Response, body []byte) []string {
-	_, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	var walk func(r io.Reader, boundary string)
-	walk = func(r io.Reader, boundary string) {
-		mr := multipart.NewReader(r, boundary)
-		for {
-			p, err := mr.NextPart()
-			if err != nil {
-				return
-			}
-			if ct, cp, _ := mime.ParseMediaType(p.Header.Get("Content-Type")); ct == "multipart/mixed" {
-				walk(p, cp["boundary"])
-				continue
-			}
-			raw, _ := io.ReadAll(p)
-			out = append(out, strings.SplitN(string(raw), "\r\n", 2)[0])
-		}
-	}
-	walk(bytes.NewReader(body), params["boundary"])
+	eachPart(t, resp, body, func(p io.Reader) {
+		raw, _ := io.ReadAll(p)
+		out = append(out, strings.SplitN(string(raw), "\r\n", 2)[0])
+	})
 	return out
 }
 
 func (a *api) batch(body, ct string, prefer ...string) (*http.Response, []string) {
 	a.t.Helper()
-	req, _ := http.NewRequest("POST", a.srv.URL+"/api/data/v9.2/$batch", strings.NewReader(body))
-	req.Header.Set("Content-Type", ct)
-	for _, p := range prefer {
-		req.Header.Add("Prefer", p)
-	}
-	resp, err := a.c.Do(req)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	resp, raw := a.postBatch(body, ct, prefer...)
 	return resp, statuses(a.t, resp, raw)
 }
 

@@ -30,7 +30,7 @@ func (e *Emulator) serveBatch(w http.ResponseWriter, r *http.Request, u *user) {
 	var out bytes.Buffer
 	mw := multipart.NewWriter(&out)
 	_ = mw.SetBoundary("batchresponse_" + uuid.NewString())
-	status, parts := http.StatusOK, 0
+	status, records := http.StatusOK, 0
 	mr := multipart.NewReader(r.Body, params["boundary"])
 	for {
 		part, err := mr.NextPart()
@@ -42,23 +42,25 @@ func (e *Emulator) serveBatch(w http.ResponseWriter, r *http.Request, u *user) {
 			return
 		}
 		var failed *httptest.ResponseRecorder
-		parts++
+		var n int
 		if ct, cp, _ := mime.ParseMediaType(part.Header.Get("Content-Type")); ct == "multipart/mixed" {
-			failed = e.changeSet(mw, r, u, multipart.NewReader(part, cp["boundary"]))
+			failed, n = e.changeSet(mw, r, u, multipart.NewReader(part, cp["boundary"]))
 		} else {
-			rec := e.inner(r, u, part, nil)
+			var rec *httptest.ResponseRecorder
+			rec, n = e.inner(r, u, part, nil)
 			writeResponsePart(mw, rec, "")
 			if rec.Code >= 400 {
 				failed = rec
 			}
 		}
+		records += n
 		if failed != nil && !continueOnError {
 			status = failed.Code
 			break
 		}
 	}
 	_ = mw.Close()
-	w.Header().Set(recordsHeader, strconv.Itoa(parts))
+	w.Header().Set(recordsHeader, strconv.Itoa(records))
 	w.Header().Set("Content-Type", "multipart/mixed; boundary="+mw.Boundary())
 	w.Header().Set("OData-Version", "4.0")
 	if continueOnError {
@@ -68,10 +70,12 @@ func (e *Emulator) serveBatch(w http.ResponseWriter, r *http.Request, u *user) {
 	_, _ = w.Write(out.Bytes())
 }
 
-// changeSet runs the requests of one change set; on the first failure it restores every row and
-// answers that failure alone. It returns the failure, or nil.
-func (e *Emulator) changeSet(mw *multipart.Writer, outer *http.Request, u *user, mr *multipart.Reader) *httptest.ResponseRecorder {
-	snapshot := e.snapshot()
+// changeSet runs the requests of one change set; on the first failure it restores every row it
+// wrote and answers that failure alone. It returns the failure, or nil, and the records its
+// requests carried.
+func (e *Emulator) changeSet(mw *multipart.Writer, outer *http.Request, u *user, mr *multipart.Reader) (failed *httptest.ResponseRecorder, records int) {
+	mark := e.begin()
+	defer func() { e.end(mark, failed == nil) }()
 	refs := map[string]string{} // Content-ID -> entity path
 	type done struct {
 		rec *httptest.ResponseRecorder
@@ -86,16 +90,15 @@ func (e *Emulator) changeSet(mw *multipart.Writer, outer *http.Request, u *user,
 		if err != nil {
 			rec := httptest.NewRecorder()
 			writeError(rec, outer, errBadRequest("The change set could not be read: "+err.Error()))
-			e.rows = snapshot
 			writeResponsePart(mw, rec, "")
-			return rec
+			return rec, max(records, 1)
 		}
 		id := part.Header.Get("Content-ID")
-		rec := e.inner(outer, u, part, refs)
+		rec, n := e.inner(outer, u, part, refs)
+		records += n
 		if rec.Code >= 400 {
-			e.rows = snapshot
 			writeResponsePart(mw, rec, id)
-			return rec
+			return rec, records
 		}
 		if loc := rec.Header().Get("OData-EntityId"); id != "" && loc != "" {
 			if i := strings.Index(loc, apiPath); i >= 0 {
@@ -114,14 +117,22 @@ func (e *Emulator) changeSet(mw *multipart.Writer, outer *http.Request, u *user,
 	h := textproto.MIMEHeader{"Content-Type": {"multipart/mixed; boundary=" + cw.Boundary()}}
 	pw, _ := mw.CreatePart(h)
 	_, _ = pw.Write(body.Bytes())
-	return nil
+	return nil, records
 }
 
 var requestLine = regexp.MustCompile(`^([A-Z]+) (\S+) (HTTP/1\.[01])\r?\n`)
 
-// inner runs one request of a batch. Content-ID references ($1) in its URL and body are replaced
-// by the rows they name.
-func (e *Emulator) inner(outer *http.Request, u *user, part io.Reader, refs map[string]string) *httptest.ResponseRecorder {
+// inner runs one request of a batch and returns its answer and the records it carried (a bulk
+// action's targets; one otherwise), as the latency model counts them. Content-ID references ($1)
+// in its URL and body are replaced by the rows they name.
+func (e *Emulator) inner(outer *http.Request, u *user, part io.Reader, refs map[string]string) (*httptest.ResponseRecorder, int) {
+	rec := e.innerRequest(outer, u, part, refs)
+	records := max(1, atoiOr(rec.Header().Get(recordsHeader), 1))
+	rec.Header().Del(recordsHeader)
+	return rec, records
+}
+
+func (e *Emulator) innerRequest(outer *http.Request, u *user, part io.Reader, refs map[string]string) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	raw, err := io.ReadAll(part)
 	if err != nil {
@@ -177,27 +188,15 @@ func writeResponsePart(mw *multipart.Writer, rec *httptest.ResponseRecorder, con
 	}
 	pw, _ := mw.CreatePart(h)
 	fmt.Fprintf(pw, "HTTP/1.1 %d %s\r\n", rec.Code, http.StatusText(rec.Code))
+	// Dataverse's parts carry the headers of a single answer, and Location beside OData-EntityId.
+	rec.Header().Set("OData-Version", "4.0")
+	if loc := rec.Header().Get("OData-EntityId"); loc != "" {
+		rec.Header().Set("Location", loc)
+	}
 	rec.Header().Set("REQ_ID", uuid.NewString())
 	_ = rec.Header().Write(pw)
 	fmt.Fprint(pw, "\r\n")
 	_, _ = pw.Write(rec.Body.Bytes())
-}
-
-// snapshot copies every row, so that a failed change set can restore them.
-func (e *Emulator) snapshot() map[string]map[uuid.UUID]row {
-	out := make(map[string]map[uuid.UUID]row, len(e.rows))
-	for ent, rows := range e.rows {
-		m := make(map[uuid.UUID]row, len(rows))
-		for id, r := range rows {
-			c := make(row, len(r))
-			for k, v := range r {
-				c[k] = v
-			}
-			m[id] = c
-		}
-		out[ent] = m
-	}
-	return out
 }
 
 // splitHeaders splits a batch part's request after its request line into headers and body at the

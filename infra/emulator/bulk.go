@@ -31,36 +31,36 @@ func (e *Emulator) bulk(w http.ResponseWriter, r *http.Request, u *user, ent *En
 		return &apiError{400, "0x80040203", "Invalid argument. The Targets parameter is empty.", "InvalidArgument"}
 	}
 	w.Header().Set(recordsHeader, strconv.Itoa(len(body.Targets)))
-	snapshot := e.snapshot()
-	fail := func(err *apiError) *apiError { e.rows = snapshot; return err }
+	mark, committed := e.begin(), false
+	defer func() { e.end(mark, committed) }()
 	ids := make([]string, 0, len(body.Targets))
 	seen := map[string]bool{}
 	for _, t := range body.Targets {
 		if t["@odata.type"] != "Microsoft.Dynamics.CRM."+ent.LogicalName {
-			return fail(errBadRequest("An entry without a type name was found, but no expected type was specified. To allow entries without type information, the expected type must also be specified when the model is specified."))
+			return errBadRequest("An entry without a type name was found, but no expected type was specified. To allow entries without type information, the expected type must also be specified when the model is specified.")
 		}
 		key, kerr := bulkKey(ent, t)
 		if kerr != nil {
-			return fail(kerr)
+			return kerr
 		}
 		delete(t, "@odata.id")
 		wr, err := e.decodeEntry(ent, t)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		id := e.find(ent, key)
 		if k := fmt.Sprint(key); action == "UpsertMultiple" && seen[k] {
 			// The wording of this answer is not confirmed against Dataverse.
-			return fail(&apiError{400, "0x80040203", "Invalid argument. The Targets collection contains duplicate records.", "InvalidArgument"})
+			return &apiError{400, "0x80040203", "Invalid argument. The Targets collection contains duplicate records.", "InvalidArgument"}
 		} else {
 			seen[k] = true
 		}
 		create := id == uuid.Nil
 		switch {
 		case action == "CreateMultiple" && !create:
-			return fail(errDuplicateID())
+			return errDuplicateID()
 		case action == "UpdateMultiple" && create:
-			return fail(&apiError{404, "0x80040217", fmt.Sprintf("%s With Ids = %s Do Not Exist", ent.SchemaName, key.id), "ObjectDoesNotExist"})
+			return &apiError{404, "0x80040217", fmt.Sprintf("%s With Ids = %s Do Not Exist", ent.SchemaName, key.id), "ObjectDoesNotExist"}
 		}
 		verb, merged := "Write", row{}
 		if create {
@@ -80,18 +80,19 @@ func (e *Emulator) bulk(w http.ResponseWriter, r *http.Request, u *user, ent *En
 			merged[k] = v
 		}
 		if err := e.check(u, verb, ent); err != nil {
-			return fail(err)
+			return err
 		}
 		if err := e.validate(r, u, ent, wr, id, merged); err != nil {
-			return fail(err)
+			return err
 		}
 		if create {
 			e.insert(ent, id, wr)
 		} else {
-			e.apply(ent, e.rows[ent.LogicalName][id], wr)
+			e.update(ent, id, e.rows[ent.LogicalName][id], wr)
 		}
 		ids = append(ids, id.String())
 	}
+	committed = true
 	if action == "CreateMultiple" {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"@odata.context": baseURL(r) + apiPath + "$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse",

@@ -7,6 +7,7 @@ package emulator
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -48,6 +49,9 @@ type Emulator struct {
 	entities     map[string]*Entity // by logical name
 	sets         map[string]*Entity // by entity set name
 	rows         map[string]map[uuid.UUID]row
+	keys         map[string]*entityKeys // by logical name
+	undo         []undoEntry            // of the open transactions
+	txDepth      int
 	apps         map[string]App
 	users        map[uuid.UUID]*user
 	tokens       map[string]token
@@ -82,6 +86,7 @@ func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.entities, e.sets, e.rows = map[string]*Entity{}, map[string]*Entity{}, map[string]map[uuid.UUID]row{}
+	e.keys, e.undo, e.txDepth = map[string]*entityKeys{}, nil, 0
 	e.apps, e.users, e.tokens = map[string]App{}, map[uuid.UUID]*user{}, map[string]token{}
 	e.privilegeIDs = map[string]uuid.UUID{}
 	e.businessUnit = uuid.NewSHA1(uuid.NameSpaceOID, []byte("business unit"))
@@ -89,7 +94,7 @@ func (e *Emulator) Reset() {
 		e.addEntityLocked(ent)
 	}
 	e.addAppLocked(DefaultApp)
-	e.prot = newProtection()
+	e.prot.reset()
 }
 
 func (e *Emulator) addEntityLocked(ent *Entity) {
@@ -97,6 +102,8 @@ func (e *Emulator) addEntityLocked(ent *Entity) {
 	if e.rows[ent.LogicalName] == nil {
 		e.rows[ent.LogicalName] = map[uuid.UUID]row{}
 	}
+	// The keys and rules may differ from those of the entity it replaces, over the same rows.
+	e.keys[ent.LogicalName] = newEntityKeys(ent, e.rows[ent.LogicalName])
 }
 
 // AddApp registers an app and creates its application user with every privilege.
@@ -104,6 +111,30 @@ func (e *Emulator) AddApp(a App) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.addAppLocked(a)
+}
+
+// ErrAppRegistered is RegisterApp's answer for a client id registered already with another secret.
+var ErrAppRegistered = errors.New("the client id is registered already")
+
+// RegisterApp adds an app registration with a client secret and an application user with every
+// privilege, whose id derives from the client id. It reports whether the app is new; an app
+// registered already with the same secret is returned as it is, with another secret it fails.
+func (e *Emulator) RegisterApp(clientID, clientSecret string) (App, bool, error) {
+	if clientID == "" || clientSecret == "" {
+		return App{}, false, errors.New("emulator: an app needs a clientId and a clientSecret")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a, ok := e.apps[clientID]; ok {
+		if a.ClientSecret != clientSecret {
+			return App{}, false, fmt.Errorf("emulator: app %s with another secret: %w", clientID, ErrAppRegistered)
+		}
+		return a, false, nil
+	}
+	a := App{ClientID: clientID, ClientSecret: clientSecret,
+		UserID: uuid.NewSHA1(uuid.NameSpaceOID, []byte("application user "+clientID))}
+	e.addAppLocked(a)
+	return a, true, nil
 }
 
 func (e *Emulator) addAppLocked(a App) {
@@ -189,7 +220,7 @@ func (e *Emulator) DeleteRow(entitySet string, id uuid.UUID) error {
 	if _, ok := e.rows[ent.LogicalName][id]; !ok {
 		return fmt.Errorf("emulator: no %s row %s", ent.LogicalName, id)
 	}
-	delete(e.rows[ent.LogicalName], id)
+	e.put(ent.LogicalName, id, nil)
 	return nil
 }
 
@@ -284,7 +315,7 @@ func (e *Emulator) ChangeRow(entitySet string, id uuid.UUID, values map[string]a
 	if !ok {
 		return fmt.Errorf("emulator: no %s row %s", ent.LogicalName, id)
 	}
-	e.apply(ent, r, write{attrs: values})
+	e.update(ent, id, r, write{attrs: values})
 	return nil
 }
 

@@ -11,14 +11,15 @@ import (
 	"github.com/google/uuid"
 )
 
-// Limits are Dataverse's service-protection limits per user, over a sliding window.
+// Limits are Dataverse's service-protection limits per user, over a sliding window. Their JSON
+// form is the admin API's (see limitsJSON).
 type Limits struct {
-	Window        time.Duration `json:"window"`
-	Requests      int           `json:"requests"`
-	ExecutionTime time.Duration `json:"executionTime"`
-	Concurrent    int           `json:"concurrent"`
+	Window        time.Duration
+	Requests      int
+	ExecutionTime time.Duration
+	Concurrent    int
 	// DOPHint is the x-ms-dop-hint every response carries: the parallelism Dataverse recommends.
-	DOPHint int `json:"dopHint"`
+	DOPHint int
 }
 
 // DefaultLimits are Dataverse's published numbers.
@@ -44,10 +45,19 @@ type Fault struct {
 	until time.Time
 }
 
+// usage is what a user spent in the current window, as the limits count it.
 type usage struct {
 	requests []time.Time
 	exec     []execution
+	spent    time.Duration // the sum of exec's took
 	inflight int
+}
+
+// served is what a user has been served since the emulator started or was reset, for the stats.
+type served struct {
+	requests, records int64
+	executed          time.Duration
+	throttled         map[string]int64 // 429 answers by error code
 }
 
 type execution struct {
@@ -63,10 +73,31 @@ type protection struct {
 	latency Latency
 	faults  []*Fault
 	users   map[uuid.UUID]*usage
+	served  map[uuid.UUID]*served
 }
 
 func newProtection() *protection {
-	return &protection{limits: DefaultLimits, users: map[uuid.UUID]*usage{}}
+	p := &protection{}
+	p.reset()
+	return p
+}
+
+// reset restores Dataverse's limits and forgets latency, faults, usage and stats. It changes the
+// protection in place: requests being served hold it without the data lock.
+func (p *protection) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.limits, p.latency, p.faults = DefaultLimits, Latency{}, nil
+	p.users, p.served = map[uuid.UUID]*usage{}, map[uuid.UUID]*served{}
+}
+
+func (p *protection) servedTo(u uuid.UUID) *served {
+	s := p.served[u]
+	if s == nil {
+		s = &served{throttled: map[string]int64{}}
+		p.served[u] = s
+	}
+	return s
 }
 
 // SetLimits replaces the service-protection limits (zero fields keep Dataverse's numbers).
@@ -188,46 +219,57 @@ func applyFault(w http.ResponseWriter, f *Fault) bool {
 }
 
 // admit applies the service-protection limits to one request of u. It returns a release func to
-// call with the request's execution time, or the 429 to answer.
-func (p *protection) admit(u uuid.UUID, now time.Time) (func(took time.Duration), *apiError, time.Duration) {
+// call with the request's execution time and the records it carried, or the 429 to answer.
+func (p *protection) admit(u uuid.UUID, now time.Time) (func(took time.Duration, records int), *apiError, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	l := p.limits
 	us := p.users[u]
 	if us == nil {
 		us = &usage{}
 		p.users[u] = us
 	}
-	from := now.Add(-l.Window)
-	for len(us.requests) > 0 && us.requests[0].Before(from) {
-		us.requests = us.requests[1:]
-	}
-	var spent time.Duration
-	for len(us.exec) > 0 && us.exec[0].at.Before(from) {
-		us.exec = us.exec[1:]
-	}
-	for _, x := range us.exec {
-		spent += x.took
-	}
-	secs := int(l.Window.Seconds())
-	switch {
-	case us.inflight >= l.Concurrent:
-		return nil, &apiError{429, "0x80072326", fmt.Sprintf("Number of concurrent requests exceeded the limit of %d.", l.Concurrent), "ThrottlingConcurrencyLimitExceededError"}, time.Second
-	case len(us.requests) >= l.Requests:
-		return nil, &apiError{429, "0x80072322", fmt.Sprintf("Number of requests exceeded the limit of %d over time window of %d seconds.", l.Requests, secs), "ThrottlingBurstRequestLimitExceededError"},
-			us.requests[0].Add(l.Window).Sub(now)
-	case spent >= l.ExecutionTime:
-		return nil, &apiError{429, "0x80072321", fmt.Sprintf("Combined execution time of incoming requests exceeded limit of %s milliseconds over time window of %d seconds. Decrease number of concurrent requests or reduce the duration of requests and try again later.", thousands(l.ExecutionTime.Milliseconds()), secs), "ThrottlingTimeExceededError"},
-			us.exec[0].at.Add(l.Window).Sub(now)
+	if throttled, wait := us.exceeded(p.limits, now); throttled != nil {
+		p.servedTo(u).throttled[throttled.code]++
+		return nil, throttled, wait
 	}
 	us.requests = append(us.requests, now)
 	us.inflight++
-	return func(took time.Duration) {
+	return func(took time.Duration, records int) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		us.inflight--
 		us.exec = append(us.exec, execution{at: now, took: took})
+		us.spent += took
+		s := p.servedTo(u)
+		s.requests++
+		s.records += int64(records)
+		s.executed += took
 	}, nil, 0
+}
+
+// exceeded drops what left the window and returns the 429 of the first limit the user is at, and
+// when to try again; nil when a request may start now.
+func (us *usage) exceeded(l Limits, now time.Time) (*apiError, time.Duration) {
+	from := now.Add(-l.Window)
+	for len(us.requests) > 0 && us.requests[0].Before(from) {
+		us.requests = us.requests[1:]
+	}
+	for len(us.exec) > 0 && us.exec[0].at.Before(from) {
+		us.spent -= us.exec[0].took
+		us.exec = us.exec[1:]
+	}
+	secs := int(l.Window.Seconds())
+	switch {
+	case us.inflight >= l.Concurrent:
+		return &apiError{429, "0x80072326", fmt.Sprintf("Number of concurrent requests exceeded the limit of %d.", l.Concurrent), "ThrottlingConcurrencyLimitExceededError"}, time.Second
+	case len(us.requests) >= l.Requests:
+		return &apiError{429, "0x80072322", fmt.Sprintf("Number of requests exceeded the limit of %d over time window of %d seconds.", l.Requests, secs), "ThrottlingBurstRequestLimitExceededError"},
+			us.requests[0].Add(l.Window).Sub(now)
+	case us.spent >= l.ExecutionTime:
+		return &apiError{429, "0x80072321", fmt.Sprintf("Combined execution time of incoming requests exceeded limit of %s milliseconds over time window of %d seconds. Decrease number of concurrent requests or reduce the duration of requests and try again later.", thousands(l.ExecutionTime.Milliseconds()), secs), "ThrottlingTimeExceededError"},
+			us.exec[0].at.Add(l.Window).Sub(now)
+	}
+	return nil, 0
 }
 
 // retryAfterSeconds writes a wait as Retry-After does: whole seconds, at least one.

@@ -1,8 +1,10 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -113,8 +115,13 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	// The request runs against a recorder under the data lock; the latency is spent after the
 	// lock is released, so that slow round trips do not serialize the emulator.
 	rec := httptest.NewRecorder()
+	// The body is read before the data lock is taken, so that a slow sender holds up no one.
+	body, readErr := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	e.mu.Lock()
 	switch {
+	case readErr != nil:
+		writeError(rec, r, errBadRequest("The request body could not be read: "+readErr.Error()))
 	case u.disabled:
 		writeError(rec, r, errUserDisabled())
 	case u.noRole:
@@ -128,7 +135,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	records := max(1, atoiOr(rec.Header().Get(recordsHeader), 1))
 	rec.Header().Del(recordsHeader)
 	time.Sleep(latency.PerRequest + time.Duration(records)*latency.PerRecord)
-	release(e.now().Sub(start))
+	release(e.now().Sub(start), records)
 	for k, v := range rec.Header() {
 		w.Header()[k] = v
 	}
@@ -250,19 +257,7 @@ func (e *Emulator) find(ent *Entity, key rowKey) uuid.UUID {
 		}
 		return uuid.Nil
 	}
-	for id, r := range e.rows[ent.LogicalName] {
-		match := true
-		for k, v := range key.alt {
-			if fmt.Sprint(r[k]) != v {
-				match = false
-				break
-			}
-		}
-		if match {
-			return id
-		}
-	}
-	return uuid.Nil
+	return e.findByKey(ent, key.alt)
 }
 
 func (e *Emulator) check(u *user, verb string, ent *Entity) *apiError {
@@ -430,20 +425,17 @@ func (e *Emulator) validate(r *http.Request, u *user, ent *Entity, wr write, sel
 			return errBoundNotFound(target, *id)
 		}
 	}
-	for _, key := range ent.AlternateKeys {
-		for id, other := range e.rows[ent.LogicalName] {
-			if id != self && sameKey(key, other, merged) {
-				return errDuplicateKey(ent, key)
-			}
+	keys := e.keys[ent.LogicalName]
+	for _, x := range keys.alt {
+		if e.other(x, ent.LogicalName, merged, self, sameKey) {
+			return errDuplicateKey(ent, x.attrs)
 		}
 	}
 	// The Web API skips duplicate detection unless the request asks for it.
 	if strings.EqualFold(r.Header.Get("MSCRM.SuppressDuplicateDetection"), "false") {
-		for _, rule := range ent.DuplicateRules {
-			for id, other := range e.rows[ent.LogicalName] {
-				if id != self && sameFold(rule, other, merged) {
-					return errDuplicateDetected()
-				}
+		for _, x := range keys.dup {
+			if e.other(x, ent.LogicalName, merged, self, sameFold) {
+				return errDuplicateDetected()
 			}
 		}
 	}
@@ -502,11 +494,18 @@ func (e *Emulator) apply(ent *Entity, r row, wr write) {
 	r["versionnumber"] = nextVersion()
 }
 
+// update stores a changed copy of existing, the row id as it is stored now.
+func (e *Emulator) update(ent *Entity, id uuid.UUID, existing row, wr write) {
+	r := copyRow(existing)
+	e.apply(ent, r, wr)
+	e.put(ent.LogicalName, id, r)
+}
+
 // insert creates a row, with the side effects Dataverse has (a unit group gets its base unit).
 func (e *Emulator) insert(ent *Entity, id uuid.UUID, wr write) {
 	r := row{ent.PrimaryID: id.String()}
 	e.apply(ent, r, wr)
-	e.rows[ent.LogicalName][id] = r
+	e.put(ent.LogicalName, id, r)
 	if ent.LogicalName == "uomschedule" {
 		uom := e.entities["uom"]
 		sched := id
@@ -625,7 +624,7 @@ func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *E
 	if err := e.validate(r, u, ent, wr, id, merged); err != nil {
 		return err
 	}
-	e.apply(ent, existing, wr)
+	e.update(ent, id, existing, wr)
 	return e.written(w, r, ent, id, http.StatusOK)
 }
 
@@ -640,7 +639,7 @@ func (e *Emulator) remove(w http.ResponseWriter, r *http.Request, u *user, ent *
 	if m := r.Header.Get("If-Match"); m != "" && m != "*" && m != etag(e.rows[ent.LogicalName][id]) {
 		return errVersionMismatch()
 	}
-	delete(e.rows[ent.LogicalName], id)
+	e.put(ent.LogicalName, id, nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -733,26 +732,42 @@ func etag(r row) string { return fmt.Sprintf(`W/"%d"`, r["versionnumber"]) }
 // render writes a row as the Web API returns it: lookups as _<name>_value, an @odata.etag, and
 // only the selected columns (plus the primary id) when $select is given.
 func render(ent *Entity, r row, sel []string) map[string]any {
-	out := map[string]any{"@odata.etag": etag(r)}
+	keep, size := kept(ent, sel), len(r)+1
+	if keep != nil {
+		size = len(keep)
+	}
+	out := make(map[string]any, size)
+	out["@odata.etag"] = etag(r)
 	for k, v := range r {
 		name := k
 		if ent.Attributes[k].Type == Lookup {
 			name = "_" + k + "_value"
 			v = fmt.Sprint(v)
 		}
-		out[name] = v
+		if keep == nil || keep[name] {
+			out[name] = v
+		}
 	}
-	return project(ent, out, sel)
+	return out
 }
 
-// project keeps the selected columns of a rendered row, the primary id and the etag.
-func project(ent *Entity, full map[string]any, sel []string) map[string]any {
+// kept is the set of columns a $select keeps, with the primary id and the etag; nil keeps all.
+func kept(ent *Entity, sel []string) map[string]bool {
 	if sel == nil {
-		return full
+		return nil
 	}
 	keep := map[string]bool{ent.PrimaryID: true, "@odata.etag": true}
 	for _, s := range sel {
 		keep[strings.TrimSpace(s)] = true
+	}
+	return keep
+}
+
+// project keeps the selected columns of a rendered row, the primary id and the etag.
+func project(ent *Entity, full map[string]any, sel []string) map[string]any {
+	keep := kept(ent, sel)
+	if keep == nil {
+		return full
 	}
 	out := make(map[string]any, len(keep))
 	for k, v := range full {
