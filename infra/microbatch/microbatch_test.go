@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,6 +123,38 @@ func TestItemsGatherWhileEveryFlushIsBusy(t *testing.T) {
 	if got := rec.batches(); len(got) != 2 || got[0] != 1 || got[1] != 20 {
 		t.Errorf("batches %v, want [1 20]: the 20 items that came while the slot was busy go together", got)
 	}
+}
+
+func TestTheInFlightCapFollowsInFlightLimit(t *testing.T) {
+	rec := &recorder{release: make(chan struct{}), started: make(chan int, 10)}
+	var limit atomic.Int64
+	limit.Store(1)
+	b := New(Config{MaxSize: 1, Linger: 0, InFlightLimit: func() int { return int(limit.Load()) }}, rec.flush)
+	defer b.Close()
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := b.Do(context.Background(), i); err != nil {
+				t.Errorf("item %d: %v", i, err)
+			}
+		}()
+	}
+	<-rec.started
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pending) == 2 })
+	if n := b.InFlight(); n != 1 {
+		t.Fatalf("%d flushes in flight under a cap of 1", n)
+	}
+	limit.Store(3)
+	b.Recheck() // the cap rose without a flush ending
+	<-rec.started
+	<-rec.started
+	if n := b.InFlight(); n != 3 {
+		t.Fatalf("%d flushes in flight under a cap of 3", n)
+	}
+	close(rec.release)
+	wg.Wait()
 }
 
 func TestACallerThatStopsWaitingIsLeftOut(t *testing.T) {
