@@ -18,7 +18,8 @@ import (
 var ErrClosed = errors.New("microbatch: closed")
 
 // Flush sends one batch and returns one result and one error per item, in order. ctx ends at the
-// latest deadline among the batch's callers, so that no caller's wait is cut short by another's.
+// latest deadline among the batch's callers, so that no caller's wait is cut short by another's,
+// or as soon as every caller has stopped waiting (a shutdown, say), as a call of its own would.
 type Flush[In, Out any] func(ctx context.Context, items []In) ([]Out, []error)
 
 // Config shapes the batches.
@@ -212,11 +213,21 @@ func (b *Batcher[In, Out]) send(batch []*call[In, Out]) {
 	if len(live) == 0 {
 		return
 	}
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	ctx, cancel := context.WithCancel(context.Background())
 	if bounded {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
+		ctx, cancel = context.WithDeadline(context.Background(), deadline)
 	}
 	defer cancel()
+	waiting := atomic.Int64{}
+	waiting.Store(int64(len(live)))
+	for _, c := range live {
+		stop := context.AfterFunc(c.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
 	items := make([]In, len(live))
 	for i, c := range live {
 		items[i] = c.in

@@ -177,6 +177,34 @@ func TestACallerThatStopsWaitingIsLeftOut(t *testing.T) {
 	}
 }
 
+func TestAFlushIsCancelledOnceEveryCallerStoppedWaiting(t *testing.T) {
+	flushEnded := make(chan error, 1)
+	b := New(Config{MaxSize: 2, Linger: time.Hour, MaxInFlight: 1}, func(ctx context.Context, items []int) ([]int, []error) {
+		<-ctx.Done() // a sink that hangs
+		flushEnded <- ctx.Err()
+		return items, make([]error, len(items))
+	})
+	defer b.Close()
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { _, err := b.Do(ctx1, 1); done <- err }()
+	go func() { _, err := b.Do(ctx2, 2); done <- err }()
+	waitFor(t, func() bool { return b.InFlight() == 1 })
+	cancel1()
+	<-done
+	select {
+	case err := <-flushEnded:
+		t.Fatalf("the flush ended (%v) while a caller still waited", err)
+	default:
+	}
+	cancel2()
+	<-done
+	if err := <-flushEnded; !errors.Is(err, context.Canceled) {
+		t.Errorf("flush ctx ended with %v, want context.Canceled", err)
+	}
+}
+
 func TestCloseSendsWhatIsPending(t *testing.T) {
 	rec := &recorder{}
 	b := New(Config{MaxSize: 10, Linger: time.Hour, MaxInFlight: 1}, rec.flush)
