@@ -201,7 +201,9 @@ func (b *Batched) batcher(entitySet string) (*microbatch.Batcher[batchCall, *res
 	var bt *microbatch.Batcher[batchCall, *response]
 	bt = microbatch.New(microbatch.Config{MaxSize: b.BatchSize(), Linger: b.cfg.Linger,
 		InFlightLimit: func() int { return b.inFlightLimit(bt) }},
-		func(ctx context.Context, calls []batchCall) ([]*response, []error) { return b.flush(ctx, entitySet, calls) })
+		func(ctx context.Context, calls []batchCall) ([]*response, []error) {
+			return b.flush(ctx, entitySet, calls)
+		})
 	b.batchers[entitySet] = bt
 	return bt, nil
 }

@@ -161,8 +161,12 @@ func TestConcurrentCallsShareABatchAndEachGetsItsSingleCallsResult(t *testing.T)
 			_, mismatchErr = b.UpdateRow(ctx, stale, domain.Attributes{"name": "late write"}, oldStale)
 		},
 		func() { _, existsErr = b.CreateRow(ctx, existing, domain.Attributes{"name": "again"}) },
-		func() { _, notFoundErr = b.UpdateRow(ctx, missing, domain.Attributes{"name": "gone"}, domain.AnyVersion) },
-		func() { _, invalidErr = b.CreateRow(ctx, accountRef(), domain.Attributes{"name": strings.Repeat("x", 161)}) },
+		func() {
+			_, notFoundErr = b.UpdateRow(ctx, missing, domain.Attributes{"name": "gone"}, domain.AnyVersion)
+		},
+		func() {
+			_, invalidErr = b.CreateRow(ctx, accountRef(), domain.Attributes{"name": strings.Repeat("x", 161)})
+		},
 		func() { delErr = b.DeleteRow(ctx, deleted, versions[deleted.ID]) },
 		func() { staleRead, readFound, readErr = b.RowVersion(ctx, stale) },
 		func() { _, missingFound, readMissingErr = b.RowVersion(ctx, missing) },
@@ -340,8 +344,8 @@ func TestTwoUsersSplitTheLoadAndAreThrottledSeparately(t *testing.T) {
 	}
 	before := p.counts[0].total()
 	p.emu.SetLimits(emulator.Limits{Requests: 100, Window: time.Minute}) // the second user has room
-	creates(2)                                                             // a batch
-	creates(1)                                                             // a single call
+	creates(2)                                                           // a batch
+	creates(1)                                                           // a single call
 	if n := p.counts[0].total(); n != before {
 		t.Errorf("the throttled user got %d requests while its gate was closed", n-before)
 	}
