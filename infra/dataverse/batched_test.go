@@ -303,6 +303,33 @@ func TestAWholeBatchFailureReachesEveryCaller(t *testing.T) {
 	}
 }
 
+// A 401 of the whole $batch (a revoked token) is retried once with a fresh token, as a single
+// call's is; the callers see nothing of it.
+func TestABatchIsRetriedOnceWithAFreshToken(t *testing.T) {
+	p := newPool(t)
+	b := p.batched(t, dataverse.BatchConfig{Linger: 100 * time.Millisecond})
+	ctx := context.Background()
+	if _, err := p.clients[0].Query(ctx, "accounts", nil); err != nil { // a token to revoke
+		t.Fatal(err)
+	}
+	p.emu.RevokeTokens()
+	calls := make([]func(), 5)
+	for i := range calls {
+		calls[i] = func() {
+			if _, err := b.CreateRow(ctx, accountRef(), domain.Attributes{"name": "x"}); err != nil {
+				t.Errorf("create after the token was revoked: %v", err)
+			}
+		}
+	}
+	together(calls...)
+	if n := p.counts[0].get("POST $batch"); n != 2 {
+		t.Errorf("%d $batch requests, want 2 (a 401, then its retry)", n)
+	}
+	if rows, _ := p.emu.Rows("accounts"); len(rows) != 5 {
+		t.Errorf("%d rows, want 5", len(rows))
+	}
+}
+
 // The calls are spread over the users; a user Dataverse throttles is left alone until its gate
 // opens, while the other carries the load.
 func TestTwoUsersSplitTheLoadAndAreThrottledSeparately(t *testing.T) {
