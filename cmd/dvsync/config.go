@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/dvsync/dvsync/consumers/syncworker"
 	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/dataverse"
 	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
@@ -64,7 +67,41 @@ type DataverseConfig struct {
 	// RequestTimeout bounds one request to Dataverse or its token endpoint
 	// (DATAVERSE_REQUEST_TIMEOUT; 0 is 30s).
 	RequestTimeout time.Duration
+	// Clients are app registrations of the same tenant and environment besides or instead of
+	// ClientID and ClientSecret (DATAVERSE_CLIENTS, inline JSON, or DATAVERSE_CLIENTS_FILE, for a
+	// mounted secret): each is an application user with limits of its own.
+	Clients []AppCredentials
+	// BatchSize is the most sync calls one $batch carries (DVSYNC_BATCH_SIZE, 1 to 1000; 0 is 100).
+	BatchSize int
+	// BatchLinger is how long a sync call waits for others to share its $batch
+	// (DVSYNC_BATCH_LINGER, at most 1s; 0 waits for none).
+	BatchLinger time.Duration
 }
+
+// AppCredentials are one app registration's client credentials, as DATAVERSE_CLIENTS lists them.
+type AppCredentials struct {
+	ClientID     string `json:"clientId"`
+	ClientSecret string `json:"clientSecret"`
+}
+
+// String names the app without its secret, wherever the credentials are printed.
+func (a AppCredentials) String() string { return "app " + a.ClientID }
+
+// GoString is String, for %#v.
+func (a AppCredentials) GoString() string { return a.String() }
+
+// Users are the app registrations dvsync signs in as: DATAVERSE_CLIENT_ID's first, then
+// DATAVERSE_CLIENTS's.
+func (d DataverseConfig) Users() []AppCredentials {
+	var out []AppCredentials
+	if d.ClientID != "" || d.ClientSecret != "" {
+		out = append(out, AppCredentials{ClientID: d.ClientID, ClientSecret: d.ClientSecret})
+	}
+	return append(out, d.Clients...)
+}
+
+// maxBatchLinger bounds DVSYNC_BATCH_LINGER: each sync call may wait that long before it is sent.
+const maxBatchLinger = time.Second
 
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {
@@ -124,6 +161,68 @@ func (e *envReader) integer(name string, def int) int {
 	return n
 }
 
+// clients reads DATAVERSE_CLIENTS or DATAVERSE_CLIENTS_FILE. Its errors never quote the JSON:
+// it holds secrets.
+func (e *envReader) clients() []AppCredentials {
+	inline, isInline := e.value("DATAVERSE_CLIENTS")
+	file, isFile := e.value("DATAVERSE_CLIENTS_FILE")
+	var data []byte
+	name := "DATAVERSE_CLIENTS"
+	switch {
+	case isInline && isFile:
+		e.errs = append(e.errs, errors.New("DATAVERSE_CLIENTS and DATAVERSE_CLIENTS_FILE are both set: set one"))
+		return nil
+	case isFile:
+		var err error
+		if data, err = os.ReadFile(file); err != nil {
+			e.errs = append(e.errs, fmt.Errorf("DATAVERSE_CLIENTS_FILE: %w", err))
+			return nil
+		}
+		name = "DATAVERSE_CLIENTS_FILE " + shown(file)
+	case isInline:
+		data = []byte(inline)
+	default:
+		return nil
+	}
+	apps, err := parseClients(data)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s %w; write [{\"clientId\":\"…\",\"clientSecret\":\"…\"}, …]", name, err))
+	}
+	return apps
+}
+
+// parseClients reads a JSON list of {"clientId","clientSecret"}. Its errors say where, never what.
+func parseClients(data []byte) ([]AppCredentials, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var apps []AppCredentials
+	err := dec.Decode(&apps)
+	if err == nil && dec.More() {
+		err = errors.New("more after the list")
+	}
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return nil, fmt.Errorf("is not JSON (at byte %d)", syntax.Offset)
+	case errors.As(err, &typ):
+		return nil, fmt.Errorf("is not a list of objects of strings (at byte %d)", typ.Offset)
+	case err != nil && strings.HasPrefix(err.Error(), "json: unknown field"):
+		return nil, errors.New("has a field other than clientId and clientSecret")
+	case err != nil:
+		return nil, errors.New("is not a JSON list of app registrations")
+	case len(apps) == 0:
+		return nil, errors.New("lists no app registration")
+	}
+	for i, a := range apps {
+		if strings.TrimSpace(a.ClientID) == "" || a.ClientSecret == "" {
+			return nil, fmt.Errorf("entry %d has no clientId or no clientSecret", i+1)
+		}
+		apps[i].ClientID = strings.TrimSpace(a.ClientID)
+	}
+	return apps, nil
+}
+
 func (e *envReader) duration(name string, def time.Duration) time.Duration {
 	v, ok := e.value(name)
 	if !ok {
@@ -152,7 +251,10 @@ func defaultConfig() Config {
 			DuplicateDetection:  e.boolean("DATAVERSE_DUPLICATE_DETECTION", false),
 			BypassCustomPlugins: e.boolean("DATAVERSE_BYPASS_CUSTOM_PLUGINS", false),
 			IntegrationUser:     env("DATAVERSE_INTEGRATION_USER", ""),
-			RequestTimeout:      e.duration("DATAVERSE_REQUEST_TIMEOUT", 30*time.Second)},
+			RequestTimeout:      e.duration("DATAVERSE_REQUEST_TIMEOUT", 30*time.Second),
+			Clients:             e.clients(),
+			BatchSize:           e.integer("DVSYNC_BATCH_SIZE", dataverse.DefaultBatchSize),
+			BatchLinger:         e.duration("DVSYNC_BATCH_LINGER", dataverse.DefaultBatchLinger)},
 		Topology:  natsjs.DefaultTopology(),
 		Worker:    syncworker.DefaultConfig(),
 		Skip:      domain.DefaultSkipPolicy,
@@ -236,9 +338,23 @@ func (c Config) validate(nats, db, dataverse bool) error {
 		if u, err := url.Parse(c.Dataverse.URL); err != nil || u.Host == "" {
 			errs = append(errs, errors.New("DATAVERSE_URL (or --dataverse-url) must be the environment's https URL"))
 		}
-		if c.Dataverse.ClientID == "" || c.Dataverse.ClientSecret == "" || (c.Dataverse.TenantID == "" && c.Dataverse.TokenURL == "") {
-			errs = append(errs, errors.New("DATAVERSE_TENANT_ID, DATAVERSE_CLIENT_ID and DATAVERSE_CLIENT_SECRET are required"))
+		d := c.Dataverse
+		if (d.ClientID == "") != (d.ClientSecret == "") || len(d.Users()) == 0 || (d.TenantID == "" && d.TokenURL == "") {
+			errs = append(errs, errors.New("DATAVERSE_TENANT_ID, DATAVERSE_CLIENT_ID and DATAVERSE_CLIENT_SECRET are required (or DATAVERSE_CLIENTS for the client ids and secrets)"))
 		}
+		seen := map[string]bool{}
+		for _, app := range d.Users() {
+			if seen[app.ClientID] {
+				errs = append(errs, fmt.Errorf("the app %s is listed twice (DATAVERSE_CLIENT_ID, DATAVERSE_CLIENTS)", shown(app.ClientID)))
+			}
+			seen[app.ClientID] = true
+		}
+	}
+	if c.Dataverse.BatchSize < 0 || c.Dataverse.BatchSize > 1000 {
+		errs = append(errs, fmt.Errorf("DVSYNC_BATCH_SIZE %d is not between 1 and 1000", c.Dataverse.BatchSize))
+	}
+	if c.Dataverse.BatchLinger > maxBatchLinger {
+		errs = append(errs, fmt.Errorf("DVSYNC_BATCH_LINGER %s is longer than %s: each sync call may wait that long", c.Dataverse.BatchLinger, maxBatchLinger))
 	}
 	if _, err := c.sessionKey(); err != nil {
 		errs = append(errs, err)
@@ -259,6 +375,7 @@ func (c Config) validate(nats, db, dataverse bool) error {
 	}{
 		{"DATAVERSE_MAX_PARALLEL", c.Dataverse.MaxParallel < 0},
 		{"DATAVERSE_REQUEST_TIMEOUT", c.Dataverse.RequestTimeout < 0},
+		{"DVSYNC_BATCH_LINGER", c.Dataverse.BatchLinger < 0},
 		{"DVSYNC_SKIP_AFTER (--skip-after)", c.Skip.After < 0},
 		{"DVSYNC_SKIP_PROBE (--skip-probe)", c.Skip.Probe < 0},
 		{"DVSYNC_RETRY_BUDGET (--retry-budget)", c.Worker.RetryBudget < 0},

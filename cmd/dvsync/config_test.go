@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +25,8 @@ var typedVariables = map[string]string{
 	"DVSYNC_WORKER_LANES":             "eight",
 	"DVSYNC_RETRY_BUDGET":             "1 day",
 	"DVSYNC_REPLAY_DEPENDENTS":        "nope",
+	"DVSYNC_BATCH_SIZE":               "lots",
+	"DVSYNC_BATCH_LINGER":             "20", // milliseconds meant
 }
 
 // clearTypedVariables leaves the typed settings unset for a test, whatever the machine has.
@@ -31,6 +36,8 @@ func clearTypedVariables(t *testing.T) {
 	}
 	t.Setenv("DVSYNC_LOG_LEVEL", "")
 	t.Setenv("DVSYNC_SESSION_KEY", "")
+	t.Setenv("DATAVERSE_CLIENTS", "")
+	t.Setenv("DATAVERSE_CLIENTS_FILE", "")
 }
 
 // A malformed value is a start-up error naming its variable, all of them at once, never a
@@ -134,5 +141,89 @@ func TestConfigRefusesNegativeSettings(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q:\n%v", want, err)
 		}
+	}
+}
+
+// DATAVERSE_CLIENTS (or the file DATAVERSE_CLIENTS_FILE names) lists app registrations besides or
+// instead of DATAVERSE_CLIENT_ID; a malformed list is a start-up error that quotes no secret.
+func TestConfigDataverseClients(t *testing.T) {
+	clearTypedVariables(t)
+	t.Setenv("DATAVERSE_URL", "https://contoso.crm4.dynamics.com")
+	t.Setenv("DATAVERSE_TENANT_ID", "tenant")
+	t.Setenv("DATAVERSE_CLIENT_ID", "")
+	t.Setenv("DATAVERSE_CLIENT_SECRET", "")
+	t.Setenv("DATAVERSE_CLIENTS", ` [{"clientId":"app-1","clientSecret":"s3cret-1"}, {"clientId":" app-2 ","clientSecret":"s3cret-2"}] `)
+	c := defaultConfig()
+	if err := c.validate(false, false, true); err != nil {
+		t.Fatalf("DATAVERSE_CLIENTS instead of DATAVERSE_CLIENT_ID: %v", err)
+	}
+	if users := c.Dataverse.Users(); len(users) != 2 || users[0].ClientID != "app-1" || users[1].ClientID != "app-2" || users[1].ClientSecret != "s3cret-2" {
+		t.Fatalf("users %v", users)
+	}
+	if shown := fmt.Sprintf("%v %+v %#v", c.Dataverse.Clients, c.Dataverse.Clients, c.Dataverse.Clients); strings.Contains(shown, "s3cret") {
+		t.Errorf("printing the clients shows a secret: %s", shown)
+	}
+
+	// Besides DATAVERSE_CLIENT_ID, from a file; the same app twice is refused.
+	t.Setenv("DATAVERSE_CLIENT_ID", "app-0")
+	t.Setenv("DATAVERSE_CLIENT_SECRET", "s3cret-0")
+	file := filepath.Join(t.TempDir(), "clients.json")
+	if err := os.WriteFile(file, []byte(`[{"clientId":"app-3","clientSecret":"s3cret-3"}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DATAVERSE_CLIENTS", "")
+	t.Setenv("DATAVERSE_CLIENTS_FILE", file)
+	c = defaultConfig()
+	if users := c.Dataverse.Users(); c.validate(false, false, true) != nil || len(users) != 2 || users[0].ClientID != "app-0" || users[1].ClientID != "app-3" {
+		t.Fatalf("users %v: %v", users, c.validate(false, false, true))
+	}
+	if err := os.WriteFile(file, []byte(`[{"clientId":"app-0","clientSecret":"s3cret-9"}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := defaultConfig().validate(false, false, true); err == nil || !strings.Contains(err.Error(), `"app-0" is listed twice`) {
+		t.Errorf("the same app twice: %v", err)
+	}
+
+	for _, tc := range []struct{ name, inline, file, want string }{
+		{"not JSON", `[{"clientId":"a","clientSecret":s3cret-x}]`, "", "DATAVERSE_CLIENTS is not JSON (at byte"},
+		{"not a list", `{"clientId":"a","clientSecret":"s3cret-x"}`, "", "DATAVERSE_CLIENTS is not a list"},
+		{"a secret that is no string", `[{"clientId":"a","clientSecret":12345}]`, "", "is not a list of objects of strings"},
+		{"a misspelt field", `[{"clientId":"a","client_secret":"s3cret-x"}]`, "", "has a field other than clientId and clientSecret"},
+		{"no secret", `[{"clientId":"a"}]`, "", "entry 1 has no clientId or no clientSecret"},
+		{"an empty list", `[]`, "", "lists no app registration"},
+		{"more after the list", `[{"clientId":"a","clientSecret":"s3cret-x"}] [{"clientId":"b","clientSecret":"s3cret-y"}]`, "", "is not a JSON list"},
+		{"both", `[{"clientId":"a","clientSecret":"s3cret-x"}]`, file, "DATAVERSE_CLIENTS and DATAVERSE_CLIENTS_FILE are both set"},
+		{"a missing file", "", file + ".missing", "DATAVERSE_CLIENTS_FILE: open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("DATAVERSE_CLIENTS", tc.inline)
+			t.Setenv("DATAVERSE_CLIENTS_FILE", tc.file)
+			err := defaultConfig().validate(false, false, false)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error quotes a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestConfigBatchSettings(t *testing.T) {
+	clearTypedVariables(t)
+	c := defaultConfig()
+	if c.Dataverse.BatchSize != 100 || c.Dataverse.BatchLinger != 20*time.Millisecond {
+		t.Fatalf("defaults: size %d, linger %s", c.Dataverse.BatchSize, c.Dataverse.BatchLinger)
+	}
+	t.Setenv("DVSYNC_BATCH_SIZE", "250")
+	t.Setenv("DVSYNC_BATCH_LINGER", "0s")
+	if c = defaultConfig(); c.validate(false, false, false) != nil || c.Dataverse.BatchSize != 250 || c.Dataverse.BatchLinger != 0 {
+		t.Fatalf("read: size %d, linger %s", c.Dataverse.BatchSize, c.Dataverse.BatchLinger)
+	}
+	t.Setenv("DVSYNC_BATCH_SIZE", "1001")
+	t.Setenv("DVSYNC_BATCH_LINGER", "2s")
+	err := defaultConfig().validate(false, false, false)
+	if err == nil || !strings.Contains(err.Error(), "DVSYNC_BATCH_SIZE 1001 is not between 1 and 1000") || !strings.Contains(err.Error(), "DVSYNC_BATCH_LINGER 2s is longer than 1s") {
+		t.Fatalf("out of range: %v", err)
 	}
 }

@@ -87,7 +87,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		emuURL = "http://" + ln.Addr().String()
 		g.Go(func() error { return serve(gctx, ln, emu.Handler()) })
 		cfg.Dataverse = DataverseConfig{URL: emuURL, TokenURL: emuURL + "/" + emu.Tenant + "/oauth2/v2.0/token",
-			ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
+			ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret,
+			BatchSize: cfg.Dataverse.BatchSize, BatchLinger: cfg.Dataverse.BatchLinger}
 		dvNote = "emulator"
 	}
 

@@ -83,7 +83,8 @@ func startWith(t *testing.T, o options) *harness {
 	cfg := defaultConfig()
 	cfg.NATSURL, cfg.DatabaseURL = srv.ClientURL(), testDatabaseURL
 	cfg.Dataverse = DataverseConfig{URL: dvSrv.URL, TokenURL: dvSrv.URL + "/" + emu.Tenant + "/oauth2/v2.0/token",
-		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
+		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret,
+		BatchSize: cfg.Dataverse.BatchSize, BatchLinger: cfg.Dataverse.BatchLinger}
 	cfg.Worker.Lanes = 4
 	if o.tweak != nil {
 		o.tweak(&cfg)
@@ -465,7 +466,8 @@ func TestTwoWorkersShareTheConsumerAndNewestWins(t *testing.T) {
 // The emulator's service protection answers 429 with Retry-After; the worker waits and retries
 // in process, and nothing is reported.
 func TestThrottlingIsRetriedInProcessWithoutAnError(t *testing.T) {
-	h := start(t, 1)
+	// One call a request: four writes batched together would not reach the limit.
+	h := startWith(t, options{workers: 1, tweak: func(c *Config) { c.Dataverse.BatchSize = 1 }})
 	h.emu.SetLimits(emulator.Limits{Requests: 2, Window: 2 * time.Second})
 	var keys []string
 	for i := 0; i < 4; i++ {
@@ -624,12 +626,13 @@ func TestThrottlingSlowsEveryWorkerOfTheUser(t *testing.T) {
 	h := start(t, 2)
 	h.emu.SetLimits(emulator.Limits{Requests: 1, Window: 3 * time.Second})
 	ctx := context.Background()
-	_, _ = h.workers[0].dv.Query(ctx, "accounts", nil)
-	if _, err := h.workers[0].dv.Query(ctx, "accounts", nil); domain.ClassifyDataverse(err) == nil || domain.ClassifyDataverse(err).Kind != domain.KindThrottled {
+	first, other := h.workers[0].dvUsers[0].Client, h.workers[1].dvUsers[0].Client
+	_, _ = first.Query(ctx, "accounts", nil)
+	if _, err := first.Query(ctx, "accounts", nil); domain.ClassifyDataverse(err) == nil || domain.ClassifyDataverse(err).Kind != domain.KindThrottled {
 		t.Fatalf("the second request within the limit was not throttled: %v", err)
 	}
-	h.eventually("the other worker to hold back", func() bool { return time.Until(h.workers[1].dv.HeldUntil()) > 0 })
-	if held := time.Until(h.workers[1].dv.HeldUntil()); held > 4*time.Second {
+	h.eventually("the other worker to hold back", func() bool { return time.Until(other.HeldUntil()) > 0 })
+	if held := time.Until(other.HeldUntil()); held > 4*time.Second {
 		t.Fatalf("held for %s; Retry-After was at most 3s", held)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,8 +33,11 @@ type stack struct {
 	ncClosed chan struct{} // closed by NATS after its last callback
 	js       jetstream.JetStream
 	store    *postgres.Store
-	dv       *dataverse.Client
-	mappings domain.Mappings
+	dv       domain.Dataverse // batched over dvUsers
+	dvUsers  []dataverse.User
+	// stopDataverse ends the batched port's batchers, once the worker no longer calls it.
+	stopDataverse func()
+	mappings      domain.Mappings
 }
 
 func newStack(cfg Config, log *slog.Logger) *stack {
@@ -113,40 +117,77 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	if d.RequestTimeout <= 0 {
 		d.RequestTimeout = 30 * time.Second
 	}
-	creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: d.ClientID, ClientSecret: d.ClientSecret,
-		Timeout: d.RequestTimeout}
-	// The token source outlives this call: it refreshes tokens for the process's whole life.
-	ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
-	var notify func(time.Time)
-	dv, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithRequestObserver(s.metrics.ObserveDataverse),
-		dataverse.WithHTTPClient(&http.Client{Timeout: d.RequestTimeout}), dataverse.WithMaxParallel(d.MaxParallel),
-		dataverse.WithDuplicateDetection(d.DuplicateDetection), dataverse.WithBypassCustomPlugins(d.BypassCustomPlugins),
-		dataverse.WithThrottleListener(func(until time.Time) {
-			if notify != nil {
-				notify(until)
-			}
-		}))
-	if err != nil {
-		return err
+	apps := d.Users()
+	perUser := d.MaxParallel
+	if perUser <= 0 {
+		perUser = 52
 	}
-	if s.nc != nil {
-		// Dataverse throttles per user: every worker of this app registration waits together.
-		share, err := natsjs.ShareThrottle(s.nc, d.ClientID, dv.HoldUntil, s.log.With("component", "throttle"))
+	// One transport for every user: they reach one host, each with up to perUser requests at once.
+	httpClient := &http.Client{Timeout: d.RequestTimeout, Transport: dataverse.NewTransport(len(apps) * perUser)}
+	var users []dataverse.User
+	var shares []*natsjs.Throttle
+	for _, app := range apps {
+		creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: app.ClientID, ClientSecret: app.ClientSecret,
+			Timeout: d.RequestTimeout}
+		// The token source outlives this call: it refreshes tokens for the process's whole life.
+		ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
+		var notify func(time.Time)
+		name := app.ClientID // the metrics' user label: the client id, never the secret
+		client, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithHTTPClient(httpClient),
+			dataverse.WithRequestObserver(func(method, entitySet string, status int, took time.Duration) {
+				s.metrics.ObserveDataverse(method, entitySet, status, took)
+				s.metrics.ObserveDataverseUser(name, status)
+			}),
+			dataverse.WithThrottleObserver(func(code string) { s.metrics.UserThrottled.WithLabelValues(name, code).Inc() }),
+			dataverse.WithMaxParallel(d.MaxParallel),
+			dataverse.WithDuplicateDetection(d.DuplicateDetection), dataverse.WithBypassCustomPlugins(d.BypassCustomPlugins),
+			dataverse.WithThrottleListener(func(until time.Time) {
+				if notify != nil {
+					notify(until)
+				}
+			}))
 		if err != nil {
 			return err
 		}
-		notify = share.Notify
+		if s.nc != nil {
+			// Dataverse throttles per user: every worker of this app registration waits together.
+			share, err := natsjs.ShareThrottle(s.nc, app.ClientID, client.HoldUntil, s.log.With("component", "throttle"))
+			if err != nil {
+				return err
+			}
+			notify = share.Notify
+			shares = append(shares, share)
+		}
+		s.metrics.WatchDataverseUser(name, client.InFlight)
+		users = append(users, dataverse.User{Name: name, Client: client})
+	}
+	if len(shares) > 0 {
 		s.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dvsync_throttle_notices_ignored_total",
 			Help: "Throttle notices from other processes that were malformed or held workers too long, and were ignored."},
-			func() float64 { return float64(share.Ignored()) }))
+			func() float64 {
+				n := 0.0
+				for _, share := range shares {
+					n += float64(share.Ignored())
+				}
+				return n
+			}))
 	}
-	s.dv, s.mappings = dv, ms
+	dv, err := dataverse.NewBatched(users, dataverse.BatchConfig{Size: d.BatchSize, Linger: d.BatchLinger,
+		OnBatch: func(_, _ string, calls int) { s.metrics.BatchCalls.Observe(float64(calls)) }})
+	if err != nil {
+		return err
+	}
+	s.metrics.WatchBatchSize(dv.BatchSize)
+	s.dv, s.dvUsers, s.stopDataverse, s.mappings = dv, users, dv.Close, ms
 	return nil
 }
 
 // close drains NATS and waits until its last callback ran, so that nothing runs after the
 // process says it stopped.
 func (s *stack) close() {
+	if s.stopDataverse != nil {
+		s.stopDataverse()
+	}
 	if s.nc != nil {
 		if err := s.nc.Drain(); err != nil {
 			s.nc.Close()
@@ -200,10 +241,14 @@ func (s *stack) runProjector(ctx context.Context) error {
 	return projector.Run(ctx, nc, p)
 }
 
-// integrationUser names the application user in resolutions: as configured, or by its app.
+// integrationUser names the application user in resolutions: as configured, or by its apps.
 func (s *stack) integrationUser() string {
 	if u := s.cfg.Dataverse.IntegrationUser; u != "" {
 		return u
 	}
-	return "of the app " + s.cfg.Dataverse.ClientID
+	var ids []string
+	for _, app := range s.cfg.Dataverse.Users() {
+		ids = append(ids, app.ClientID)
+	}
+	return "of the app " + strings.Join(ids, " or ")
 }

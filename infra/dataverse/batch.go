@@ -121,10 +121,14 @@ func (c *Client) writeBatchPart(w *multipart.Writer, r BatchRequest, contentID i
 		path = APIPath + path
 	}
 	fmt.Fprintf(pw, "%s %s HTTP/1.1\r\n", r.Method, path)
-	hdr := r.Header
+	extra := r.Header
 	if r.Method != http.MethodGet {
-		hdr = mergeHeaders(c.writeHeaders, hdr)
+		extra = mergeHeaders(c.writeHeaders, extra)
 	}
+	// Each part carries what the request would carry alone: a part's error then has its
+	// annotations too, whatever Dataverse does with the outer request's preferences.
+	hdr := http.Header{}
+	setRequestHeaders(hdr, extra)
 	for k, vs := range hdr {
 		for _, v := range vs {
 			fmt.Fprintf(pw, "%s: %s\r\n", k, v)

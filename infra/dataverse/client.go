@@ -25,14 +25,15 @@ const APIPath = "/api/data/v9.2/"
 
 // Client talks to one Dataverse environment as one application user.
 type Client struct {
-	base         string // environment URL + APIPath
-	http         *http.Client
-	tokens       oauth2.TokenSource
-	observe      RequestObserver
-	gate         gate
-	limit        *limiter
-	writeHeaders http.Header // optional headers sent on every write
-	onThrottle   func(until time.Time)
+	base           string // environment URL + APIPath
+	http           *http.Client
+	tokens         oauth2.TokenSource
+	observe        RequestObserver
+	gate           gate
+	limit          *limiter
+	writeHeaders   http.Header // optional headers sent on every write
+	onThrottle     func(until time.Time)
+	onThrottleCode func(code string)
 }
 
 // NewClient returns a client of the environment at environmentURL (https://<org>.crm.dynamics.com).
@@ -41,12 +42,23 @@ func NewClient(environmentURL string, opts ...Option) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("dataverse: environment URL %q is not an http(s) URL", environmentURL)
 	}
-	c := &Client{base: strings.TrimRight(environmentURL, "/") + APIPath, http: &http.Client{Timeout: 30 * time.Second},
-		limit: newLimiter(52), writeHeaders: http.Header{}}
+	c := &Client{base: strings.TrimRight(environmentURL, "/") + APIPath, limit: newLimiter(52), writeHeaders: http.Header{}}
 	for _, o := range opts {
 		o(c)
 	}
+	if c.http == nil {
+		c.http = &http.Client{Timeout: 30 * time.Second, Transport: NewTransport(c.limit.max)}
+	}
 	return c, nil
+}
+
+// NewTransport is an HTTP transport that keeps idlePerHost connections to Dataverse open between
+// requests. Go's default keeps two, so that under load most requests paid for a new TLS connection.
+func NewTransport(idlePerHost int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(idlePerHost, 2)
+	t.MaxIdleConns = max(t.MaxIdleConns, t.MaxIdleConnsPerHost)
+	return t
 }
 
 var _ domain.Dataverse = (*Client)(nil)
@@ -70,41 +82,102 @@ func (c *Client) Create(ctx context.Context, entitySet string, attrs domain.Attr
 // CreateRow creates the row with the given id (PATCH with If-None-Match: *); Dataverse answers
 // 412 (0x80040237) when it exists. It returns the new row's version.
 func (c *Client) CreateRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes) (string, error) {
-	return c.writeReturningVersion(ctx, row, attrs, http.Header{"If-None-Match": {"*"}})
+	return writtenVersion(c.exec(ctx, createRowRequest(row, attrs)))
 }
 
 // UpdateRow updates an existing row whose version is still ifMatch (domain.AnyVersion: any).
 // Dataverse answers 404 when the row is missing and 412 (0x80060882) when its version moved on.
 // It returns the row's new version.
 func (c *Client) UpdateRow(ctx context.Context, row domain.RowRef, attrs domain.Attributes, ifMatch string) (string, error) {
-	return c.writeReturningVersion(ctx, row, attrs, http.Header{"If-Match": {ifMatchValue(ifMatch)}})
+	return writtenVersion(c.exec(ctx, updateRowRequest(row, attrs, ifMatch)))
 }
 
-// writeReturningVersion PATCHes a row and reads its new version from the representation
-// (Prefer: return=representation, only the primary id selected).
-func (c *Client) writeReturningVersion(ctx context.Context, row domain.RowRef, attrs domain.Attributes, hdr http.Header) (string, error) {
-	path := row.String()
-	if row.IDAttribute != "" {
-		path += "?$select=" + url.QueryEscape(row.IDAttribute)
-	}
+// RowVersion reads a row's current version; found is false when the row does not exist.
+func (c *Client) RowVersion(ctx context.Context, row domain.RowRef) (string, bool, error) {
+	return foundVersion(c.exec(ctx, rowVersionRequest(row)))
+}
+
+// DeleteRow deletes a row whose version is still ifMatch (domain.AnyVersion: any); missing and
+// changed rows fail as UpdateRow's do.
+func (c *Client) DeleteRow(ctx context.Context, row domain.RowRef, ifMatch string) error {
+	_, err := c.exec(ctx, deleteRowRequest(row, ifMatch))
+	return err
+}
+
+// rowRequest is one call of the domain port, as the single methods send it and as a $batch part
+// carries it (see Batched): one place for its path, conditions and preferences.
+type rowRequest struct {
+	method string
+	row    domain.RowRef
+	path   string
+	body   domain.Attributes
+	header http.Header
+}
+
+func createRowRequest(row domain.RowRef, attrs domain.Attributes) rowRequest {
+	return writeRequest(row, attrs, http.Header{"If-None-Match": {"*"}})
+}
+
+func updateRowRequest(row domain.RowRef, attrs domain.Attributes, ifMatch string) rowRequest {
+	return writeRequest(row, attrs, http.Header{"If-Match": {ifMatchValue(ifMatch)}})
+}
+
+// writeRequest PATCHes a row and asks for its representation with only the primary id selected,
+// for the new version.
+func writeRequest(row domain.RowRef, attrs domain.Attributes, hdr http.Header) rowRequest {
 	hdr.Set("Prefer", "return=representation")
-	resp, err := c.do(ctx, http.MethodPatch, row.EntitySet, path, attrs, hdr)
+	return rowRequest{method: http.MethodPatch, row: row, path: selectedPath(row), body: attrs, header: hdr}
+}
+
+func deleteRowRequest(row domain.RowRef, ifMatch string) rowRequest {
+	return rowRequest{method: http.MethodDelete, row: row, path: row.String(), header: http.Header{"If-Match": {ifMatchValue(ifMatch)}}}
+}
+
+func rowVersionRequest(row domain.RowRef) rowRequest {
+	return rowRequest{method: http.MethodGet, row: row, path: selectedPath(row)}
+}
+
+func selectedPath(row domain.RowRef) string {
+	if row.IDAttribute == "" {
+		return row.String()
+	}
+	return row.String() + "?$select=" + url.QueryEscape(row.IDAttribute)
+}
+
+func (c *Client) exec(ctx context.Context, r rowRequest) (*response, error) {
+	return c.do(ctx, r.method, r.row.EntitySet, r.path, r.body, r.header)
+}
+
+// writtenVersion is a write's result: the row's new version, or the error.
+func writtenVersion(resp *response, err error) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return versionOf(resp), nil
+	return versionOf(resp.Header, resp.body), nil
+}
+
+// foundVersion is RowVersion's result: a 404 is a row that does not exist, not an error.
+func foundVersion(resp *response, err error) (string, bool, error) {
+	var dv *domain.DataverseError
+	if errors.As(err, &dv) && dv.Status == http.StatusNotFound {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return versionOf(resp.Header, resp.body), true, nil
 }
 
 // versionOf reads a row version from a response: the representation's @odata.etag, or the
 // ETag header.
-func versionOf(resp *response) string {
-	var body struct {
+func versionOf(header http.Header, body []byte) string {
+	var rep struct {
 		ETag string `json:"@odata.etag"`
 	}
-	if json.Unmarshal(resp.body, &body) == nil && body.ETag != "" {
-		return body.ETag
+	if json.Unmarshal(body, &rep) == nil && rep.ETag != "" {
+		return rep.ETag
 	}
-	return resp.Header.Get("ETag")
+	return header.Get("ETag")
 }
 
 func ifMatchValue(version string) string {
@@ -114,34 +187,10 @@ func ifMatchValue(version string) string {
 	return version
 }
 
-// RowVersion reads a row's current version; found is false when the row does not exist.
-func (c *Client) RowVersion(ctx context.Context, row domain.RowRef) (string, bool, error) {
-	path := row.String()
-	if row.IDAttribute != "" {
-		path += "?$select=" + url.QueryEscape(row.IDAttribute)
-	}
-	resp, err := c.do(ctx, http.MethodGet, row.EntitySet, path, nil, nil)
-	var dv *domain.DataverseError
-	if errors.As(err, &dv) && dv.Status == http.StatusNotFound {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	return versionOf(resp), true, nil
-}
-
 // UpsertByKey creates or updates the row identified by an alternate key, e.g.
 // accounts(accountnumber='C10000').
 func (c *Client) UpsertByKey(ctx context.Context, entitySet string, key map[string]string, attrs domain.Attributes) error {
 	_, err := c.do(ctx, http.MethodPatch, entitySet, entitySet+"("+KeySegment(key)+")", attrs, nil)
-	return err
-}
-
-// DeleteRow deletes a row whose version is still ifMatch (domain.AnyVersion: any); missing and
-// changed rows fail as UpdateRow's do.
-func (c *Client) DeleteRow(ctx context.Context, row domain.RowRef, ifMatch string) error {
-	_, err := c.do(ctx, http.MethodDelete, row.EntitySet, row.String(), nil, http.Header{"If-Match": {ifMatchValue(ifMatch)}})
 	return err
 }
 
@@ -232,10 +281,7 @@ func (c *Client) do(ctx context.Context, method, entitySet, path string, body do
 // send makes one request: it waits for the throttle gate and a parallelism slot, authenticates,
 // retries once with a fresh token after a 401, and turns an error answer into an *Error.
 func (c *Client) send(ctx context.Context, method, entitySet, path string, payload []byte, contentType string, hdr http.Header) (*response, error) {
-	requestText := method + " " + APIPath + path
-	if payload != nil {
-		requestText += "\n" + truncate(string(payload), maxTextInStack)
-	}
+	requestText := requestText(method, path, payload)
 	for attempt := 1; ; attempt++ {
 		if err := c.gate.wait(ctx); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", method, path, err)
@@ -259,12 +305,30 @@ func (c *Client) send(ctx context.Context, method, entitySet, path string, paylo
 			continue
 		}
 		if resp.StatusCode == http.StatusTooManyRequests {
-			until := c.gate.block(max(dvErr.RetryAfter, time.Second))
-			if c.onThrottle != nil {
-				c.onThrottle(until)
-			}
+			c.throttled(dvErr)
 		}
 		return nil, fmt.Errorf("%s %s: %w", method, path, dvErr)
+	}
+}
+
+// requestText is a request as the call stack shows it: method, path and body, no credentials.
+func requestText(method, path string, payload []byte) string {
+	text := method + " " + APIPath + path
+	if payload != nil {
+		text += "\n" + truncate(string(payload), maxTextInStack)
+	}
+	return text
+}
+
+// throttled holds this user back after a 429 (of a whole request or of a $batch part): Dataverse's
+// Retry-After is a wait for the user, not for the one request.
+func (c *Client) throttled(dvErr *Error) {
+	until := c.gate.block(max(dvErr.RetryAfter, time.Second))
+	if c.onThrottle != nil {
+		c.onThrottle(until)
+	}
+	if c.onThrottleCode != nil {
+		c.onThrottleCode(dvErr.Code)
 	}
 }
 
@@ -273,19 +337,9 @@ func (c *Client) roundTrip(ctx context.Context, method, entitySet, path string, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("dataverse: %s %s: %w", method, path, err)
 	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("OData-MaxVersion", "4.0")
-	req.Header.Set("OData-Version", "4.0")
-	// Dataverse sends the exception name and help link only when asked; the classifier wants them.
-	req.Header.Set("Prefer", `odata.include-annotations="*"`)
+	setRequestHeaders(req.Header, hdr)
 	if payload != nil {
 		req.Header.Set("Content-Type", contentType)
-	}
-	for k, v := range hdr {
-		if k == "Prefer" { // one Prefer header with every preference, as OData clients send it
-			v = []string{strings.Join(append(v, req.Header.Get("Prefer")), ",")}
-		}
-		req.Header[k] = v
 	}
 	if c.tokens != nil {
 		tok, err := c.token(ctx)
@@ -313,6 +367,21 @@ func (c *Client) roundTrip(ctx context.Context, method, entitySet, path string, 
 		return nil, nil, fmt.Errorf("%w: %s %s: reading response: %v", domain.ErrDataverseUnreachable, method, path, err)
 	}
 	return resp, data, nil
+}
+
+// setRequestHeaders writes the headers every request carries, a $batch part too, and then hdr's.
+func setRequestHeaders(dst, hdr http.Header) {
+	dst.Set("Accept", "application/json")
+	dst.Set("OData-MaxVersion", "4.0")
+	dst.Set("OData-Version", "4.0")
+	// Dataverse sends the exception name and help link only when asked; the classifier wants them.
+	dst.Set("Prefer", `odata.include-annotations="*"`)
+	for k, v := range hdr {
+		if k == "Prefer" { // one Prefer header with every preference, as OData clients send it
+			v = []string{strings.Join(append(append([]string(nil), v...), dst.Get("Prefer")), ",")}
+		}
+		dst[k] = v
+	}
 }
 
 // token asks the token source for a token, within ctx when the source can take one.
@@ -349,6 +418,9 @@ func (c *Client) HeldUntil() time.Time {
 
 // MaxParallel is the cap on requests in flight now (x-ms-dop-hint applied).
 func (c *Client) MaxParallel() int { return c.limit.Limit() }
+
+// InFlight is how many requests this client has in flight.
+func (c *Client) InFlight() int { return c.limit.InUse() }
 
 func (c *Client) record(method, entitySet string, status int, start time.Time) {
 	if c.observe != nil {

@@ -90,7 +90,8 @@ func retryAfter(v string) time.Duration {
 }
 
 func responseText(resp *http.Response, body []byte) string {
-	return fmt.Sprintf("HTTP %d %s\n%s", resp.StatusCode, http.StatusText(resp.StatusCode), truncate(string(body), maxTextInStack))
+	// Trimmed: a $batch part's body comes without the line end a whole answer's may have.
+	return fmt.Sprintf("HTTP %d %s\n%s", resp.StatusCode, http.StatusText(resp.StatusCode), truncate(strings.TrimSpace(string(body)), maxTextInStack))
 }
 
 func truncate(s string, n int) string { return domain.Truncate(s, n) }

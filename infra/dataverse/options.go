@@ -63,3 +63,9 @@ func WithBypassCustomPlugins(on bool) Option {
 func WithThrottleListener(f func(until time.Time)) Option {
 	return func(cl *Client) { cl.onThrottle = f }
 }
+
+// WithThrottleObserver calls f with Dataverse's code of every 429 this user gets (0x80072322
+// requests, 0x80072321 execution time, 0x80072326 concurrency), for metrics.
+func WithThrottleObserver(f func(code string)) Option {
+	return func(cl *Client) { cl.onThrottleCode = f }
+}

@@ -39,8 +39,7 @@ func (g *gate) wait(ctx context.Context) error {
 		return nil
 	}
 	if deadline, ok := ctx.Deadline(); ok && time.Now().Add(d).After(deadline) {
-		return &Error{Status: http.StatusTooManyRequests, RetryAfter: d,
-			Message: "Dataverse asked this user to wait (Retry-After) for longer than the request may take; not sent"}
+		return heldTooLong(d)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -50,6 +49,13 @@ func (g *gate) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// heldTooLong is the throttling error of a request not sent because the user's gate opens only
+// after the request's deadline.
+func heldTooLong(d time.Duration) *Error {
+	return &Error{Status: http.StatusTooManyRequests, RetryAfter: d,
+		Message: "Dataverse asked this user to wait (Retry-After) for longer than the request may take; not sent"}
 }
 
 // limiter caps the requests in flight; Dataverse's x-ms-dop-hint lowers the cap.
@@ -102,6 +108,13 @@ func (l *limiter) hint(v string) {
 		l.broadcastLocked()
 	}
 	l.mu.Unlock()
+}
+
+// InUse is how many requests are in flight.
+func (l *limiter) InUse() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inUse
 }
 
 // Limit is the cap on requests in flight now.

@@ -18,7 +18,8 @@ import (
 var ErrClosed = errors.New("microbatch: closed")
 
 // Flush sends one batch and returns one result and one error per item, in order. ctx ends at the
-// latest deadline among the batch's callers, so that no caller's wait is cut short by another's.
+// latest deadline among the batch's callers, so that no caller's wait is cut short by another's,
+// or as soon as every caller has stopped waiting (a shutdown, say), as a call of its own would.
 type Flush[In, Out any] func(ctx context.Context, items []In) ([]Out, []error)
 
 // Config shapes the batches.
@@ -30,14 +31,20 @@ type Config struct {
 	// MaxInFlight is how many flushes run at once (at least 1). While all are busy, items gather
 	// into the next batch, so a slow sink gets fuller batches rather than more of them.
 	MaxInFlight int
+	// InFlightLimit, when set, replaces MaxInFlight with a cap that follows the sink: it is asked
+	// before each flush (a result below 1 counts as 1), and again after every flush ends or when
+	// Recheck says the cap may have risen.
+	InFlightLimit func() int
 }
 
 // Batcher collects items into batches for one Flush. Its zero value is not usable: use New.
 type Batcher[In, Out any] struct {
-	flush   Flush[In, Out]
-	linger  time.Duration
-	maxSize atomic.Int64
-	slots   chan struct{}
+	flush    Flush[In, Out]
+	linger   time.Duration
+	maxSize  atomic.Int64
+	limit    func() int
+	inFlight atomic.Int64
+	freed    chan struct{} // a flush ended, or Recheck: the loop looks at the cap again
 
 	mu      sync.Mutex
 	pending []*call[In, Out]
@@ -62,8 +69,12 @@ type result[Out any] struct {
 
 // New starts a batcher; Close stops it.
 func New[In, Out any](cfg Config, flush Flush[In, Out]) *Batcher[In, Out] {
-	b := &Batcher[In, Out]{flush: flush, linger: cfg.Linger, slots: make(chan struct{}, max(cfg.MaxInFlight, 1)),
-		wake: make(chan struct{}, 1), quit: make(chan struct{})}
+	b := &Batcher[In, Out]{flush: flush, linger: cfg.Linger, limit: cfg.InFlightLimit,
+		freed: make(chan struct{}, 1), wake: make(chan struct{}, 1), quit: make(chan struct{})}
+	if b.limit == nil {
+		static := max(cfg.MaxInFlight, 1)
+		b.limit = func() int { return static }
+	}
 	b.SetMaxSize(cfg.MaxSize)
 	b.wg.Add(1)
 	go b.run()
@@ -75,6 +86,20 @@ func (b *Batcher[In, Out]) SetMaxSize(n int) { b.maxSize.Store(int64(max(n, 1)))
 
 // MaxSize is the batch size in force.
 func (b *Batcher[In, Out]) MaxSize() int { return int(b.maxSize.Load()) }
+
+// Recheck makes the batcher ask InFlightLimit again: for a cap that rose without a flush ending
+// (a throttled sink that is open again, say).
+func (b *Batcher[In, Out]) Recheck() { signal(b.freed) }
+
+// InFlight is how many flushes are running.
+func (b *Batcher[In, Out]) InFlight() int { return int(b.inFlight.Load()) }
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
 
 // Do submits one item and waits for its result or for ctx to end. When ctx ends first the item
 // may still be sent with its batch: callers must be able to live with that (dvsync's writes are
@@ -95,10 +120,7 @@ func (b *Batcher[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	}
 	b.pending = append(b.pending, c)
 	b.mu.Unlock()
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
+	signal(b.wake)
 	select {
 	case r := <-c.done:
 		return r.out, r.err
@@ -150,7 +172,13 @@ func (b *Batcher[In, Out]) run() {
 			timer.Stop()
 			continue
 		}
-		b.slots <- struct{}{} // items keep gathering while every flush is busy
+		if int(b.inFlight.Load()) >= max(b.limit(), 1) {
+			// Items keep gathering while every flush is busy. Not b.quit: once closed, it is
+			// always ready, and Close still sends what is pending.
+			<-b.freed
+			continue
+		}
+		b.inFlight.Add(1)
 		b.mu.Lock()
 		take := min(len(b.pending), b.MaxSize())
 		batch := b.pending[:take:take]
@@ -159,8 +187,9 @@ func (b *Batcher[In, Out]) run() {
 		flushes.Add(1)
 		go func() {
 			defer flushes.Done()
-			defer func() { <-b.slots }()
 			b.send(batch)
+			b.inFlight.Add(-1)
+			signal(b.freed)
 		}()
 	}
 }
@@ -184,11 +213,21 @@ func (b *Batcher[In, Out]) send(batch []*call[In, Out]) {
 	if len(live) == 0 {
 		return
 	}
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	ctx, cancel := context.WithCancel(context.Background())
 	if bounded {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
+		ctx, cancel = context.WithDeadline(context.Background(), deadline)
 	}
 	defer cancel()
+	waiting := atomic.Int64{}
+	waiting.Store(int64(len(live)))
+	for _, c := range live {
+		stop := context.AfterFunc(c.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
 	items := make([]In, len(live))
 	for i, c := range live {
 		items[i] = c.in

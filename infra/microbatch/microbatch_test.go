@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,6 +125,38 @@ func TestItemsGatherWhileEveryFlushIsBusy(t *testing.T) {
 	}
 }
 
+func TestTheInFlightCapFollowsInFlightLimit(t *testing.T) {
+	rec := &recorder{release: make(chan struct{}), started: make(chan int, 10)}
+	var limit atomic.Int64
+	limit.Store(1)
+	b := New(Config{MaxSize: 1, Linger: 0, InFlightLimit: func() int { return int(limit.Load()) }}, rec.flush)
+	defer b.Close()
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := b.Do(context.Background(), i); err != nil {
+				t.Errorf("item %d: %v", i, err)
+			}
+		}()
+	}
+	<-rec.started
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.pending) == 2 })
+	if n := b.InFlight(); n != 1 {
+		t.Fatalf("%d flushes in flight under a cap of 1", n)
+	}
+	limit.Store(3)
+	b.Recheck() // the cap rose without a flush ending
+	<-rec.started
+	<-rec.started
+	if n := b.InFlight(); n != 3 {
+		t.Fatalf("%d flushes in flight under a cap of 3", n)
+	}
+	close(rec.release)
+	wg.Wait()
+}
+
 func TestACallerThatStopsWaitingIsLeftOut(t *testing.T) {
 	rec := &recorder{}
 	b := New(Config{MaxSize: 10, Linger: time.Hour, MaxInFlight: 1}, rec.flush)
@@ -141,6 +174,34 @@ func TestACallerThatStopsWaitingIsLeftOut(t *testing.T) {
 	}
 	if _, err := b.Do(context.Background(), 2); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestAFlushIsCancelledOnceEveryCallerStoppedWaiting(t *testing.T) {
+	flushEnded := make(chan error, 1)
+	b := New(Config{MaxSize: 2, Linger: time.Hour, MaxInFlight: 1}, func(ctx context.Context, items []int) ([]int, []error) {
+		<-ctx.Done() // a sink that hangs
+		flushEnded <- ctx.Err()
+		return items, make([]error, len(items))
+	})
+	defer b.Close()
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { _, err := b.Do(ctx1, 1); done <- err }()
+	go func() { _, err := b.Do(ctx2, 2); done <- err }()
+	waitFor(t, func() bool { return b.InFlight() == 1 })
+	cancel1()
+	<-done
+	select {
+	case err := <-flushEnded:
+		t.Fatalf("the flush ended (%v) while a caller still waited", err)
+	default:
+	}
+	cancel2()
+	<-done
+	if err := <-flushEnded; !errors.Is(err, context.Canceled) {
+		t.Errorf("flush ctx ended with %v, want context.Canceled", err)
 	}
 }
 

@@ -1,5 +1,6 @@
 // Package telemetry defines dvsync's Prometheus metrics in one place. Labels are of low
-// cardinality: table, class, kind, outcome, method, status; never a record key.
+// cardinality: table, class, kind, outcome, method, status, code, and user (an application
+// user's client id, one per configured app registration, never a secret); never a record key.
 package telemetry
 
 import (
@@ -24,6 +25,9 @@ type Metrics struct {
 	Replays           *prometheus.CounterVec   // trigger (person, dependency), outcome
 	Overwrites        *prometheus.CounterVec   // table
 	ErrorsUnstorable  *prometheus.CounterVec   // cause (data, retries)
+	UserRequests      *prometheus.CounterVec   // user, status
+	UserThrottled     *prometheus.CounterVec   // user, code
+	BatchCalls        prometheus.Histogram
 	tables            map[string]bool
 }
 
@@ -63,13 +67,22 @@ func New(knownTables []string) *Metrics {
 		ErrorsUnstorable: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_errors_unstorable_total",
 			Help: "Messages of the errors stream the projector could not store in full and kept as a minimal invalid_event row, by cause (data: PostgreSQL refused a value; retries: storing kept failing)."},
 			[]string{"cause"}),
+		UserRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_dataverse_user_requests_total",
+			Help: "Dataverse Web API requests by application user (its client id) and HTTP status (0: no answer); a $batch is one, as Dataverse counts it."},
+			[]string{"user", "status"}),
+		UserThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_dataverse_user_throttled_total",
+			Help: "429 answers by application user and service-protection code (0x80072322 requests, 0x80072321 execution time, 0x80072326 concurrency)."},
+			[]string{"user", "code"}),
+		BatchCalls: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dvsync_dataverse_batch_calls",
+			Help: "Sync calls carried by each request of the batched Dataverse port (1: sent alone).", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000}}),
 		tables: map[string]bool{},
 	}
 	for _, t := range knownTables {
 		m.tables[t] = true
 	}
 	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.ChangeLatency, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
-		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites, m.ErrorsUnstorable)
+		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites, m.ErrorsUnstorable, m.UserRequests, m.UserThrottled,
+		m.BatchCalls)
 	return m
 }
 
@@ -85,4 +98,24 @@ func (m *Metrics) Table(table string) string {
 func (m *Metrics) ObserveDataverse(method, _ string, status int, took time.Duration) {
 	m.DataverseRequests.WithLabelValues(method, strconv.Itoa(status)).Inc()
 	m.DataverseDuration.WithLabelValues(method).Observe(took.Seconds())
+}
+
+// ObserveDataverseUser records one request of an application user.
+func (m *Metrics) ObserveDataverseUser(user string, status int) {
+	m.UserRequests.WithLabelValues(user, strconv.Itoa(status)).Inc()
+}
+
+// WatchDataverseUser exports an application user's requests in flight, read when scraped.
+func (m *Metrics) WatchDataverseUser(user string, inFlight func() int) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dvsync_dataverse_user_requests_in_flight",
+		Help: "Dataverse Web API requests in flight by application user.", ConstLabels: prometheus.Labels{"user": user}},
+		func() float64 { return float64(inFlight()) }))
+}
+
+// WatchBatchSize exports the batched port's batch size in force, which execution-time throttling
+// lowers, read when scraped.
+func (m *Metrics) WatchBatchSize(size func() int) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dvsync_dataverse_batch_size",
+		Help: "Most sync calls one Dataverse $batch carries now (halved on execution-time throttling, grown back on success)."},
+		func() float64 { return float64(size()) }))
 }
