@@ -231,7 +231,18 @@ func (c *PGCluster) Drop(ctx context.Context) error {
 
 // CreateDB creates a fresh database.
 func (c *PGCluster) CreateDB(ctx context.Context, name string) error {
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	return CreateDB(ctx, c.URL("postgres"), name)
+}
+
+// DropDB drops a database.
+func (c *PGCluster) DropDB(ctx context.Context, name string) error {
+	return DropDB(ctx, c.URL("postgres"), name)
+}
+
+// CreateDB creates a fresh database on the server adminURL connects to, dropping one of that name
+// first.
+func CreateDB(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return err
 	}
@@ -243,9 +254,9 @@ func (c *PGCluster) CreateDB(ctx context.Context, name string) error {
 	return err
 }
 
-// DropDB drops a scenario's database.
-func (c *PGCluster) DropDB(ctx context.Context, name string) error {
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+// DropDB drops a database on the server adminURL connects to, also while clients are connected.
+func DropDB(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return err
 	}
