@@ -52,7 +52,7 @@ func (m Measurement) summary(err error) string {
 	}
 	s := fmt.Sprintf("%d events in %s, %.0f/s", m.Events, m.Elapsed.Round(10*time.Millisecond), m.Rate)
 	if m.HasLatency {
-		s += fmt.Sprintf(", p50 %s p99 %s", m.P50.Round(time.Millisecond), m.P99.Round(time.Millisecond))
+		s += fmt.Sprintf(", p50 %s, p99 %s", ms(m.P50), ms(m.P99))
 	}
 	if m.RSS > 0 {
 		s += fmt.Sprintf(", peak RSS %.0f MB", float64(m.RSS)/(1<<20))

@@ -158,7 +158,10 @@ func (r *Runner) up(ctx context.Context, name string, m Model) (*System, error) 
 	for len(s.apps) < max(m.Users, 1) {
 		a := App{ClientID: uuid.NewString(), ClientSecret: randomHex(16)}
 		if err := r.emu.Admin(ctx, http.MethodPost, "/_emulator/apps", a); err != nil {
-			return s, fmt.Errorf("%w: %w", errNoApps, err)
+			if se := (*testbed.StatusError)(nil); errors.As(err, &se) && se.Status == http.StatusNotFound {
+				return s, errNoApps
+			}
+			return s, err
 		}
 		s.apps = append(s.apps, a)
 	}
@@ -180,15 +183,16 @@ func (r *Runner) up(ctx context.Context, name string, m Model) (*System, error) 
 	return s, natsjs.Ensure(ctx, s.js, natsjs.DefaultTopology())
 }
 
-// errNoApps: the emulator cannot register a second application user (before h-emu's
-// /_emulator/apps), so a scenario with several users cannot run.
-var errNoApps = errors.New("the emulator has no POST /_emulator/apps to register another application user")
+// errNoApps: the emulator cannot register a second application user (it has no
+// /_emulator/apps yet), so a scenario with several users cannot run.
+var errNoApps = errors.New("the emulator has no POST /_emulator/apps for a second application user")
 
 // down stops everything of the run and, unless the runner keeps them, drops its database and store.
 func (s *System) down(ctx context.Context) {
 	for _, c := range slices.Backward(s.closers) {
 		c()
 	}
+	s.stopWorkers() // before NATS, as an operator would
 	s.sup.StopAll(20 * time.Second)
 	if !s.r.Keep {
 		if s.db != "" {

@@ -139,13 +139,17 @@ func (t *Table) cells(r Row) []string {
 	goal := "—"
 	if r.HasGoal {
 		verdict := "not met"
-		if r.GoalMet {
+		switch {
+		case r.Missing != "":
+			verdict = "n/a"
+		case r.GoalMet:
 			verdict = "met"
 		}
 		goal = r.Goal + ": " + verdict
 	}
 	if r.Missing != "" {
-		return []string{r.Name, runs, "—", r.Missing, "—", "—", "—", "—", "—", "—", "—", goal}
+		word, _, _ := strings.Cut(r.Missing, ":")
+		return []string{r.Name, runs, "—", word, "—", "—", "—", "—", "—", "—", "—", goal}
 	}
 	rate := thousands(r.Rate)
 	if r.Runs > 1 {
@@ -192,6 +196,9 @@ func (t *Table) footnotes() []string {
 			t.Profile.Name, t.Profile.Sustained))
 	}
 	for _, r := range t.Rows {
+		if r.Missing != "" {
+			notes = append(notes, r.Name+": "+strings.ReplaceAll(r.Missing, "\n", " "))
+		}
 		if len(r.Notes) > 0 {
 			notes = append(notes, r.Name+": "+strings.Join(r.Notes, "; "))
 		}

@@ -271,6 +271,17 @@ type Emulator struct {
 	Proc *Proc
 }
 
+// StatusError is an admin route's answer other than 2xx.
+type StatusError struct {
+	Method, Path string
+	Status       int
+	Body         string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("emulator %s %s: %d %s: %s", e.Method, e.Path, e.Status, http.StatusText(e.Status), e.Body)
+}
+
 // Admin calls one of the emulator's admin routes.
 func (e *Emulator) Admin(ctx context.Context, method, path string, body any) error {
 	var rd io.Reader
@@ -292,7 +303,7 @@ func (e *Emulator) Admin(ctx context.Context, method, path string, body any) err
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("emulator %s %s: %s: %s", method, path, resp.Status, msg)
+		return &StatusError{Method: method, Path: path, Status: resp.StatusCode, Body: string(bytes.TrimSpace(msg))}
 	}
 	return nil
 }
