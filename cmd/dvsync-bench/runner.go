@@ -122,6 +122,7 @@ func (r *Runner) runOnce(ctx context.Context, sc Scenario) (Measurement, error) 
 // Drain is how a consumer worked through its messages.
 type Drain struct {
 	Done    int           // messages acknowledged in the measured span
+	Total   int           // messages acknowledged since the watch began
 	Elapsed time.Duration // from the first acknowledgement seen to the end
 	First   time.Time     // when the first acknowledgement was seen
 	Redeliv int           // messages delivered more than once
@@ -177,6 +178,7 @@ func measureDrain(ctx context.Context, cons jetstream.Consumer, until time.Durat
 			last, lastProgress = n, now
 		}
 		d.Redeliv = int(info.NumRedelivered)
+		d.Total = n - base
 		switch {
 		case d.First.IsZero() && n > base && drained && until == 0:
 			// All of it between two readings: measured from the reading before.

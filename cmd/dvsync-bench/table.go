@@ -262,11 +262,17 @@ func (t *Table) WriteMarkdown(w io.Writer) {
 	}
 }
 
+// ratio is v/base to two significant digits (at least two decimals): a ratio far below 1 still
+// shows how far.
 func ratio(v, base float64) string {
 	if base <= 0 || v <= 0 {
 		return "—"
 	}
-	return fmt.Sprintf("%.2f", v/base)
+	r := v / base
+	if r >= 0.1 {
+		return fmt.Sprintf("%.2f", r)
+	}
+	return strconv.FormatFloat(r, 'g', 2, 64)
 }
 
 func ms(d time.Duration) string {
