@@ -14,9 +14,10 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dvsync/dvsync/internal/testbed"
 )
 
 // Profile sizes the scenarios.
@@ -81,16 +82,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *only != "" {
-		var picked []Scenario
-		for _, name := range strings.Split(*only, ",") {
-			i := slices.IndexFunc(scenarios, func(s Scenario) bool { return s.Name == strings.TrimSpace(name) })
-			if i < 0 {
-				fmt.Fprintf(stderr, "dvsync-bench: unknown scenario %q (-list lists them)\n", name)
-				return 2
-			}
-			picked = append(picked, scenarios[i])
+		var err error
+		if scenarios, err = testbed.Pick(scenarios, *only, func(s Scenario) string { return s.Name }); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", "dvsync-bench", err)
+			return 2
 		}
-		scenarios = picked
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -120,10 +120,7 @@ func Scenarios() []Scenario {
 // rawConsume is the upper bound: JetStream's own consume and ack, nothing done per message, on a
 // durable consumer configured as the workers' is.
 func rawConsume(ctx context.Context, s *System) (Measurement, error) {
-	if err := publishBacklog(ctx, s.pubJS, s.name, 0, s.r.P.Backlog, s.r.P.Customers); err != nil {
-		return Measurement{}, err
-	}
-	cons, err := s.consumer(ctx, "bench-raw")
+	cons, err := s.backlog(ctx, "bench-raw")
 	if err != nil {
 		return Measurement{}, err
 	}
@@ -146,10 +143,7 @@ func drained(d Drain) Measurement {
 
 // naivePipe drains the backlog one message at a time through the emulator.
 func naivePipe(ctx context.Context, s *System) (Measurement, error) {
-	if err := publishBacklog(ctx, s.pubJS, s.name, 0, s.r.P.Backlog, s.r.P.Customers); err != nil {
-		return Measurement{}, err
-	}
-	cons, err := s.consumer(ctx, "bench-naive")
+	cons, err := s.backlog(ctx, "bench-naive")
 	if err != nil {
 		return Measurement{}, err
 	}
@@ -220,11 +214,7 @@ func sustained(ctx context.Context, s *System) (Measurement, error) {
 	if err != nil {
 		return drained(d), err
 	}
-	m := s.measured(ctx, d, before)
-	if !s.r.P.coversWindow() {
-		m.Notes = append(m.Notes, "shorter than one 5-minute window")
-	}
-	return m, nil
+	return s.measured(ctx, d, before), nil
 }
 
 // latency publishes at half the sustained rate, one new customer per event, and reads when each

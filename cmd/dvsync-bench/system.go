@@ -293,8 +293,12 @@ func (s *System) couple(ctx context.Context, code string) error {
 	return nil
 }
 
-// consumer creates a durable pull consumer configured as the workers' is, for a baseline.
-func (s *System) consumer(ctx context.Context, durable string) (jetstream.Consumer, error) {
+// backlog publishes the profile's backlog and creates a durable pull consumer on it configured
+// as the workers' is, for a baseline.
+func (s *System) backlog(ctx context.Context, durable string) (jetstream.Consumer, error) {
+	if err := publishBacklog(ctx, s.pubJS, s.name, 0, s.r.P.Backlog, s.r.P.Customers); err != nil {
+		return nil, err
+	}
 	cfg := natsjs.DefaultTopology().WorkerConsumerConfig()
 	cfg.Durable, cfg.Description = durable, "dvsync-bench baseline"
 	return s.js.CreateOrUpdateConsumer(ctx, natsjs.ChangesStream, cfg)

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -271,4 +272,19 @@ func WaitHealthy(ctx context.Context, p *Proc, url string, timeout time.Duration
 		return fmt.Errorf("%s did not become healthy at %s: %w (log: %s)", p.Name, url, err, p.Log)
 	}
 	return nil
+}
+
+// Pick returns the items of all named in names (comma-separated), in the order named; an unknown
+// name is an error naming it.
+func Pick[T any](all []T, names string, name func(T) string) ([]T, error) {
+	var picked []T
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		i := slices.IndexFunc(all, func(t T) bool { return name(t) == n })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown scenario %q (-list lists them)", n)
+		}
+		picked = append(picked, all[i])
+	}
+	return picked, nil
 }
