@@ -256,6 +256,9 @@ func latency(ctx context.Context, s *System) (Measurement, error) {
 	if err := waitDrained(ctx, cons); err != nil {
 		return Measurement{}, err
 	}
+	if err := s.exited(); err != nil {
+		return Measurement{}, err
+	}
 	written, err := s.syncedAt(ctx)
 	if err != nil {
 		return Measurement{}, err
@@ -275,6 +278,14 @@ func latency(ctx context.Context, s *System) (Measurement, error) {
 		m.HasLatency, m.P50, m.P99 = true, percentile(lat, 0.50), percentile(lat, 0.99)
 	}
 	m.Notes = append(m.Notes, fmt.Sprintf("at %.0f/s for %s", rate, s.r.P.LatencyRun))
+	// The worker's own view, once it exports it: stream timestamp → outcome durable.
+	if samples, err := s.metrics(ctx); err == nil {
+		const hist = "dvsync_change_latency_seconds"
+		if p50, ok := samples.quantile(hist, 0.50); ok {
+			p99, _ := samples.quantile(hist, 0.99)
+			m.Notes = append(m.Notes, fmt.Sprintf("the worker's %s: p50 ≤ %s, p99 ≤ %s", hist, ms(p50), ms(p99)))
+		}
+	}
 	if rss, err := s.peakRSS(); err == nil {
 		m.RSS = rss
 	}
@@ -307,7 +318,19 @@ func (s *System) drainWorkers(ctx context.Context, until time.Duration) (Drain, 
 		return Drain{}, before, err
 	}
 	res := <-measuredC
+	if res.err == nil {
+		res.err = s.exited()
+	}
 	return res.d, before, res.err
+}
+
+// exited is an error naming every process of the run that exited unasked: its measurement
+// does not count.
+func (s *System) exited() error {
+	if exits := s.sup.Exits(); len(exits) > 0 {
+		return fmt.Errorf("exited unasked: %s (logs: %s)", strings.Join(exits, ", "), s.dir)
+	}
+	return nil
 }
 
 // waitDrained waits until the consumer has no message left, while it makes progress.

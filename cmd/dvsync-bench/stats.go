@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -112,6 +113,37 @@ next:
 		total += s.Value
 	}
 	return total
+}
+
+// quantile estimates a histogram's q-quantile as the upper bound of the first bucket holding it
+// (Prometheus' buckets are cumulative), over every series of the histogram; ok is false when the
+// histogram is absent or empty.
+func (ss Samples) quantile(name string, q float64) (time.Duration, bool) {
+	buckets := map[float64]float64{}
+	for _, s := range ss {
+		if s.Name != name+"_bucket" {
+			continue
+		}
+		le, err := strconv.ParseFloat(s.Labels["le"], 64)
+		if err != nil {
+			continue
+		}
+		buckets[le] += s.Value
+	}
+	bounds := slices.Sorted(maps.Keys(buckets))
+	if len(bounds) == 0 || buckets[bounds[len(bounds)-1]] == 0 {
+		return 0, false
+	}
+	want := q * buckets[bounds[len(bounds)-1]]
+	for _, le := range bounds {
+		if buckets[le] >= want {
+			if math.IsInf(le, 1) {
+				return time.Duration(math.MaxInt64), true
+			}
+			return time.Duration(le * float64(time.Second)), true
+		}
+	}
+	return 0, false
 }
 
 // vmHWM reads the peak resident set size (VmHWM) from a /proc/<pid>/status file, in bytes.

@@ -82,3 +82,28 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+func TestQuantileOfAHistogramIsTheBoundOfItsBucket(t *testing.T) {
+	body := []byte(`dvsync_change_latency_seconds_bucket{table="customer",le="0.05"} 40
+dvsync_change_latency_seconds_bucket{table="customer",le="0.1"} 90
+dvsync_change_latency_seconds_bucket{table="customer",le="1"} 99
+dvsync_change_latency_seconds_bucket{table="customer",le="+Inf"} 100
+dvsync_change_latency_seconds_bucket{table="currency",le="0.05"} 0
+dvsync_change_latency_seconds_bucket{table="currency",le="0.1"} 0
+dvsync_change_latency_seconds_bucket{table="currency",le="1"} 0
+dvsync_change_latency_seconds_bucket{table="currency",le="+Inf"} 0
+`)
+	ss, err := ParseMetrics(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := ss.quantile("dvsync_change_latency_seconds", 0.5); !ok || p != 100*time.Millisecond {
+		t.Errorf("p50 = %s, %v; want 100ms", p, ok)
+	}
+	if p, ok := ss.quantile("dvsync_change_latency_seconds", 0.99); !ok || p != time.Second {
+		t.Errorf("p99 = %s, %v; want 1s", p, ok)
+	}
+	if _, ok := ss.quantile("dvsync_missing_seconds", 0.99); ok {
+		t.Error("a missing histogram has a quantile")
+	}
+}
