@@ -84,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *only != "" {
 		var err error
 		if scenarios, err = testbed.Pick(scenarios, *only, func(s Scenario) string { return s.Name }); err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", "dvsync-bench", err)
+			fmt.Fprintf(stderr, "dvsync-bench: %v\n", err)
 			return 2
 		}
 	}
