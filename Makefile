@@ -3,7 +3,7 @@ GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin/dvsync
 
-.PHONY: build run deps test test-repeat lint bench fuzz faults faults-short
+.PHONY: build run deps test test-repeat lint bench bench-quick bench-go fuzz faults faults-short
 
 CONFORMANCE := infra/emulator/conformance
 
@@ -34,7 +34,18 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) mod tidy -diff
 
+# The benchmark (README "Benchmark"): dvsync as separate processes on nats-server, a private
+# PostgreSQL cluster and the emulator, beside two baselines measured in the same run; one table.
+# BENCH_FLAGS passes more flags, e.g. BENCH_FLAGS='-scenario raw,drain -repeat 5'.
+BENCH_FLAGS ?=
 bench:
+	$(GO) run ./cmd/dvsync-bench -profile full $(BENCH_FLAGS)
+
+bench-quick:
+	$(GO) run ./cmd/dvsync-bench -profile quick $(BENCH_FLAGS)
+
+# The packages' Go benchmarks.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # Each fuzz target briefly; a crash fails the run and leaves its input under testdata/fuzz/.

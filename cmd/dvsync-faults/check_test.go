@@ -8,6 +8,7 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
+	"github.com/dvsync/dvsync/internal/testbed"
 )
 
 func v(n int64) *int64 { return &n }
@@ -291,7 +292,7 @@ func TestPoisonMessagesAreEachBadAndMarked(t *testing.T) {
 			t.Fatalf("unmarked message %q", m.MsgID)
 		}
 		names[strings.SplitN(m.Bad.Name, " #", 2)[0]] = true
-		if len(m.Data) >= maxPayload {
+		if len(m.Data) >= testbed.MaxPayload {
 			t.Fatalf("%s: %d bytes is over NATS's max_payload", m.Bad.Name, len(m.Data))
 		}
 	}

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
+	"github.com/dvsync/dvsync/internal/testbed"
 )
 
 const (
@@ -98,12 +98,8 @@ func customerEvent(id, key string, version int64, fields map[string]any) Message
 }
 
 func changeEvent(table, id, key string, version int64, fields map[string]any) Message {
-	ev := domain.ChangeEvent{ID: id, Type: domain.EventUpserted, Source: source, Table: table, Key: key, Version: version, Fields: fields}
-	data, err := events.Encode(ev, time.Now().UTC())
-	if err != nil {
-		panic(err) // the suite's own events always encode
-	}
-	return Message{Subject: events.Subject(table), MsgID: id, Data: data}
+	c := testbed.NewChange(source, table, id, key, version, fields)
+	return Message{Subject: c.Subject, MsgID: c.MsgID, Data: c.Data}
 }
 
 // CurrencyEvent couples a currency.
@@ -178,7 +174,7 @@ func PoisonMessages(run string, fl Flood) []Message {
 		add("event near 1 MiB that fails", i, waiting("huge", fmt.Sprintf("P-HUGE-%03d", i), i,
 			map[string]any{"notes": strings.Repeat("x", 1000*1000)}))
 		add("event near max_payload that fails", i, waiting("maxpayload", fmt.Sprintf("P-MAXPAYLOAD-%03d", i), i,
-			map[string]any{"notes": strings.Repeat("x", maxPayload-64<<10)}))
+			map[string]any{"notes": strings.Repeat("x", testbed.MaxPayload-64<<10)}))
 	}
 	return out
 }
@@ -245,7 +241,7 @@ func (l *Loader) Run(ctx context.Context) error {
 	start := time.Now()
 	for i, m := range l.Msgs {
 		if due := start.Add(time.Duration(float64(i) / l.Rate * float64(time.Second))); time.Until(due) > 0 {
-			if err := sleep(ctx, time.Until(due)); err != nil {
+			if err := testbed.Sleep(ctx, time.Until(due)); err != nil {
 				return err
 			}
 		}
@@ -278,29 +274,10 @@ func (l *Loader) Published() int { return int(l.published.Load()) }
 // WaitProgress returns once the given fraction of the messages is published.
 func (l *Loader) WaitProgress(ctx context.Context, frac float64) error {
 	want := int(frac * float64(len(l.Msgs)))
-	return waitFor(ctx, 24*time.Hour, 50*time.Millisecond, func() bool { return l.Published() >= want })
+	return testbed.WaitFor(ctx, 24*time.Hour, 50*time.Millisecond, func() bool { return l.Published() >= want })
 }
 
 // publish sends m until JetStream acknowledges it and returns its stream sequence.
 func publish(ctx context.Context, js jetstream.JetStream, m Message) (uint64, error) {
-	delay := 100 * time.Millisecond
-	for {
-		msg := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}
-		for k, v := range m.Header {
-			msg.Header[k] = v
-		}
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ack, err := js.PublishMsg(pctx, msg, jetstream.WithMsgID(m.MsgID))
-		cancel()
-		if err == nil {
-			return ack.Sequence, nil
-		}
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		if err := sleep(ctx, delay); err != nil {
-			return 0, err
-		}
-		delay = min(2*delay, 2*time.Second)
-	}
+	return testbed.Publish(ctx, js, m.Subject, m.MsgID, m.Data, m.Header)
 }

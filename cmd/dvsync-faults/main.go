@@ -16,7 +16,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -28,8 +27,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/dvsync/dvsync/infra/emulator"
 	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/internal/testbed"
 )
 
 // Profile sizes the load and the faults.
@@ -83,16 +82,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *only != "" {
-		var picked []Scenario
-		for _, name := range strings.Split(*only, ",") {
-			i := slices.IndexFunc(scenarios, func(s Scenario) bool { return s.Name == strings.TrimSpace(name) })
-			if i < 0 {
-				fmt.Fprintf(stderr, "dvsync-faults: unknown scenario %q (-list lists them)\n", name)
-				return 2
-			}
-			picked = append(picked, scenarios[i])
+		var err error
+		if scenarios, err = testbed.Pick(scenarios, *only, func(s Scenario) string { return s.Name }); err != nil {
+			fmt.Fprintf(stderr, "dvsync-faults: %v\n", err)
+			return 2
 		}
-		scenarios = picked
 	}
 	if *seed == 0 {
 		b := make([]byte, 8)
@@ -144,9 +138,9 @@ type Runner struct {
 	tmp      string
 	dvsync   string
 	natsBin  string
-	pg       *PGCluster
-	emu      *Emulator
-	sup      *Supervisor
+	pg       *testbed.PGCluster
+	emu      *testbed.Emulator
+	sup      *testbed.Supervisor
 	scenario int
 }
 
@@ -158,12 +152,14 @@ func (r *Runner) Run(ctx context.Context, scenarios []Scenario) ([]Result, error
 		return nil, err
 	}
 	fmt.Fprintf(r.Out, "dvsync-faults: profile %s, working in %s\n", r.P.Name, r.tmp)
-	if err := r.build(ctx); err != nil {
+	bins, err := testbed.Build(ctx, filepath.Join(r.tmp, "bin"))
+	if err != nil {
 		return nil, err
 	}
-	r.sup = &Supervisor{}
+	r.dvsync, r.natsBin = bins.Dvsync, bins.NATSServer
+	r.sup = &testbed.Supervisor{}
 	defer r.sup.StopAll(5 * time.Second)
-	if r.pg, err = createPG(ctx); err != nil {
+	if r.pg, err = testbed.CreatePG(ctx, "dvsync_faults"); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -197,63 +193,32 @@ func (r *Runner) Run(ctx context.Context, scenarios []Scenario) ([]Result, error
 	return results, nil
 }
 
-// build compiles dvsync and nats-server from this checkout's module.
-func (r *Runner) build(ctx context.Context) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("the suite builds dvsync with the go command: %w", err)
-	}
-	out, err := exec.CommandContext(ctx, goBin, "env", "GOMOD").Output()
-	mod := strings.TrimSpace(string(out))
-	if err != nil || mod == "" || mod == os.DevNull {
-		return fmt.Errorf("run the suite inside the dvsync module (go env GOMOD: %q, %v)", mod, err)
-	}
-	bin := filepath.Join(r.tmp, "bin")
-	r.dvsync, r.natsBin = filepath.Join(bin, "dvsync"), filepath.Join(bin, "nats-server")
-	for target, pkg := range map[string]string{r.dvsync: "./cmd/dvsync", r.natsBin: "github.com/nats-io/nats-server/v2"} {
-		cmd := exec.CommandContext(ctx, goBin, "build", "-o", target, pkg)
-		cmd.Dir = filepath.Dir(mod)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-		}
-	}
-	return nil
-}
-
 func (r *Runner) startEmulator(ctx context.Context) error {
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := r.sup.Start("emulator", filepath.Join(r.tmp, "logs", "emulator.log"), childEnv(), r.dvsync, "emulator", "--listen", addr)
-	if err != nil {
-		return err
-	}
-	r.emu = &Emulator{URL: "http://" + addr, Proc: p}
-	return waitHealthy(ctx, p, r.emu.URL+"/healthz", 30*time.Second)
+	var err error
+	r.emu, err = testbed.StartEmulator(ctx, r.sup, r.dvsync, filepath.Join(r.tmp, "logs", "emulator.log"))
+	return err
 }
 
 // Env is one scenario's running system.
 type Env struct {
 	P         Profile
-	PG        *PGCluster
-	Emu       *Emulator
-	Nodes     []*NATSNode
-	Auth      NATSAuth
-	Workers   []*Proc
-	Projector *Proc
-	Serve     *Proc
+	PG        *testbed.PGCluster
+	Emu       *testbed.Emulator
+	Nodes     []*testbed.NATSNode
+	Auth      testbed.NATSAuth
+	Workers   []*testbed.Proc
+	Projector *testbed.Proc
+	Serve     *testbed.Proc
 	JS        jetstream.JetStream // as dvsync's user
 	PubJS     jetstream.JetStream // as a publisher
 	DB        *pgxpool.Pool
 	Obs       *Observer
 	Loader    *Loader
 
-	sup      *Supervisor
+	sup      *testbed.Supervisor
 	data, db string
 	closers  []func()
-	health   map[*Proc]string
+	health   map[*testbed.Proc]string
 	loadDone chan struct{}
 	loadErr  error
 }
@@ -269,11 +234,11 @@ func (e *Env) ackPending(ctx context.Context, stream, prefix string) int {
 }
 
 // Restart starts a stopped dvsync process again and waits until it is healthy.
-func (e *Env) Restart(ctx context.Context, p *Proc) error {
+func (e *Env) Restart(ctx context.Context, p *testbed.Proc) error {
 	if err := p.Restart(); err != nil {
 		return err
 	}
-	return waitHealthy(ctx, p, e.health[p], 60*time.Second)
+	return testbed.WaitHealthy(ctx, p, e.health[p], 60*time.Second)
 }
 
 // WaitLoad returns once the load is published.
@@ -315,10 +280,10 @@ func (r *Runner) runScenario(ctx context.Context, sc Scenario) Result {
 // the dvsync processes, and the suite's own connections. The returned Env is stopped by its
 // stop, also when start fails half-way.
 func (r *Runner) start(ctx context.Context, sc Scenario, res *Result) (*Env, error) {
-	e := &Env{P: r.P, PG: r.pg, Emu: r.emu, Auth: NATSAuth{Users: natsjs.NewPasswords(), Route: randomHex(16)},
-		sup: &Supervisor{}, data: filepath.Join(r.tmp, "data", sc.Name), health: map[*Proc]string{}, loadDone: make(chan struct{})}
+	e := &Env{P: r.P, PG: r.pg, Emu: r.emu, Auth: testbed.NATSAuth{Users: natsjs.NewPasswords(), Route: randomHex(16)},
+		sup: &testbed.Supervisor{}, data: filepath.Join(r.tmp, "data", sc.Name), health: map[*testbed.Proc]string{}, loadDone: make(chan struct{})}
 	var err error
-	if e.Nodes, err = startNATS(ctx, e.sup, r.natsBin, e.data, res.Logs, sc.Nodes, e.Auth); err != nil {
+	if e.Nodes, err = testbed.StartNATS(ctx, e.sup, r.natsBin, e.data, res.Logs, sc.Nodes, e.Auth); err != nil {
 		return e, err
 	}
 	e.db = "faults_" + strings.ReplaceAll(sc.Name, "-", "_")
@@ -329,7 +294,7 @@ func (r *Runner) start(ctx context.Context, sc Scenario, res *Result) (*Env, err
 		return e, err
 	}
 	if sc.Latency > 0 {
-		if err := r.emu.admin(ctx, http.MethodPost, "/_emulator/latency", map[string]string{"perRequest": sc.Latency.String()}); err != nil {
+		if err := r.emu.Admin(ctx, http.MethodPost, "/_emulator/latency", map[string]string{"perRequest": sc.Latency.String()}); err != nil {
 			return e, err
 		}
 	}
@@ -340,7 +305,7 @@ func (r *Runner) start(ctx context.Context, sc Scenario, res *Result) (*Env, err
 	// The suite publishes as an upstream system does (the publisher user may publish changes
 	// only) and reads the consumers as dvsync's own user.
 	connect := func(name, user, password string) (jetstream.JetStream, error) {
-		nc, err := nats.Connect(natsURLs(e.Nodes, user, password), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+		nc, err := nats.Connect(testbed.NATSURLs(e.Nodes, user, password), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 		if err != nil {
 			return nil, err
 		}
@@ -371,19 +336,12 @@ func (r *Runner) start(ctx context.Context, sc Scenario, res *Result) (*Env, err
 // production, and waits until each is healthy.
 func (r *Runner) startDvsync(ctx context.Context, e *Env, sc Scenario, res *Result) error {
 	token := "dvs_" + randomHex(24)
-	start := func(name, command string) (*Proc, error) {
-		port, err := freePort()
+	start := func(name, command string) (*testbed.Proc, error) {
+		port, err := testbed.FreePort()
 		if err != nil {
 			return nil, err
 		}
-		env := childEnv(
-			"NATS_URL="+natsURLs(e.Nodes, natsjs.DvsyncUser, e.Auth.Users.Dvsync),
-			"DATABASE_URL="+r.pg.URL(e.db),
-			"DATAVERSE_URL="+r.emu.URL,
-			"DATAVERSE_TOKEN_URL="+r.emu.URL+"/"+emulator.DefaultTenant+"/oauth2/v2.0/token",
-			"DATAVERSE_CLIENT_ID="+emulator.DefaultApp.ClientID,
-			"DATAVERSE_CLIENT_SECRET="+emulator.DefaultApp.ClientSecret,
-			fmt.Sprintf("DVSYNC_HTTP_LISTEN=127.0.0.1:%d", port),
+		env := testbed.DvsyncEnv(testbed.NATSURLs(e.Nodes, natsjs.DvsyncUser, e.Auth.Users.Dvsync), r.pg.URL(e.db), r.emu, port,
 			// Far beyond a scenario: no change may be parked for a transient cause.
 			"DVSYNC_RETRY_BUDGET=1h",
 			fmt.Sprintf("DVSYNC_NATS_REPLICAS=%d", sc.Nodes),
@@ -415,7 +373,7 @@ func (r *Runner) startDvsync(ctx context.Context, e *Env, sc Scenario, res *Resu
 	if e.Serve, err = start("serve", "serve"); err != nil {
 		return err
 	}
-	for _, p := range []*Proc{e.Workers[1], e.Projector, e.Serve} {
+	for _, p := range []*testbed.Proc{e.Workers[1], e.Projector, e.Serve} {
 		if err := r.waitStarted(ctx, e, p, res); err != nil {
 			return err
 		}
@@ -469,7 +427,7 @@ func (r *Runner) exercise(ctx context.Context, sc Scenario, e *Env, res *Result)
 		end = faultEnd
 	}
 	fmt.Fprintf(r.Out, "   load of %d messages published; fault over at %s\n", e.Loader.Published(), end.Format("15:04:05"))
-	if err := sleep(ctx, time.Until(end)); err != nil {
+	if err := testbed.Sleep(ctx, time.Until(end)); err != nil {
 		return err
 	}
 
@@ -514,9 +472,9 @@ func (r *Runner) exercise(ctx context.Context, sc Scenario, e *Env, res *Result)
 
 // waitStarted waits until p is healthy. A process that exits while starting is started again,
 // twice at most, as a supervisor would; the report says so.
-func (r *Runner) waitStarted(ctx context.Context, e *Env, p *Proc, res *Result) error {
+func (r *Runner) waitStarted(ctx context.Context, e *Env, p *testbed.Proc, res *Result) error {
 	for attempt := 1; ; attempt++ {
-		err := waitHealthy(ctx, p, e.health[p], 60*time.Second)
+		err := testbed.WaitHealthy(ctx, p, e.health[p], 60*time.Second)
 		if err == nil || p.Running() || attempt == 3 {
 			return err
 		}
@@ -545,7 +503,7 @@ func (r *Runner) couple(ctx context.Context, e *Env, run, code string) error {
 	if _, err := publish(ctx, e.PubJS, CurrencyEvent(run, code)); err != nil {
 		return err
 	}
-	err := waitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() bool {
+	err := testbed.WaitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() bool {
 		var status string
 		err := e.DB.QueryRow(ctx, `SELECT status FROM couplings WHERE table_name = 'currency' AND source_key = $1`, code).Scan(&status)
 		return err == nil && status == "synced"
@@ -554,4 +512,14 @@ func (r *Runner) couple(ctx context.Context, e *Env, run, code string) error {
 		return errors.Join(fmt.Errorf("currency %s was not coupled", code), err)
 	}
 	return nil
+}
+
+// lastLine is the last line of a log file, shortened: why a process exited.
+func lastLine(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return printable(lines[len(lines)-1])
 }

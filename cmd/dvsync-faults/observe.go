@@ -17,14 +17,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/internal/testbed"
 )
 
 // Observer reads snapshots of one scenario's system.
 type Observer struct {
-	Emu *Emulator
+	Emu *testbed.Emulator
 	DB  *pgxpool.Pool
 	JS  jetstream.JetStream
-	Sup *Supervisor
+	Sup *testbed.Supervisor
 	// Health are the /healthz URLs of the dvsync processes that should be running.
 	Health func() map[string]string
 }
@@ -53,7 +54,7 @@ func (o *Observer) Snapshot(ctx context.Context) (Snapshot, error) {
 	if o.Health != nil {
 		health := o.Health()
 		for _, name := range sortedKeys(health) {
-			if !healthy(ctx, health[name]) {
+			if !testbed.Healthy(ctx, health[name]) {
 				s.Exited = append(s.Exited, name+" is not healthy ("+health[name]+")")
 			}
 		}
@@ -245,6 +246,6 @@ func Converge(ctx context.Context, o *Observer, e Expect, st Settle) Outcome {
 			}
 			return last
 		}
-		_ = sleep(ctx, time.Second)
+		_ = testbed.Sleep(ctx, time.Second)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/internal/testbed"
 )
 
 // Scenario is one fault, injected while the load runs, from a clean state.
@@ -70,7 +71,7 @@ func killWorkers(ctx context.Context, e *Env) (time.Time, error) {
 			return time.Time{}, err
 		}
 		// With changes in flight: those are what a crash puts at risk.
-		_ = waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() bool {
+		_ = testbed.WaitFor(ctx, 10*time.Second, 20*time.Millisecond, func() bool {
 			return e.ackPending(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer) >= 2
 		})
 		w := e.Workers[i%len(e.Workers)]
@@ -92,7 +93,7 @@ func killProjector(ctx context.Context, e *Env) (time.Time, error) {
 			return time.Time{}, err
 		}
 		e.Projector.Kill()
-		if err := sleep(ctx, e.P.Down); err != nil {
+		if err := testbed.Sleep(ctx, e.P.Down); err != nil {
 			return time.Time{}, err
 		}
 		for range 2 {
@@ -100,7 +101,7 @@ func killProjector(ctx context.Context, e *Env) (time.Time, error) {
 				return time.Time{}, err
 			}
 			// Once the piled-up errors are delivered to it, and before it acknowledged them all.
-			_ = waitFor(ctx, 10*time.Second, 10*time.Millisecond, func() bool {
+			_ = testbed.WaitFor(ctx, 10*time.Second, 10*time.Millisecond, func() bool {
 				return e.ackPending(ctx, natsjs.ErrorsStream, natsjs.ProjectorConsumer) > 0
 			})
 			e.Projector.Kill()
@@ -115,7 +116,7 @@ func killProjector(ctx context.Context, e *Env) (time.Time, error) {
 // killProjectorReplaying kills the projector as soon as the first automatic replay is recorded,
 // while it replays the records that waited for the late currency, and starts it again.
 func killProjectorReplaying(ctx context.Context, e *Env) error {
-	err := waitFor(ctx, time.Minute, 20*time.Millisecond, func() bool {
+	err := testbed.WaitFor(ctx, time.Minute, 20*time.Millisecond, func() bool {
 		var started bool
 		err := e.DB.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sync_error_replays)`).Scan(&started)
 		return err == nil && started
@@ -133,13 +134,13 @@ func restartNATS(ctx context.Context, e *Env) (time.Time, error) {
 	}
 	n := e.Nodes[0]
 	n.Proc.Stop(30 * time.Second)
-	if err := sleep(ctx, e.P.Down); err != nil {
+	if err := testbed.Sleep(ctx, e.P.Down); err != nil {
 		return time.Time{}, err
 	}
 	if err := n.Proc.Restart(); err != nil {
 		return time.Time{}, err
 	}
-	return time.Now(), waitJetStream(ctx, e.Nodes, e.Auth, 60*time.Second)
+	return time.Now(), testbed.WaitJetStream(ctx, e.Nodes, e.Auth, 60*time.Second)
 }
 
 func restartPostgres(ctx context.Context, e *Env) (time.Time, error) {
@@ -149,7 +150,7 @@ func restartPostgres(ctx context.Context, e *Env) (time.Time, error) {
 	if err := e.PG.Crash(ctx); err != nil {
 		return time.Time{}, err
 	}
-	if err := sleep(ctx, e.P.Down); err != nil {
+	if err := testbed.Sleep(ctx, e.P.Down); err != nil {
 		return time.Time{}, err
 	}
 	if err := e.PG.Start(ctx); err != nil {
@@ -162,14 +163,14 @@ func outage(ctx context.Context, e *Env) (time.Time, error) {
 	if err := e.Loader.WaitProgress(ctx, 0.3); err != nil {
 		return time.Time{}, err
 	}
-	if err := e.Emu.admin(ctx, http.MethodPost, "/_emulator/faults", map[string]any{"kind": "outage", "for": e.P.Outage.String()}); err != nil {
+	if err := e.Emu.Admin(ctx, http.MethodPost, "/_emulator/faults", map[string]any{"kind": "outage", "for": e.P.Outage.String()}); err != nil {
 		return time.Time{}, err
 	}
 	end := time.Now().Add(e.P.Outage)
-	if err := sleep(ctx, e.P.Outage); err != nil {
+	if err := testbed.Sleep(ctx, e.P.Outage); err != nil {
 		return time.Time{}, err
 	}
-	return end, e.Emu.admin(ctx, http.MethodDelete, "/_emulator/faults", nil)
+	return end, e.Emu.Admin(ctx, http.MethodDelete, "/_emulator/faults", nil)
 }
 
 func throttle(ctx context.Context, e *Env) (time.Time, error) {
@@ -177,13 +178,13 @@ func throttle(ctx context.Context, e *Env) (time.Time, error) {
 		return time.Time{}, err
 	}
 	storm := map[string]any{"window": "10s", "requests": 50, "concurrent": 4, "dopHint": 2}
-	if err := e.Emu.admin(ctx, http.MethodPost, "/_emulator/limits", storm); err != nil {
+	if err := e.Emu.Admin(ctx, http.MethodPost, "/_emulator/limits", storm); err != nil {
 		return time.Time{}, err
 	}
-	if err := sleep(ctx, e.P.Throttle); err != nil {
+	if err := testbed.Sleep(ctx, e.P.Throttle); err != nil {
 		return time.Time{}, err
 	}
-	return time.Now(), e.Emu.admin(ctx, http.MethodPost, "/_emulator/limits", generousLimits)
+	return time.Now(), e.Emu.Admin(ctx, http.MethodPost, "/_emulator/limits", testbed.GenerousLimits)
 }
 
 // lateWrites delays every request that reaches Dataverse within a short window by longer than
@@ -196,12 +197,12 @@ func lateWrites(ctx context.Context, e *Env) (time.Time, error) {
 	}
 	start := time.Now()
 	slow := map[string]any{"kind": "slow", "delay": e.P.SlowDelay.String()} // no count: every request
-	if err := e.Emu.admin(ctx, http.MethodPost, "/_emulator/faults", slow); err != nil {
+	if err := e.Emu.Admin(ctx, http.MethodPost, "/_emulator/faults", slow); err != nil {
 		return time.Time{}, err
 	}
-	err := sleep(ctx, e.P.SlowWindow)
+	err := testbed.Sleep(ctx, e.P.SlowWindow)
 	// Cleared even when interrupted: a slow fault left behind would delay the next scenario.
-	if cerr := e.Emu.admin(context.WithoutCancel(ctx), http.MethodDelete, "/_emulator/faults", nil); err == nil {
+	if cerr := e.Emu.Admin(context.WithoutCancel(ctx), http.MethodDelete, "/_emulator/faults", nil); err == nil {
 		err = cerr
 	}
 	return start.Add(e.P.SlowWindow + e.P.SlowDelay + 2*time.Second), err
@@ -227,7 +228,7 @@ func loseNATSNode(ctx context.Context, e *Env) (time.Time, error) {
 
 func streamLeader(ctx context.Context, js jetstream.JetStream, name string) (string, error) {
 	var leader string
-	err := waitFor(ctx, 30*time.Second, 200*time.Millisecond, func() bool {
+	err := testbed.WaitFor(ctx, 30*time.Second, 200*time.Millisecond, func() bool {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			return false

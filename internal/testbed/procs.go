@@ -1,7 +1,7 @@
-package main
+package testbed
 
 // Child processes: every one is started in its own process group, with its output in a log file,
-// and killed when the suite ends, whichever way it ends.
+// and killed when the command that started it ends, whichever way it ends.
 
 import (
 	"context"
@@ -36,14 +36,14 @@ type Proc struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current run exits
-	asked   bool          // the suite stopped or killed it
+	asked   bool          // the caller stopped or killed it
 	exitErr error
 	exits   []string // exits nobody asked for
 }
 
-// childEnv is the environment every child starts from: nothing of the suite's own (a NATS_URL in
-// the caller's shell must not leak into a scenario), plus PATH and HOME.
-func childEnv(extra ...string) []string {
+// ChildEnv is the environment every child starts from: nothing of the caller's own (a NATS_URL in
+// the caller's shell must not leak into a run), plus PATH and HOME.
+func ChildEnv(extra ...string) []string {
 	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, extra...)
 }
 
@@ -67,10 +67,10 @@ func (p *Proc) start() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(f, "=== dvsync-faults: start %s at %s\n", p.Name, time.Now().Format(time.RFC3339Nano))
+	fmt.Fprintf(f, "=== testbed: start %s at %s\n", p.Name, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = p.env, f, f
-	// Its own process group, so a kill reaches everything it started; and killed if the suite
+	// Its own process group, so a kill reaches everything it started; and killed if the caller
 	// itself dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -144,6 +144,16 @@ func (p *Proc) signal(sig syscall.Signal, grace time.Duration) {
 	<-done
 }
 
+// Pid is the process id of the current run (0 before the first start).
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Running reports whether the process is alive.
 func (p *Proc) Running() bool {
 	p.mu.Lock()
@@ -156,28 +166,18 @@ func (p *Proc) Running() bool {
 	}
 }
 
-// UnaskedExits lists every time the process exited without the suite asking.
+// UnaskedExits lists every time the process exited without being asked to.
 func (p *Proc) UnaskedExits() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.exits)
 }
 
-// ForgetExits clears the unasked exits seen so far (the suite handled them).
+// ForgetExits clears the unasked exits seen so far (the caller handled them).
 func (p *Proc) ForgetExits() {
 	p.mu.Lock()
 	p.exits = nil
 	p.mu.Unlock()
-}
-
-// lastLine is the last line of a log file, shortened: why a process exited.
-func lastLine(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	return printable(lines[len(lines)-1])
 }
 
 // Exits lists the unasked exits of every process started.
@@ -205,8 +205,8 @@ func (s *Supervisor) StopAll(grace time.Duration) {
 	wg.Wait()
 }
 
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
+// FreePort asks the kernel for a free loopback port.
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -215,8 +215,8 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitFor polls cond every interval until it holds, ctx ends or timeout passes.
-func waitFor(ctx context.Context, timeout, interval time.Duration, cond func() bool) error {
+// WaitFor polls cond every interval until it holds, ctx ends or timeout passes.
+func WaitFor(ctx context.Context, timeout, interval time.Duration, cond func() bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t := time.NewTicker(interval)
@@ -233,9 +233,9 @@ func waitFor(ctx context.Context, timeout, interval time.Duration, cond func() b
 	}
 }
 
-// sleep waits d, or less when ctx ends. It shapes faults and paces the load; it never stands in
+// Sleep waits d, or less when ctx ends. It shapes faults and paces a load; it never stands in
 // for waiting on a condition.
-func sleep(ctx context.Context, d time.Duration) error {
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -246,8 +246,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// healthy reports whether url answers 200.
-func healthy(ctx context.Context, url string) bool {
+// Healthy reports whether url answers 200.
+func Healthy(ctx context.Context, url string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -262,9 +262,9 @@ func healthy(ctx context.Context, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// waitHealthy waits until url answers 200, or p exits.
-func waitHealthy(ctx context.Context, p *Proc, url string, timeout time.Duration) error {
-	err := waitFor(ctx, timeout, 100*time.Millisecond, func() bool { return !p.Running() || healthy(ctx, url) })
+// WaitHealthy waits until url answers 200, or p exits.
+func WaitHealthy(ctx context.Context, p *Proc, url string, timeout time.Duration) error {
+	err := WaitFor(ctx, timeout, 100*time.Millisecond, func() bool { return !p.Running() || Healthy(ctx, url) })
 	if err == nil && !p.Running() {
 		err = errors.New("it exited")
 	}
@@ -272,4 +272,19 @@ func waitHealthy(ctx context.Context, p *Proc, url string, timeout time.Duration
 		return fmt.Errorf("%s did not become healthy at %s: %w (log: %s)", p.Name, url, err, p.Log)
 	}
 	return nil
+}
+
+// Pick returns the items of all named in names (comma-separated), in the order named; an unknown
+// name is an error naming it.
+func Pick[T any](all []T, names string, name func(T) string) ([]T, error) {
+	var picked []T
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		i := slices.IndexFunc(all, func(t T) bool { return name(t) == n })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown scenario %q (-list lists them)", n)
+		}
+		picked = append(picked, all[i])
+	}
+	return picked, nil
 }

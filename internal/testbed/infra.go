@@ -1,4 +1,4 @@
-package main
+package testbed
 
 // The real parts under dvsync: nats-server processes, a private PostgreSQL cluster, the emulator.
 
@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	deploynats "github.com/dvsync/dvsync/deployments/nats"
+	"github.com/dvsync/dvsync/infra/emulator"
 	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
@@ -44,12 +45,12 @@ type NATSAuth struct {
 	Route string
 }
 
-// maxPayload is the deployment's (deployments/nats/nats-server.conf).
-const maxPayload = 8 << 20
+// MaxPayload is the deployment's (deployments/nats/nats-server.conf).
+const MaxPayload = 8 << 20
 
-// startNATS starts one nats-server, or a cluster of size nodes, as deployments/nats configures
+// StartNATS starts one nats-server, or a cluster of size nodes, as deployments/nats configures
 // them (its accounts, 8 MB messages), each with a JetStream store under dir, bound to loopback.
-func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size int, auth NATSAuth) ([]*NATSNode, error) {
+func StartNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size int, auth NATSAuth) ([]*NATSNode, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -59,17 +60,17 @@ func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size
 	nodes := make([]*NATSNode, size)
 	routes := make([]int, size)
 	for i := range nodes {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		if routes[i], err = freePort(); err != nil {
+		if routes[i], err = FreePort(); err != nil {
 			return nil, err
 		}
 		nodes[i] = &NATSNode{Name: fmt.Sprintf("nats-%d", i+1), Port: port}
 	}
 	// The passwords reach the server as the deployment's variables, never in a file.
-	env := childEnv("DVSYNC_NATS_PASSWORD="+auth.Users.Dvsync, "PUBLISHER_NATS_PASSWORD="+auth.Users.Publisher, "NATS_ROUTE_PASSWORD="+auth.Route)
+	env := ChildEnv("DVSYNC_NATS_PASSWORD="+auth.Users.Dvsync, "PUBLISHER_NATS_PASSWORD="+auth.Users.Publisher, "NATS_ROUTE_PASSWORD="+auth.Route)
 	for i, n := range nodes {
 		store := filepath.Join(dir, n.Name)
 		if err := os.MkdirAll(store, 0o755); err != nil {
@@ -77,7 +78,7 @@ func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size
 		}
 		var conf strings.Builder
 		fmt.Fprintf(&conf, "server_name: %s\nlisten: \"127.0.0.1:%d\"\nmax_payload: %d\njetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\ninclude accounts.conf\n",
-			n.Name, n.Port, maxPayload, store)
+			n.Name, n.Port, MaxPayload, store)
 		if size > 1 {
 			var peers []string
 			for j := range nodes {
@@ -85,7 +86,7 @@ func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size
 					peers = append(peers, fmt.Sprintf("\"nats-route://route:%s@127.0.0.1:%d\"", auth.Route, routes[j]))
 				}
 			}
-			fmt.Fprintf(&conf, "cluster {\n  name: dvsync-faults\n  listen: \"127.0.0.1:%d\"\n  authorization {\n    user: route\n    password: $NATS_ROUTE_PASSWORD\n  }\n  routes: [%s]\n}\n",
+			fmt.Fprintf(&conf, "cluster {\n  name: dvsync-testbed\n  listen: \"127.0.0.1:%d\"\n  authorization {\n    user: route\n    password: $NATS_ROUTE_PASSWORD\n  }\n  routes: [%s]\n}\n",
 				routes[i], strings.Join(peers, ", "))
 		}
 		file := filepath.Join(dir, n.Name+".conf")
@@ -98,11 +99,11 @@ func startNATS(ctx context.Context, sup *Supervisor, bin, dir, logs string, size
 		}
 		n.Proc = p
 	}
-	return nodes, waitJetStream(ctx, nodes, auth, 60*time.Second)
+	return nodes, WaitJetStream(ctx, nodes, auth, 60*time.Second)
 }
 
-// natsURLs are the nodes' URLs for one user, as NATS_URL takes them.
-func natsURLs(nodes []*NATSNode, user, password string) string {
+// NATSURLs are the nodes' URLs for one user, as NATS_URL takes them.
+func NATSURLs(nodes []*NATSNode, user, password string) string {
 	urls := make([]string, len(nodes))
 	for i, n := range nodes {
 		urls[i] = natsjs.UserURL(n.URL(), user, password)
@@ -110,14 +111,14 @@ func natsURLs(nodes []*NATSNode, user, password string) string {
 	return strings.Join(urls, ",")
 }
 
-// waitJetStream waits until JetStream answers dvsync's user on every running node (in a
+// WaitJetStream waits until JetStream answers dvsync's user on every running node (in a
 // cluster: a meta leader is elected).
-func waitJetStream(ctx context.Context, nodes []*NATSNode, auth NATSAuth, timeout time.Duration) error {
+func WaitJetStream(ctx context.Context, nodes []*NATSNode, auth NATSAuth, timeout time.Duration) error {
 	for _, n := range nodes {
 		if !n.Proc.Running() {
 			continue
 		}
-		err := waitFor(ctx, timeout, 200*time.Millisecond, func() bool {
+		err := WaitFor(ctx, timeout, 200*time.Millisecond, func() bool {
 			nc, err := nats.Connect(n.URL(), nats.UserInfo(natsjs.DvsyncUser, auth.Users.Dvsync), nats.Timeout(time.Second))
 			if err != nil {
 				return false
@@ -139,15 +140,15 @@ func waitJetStream(ctx context.Context, nodes []*NATSNode, auth NATSAuth, timeou
 	return nil
 }
 
-// PGCluster is a PostgreSQL cluster the suite created with Debian's wrappers, and removes.
+// PGCluster is a PostgreSQL cluster created with Debian's wrappers, to be dropped after use.
 type PGCluster struct {
 	Version, Name string
 	Port          int
 }
 
-// createPG creates and starts a private cluster on a free loopback port, trusting local
-// connections: never the shared one.
-func createPG(ctx context.Context) (*PGCluster, error) {
+// CreatePG creates and starts a private cluster on a free loopback port, trusting local
+// connections: never the shared one. Its name is prefix and a random suffix.
+func CreatePG(ctx context.Context, prefix string) (*PGCluster, error) {
 	entries, err := os.ReadDir("/etc/postgresql")
 	if err != nil {
 		return nil, fmt.Errorf("PostgreSQL's Debian wrappers (pg_createcluster) are needed: %w", err)
@@ -162,13 +163,13 @@ func createPG(ctx context.Context) (*PGCluster, error) {
 		return nil, errors.New("no PostgreSQL version under /etc/postgresql")
 	}
 	slices.SortFunc(versions, func(a, b string) int { return atoi(a) - atoi(b) })
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
-	c := &PGCluster{Version: versions[len(versions)-1], Name: "dvsync_faults_" + hex.EncodeToString(suffix), Port: port}
+	c := &PGCluster{Version: versions[len(versions)-1], Name: prefix + "_" + hex.EncodeToString(suffix), Port: port}
 	if err := pgRun(ctx, "pg_createcluster", c.Version, c.Name, "-p", fmt.Sprint(port), "--start-conf=manual",
 		"-o", "max_connections=300", "--", "--auth=trust"); err != nil {
 		return nil, err
@@ -203,7 +204,7 @@ func (c *PGCluster) Start(ctx context.Context) error {
 	if err := pgRun(ctx, "pg_ctlcluster", "--skip-systemctl-redirect", c.Version, c.Name, "start"); err != nil {
 		return err
 	}
-	return waitFor(ctx, 60*time.Second, 100*time.Millisecond, func() bool {
+	return WaitFor(ctx, 60*time.Second, 100*time.Millisecond, func() bool {
 		conn, err := pgx.Connect(ctx, c.URL("postgres"))
 		if err != nil {
 			return false
@@ -230,7 +231,18 @@ func (c *PGCluster) Drop(ctx context.Context) error {
 
 // CreateDB creates a fresh database.
 func (c *PGCluster) CreateDB(ctx context.Context, name string) error {
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	return CreateDB(ctx, c.URL("postgres"), name)
+}
+
+// DropDB drops a database.
+func (c *PGCluster) DropDB(ctx context.Context, name string) error {
+	return DropDB(ctx, c.URL("postgres"), name)
+}
+
+// CreateDB creates a fresh database on the server adminURL connects to, dropping one of that name
+// first.
+func CreateDB(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return err
 	}
@@ -242,9 +254,9 @@ func (c *PGCluster) CreateDB(ctx context.Context, name string) error {
 	return err
 }
 
-// DropDB drops a scenario's database.
-func (c *PGCluster) DropDB(ctx context.Context, name string) error {
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+// DropDB drops a database on the server adminURL connects to, also while clients are connected.
+func DropDB(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return err
 	}
@@ -259,8 +271,19 @@ type Emulator struct {
 	Proc *Proc
 }
 
-// admin calls one of the emulator's admin routes.
-func (e *Emulator) admin(ctx context.Context, method, path string, body any) error {
+// StatusError is an admin route's answer other than 2xx.
+type StatusError struct {
+	Method, Path string
+	Status       int
+	Body         string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("emulator %s %s: %d %s: %s", e.Method, e.Path, e.Status, http.StatusText(e.Status), e.Body)
+}
+
+// Admin calls one of the emulator's admin routes.
+func (e *Emulator) Admin(ctx context.Context, method, path string, body any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -280,42 +303,82 @@ func (e *Emulator) admin(ctx context.Context, method, path string, body any) err
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("emulator %s %s: %s: %s", method, path, resp.Status, msg)
+		return &StatusError{Method: method, Path: path, Status: resp.StatusCode, Body: string(bytes.TrimSpace(msg))}
 	}
 	return nil
 }
 
-// generousLimits keep service protection out of the way of scenarios that do not test it: the
+// GenerousLimits keep service protection out of the way of scenarios that do not test it: the
 // default (6,000 requests in 5 minutes) is less than one full load.
-var generousLimits = map[string]any{"window": "5m", "requests": 10_000_000, "executionTime": "1000h", "concurrent": 512, "dopHint": 64}
+var GenerousLimits = map[string]any{"window": "5m", "requests": 10_000_000, "executionTime": "1000h", "concurrent": 512, "dopHint": 64}
 
 // Reset empties the emulator between scenarios.
 func (e *Emulator) Reset(ctx context.Context) error {
-	if err := e.admin(ctx, http.MethodPost, "/_emulator/reset", nil); err != nil {
+	if err := e.Admin(ctx, http.MethodPost, "/_emulator/reset", nil); err != nil {
 		return err
 	}
-	return e.admin(ctx, http.MethodPost, "/_emulator/limits", generousLimits)
+	return e.Admin(ctx, http.MethodPost, "/_emulator/limits", GenerousLimits)
 }
 
 // Rows reads every row of an entity set.
 func (e *Emulator) Rows(ctx context.Context, set string) ([]map[string]any, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/_emulator/rows/"+set, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("emulator rows %s: %s", set, resp.Status)
-	}
 	var out struct {
 		Value []map[string]any `json:"value"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := e.Read(ctx, "/_emulator/rows/"+set, &out); err != nil {
 		return nil, err
 	}
 	return out.Value, nil
+}
+
+// Read decodes the JSON answer of one of the emulator's admin GET routes into out.
+func (e *Emulator) Read(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("emulator GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("emulator GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("emulator GET %s: %w", path, err)
+	}
+	return nil
+}
+
+// StartEmulator starts `dvsync emulator` (bin is the dvsync binary) on a free loopback port and
+// waits until it answers.
+func StartEmulator(ctx context.Context, sup *Supervisor, bin, log string) (*Emulator, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := sup.Start("emulator", log, ChildEnv(), bin, "emulator", "--listen", addr)
+	if err != nil {
+		return nil, err
+	}
+	e := &Emulator{URL: "http://" + addr, Proc: p}
+	return e, WaitHealthy(ctx, p, e.URL+"/healthz", 30*time.Second)
+}
+
+// DvsyncEnv is the environment of a dvsync process as production configures one: NATS as
+// dvsync's user (natsURL holds its password), PostgreSQL, the emulator as Dataverse with its
+// default application user, health and metrics on the given loopback port; extra adds or
+// overrides variables.
+func DvsyncEnv(natsURL, databaseURL string, emu *Emulator, httpPort int, extra ...string) []string {
+	return ChildEnv(append([]string{
+		"NATS_URL=" + natsURL,
+		"DATABASE_URL=" + databaseURL,
+		"DATAVERSE_URL=" + emu.URL,
+		"DATAVERSE_TOKEN_URL=" + emu.URL + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token",
+		"DATAVERSE_CLIENT_ID=" + emulator.DefaultApp.ClientID,
+		"DATAVERSE_CLIENT_SECRET=" + emulator.DefaultApp.ClientSecret,
+		fmt.Sprintf("DVSYNC_HTTP_LISTEN=127.0.0.1:%d", httpPort),
+	}, extra...)...)
 }
