@@ -48,13 +48,27 @@ type ErrorEvent struct {
 // fails can always be reported.
 const MaxEmbeddedEvent = 64 << 10
 
+// maxMinimalDetails bounds the details a minimal error event keeps.
+const maxMinimalDetails = 16
+
 // Minimal is the error event stripped of everything that can make it large (the change, its
-// headers, the call stack, long texts): what is left always fits in a message.
+// headers, the call stack, long texts): what is left always fits in a message. The details stay,
+// bounded: they name what the record waits for (a dependency_not_coupled error's dependency is
+// how it is replayed once the dependency is coupled).
 func (ev ErrorEvent) Minimal() ErrorEvent {
 	m := ev
 	m.Stripped, m.Event, m.EventHeaders, m.CallStack = true, nil, nil, nil
 	m.Message, m.Resolution = Truncate(ev.Message, 2048), Truncate(ev.Resolution, 1024)
 	m.Details = nil
+	for k, v := range ev.Details {
+		if len(m.Details) == maxMinimalDetails {
+			break
+		}
+		if m.Details == nil {
+			m.Details = map[string]string{}
+		}
+		m.Details[Truncate(k, 64)] = Truncate(v, MaxKeyBytes)
+	}
 	if dv := ev.Dataverse; dv != nil {
 		m.Dataverse = &DataverseError{Status: dv.Status, Code: dv.Code, Message: Truncate(dv.Message, 2048)}
 	}
