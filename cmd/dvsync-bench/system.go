@@ -216,7 +216,8 @@ func (s *System) startWorkers(ctx context.Context) error {
 		extra = append(extra, fmt.Sprintf("DVSYNC_WORKER_LANES=%d", k.Lanes))
 	}
 	if len(s.apps) > 1 {
-		clients, err := json.Marshal(s.apps)
+		// The first app is DATAVERSE_CLIENT_ID's (testbed.DvsyncEnv): the list names the others.
+		clients, err := json.Marshal(s.apps[1:])
 		if err != nil {
 			return err
 		}
