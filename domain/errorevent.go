@@ -1,7 +1,10 @@
 package domain
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -51,6 +54,14 @@ const MaxEmbeddedEvent = 64 << 10
 // maxMinimalDetails bounds the details a minimal error event keeps.
 const maxMinimalDetails = 16
 
+// detailRank puts the details that name a record's dependency before the others.
+func detailRank(key string) int {
+	if key == "dependency_table" || key == "dependency_key" {
+		return 0
+	}
+	return 1
+}
+
 // Minimal is the error event stripped of everything that can make it large (the change, its
 // headers, the call stack, long texts): what is left always fits in a message. The details stay,
 // bounded: they name what the record waits for (a dependency_not_coupled error's dependency is
@@ -60,14 +71,19 @@ func (ev ErrorEvent) Minimal() ErrorEvent {
 	m.Stripped, m.Event, m.EventHeaders, m.CallStack = true, nil, nil, nil
 	m.Message, m.Resolution = Truncate(ev.Message, 2048), Truncate(ev.Resolution, 1024)
 	m.Details = nil
-	for k, v := range ev.Details {
-		if len(m.Details) == maxMinimalDetails {
-			break
-		}
+	keys := make([]string, 0, len(ev.Details))
+	for k := range ev.Details {
+		keys = append(keys, k)
+	}
+	// What a replay needs goes first, the rest in a stable order.
+	slices.SortFunc(keys, func(a, b string) int {
+		return cmp.Or(cmp.Compare(detailRank(a), detailRank(b)), strings.Compare(a, b))
+	})
+	for _, k := range keys[:min(len(keys), maxMinimalDetails)] {
 		if m.Details == nil {
 			m.Details = map[string]string{}
 		}
-		m.Details[Truncate(k, 64)] = Truncate(v, MaxKeyBytes)
+		m.Details[Truncate(k, 64)] = Truncate(ev.Details[k], MaxKeyBytes)
 	}
 	if dv := ev.Dataverse; dv != nil {
 		m.Dataverse = &DataverseError{Status: dv.Status, Code: dv.Code, Message: Truncate(dv.Message, 2048)}

@@ -14,6 +14,9 @@ func TestMinimalErrorEventKeepsItsDetailsBounded(t *testing.T) {
 		f.Details[fmt.Sprintf("extra%02d", i)] = strings.Repeat("x", 5000)
 	}
 	m := ErrorEvent{Failure: *f, Table: "customer", Key: "C1"}.Minimal()
+	if m.Details["dependency_table"] != "currency" || m.Details["dependency_key"] != "USD" {
+		t.Fatalf("with many details the minimal event lost the dependency: %v", m.Details)
+	}
 	if len(m.Details) > maxMinimalDetails {
 		t.Fatalf("%d details kept, want at most %d", len(m.Details), maxMinimalDetails)
 	}

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +94,11 @@ func readCoupling(ctx context.Context, q querier, table, key string) (domain.Cou
 // Coupling returns a record's coupling; a record never seen has Exists false and NoVersion.
 // Reads made at the same time by many lanes go to the database as one query.
 func (s *Store) Coupling(ctx context.Context, table, key string) (domain.Coupling, error) {
-	return s.couplingIO().reads.Do(ctx, recordKey{table, key})
+	io := s.couplingIO()
+	if io == nil {
+		return domain.Coupling{}, microbatch.ErrClosed
+	}
+	return io.reads.Do(ctx, recordKey{table, key})
 }
 
 // UpdateCoupling claims the record, runs update, and stores what it returns while releasing the
@@ -107,12 +112,18 @@ func (s *Store) Coupling(ctx context.Context, table, key string) (domain.Couplin
 // claims and reads a batch of records, one stores and releases them.
 func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
 	io := s.couplingIO()
+	if io == nil {
+		return microbatch.ErrClosed
+	}
 	k := recordKey{table, key}
 	c := &claim{key: k, token: uuid.New(), io: io}
 	io.hold(c)
 	defer io.drop(c)
 	got, err := io.claims.Do(ctx, c)
 	if err != nil {
+		// The claim may have been taken all the same (the caller stopped waiting, the answer was
+		// lost): give it back, so that the record is not busy to its own next attempt.
+		io.release(c)
 		return err
 	}
 	if !got.claimed {
@@ -123,8 +134,14 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	if err == nil {
 		release.next = &next
 	}
-	// The claim is released even when the caller has given up, so that the record is free at once.
-	done, cerr := io.commits.Do(context.WithoutCancel(ctx), release)
+	// The claim is released even when the caller has given up, so that the record is free at
+	// once; within a bound, so that a database that stopped answering cannot hold a lane for ever.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	done, cerr := io.commits.Do(cctx, release)
+	cancel()
+	if cerr != nil {
+		io.release(c) // nothing was stored unless the statement went through: the lease says so
+	}
 	switch {
 	case errors.Is(err, domain.ErrUnchanged):
 		return nil
@@ -178,6 +195,17 @@ func (c *claim) Held(ctx context.Context) error {
 	return nil
 }
 
+// commitTimeout bounds how long a lane waits for its coupling to be stored and its claim released.
+const commitTimeout = 10 * time.Second
+
+// release gives a claim back by itself, at once and at most once: after a failed claim or commit
+// statement, whose effect is unknown. A release that fails too leaves the lease to run out.
+func (io *couplingIO) release(c *claim) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = io.store.pool.Exec(ctx, `DELETE FROM record_claims WHERE token = $1`, c.token.String())
+}
+
 type claimed struct {
 	claimed bool
 	current domain.Coupling
@@ -192,6 +220,7 @@ type commit struct {
 // they hold.
 type couplingIO struct {
 	store   *Store
+	ttl     time.Duration // a claim's lease
 	reads   *microbatch.Batcher[recordKey, domain.Coupling]
 	claims  *microbatch.Batcher[*claim, claimed]
 	commits *microbatch.Batcher[commit, bool]
@@ -208,7 +237,7 @@ var batchConfig = microbatch.Config{MaxSize: 500, Linger: 0, MaxInFlight: 3}
 
 func (s *Store) couplingIO() *couplingIO {
 	s.ioOnce.Do(func() {
-		io := &couplingIO{store: s, held: map[*claim]struct{}{}, quit: make(chan struct{})}
+		io := &couplingIO{store: s, ttl: cmp.Or(s.claimTTL, ClaimTTL), held: map[*claim]struct{}{}, quit: make(chan struct{})}
 		io.reads = microbatch.New(batchConfig, io.readBatch)
 		io.claims = microbatch.New(batchConfig, io.claimBatch)
 		io.commits = microbatch.New(batchConfig, io.commitBatch)
@@ -220,6 +249,9 @@ func (s *Store) couplingIO() *couplingIO {
 }
 
 func (io *couplingIO) pool() querier { return io.store.pool }
+
+// trusted is how long after sending a claim or renewal statement the worker relies on the lease.
+func (io *couplingIO) trusted() time.Duration { return io.ttl - min(claimMargin, io.ttl/4) }
 
 func (io *couplingIO) close() {
 	io.reads.Close()
@@ -235,7 +267,7 @@ func (io *couplingIO) drop(c *claim) { io.mu.Lock(); delete(io.held, c); io.mu.U
 // renew extends the leases of every claim this process holds, every third of ClaimTTL.
 func (io *couplingIO) renew() {
 	defer io.wg.Done()
-	t := time.NewTicker(ClaimTTL / 3)
+	t := time.NewTicker(io.ttl / 3)
 	defer t.Stop()
 	for {
 		select {
@@ -255,17 +287,42 @@ func (io *couplingIO) renew() {
 			continue
 		}
 		sent := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), ClaimTTL/3)
-		_, err := io.store.pool.Exec(ctx, `UPDATE record_claims SET until = now() + $2 * interval '1 millisecond'
-			WHERE token = ANY($1::uuid[]) AND until > now()`, tokens, ClaimTTL.Milliseconds())
-		cancel()
+		renewed, err := io.renewOnce(tokens)
 		if err != nil {
 			continue // the leases run out unless a later renewal gets through
 		}
 		for _, c := range held {
-			c.extend(sent.Add(ClaimTTL - claimMargin))
+			if renewed[c.token.String()] {
+				c.extend(sent.Add(io.trusted()))
+			}
 		}
 	}
+}
+
+// renewOnce extends the leases of the given claims that are still live. Rows a claim or commit
+// statement has locked are skipped (their holder's commit releases them, or the next renewal
+// gets them), so that the renewal never waits for, or deadlocks with, those statements.
+func (io *couplingIO) renewOnce(tokens []string) (map[string]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), io.ttl/3)
+	defer cancel()
+	rows, err := io.store.pool.Query(ctx, `UPDATE record_claims SET until = now() + $2 * interval '1 millisecond'
+		WHERE (table_name, source_key) IN (
+			SELECT table_name, source_key FROM record_claims WHERE token = ANY($1::uuid[]) AND until > now()
+			FOR UPDATE SKIP LOCKED)
+		RETURNING token::text`, tokens, io.ttl.Milliseconds())
+	if err != nil {
+		return nil, err
+	}
+	renewed := map[string]bool{}
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		renewed[t] = true
+	}
+	return renewed, rows.Err()
 }
 
 // readBatch reads the couplings of a batch of records in one query.
@@ -323,8 +380,9 @@ func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, [
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO record_claims (table_name, source_key, token, until)
 			SELECT t, k, tok, now() + $4 * interval '1 millisecond' FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(t, k, tok)
+			ORDER BY t, k -- every statement locks claim rows in key order: two never deadlock
 			ON CONFLICT (table_name, source_key) DO UPDATE SET token = EXCLUDED.token, until = EXCLUDED.until
-			WHERE record_claims.until <= now()`, tables, sources, tokens, ClaimTTL.Milliseconds())
+			WHERE record_claims.until <= now()`, tables, sources, tokens, io.ttl.Milliseconds())
 		b.Queue(`SELECT r.token::text, `+prefixed("c.", couplingColumns)+`
 			FROM record_claims r LEFT JOIN couplings c ON c.table_name = r.table_name AND c.source_key = r.source_key
 			WHERE r.token = ANY($1::uuid[])`, tokens)
@@ -359,7 +417,7 @@ func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, [
 			if !cur.Exists {
 				cur.Version = domain.NoVersion
 			}
-			c.extend(sent.Add(ClaimTTL - claimMargin))
+			c.extend(sent.Add(io.trusted()))
 			out[i] = claimed{claimed: true, current: cur}
 		}
 		return out, nil
@@ -397,15 +455,21 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 				SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bool[], $5::uuid[], $6::text[], $7::bigint[],
 					$8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::int[], $13::timestamptz[], $14::text[])
 					AS u(t, k, tok, w, row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version)),
+			mine AS (
+				SELECT r.table_name, r.source_key FROM record_claims r JOIN items i
+					ON r.table_name = i.t AND r.source_key = i.k AND r.token = i.tok
+				ORDER BY r.table_name, r.source_key -- locked in key order, as the claims are
+				FOR UPDATE OF r),
 			released AS (
-				DELETE FROM record_claims r USING items i
-				WHERE r.table_name = i.t AND r.source_key = i.k AND r.token = i.tok
+				DELETE FROM record_claims r USING mine m
+				WHERE r.table_name = m.table_name AND r.source_key = m.source_key
 				RETURNING r.token),
 			written AS (
 				INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
 				SELECT i.t, i.k, i.row_id, i.entity, i.version, i.status, i.last_synced_at, i.skipped, i.last_error_kind,
 					i.failures, i.last_attempt_at, i.row_version, now()
 				FROM items i JOIN released r ON r.token = i.tok WHERE i.w
+				ORDER BY i.t, i.k
 				ON CONFLICT (table_name, source_key) DO UPDATE SET
 					row_id = EXCLUDED.row_id, entity = EXCLUDED.entity, version = EXCLUDED.version,
 					status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,

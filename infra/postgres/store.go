@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -23,8 +24,9 @@ var migrations embed.FS
 type Store struct {
 	pool *pgxpool.Pool
 
-	ioOnce sync.Once
-	io     *couplingIO // started by the first coupling call
+	ioOnce   sync.Once
+	io       *couplingIO   // started by the first coupling call
+	claimTTL time.Duration // 0: ClaimTTL (tests shorten it)
 }
 
 // Open connects to the database at url and applies pending migrations. Several processes may
@@ -77,7 +79,7 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // Close stops the coupling batches (what is pending is sent first) and closes the pool.
 func (s *Store) Close() {
-	s.ioOnce.Do(func() {}) // no batches start after Close
+	s.ioOnce.Do(func() {}) // no batches start after Close: coupling calls answer ErrClosed
 	if s.io != nil {
 		s.io.close()
 	}

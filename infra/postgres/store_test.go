@@ -593,3 +593,72 @@ func TestAnUnverifiedOccurrenceNeverDisplacesAVerifiedOne(t *testing.T) {
 		t.Fatalf("a read-back v4 after an unverified v3: keeping v%d, not replayable %v; want v4, replayable", *e.EventVersion, e.NotReplayable)
 	}
 }
+
+// A claim lasts while its worker lives, however long the Dataverse call takes: it is renewed.
+// A worker that dies (its store stops renewing) leaves the record to the others once the lease
+// runs out.
+func TestAClaimIsRenewedWhileHeldAndFreedWhenItsWorkerDies(t *testing.T) {
+	const ttl = 1500 * time.Millisecond
+	s, other := open(t), open(t)
+	postgres.SetClaimTTL(s, ttl)
+	postgres.SetClaimTTL(other, ttl)
+	ctx := context.Background()
+	key := "R" + uuid.NewString()[:8]
+	var meanwhile, held error
+	err := s.UpdateCoupling(ctx, "customer", key, func(ctx context.Context, cur domain.Coupling, lock domain.RecordLock) (domain.Coupling, error) {
+		time.Sleep(3 * ttl) // a slow Dataverse call, not synchronisation: the lease must outlive it
+		meanwhile = other.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error) {
+			return domain.Coupling{}, errors.New("ran while the record was claimed")
+		})
+		held = lock.Held(ctx)
+		cur.Version, cur.Status = 3, domain.CouplingSynced
+		return cur, nil
+	})
+	if err != nil || held != nil || !errors.Is(meanwhile, domain.ErrRecordBusy) {
+		t.Fatalf("after three leases: stored %v, held %v, other worker %v (want nil, nil, ErrRecordBusy)", err, held, meanwhile)
+	}
+
+	// A worker claims the record and dies: its store closes without releasing the claim.
+	dying, err := postgres.Open(ctx, dbURL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	postgres.SetClaimTTL(dying, ttl)
+	claimed, release, gone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(gone)
+		_ = dying.UpdateCoupling(ctx, "customer", key, func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error) {
+			close(claimed)
+			<-release
+			return domain.Coupling{}, errors.New("died")
+		})
+	}()
+	<-claimed
+	dying.Close() // its renewals stop, as the process's would; the claim stays behind
+	deadline := time.Now().Add(10 * ttl)
+	var got error = domain.ErrRecordBusy
+	for errors.Is(got, domain.ErrRecordBusy) && time.Now().Before(deadline) {
+		got = other.UpdateCoupling(ctx, "customer", key, func(_ context.Context, cur domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+			cur.Version = 4
+			return cur, nil
+		})
+		if errors.Is(got, domain.ErrRecordBusy) {
+			time.Sleep(100 * time.Millisecond) // polling a condition with a deadline
+		}
+	}
+	close(release)
+	if got != nil {
+		t.Fatalf("the record stayed busy after its holder stopped renewing: %v", got)
+	}
+}
+
+func TestCouplingCallsAfterCloseAreRefused(t *testing.T) {
+	s, err := postgres.Open(context.Background(), dbURL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := s.Coupling(context.Background(), "customer", "C1"); err == nil {
+		t.Fatal("Coupling after Close answered")
+	}
+}
