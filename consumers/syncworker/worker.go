@@ -47,8 +47,8 @@ type Config struct {
 	// AckWait is the consumer's; the worker sends InProgress at a third of it for every message
 	// it holds, from the moment it is fetched, so that only a dead worker's messages wait it out.
 	AckWait time.Duration
-	// QueueDepth is how many fetched messages wait in a lane's queue (they are kept alive with
-	// InProgress too); fetching waits while the lane of the next message is full, so that one
+	// QueueDepth × Lanes is how many fetched messages a worker holds, queued or in hand (they are
+	// kept alive with InProgress too); fetching waits while it holds that many, so that one
 	// worker does not take more of the stream than it can handle soon.
 	QueueDepth int
 	// ShutdownGrace is how long a stopping worker lets the changes it is handling finish; then
@@ -136,14 +136,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	depth := max(w.Config.QueueDepth, 1)
 	capacity := w.Config.Lanes * depth
 	slots := semaphore.NewWeighted(int64(capacity))
-	lanes := make([]chan job, w.Config.Lanes)
+	lanes := make([]*laneQueue, w.Config.Lanes)
 	var wg sync.WaitGroup
 	for i := range lanes {
-		lanes[i] = make(chan job, depth)
+		lanes[i] = newLaneQueue()
 		wg.Add(1)
-		go func(in <-chan job) {
+		go func(in *laneQueue) {
 			defer wg.Done()
-			for j := range in {
+			for {
+				j, ok := in.pop()
+				if !ok {
+					return
+				}
 				if ctx.Err() != nil {
 					w.nak(j, 0)
 				} else {
@@ -156,7 +160,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer func() {
 		for _, l := range lanes {
-			close(l)
+			l.close()
 		}
 		wg.Wait()
 	}()
@@ -177,7 +181,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // fetch pulls up to n messages and hands each to its record's lane; it returns how many it
 // handed over (each lane releases its slot when done).
-func (w *Worker) fetch(ctx context.Context, n int, held *heartbeat, lanes []chan job) int {
+func (w *Worker) fetch(ctx context.Context, n int, held *heartbeat, lanes []*laneQueue) int {
 	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()
 	batch, err := w.Consumer.Fetch(n, jetstream.FetchContext(fctx))
@@ -200,18 +204,66 @@ func (w *Worker) fetch(ctx context.Context, n int, held *heartbeat, lanes []chan
 			continue
 		}
 		j := w.decode(msg)
-		select {
-		case lanes[w.lane(j)] <- j:
-			dispatched++
-		case <-ctx.Done():
-			_ = msg.Nak()
-			held.release(msg)
-		}
+		lanes[w.lane(j)].push(j)
+		dispatched++
 	}
 	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 		w.Log.Warn("fetching change events", "err", err)
 	}
 	return dispatched
+}
+
+// laneQueue is one lane's queue of fetched messages. It never blocks the dispatcher: a lane that
+// gets several messages at once (its records' hashes collided) must not stop the others from
+// being fed. What all lanes hold together is bounded by the worker's slots.
+type laneQueue struct {
+	mu     sync.Mutex
+	jobs   []job
+	closed bool
+	ready  chan struct{}
+}
+
+func newLaneQueue() *laneQueue { return &laneQueue{ready: make(chan struct{}, 1)} }
+
+func (q *laneQueue) push(j job) {
+	q.mu.Lock()
+	q.jobs = append(q.jobs, j)
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *laneQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// pop waits for the next message; it reports false once the queue is closed and empty.
+func (q *laneQueue) pop() (job, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.jobs) > 0 {
+			j := q.jobs[0]
+			q.jobs[0] = job{}
+			q.jobs = q.jobs[1:]
+			q.mu.Unlock()
+			return j, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return job{}, false
+		}
+		<-q.ready
+	}
+}
+
+func (q *laneQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
 }
 
 // handleSafely handles a job and turns a panic (a bug) into a reported error, so that one change
