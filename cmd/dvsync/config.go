@@ -237,6 +237,9 @@ func (e *envReader) duration(name string, def time.Duration) time.Duration {
 }
 
 // defaultConfig reads the environment; validate reports its malformed values.
+// maxLanes bounds DVSYNC_WORKER_LANES: a lane is a goroutine and its share of held messages.
+const maxLanes = 16384
+
 func defaultConfig() Config {
 	var e envReader
 	c := Config{
@@ -266,7 +269,9 @@ func defaultConfig() Config {
 	c.Skip.Probe = e.duration("DVSYNC_SKIP_PROBE", c.Skip.Probe)
 	c.Topology.Replicas = e.integer("DVSYNC_NATS_REPLICAS", c.Topology.Replicas)
 	c.Topology.MaxAckPending = e.integer("DVSYNC_NATS_MAX_ACK_PENDING", c.Topology.MaxAckPending)
-	c.Worker.Lanes = e.integer("DVSYNC_WORKER_LANES", c.Worker.Lanes)
+	// Each application user adds batches in flight, and a batch's records wait in lanes: the
+	// default grows with the users.
+	c.Worker.Lanes = e.integer("DVSYNC_WORKER_LANES", min(c.Worker.Lanes*max(1, len(c.Dataverse.Users())), maxLanes))
 	c.Worker.RetryBudget = e.duration("DVSYNC_RETRY_BUDGET", c.Worker.RetryBudget)
 	c.envErrs = e.errs
 	return c
@@ -362,8 +367,8 @@ func (c Config) validate(nats, db, dataverse bool) error {
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Worker.Lanes < 1 || c.Worker.Lanes > 4096 {
-		errs = append(errs, fmt.Errorf("lanes (DVSYNC_WORKER_LANES, --lanes) %d is not between 1 and 4096", c.Worker.Lanes))
+	if c.Worker.Lanes < 1 || c.Worker.Lanes > maxLanes {
+		errs = append(errs, fmt.Errorf("lanes (DVSYNC_WORKER_LANES, --lanes) %d is not between 1 and %d", c.Worker.Lanes, maxLanes))
 	}
 	if _, err := logLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
