@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -105,13 +106,38 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			Subjects: []string{ErrorsSubjects}, Retention: jetstream.LimitsPolicy, MaxAge: t.ErrorsMaxAge,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.DuplicateWindow},
 	}
+	// What is already as wanted is left alone: every process runs this at start, and an update
+	// with nothing to change still makes the server rewrite the stream's configuration (and, in
+	// nats-server 2.15, races with a consumer being created on it).
 	for _, cfg := range streams {
+		if s, err := js.Stream(ctx, cfg.Name); err == nil && sameStream(s.CachedInfo().Config, cfg) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("natsjs: stream %s: %w", cfg.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, ChangesStream, t.WorkerConsumerConfig()); err != nil {
+	want := t.WorkerConsumerConfig()
+	if c, err := js.Consumer(ctx, ChangesStream, WorkerConsumer); err == nil && sameConsumer(c.CachedInfo().Config, want) {
+		return nil
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, ChangesStream, want); err != nil {
 		return fmt.Errorf("natsjs: consumer %s: %w", WorkerConsumer, err)
 	}
 	return nil
+}
+
+// sameStream reports whether a stream has every setting Ensure gives it.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.MaxAge == want.MaxAge && have.Storage == want.Storage &&
+		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates
+}
+
+// sameConsumer reports whether the workers' consumer has every setting Ensure gives it.
+func sameConsumer(have, want jetstream.ConsumerConfig) bool {
+	return have.Description == want.Description && have.FilterSubject == want.FilterSubject &&
+		have.DeliverPolicy == want.DeliverPolicy && have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait &&
+		have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending && have.Replicas == want.Replicas &&
+		len(have.BackOff) == 0
 }
