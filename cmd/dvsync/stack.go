@@ -69,6 +69,10 @@ func (s *stack) dialNATS(name string, opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// jetStreamReadyWait is how long a starting process waits for JetStream to answer: a NATS cluster
+// started at the same time elects its leaders within seconds.
+const jetStreamReadyWait = 2 * time.Minute
+
 func (s *stack) connectNATS(ctx context.Context) error {
 	closed := make(chan struct{})
 	nc, err := s.dialNATS("dvsync", nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
@@ -80,7 +84,7 @@ func (s *stack) connectNATS(ctx context.Context) error {
 		nc.Close()
 		return err
 	}
-	if err := natsjs.Ensure(ctx, js, s.cfg.Topology); err != nil {
+	if err := natsjs.EnsureWhenReady(ctx, js, s.cfg.Topology, jetStreamReadyWait, s.log.With("component", "nats")); err != nil {
 		nc.Close()
 		return err
 	}

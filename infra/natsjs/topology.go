@@ -7,9 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -140,4 +143,35 @@ func sameConsumer(have, want jetstream.ConsumerConfig) bool {
 		have.DeliverPolicy == want.DeliverPolicy && have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait &&
 		have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending && have.Replicas == want.Replicas &&
 		len(have.BackOff) == 0
+}
+
+// EnsureWhenReady runs Ensure until it succeeds, for at most wait, while JetStream is not ready
+// to answer: a cluster that has just started answers timeouts, no responders or "temporarily
+// unavailable" until it has elected its leaders, and a process started with it must not exit on
+// that. Any other error (a bad topology, JetStream not enabled, a permission) returns at once.
+func EnsureWhenReady(ctx context.Context, js jetstream.JetStream, t Topology, wait time.Duration, log *slog.Logger) error {
+	b := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithInitialInterval(250*time.Millisecond),
+		backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(wait)), ctx)
+	return backoff.Retry(func() error {
+		err := Ensure(ctx, js, t)
+		if err == nil || !notReadyYet(ctx, err) {
+			return backoff.Permanent(err)
+		}
+		log.Warn("JetStream is not ready yet; trying again", "err", err)
+		return err
+	}, b)
+}
+
+// notReadyYet reports whether a JetStream API error means the servers cannot answer yet.
+func notReadyYet(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 && apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled &&
+			apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

@@ -3,6 +3,10 @@ package natsjs_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -127,4 +131,59 @@ func TestAnErrorEventTooLargeToPublishGoesOutMinimal(t *testing.T) {
 	if !got.Stripped || len(got.Message) > 4096 || got.CallStack != nil || got.Delivery.Sequence != 7 || got.Key != "C1" {
 		t.Fatalf("published %d bytes: stripped %v, message %d bytes, delivery %+v", len(msg.Data), got.Stripped, len(got.Message), got.Delivery)
 	}
+}
+
+// A process that starts before its NATS server can answer waits for it rather than exit; a
+// topology JetStream refuses fails at once.
+func TestEnsureWhenReadyWaitsForJetStreamToAnswer(t *testing.T) {
+	port := freePort(t)
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	done := make(chan error, 1)
+	go func() {
+		done <- natsjs.EnsureWhenReady(context.Background(), js, natsjs.DefaultTopology(), 30*time.Second, log)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Ensure returned %v before any server was there", err)
+	case <-time.After(time.Second): // the server comes late; this is the fault, not synchronisation
+	}
+	srv, err := natsjs.StartEmbedded("127.0.0.1", port, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("once the server answered: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Ensure did not succeed once the server answered")
+	}
+	bad := natsjs.DefaultTopology()
+	bad.DuplicateWindow = 0
+	start := time.Now()
+	if err := natsjs.EnsureWhenReady(context.Background(), js, bad, 30*time.Second, log); err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("an invalid topology: %v after %s, want an error at once", err, time.Since(start))
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
