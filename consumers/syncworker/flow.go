@@ -80,7 +80,7 @@ func (w *Worker) handle(work context.Context, j job) {
 			return
 		}
 	}
-	w.ack(ctx, log, j, string(out.Result))
+	w.ack(log, j, string(out.Result))
 }
 
 // syncWithRetry runs the sync until it succeeds, fails permanently, or its retry budget is spent.
@@ -207,7 +207,7 @@ func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.
 		}
 	}
 	w.Metrics.SyncErrors.WithLabelValues(string(f.Class), string(f.Kind), w.Metrics.Table(ev.Table)).Inc()
-	w.ack(ctx, log, j, outcome)
+	w.ack(log, j, outcome)
 }
 
 func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stages []domain.Stage, outcome string) domain.ErrorEvent {
@@ -274,7 +274,7 @@ func (w *Worker) publish(ctx context.Context, send func(context.Context) error) 
 // ack acks without waiting for JetStream to confirm: the outcome is durable already, and a
 // change whose ack is lost is redelivered and found stale (or its error event deduplicated).
 // Waiting for each confirmation would cost a round trip per change.
-func (w *Worker) ack(_ context.Context, log *slog.Logger, j job, outcome string) {
+func (w *Worker) ack(log *slog.Logger, j job, outcome string) {
 	if err := j.msg.Ack(); err != nil {
 		log.Warn("ack not sent; the change will be redelivered and found stale", "err", err)
 	}

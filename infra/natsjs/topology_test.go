@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/internal/testbed"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -136,7 +136,10 @@ func TestAnErrorEventTooLargeToPublishGoesOutMinimal(t *testing.T) {
 // A process that starts before its NATS server can answer waits for it rather than exit; a
 // topology JetStream refuses fails at once.
 func TestEnsureWhenReadyWaitsForJetStreamToAnswer(t *testing.T) {
-	port := freePort(t)
+	port, err := testbed.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -176,14 +179,4 @@ func TestEnsureWhenReadyWaitsForJetStreamToAnswer(t *testing.T) {
 	if err := natsjs.EnsureWhenReady(context.Background(), js, bad, 30*time.Second, log); err == nil || time.Since(start) > 5*time.Second {
 		t.Fatalf("an invalid topology: %v after %s, want an error at once", err, time.Since(start))
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

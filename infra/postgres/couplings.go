@@ -184,7 +184,7 @@ func (c *claim) Held(ctx context.Context) error {
 		return fmt.Errorf("%w: %s/%s: its lease ran out", ErrLockLost, c.key.table, c.key.key)
 	}
 	var held bool
-	err := c.io.pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM record_claims WHERE table_name = $1 AND source_key = $2
+	err := c.io.store.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM record_claims WHERE table_name = $1 AND source_key = $2
 		AND token = $3 AND until > now())`, c.key.table, c.key.key, c.token.String()).Scan(&held)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrLockLost, err)
@@ -247,8 +247,6 @@ func (s *Store) couplingIO() *couplingIO {
 	})
 	return s.io
 }
-
-func (io *couplingIO) pool() querier { return io.store.pool }
 
 // trusted is how long after sending a claim or renewal statement the worker relies on the lease.
 func (io *couplingIO) trusted() time.Duration { return io.ttl - min(claimMargin, io.ttl/4) }
