@@ -20,7 +20,7 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/httpapi"
-	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 // The tests' API tokens (at least httpapi.MinTokenLength characters).
@@ -71,7 +71,7 @@ func call(t *testing.T, method, url, token string, body any, out any) int {
 	return resp.StatusCode
 }
 
-func (h *harness) openError(table, key string, kind domain.Kind) postgres.StoredError {
+func (h *harness) openError(table, key string, kind domain.Kind) storage.StoredError {
 	h.t.Helper()
 	return h.waitError(table, key, kind)
 }
@@ -87,7 +87,7 @@ func TestErrorsAPIRolesFiltersAndProblems(t *testing.T) {
 	if code := call(t, "GET", base+"/api/v1/errors", "", nil, &prob); code != 401 || prob["status"] != 401.0 {
 		t.Fatalf("no token: %d %v", code, prob)
 	}
-	var page postgres.ErrorPage
+	var page storage.ErrorPage
 	if code := call(t, "GET", base+"/api/v1/errors?class=coupling&q="+cust, testViewerToken, nil, &page); code != 200 || len(page.Errors) != 1 || page.Errors[0].ID != e.ID {
 		t.Fatalf("a viewer's list: %d %+v", code, page)
 	}
@@ -97,7 +97,7 @@ func TestErrorsAPIRolesFiltersAndProblems(t *testing.T) {
 	if code := call(t, "POST", fmt.Sprintf("%s/api/v1/errors/%d/replay", base, e.ID), testViewerToken, nil, &prob); code != 403 {
 		t.Fatalf("a viewer's replay: %d", code)
 	}
-	var detail postgres.ErrorDetail
+	var detail storage.ErrorDetail
 	if code := call(t, "GET", fmt.Sprintf("%s/api/v1/errors/%d", base, e.ID), testViewerToken, nil, &detail); code != 200 ||
 		len(detail.CallStack) == 0 || len(detail.History) != 1 || len(detail.Event) == 0 {
 		t.Fatalf("one error in full: %d %+v", code, detail)
@@ -113,7 +113,7 @@ func TestErrorsAPIRolesFiltersAndProblems(t *testing.T) {
 	}
 	seen, cursor := map[int64]bool{}, ""
 	for pages := 0; pages < 10; pages++ {
-		var p postgres.ErrorPage
+		var p storage.ErrorPage
 		call(t, "GET", base+"/api/v1/errors?limit=2&q="+h.prefix+"&cursor="+cursor, testViewerToken, nil, &p)
 		for _, e := range p.Errors {
 			if seen[e.ID] {
@@ -165,7 +165,7 @@ func TestReplayResolvesAndIsAudited(t *testing.T) {
 	}
 	h.waitCoupled("customer", cust, 1)
 	h.eventually("the replayed error to be resolved", func() bool {
-		var d postgres.ErrorDetail
+		var d storage.ErrorDetail
 		call(t, "GET", fmt.Sprintf("%s/api/v1/errors/%d", base, e.ID), testViewerToken, nil, &d)
 		published := 0
 		for _, r := range d.ReplayLog {
@@ -173,7 +173,7 @@ func TestReplayResolvesAndIsAudited(t *testing.T) {
 				published++
 			}
 		}
-		return d.Status == postgres.ErrorResolved && published == 1
+		return d.Status == storage.ErrorResolved && published == 1
 	})
 	var r map[string]any
 	if code := call(t, "POST", fmt.Sprintf("%s/api/v1/errors/%d/replay", base, e.ID), testOperatorToken, nil, &r); code != 409 || r["outcome"] != "not_replayable" {
@@ -188,7 +188,7 @@ func TestReplayResolvesAndIsAudited(t *testing.T) {
 	if code := call(t, "GET", base+"/api/v1/couplings/customer/"+cust, testViewerToken, nil, &coupling); code != 200 || coupling["coupled"] != true {
 		t.Fatalf("the coupling after deleting errors: %d %v", code, coupling)
 	}
-	var audit struct{ Entries []postgres.AuditEntry }
+	var audit struct{ Entries []storage.AuditEntry }
 	call(t, "GET", base+"/api/v1/audit", testViewerToken, nil, &audit)
 	actions := map[string]bool{}
 	for _, a := range audit.Entries {
@@ -200,7 +200,7 @@ func TestReplayResolvesAndIsAudited(t *testing.T) {
 		t.Fatalf("audit log: %+v", audit.Entries)
 	}
 	var status struct {
-		Tables      []postgres.TableStatus
+		Tables      []storage.TableStatus
 		ConsumerLag *uint64 `json:"consumer_lag"`
 	}
 	if code := call(t, "GET", base+"/api/v1/status", testViewerToken, nil, &status); code != 200 || len(status.Tables) == 0 || status.ConsumerLag == nil {
@@ -264,7 +264,7 @@ func TestCLIEscapesControlCharactersOfEvents(t *testing.T) {
 		raw(out.String()) || !strings.Contains(out.String(), `C9\x1b[2J\x1b]0;owned\a`) || !strings.Contains(out.String(), `bad REWRITTEN \u009b31m \u202egnp.exe`) {
 		t.Fatalf("errors list: exit %d\n%q%s", code, out.String(), errOut.String())
 	}
-	list, err := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "customer", Key: key})
+	list, err := h.store.ListErrors(context.Background(), storage.ErrorFilter{Table: "customer", Key: key})
 	if err != nil || len(list) != 1 {
 		t.Fatalf("the seeded error: %v %v", list, err)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
 )
 
@@ -190,11 +191,11 @@ func (h *harness) waitCoupled(table, key string, version int64) domain.Coupling 
 	return c
 }
 
-func (h *harness) waitError(table, key string, kind domain.Kind) postgres.StoredError {
+func (h *harness) waitError(table, key string, kind domain.Kind) storage.StoredError {
 	h.t.Helper()
-	var found postgres.StoredError
+	var found storage.StoredError
 	h.eventually(fmt.Sprintf("a %s error of %s/%s", kind, table, key), func() bool {
-		list, err := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: table, Key: key})
+		list, err := h.store.ListErrors(context.Background(), storage.ErrorFilter{Table: table, Key: key})
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -268,7 +269,7 @@ func TestCustomerBeforeItsCurrencyIsACouplingError(t *testing.T) {
 	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Trey Research", "currencyCode": cur})
 	e := h.waitError("customer", cust, domain.KindDependencyNotCoupled)
 	if e.Class != domain.ClassCoupling || !strings.Contains(e.Message, "Currency Code "+cur+" must be coupled to a record in Dataverse") ||
-		e.Details["dependency_table"] != "currency" || e.Details["dependency_key"] != cur || e.Status != postgres.ErrorOpen {
+		e.Details["dependency_table"] != "currency" || e.Details["dependency_key"] != cur || e.Status != storage.ErrorOpen {
 		t.Fatalf("stored error = %+v", e)
 	}
 	if n := h.rowCount("accounts"); n != 0 {
@@ -280,7 +281,7 @@ func TestCustomerBeforeItsCurrencyIsACouplingError(t *testing.T) {
 	h.waitCoupled("currency", cur, 1)
 	h.waitCoupled("customer", cust, 1)
 	h.eventually("the coupling error to be resolved", func() bool {
-		list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "customer", Key: cust, Status: postgres.ErrorResolved})
+		list, _ := h.store.ListErrors(context.Background(), storage.ErrorFilter{Table: "customer", Key: cust, Status: storage.ErrorResolved})
 		return len(list) == 1
 	})
 	if full, err := h.store.GetError(context.Background(), e.ID); err != nil || len(full.ReplayLog) != 1 ||
@@ -303,7 +304,7 @@ func TestReplayDependentsOff(t *testing.T) {
 	h.idle()
 	h.eventually("the projector to catch up", h.projectorSettled)
 	got, err := h.store.GetError(context.Background(), e.ID)
-	if err != nil || got.Status != postgres.ErrorOpen || got.Replays != 0 {
+	if err != nil || got.Status != storage.ErrorOpen || got.Replays != 0 {
 		t.Fatalf("error = %+v (%v); want it open and never replayed", got.StoredError, err)
 	}
 }
@@ -411,9 +412,9 @@ func TestNonJSONMessageBecomesAnInvalidEventWithItsBytes(t *testing.T) {
 	h := start(t, 1)
 	raw := []byte("this is not JSON \x00\x01")
 	h.publishRaw("dvsync.changes.customer", raw, uuid.NewString())
-	var found postgres.StoredError
+	var found storage.StoredError
 	h.eventually("an invalid_event error", func() bool {
-		list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Class: domain.ClassSetup, Table: "customer"})
+		list, _ := h.store.ListErrors(context.Background(), storage.ErrorFilter{Class: domain.ClassSetup, Table: "customer"})
 		for _, e := range list {
 			if e.Kind == domain.KindInvalidEvent && string(e.Event) == string(raw) {
 				found = e
@@ -481,7 +482,7 @@ func TestThrottlingIsRetriedInProcessWithoutAnError(t *testing.T) {
 	if n := testutil.ToFloat64(h.workers[0].metrics.TransientRetries.WithLabelValues("currency", "throttled")); n < 1 {
 		t.Fatalf("transient retries counted %v; four writes against two per window must be throttled", n)
 	}
-	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency"})
+	list, _ := h.store.ListErrors(context.Background(), storage.ErrorFilter{Table: "currency"})
 	for _, e := range list {
 		for _, k := range keys {
 			if e.Key == k {
@@ -506,7 +507,7 @@ func TestDataverseDownIsRedeliveredUntilItAnswers(t *testing.T) {
 	})
 	h.emu.ClearFaults()
 	h.waitCoupled("currency", cur, 1)
-	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency", Key: cur})
+	list, _ := h.store.ListErrors(context.Background(), storage.ErrorFilter{Table: "currency", Key: cur})
 	if len(list) != 0 {
 		t.Fatalf("a change that healed left errors: %+v", list)
 	}
@@ -615,7 +616,7 @@ func TestSkippedRecordKeepsItsChangesUntilTheCauseIsGone(t *testing.T) {
 		t.Fatalf("after the currency was coupled: %+v", c)
 	}
 	h.eventually("the error to be resolved", func() bool {
-		list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: "customer", Key: cust, Status: postgres.ErrorOpen})
+		list, _ := h.store.ListErrors(context.Background(), storage.ErrorFilter{Table: "customer", Key: cust, Status: storage.ErrorOpen})
 		return len(list) == 0
 	})
 }

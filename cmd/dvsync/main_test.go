@@ -19,7 +19,7 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
-	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
 )
 
@@ -119,7 +119,7 @@ func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			var body struct{ Errors []postgres.StoredError }
+			var body struct{ Errors []storage.StoredError }
 			_ = json.NewDecoder(resp.Body).Decode(&body)
 			resp.Body.Close()
 			for _, e := range body.Errors {

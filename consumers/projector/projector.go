@@ -19,7 +19,6 @@ import (
 	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -27,7 +26,7 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/natsjs"
-	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
@@ -58,7 +57,7 @@ type Projector struct {
 	Dependents DependentReplayer
 }
 
-// Ledger is where the projector stores errors (postgres.Store).
+// Ledger is where the projector stores errors (a storage.Store).
 type Ledger interface {
 	RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error
 	ResolveRecord(ctx context.Context, synced domain.RecordSynced) error
@@ -145,15 +144,15 @@ func (p *Projector) project(ctx context.Context, msg *message.Message) (waiting,
 // the minimal row (the database is down): nothing is dropped.
 func (p *Projector) fallback(ctx context.Context, msg *message.Message, err error) error {
 	n := delivered(msg)
-	data := postgres.IsDataError(err)
+	var rejected *storage.RejectedError
+	data := errors.As(err, &rejected)
 	if !data && n < fallbackAfter {
 		p.Log.Warn("storing an error event failed; it will be redelivered", "seq", msg.Metadata.Get(metaSequence), "delivered", n, "err", err)
 		return err
 	}
 	cause, why := "retries", fmt.Sprintf("storing it failed %d times", n)
-	var pg *pgconn.PgError
-	if data && errors.As(err, &pg) {
-		cause, why = "data", fmt.Sprintf("PostgreSQL refused a value: %s (SQLSTATE %s)", pg.Message, pg.Code)
+	if data {
+		cause, why = "data", rejected.Reason
 	}
 	subject := msg.Metadata.Get(metaSubject)
 	reason := fmt.Sprintf("this message of %s could not be stored in full (%s); its bytes are kept as they came", natsjs.ErrorsStream, why)

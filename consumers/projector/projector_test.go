@@ -27,6 +27,7 @@ import (
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
 	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
@@ -150,10 +151,10 @@ func (h *harness) run(ctx context.Context) (*telemetry.Metrics, *replay.Replayer
 }
 
 // stored is the one error of table/key, or the zero error while there is none.
-func (h *harness) stored(table, key string) postgres.StoredError {
-	list, _ := h.store.ListErrors(context.Background(), postgres.ErrorFilter{Table: table, Key: key})
+func (h *harness) stored(table, key string) storage.StoredError {
+	list, _ := h.store.ListErrors(context.Background(), storage.ErrorFilter{Table: table, Key: key})
 	if len(list) != 1 {
-		return postgres.StoredError{}
+		return storage.StoredError{}
 	}
 	return list[0]
 }
@@ -202,7 +203,7 @@ func TestStoppingMidBurstLosesNothing(t *testing.T) {
 		}
 	}
 	stored := func() int {
-		list, err := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "item", Text: run, Limit: 1000})
+		list, err := h.store.ListErrors(ctx, storage.ErrorFilter{Table: "item", Text: run, Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +227,7 @@ func TestStoppingMidBurstLosesNothing(t *testing.T) {
 	if err := <-done2; err != nil {
 		t.Fatal(err)
 	}
-	list, _ := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "item", Text: run, Limit: 1000})
+	list, _ := h.store.ListErrors(ctx, storage.ErrorFilter{Table: "item", Text: run, Limit: 1000})
 	for _, e := range list {
 		if e.Occurrences != 1 {
 			t.Fatalf("%s/%s stored %d times", e.Table, e.Key, e.Occurrences)
@@ -268,7 +269,7 @@ func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		list, _ := store.ListErrors(ctx, postgres.ErrorFilter{Table: "vendor", Key: key})
+		list, _ := store.ListErrors(ctx, storage.ErrorFilter{Table: "vendor", Key: key})
 		legacy, _ := nc.JetStream()
 		info, _ := legacy.ConsumerInfo(natsjs.ErrorsStream, natsjs.ProjectorConsumer)
 		if len(list) == 1 && info != nil && info.NumAckPending == 0 && info.NumPending == 0 {
@@ -285,7 +286,7 @@ func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if minimal, _ := store.ListErrors(ctx, postgres.ErrorFilter{Table: "_errors", Limit: 1000}); containsEvent(minimal, ev.ID) {
+	if minimal, _ := store.ListErrors(ctx, storage.ErrorFilter{Table: "_errors", Limit: 1000}); containsEvent(minimal, ev.ID) {
 		t.Fatal("a minimal row was stored although the error was stored in full")
 	}
 	cancel()
@@ -295,7 +296,7 @@ func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
 }
 
 // containsEvent reports whether one of the errors keeps bytes that mention s.
-func containsEvent(list []postgres.StoredError, s string) bool {
+func containsEvent(list []storage.StoredError, s string) bool {
 	for _, e := range list {
 		if strings.Contains(string(e.Event), s) {
 			return true
@@ -332,7 +333,7 @@ func TestLateDependencyErrorIsReplayedOnce(t *testing.T) {
 	waitFor(t, "both errors handled", func() bool {
 		return h.stored("customer", before).ID != 0 && h.stored("customer", after).ID != 0 && h.consumerSettled()
 	})
-	if b, a := h.stored("customer", before), h.stored("customer", after); b.Status != postgres.ErrorReplayed || b.Replays != 1 || a.Status != postgres.ErrorOpen || a.Replays != 0 {
+	if b, a := h.stored("customer", before), h.stored("customer", after); b.Status != storage.ErrorReplayed || b.Replays != 1 || a.Status != storage.ErrorOpen || a.Replays != 0 {
 		t.Fatalf("failed before coupling: %s, %d replays; failed after: %s, %d replays; want replayed once and open", b.Status, b.Replays, a.Status, a.Replays)
 	}
 	if n := testutil.ToFloat64(metrics.Replays.WithLabelValues("dependency", string(replay.Published))); n != 1 {
@@ -376,7 +377,7 @@ func TestOlderErrorArrivingLateKeepsTheNewestChangeForReplay(t *testing.T) {
 	if err := (natsjs.Publisher{JS: h.js}).PublishSynced(ctx, "synced-"+cur, domain.RecordSynced{Table: "currency", Key: cur, Version: 1, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the waiting record replayed", func() bool { return h.stored("customer", cust).Status == postgres.ErrorReplayed })
+	waitFor(t, "the waiting record replayed", func() bool { return h.stored("customer", cust).Status == storage.ErrorReplayed })
 	msg, err := h.changes.GetLastMsgForSubject(ctx, "dvsync.changes.customer")
 	if err != nil || string(msg.Data) != string(v5.Event) {
 		t.Fatalf("replayed %s (%v), want v5: %s", msg.Data, err, v5.Event)
@@ -429,11 +430,11 @@ func TestForgedErrorEventsAreNotReplayed(t *testing.T) {
 				return false
 			}
 		}
-		return h.stored("customer", real.Key).Status == postgres.ErrorReplayed && h.consumerSettled()
+		return h.stored("customer", real.Key).Status == storage.ErrorReplayed && h.consumerSettled()
 	})
 	for name, ev := range cases {
 		e := h.stored("customer", ev.Key)
-		if e.Status != postgres.ErrorOpen || e.NotReplayable == nil || string(e.Event) != string(forgedBytes) {
+		if e.Status != storage.ErrorOpen || e.NotReplayable == nil || string(e.Event) != string(forgedBytes) {
 			t.Errorf("%s: stored %s, not replayable %v, event %s; want open, not replayable, its own copy kept for display", name, e.Status, e.NotReplayable, e.Event)
 			continue
 		}
@@ -505,8 +506,8 @@ func TestPoisonErrorEventsDoNotStopTheLedger(t *testing.T) {
 		}
 	}
 	done := h.startProjector(ctx, h.store)
-	rows := func() []postgres.StoredError {
-		list, err := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "item", Text: run, Limit: 1000})
+	rows := func() []storage.StoredError {
+		list, err := h.store.ListErrors(ctx, storage.ErrorFilter{Table: "item", Text: run, Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -543,7 +544,9 @@ func (r *refusing) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent,
 	r.mu.Unlock()
 	switch {
 	case strings.HasPrefix(ev.ID, "refused-data"):
-		return fmt.Errorf("postgres: record error: %w", &pgconn.PgError{Code: "22021", Message: "invalid byte sequence for encoding \"UTF8\": 0x00"})
+		pg := &pgconn.PgError{Code: "22021", Message: "invalid byte sequence for encoding \"UTF8\": 0x00"}
+		return &storage.RejectedError{Reason: fmt.Sprintf("PostgreSQL refused a value: %s (SQLSTATE %s)", pg.Message, pg.Code),
+			Err: fmt.Errorf("postgres: record error: %w", pg)}
 	case strings.HasPrefix(ev.ID, "refused-always"):
 		return errors.New("postgres: record error: something no retry heals")
 	}
@@ -583,8 +586,8 @@ func TestUnstorableErrorEventsAreKeptAsMinimalRows(t *testing.T) {
 		h.publishError(ev)
 		payloads[id], _ = json.Marshal(ev)
 	}
-	minimal := func(id string) *postgres.StoredError {
-		list, _ := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "_errors", Kind: domain.KindInvalidEvent, Limit: 1000})
+	minimal := func(id string) *storage.StoredError {
+		list, _ := h.store.ListErrors(ctx, storage.ErrorFilter{Table: "_errors", Kind: domain.KindInvalidEvent, Limit: 1000})
 		for _, e := range list {
 			if string(e.Event) == string(payloads[id]) {
 				return &e
@@ -705,7 +708,7 @@ func TestAFailingDependencyReplayIsGivenUpAfterAFewDeliveries(t *testing.T) {
 	h.publishError(good)
 	waitFor(t, "every message acknowledged", func() bool { return h.stored("item", good.Key).ID != 0 && h.consumerSettled() })
 	e := h.stored("customer", cust)
-	if e.Status != postgres.ErrorOpen || e.NotReplayable != nil || e.Replays != 3 {
+	if e.Status != storage.ErrorOpen || e.NotReplayable != nil || e.Replays != 3 {
 		t.Fatalf("the waiting error: %s, not replayable %v, %d replays; want open, replayable, tried on 3 deliveries", e.Status, e.NotReplayable, e.Replays)
 	}
 	if n := testutil.ToFloat64(metrics.Replays.WithLabelValues("dependency", string(replay.GivenUp))); n != 1 {
@@ -784,7 +787,7 @@ func TestAPanicTakesTheFallbackNotARedeliveryLoop(t *testing.T) {
 		Table: "item", Key: run + "-good", EventVersion: &v, Stage: "sync"}
 	h.publishError(good)
 	waitFor(t, "every message acknowledged", func() bool { return h.stored("item", good.Key).ID != 0 && h.consumerSettled() })
-	minimal, _ := h.store.ListErrors(ctx, postgres.ErrorFilter{Table: "_errors", Kind: domain.KindInvalidEvent, Limit: 1000})
+	minimal, _ := h.store.ListErrors(ctx, storage.ErrorFilter{Table: "_errors", Kind: domain.KindInvalidEvent, Limit: 1000})
 	kept := false
 	for _, e := range minimal {
 		kept = kept || string(e.Event) == string(payload)

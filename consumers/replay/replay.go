@@ -16,7 +16,7 @@ import (
 	"github.com/dvsync/dvsync/consumers/syncworker"
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
-	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -52,9 +52,9 @@ type Result struct {
 
 // Store is what replay needs of the ledger and the couplings.
 type Store interface {
-	ClaimReplay(ctx context.Context, id int64) (postgres.ReplayClaim, error)
-	ReleaseReplay(ctx context.Context, c postgres.ReplayClaim) error
-	FinishReplay(ctx context.Context, c postgres.ReplayClaim, messageID, actor, outcome string) error
+	ClaimReplay(ctx context.Context, id int64) (storage.ReplayClaim, error)
+	ReleaseReplay(ctx context.Context, c storage.ReplayClaim) error
+	FinishReplay(ctx context.Context, c storage.ReplayClaim, messageID, actor, outcome string) error
 	Coupling(ctx context.Context, table, key string) (domain.Coupling, error)
 	WaitingOn(ctx context.Context, table, key string, limit int) ([]int64, error)
 }
@@ -88,15 +88,15 @@ func (r *Replayer) one(ctx context.Context, id int64, actor string) Result {
 	res := Result{ErrorID: id}
 	claim, err := r.Store.ClaimReplay(ctx, id)
 	switch {
-	case errors.Is(err, postgres.ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		res.Outcome = NotFound
 		return res
-	case errors.Is(err, postgres.ErrAlreadyReplaying):
+	case errors.Is(err, storage.ErrAlreadyReplaying):
 		res.Outcome = AlreadyReplaying
 		return res
-	case errors.Is(err, postgres.ErrNotReplayable):
+	case errors.Is(err, storage.ErrNotReplayable):
 		res.Outcome = NotReplayable
-		var why *postgres.NotReplayableError
+		var why *storage.NotReplayableError
 		if errors.As(err, &why) {
 			res.Detail = why.Reason
 		}
@@ -200,7 +200,7 @@ func replayHeaders(stored map[string][]string) nats.Header {
 }
 
 // subject is where the change was first published, or its table's subject.
-func subject(c postgres.ReplayClaim) string {
+func subject(c storage.ReplayClaim) string {
 	if strings.HasPrefix(c.Subject, events.SubjectPrefix) {
 		return c.Subject
 	}

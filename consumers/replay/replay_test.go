@@ -18,6 +18,7 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
 )
 
@@ -64,7 +65,7 @@ func storeFailure(t *testing.T, s *postgres.Store, key string, version int64, f 
 	if err := s.RecordErrorChecked(context.Background(), ev, ""); err != nil {
 		t.Fatal(err)
 	}
-	list, _ := s.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency", Key: key})
+	list, _ := s.ListErrors(context.Background(), storage.ErrorFilter{Table: "currency", Key: key})
 	return list[0].ID
 }
 
@@ -86,7 +87,7 @@ func TestReplayPublishesTheStoredChangeWithItsHeaders(t *testing.T) {
 		t.Fatalf("published %q with headers %v", msg.Data, msg.Header)
 	}
 	d, _ := s.GetError(context.Background(), id)
-	if d.Status != postgres.ErrorReplayed || len(d.ReplayLog) != 1 {
+	if d.Status != storage.ErrorReplayed || len(d.ReplayLog) != 1 {
 		t.Fatalf("after the replay: %+v", d)
 	}
 }
@@ -110,7 +111,7 @@ func TestStaleReplayIsReportedNotSent(t *testing.T) {
 	if info, _ := stream.Info(context.Background()); info.State.Msgs != 0 {
 		t.Fatalf("a stale change was published (%d messages)", info.State.Msgs)
 	}
-	if d, _ := s.GetError(context.Background(), id); d.Status != postgres.ErrorResolved {
+	if d, _ := s.GetError(context.Background(), id); d.Status != storage.ErrorResolved {
 		t.Fatalf("the error after a stale replay: %s", d.Status)
 	}
 	if res := r.Replay(context.Background(), []int64{999999999}, "otto")[0]; res.Outcome != replay.NotFound {
@@ -192,9 +193,9 @@ func TestNotReplayableErrorsSayWhy(t *testing.T) {
 		Key: key, EventVersion: &v, Failure: *domain.MappingMissing("currency"), Event: []byte(`{"forged":true}`), Stage: "sync"}); err != nil {
 		t.Fatal(err)
 	}
-	list, _ := s.ListErrors(context.Background(), postgres.ErrorFilter{Table: "currency", Key: key})
+	list, _ := s.ListErrors(context.Background(), storage.ErrorFilter{Table: "currency", Key: key})
 	unchecked := list[0].ID
-	for id, want := range map[int64]string{invalid: "corrected event", unchecked: postgres.NotReadBack} {
+	for id, want := range map[int64]string{invalid: "corrected event", unchecked: storage.NotReadBack} {
 		res := r.Replay(context.Background(), []int64{id}, "otto")[0]
 		if res.Outcome != replay.NotReplayable || !strings.Contains(res.Detail, want) {
 			t.Errorf("replay of %d: %+v; want not_replayable saying %q", id, res, want)

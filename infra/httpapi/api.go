@@ -14,16 +14,16 @@ import (
 
 	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/domain"
-	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 // Ledger is what the API reads and changes of the errors ledger and the couplings.
 type Ledger interface {
-	PageErrors(ctx context.Context, f postgres.ErrorFilter) (postgres.ErrorPage, error)
-	GetError(ctx context.Context, id int64) (postgres.ErrorDetail, error)
+	PageErrors(ctx context.Context, f storage.ErrorFilter) (storage.ErrorPage, error)
+	GetError(ctx context.Context, id int64) (storage.ErrorDetail, error)
 	DeleteErrors(ctx context.Context, cutoff time.Time, actor string) (int64, error)
-	Audit(ctx context.Context, limit int) ([]postgres.AuditEntry, error)
-	Status(ctx context.Context) ([]postgres.TableStatus, error)
+	Audit(ctx context.Context, limit int) ([]storage.AuditEntry, error)
+	Status(ctx context.Context) ([]storage.TableStatus, error)
 	Coupling(ctx context.Context, table, key string) (domain.Coupling, error)
 }
 
@@ -93,12 +93,12 @@ func olderThan(v string) (int, time.Time, error) {
 }
 
 // filterFrom reads the error filter of a query string or a JSON body.
-func filterFrom(get func(string) string) (postgres.ErrorFilter, error) {
+func filterFrom(get func(string) string) (storage.ErrorFilter, error) {
 	if err := validText(get, "class", "kind", "status", "table", "key", "q", "since", "until", "limit", "cursor"); err != nil {
-		return postgres.ErrorFilter{}, err
+		return storage.ErrorFilter{}, err
 	}
-	f := postgres.ErrorFilter{Class: domain.Class(get("class")), Kind: domain.Kind(get("kind")),
-		Status: postgres.ErrorStatus(get("status")), Table: get("table"), Key: get("key"), Text: get("q"),
+	f := storage.ErrorFilter{Class: domain.Class(get("class")), Kind: domain.Kind(get("kind")),
+		Status: storage.ErrorStatus(get("status")), Table: get("table"), Key: get("key"), Text: get("q"),
 		Cursor: get("cursor"), Limit: 100}
 	switch f.Class {
 	case "", domain.ClassCoupling, domain.ClassSetup:
@@ -106,7 +106,7 @@ func filterFrom(get func(string) string) (postgres.ErrorFilter, error) {
 		return f, fmt.Errorf("class %q is not coupling or setup", f.Class)
 	}
 	switch f.Status {
-	case "", postgres.ErrorOpen, postgres.ErrorResolved, postgres.ErrorReplayed:
+	case "", storage.ErrorOpen, storage.ErrorResolved, storage.ErrorReplayed:
 	default:
 		return f, fmt.Errorf("status %q is not open, replayed or resolved", f.Status)
 	}
@@ -136,7 +136,7 @@ func (s *Server) listErrors(w http.ResponseWriter, r *http.Request, _ Principal)
 		return
 	}
 	page, err := s.Ledger.PageErrors(r.Context(), f)
-	if errors.Is(err, postgres.ErrBadCursor) {
+	if errors.Is(err, storage.ErrBadCursor) {
 		problem(w, http.StatusBadRequest, "Invalid cursor", "the cursor is not one this API gave; start again without it")
 		return
 	}
@@ -163,7 +163,7 @@ func (s *Server) getError(w http.ResponseWriter, r *http.Request, _ Principal) {
 		return
 	}
 	d, err := s.Ledger.GetError(r.Context(), id)
-	if errors.Is(err, postgres.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		problem(w, http.StatusNotFound, "Not found", fmt.Sprintf("there is no error %d", id))
 		return
 	}
@@ -193,7 +193,7 @@ func (s *Server) replayMatching(w http.ResponseWriter, r *http.Request, p Princi
 		return
 	}
 	if body["status"] == "" {
-		body["status"] = string(postgres.ErrorOpen)
+		body["status"] = string(storage.ErrorOpen)
 	}
 	if body["limit"] == "" {
 		body["limit"] = "1000"
@@ -250,7 +250,7 @@ func (s *Server) deleteOne(w http.ResponseWriter, r *http.Request, p Principal) 
 		return
 	}
 	err := s.Couplings.DeleteError(r.Context(), id, p.Name)
-	if errors.Is(err, postgres.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		problem(w, http.StatusNotFound, "Not found", fmt.Sprintf("there is no error %d", id))
 		return
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/domain"
-	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 //go:embed templates/*.html
@@ -34,7 +34,7 @@ type Links struct {
 // PageStore is what the page needs besides the Ledger: the coupled records, deleting one error
 // and the signed-out sessions.
 type PageStore interface {
-	ListCouplings(ctx context.Context, f postgres.CouplingFilter) ([]domain.Coupling, error)
+	ListCouplings(ctx context.Context, f storage.CouplingFilter) ([]domain.Coupling, error)
 	DeleteError(ctx context.Context, id int64, actor string) error
 	SessionStore
 }
@@ -56,16 +56,16 @@ type pageData struct {
 	Operator                               bool
 	s                                      *Server
 
-	Filter    postgres.ErrorFilter
+	Filter    storage.ErrorFilter
 	Statuses  []string
-	Errors    []postgres.StoredError
+	Errors    []storage.StoredError
 	Next      string
 	NextLink  string
-	Error     postgres.ErrorDetail
-	CFilter   postgres.CouplingFilter
+	Error     storage.ErrorDetail
+	CFilter   storage.CouplingFilter
 	CStatuses []string
 	Couplings []domain.Coupling
-	Audit     []postgres.AuditEntry
+	Audit     []storage.AuditEntry
 
 	Question, Action, Button, Back string
 	Hidden                         []hidden
@@ -76,7 +76,7 @@ type pageData struct {
 type hidden struct{ Name, Value string }
 
 // SourceLink is the source record of an error, when a template is configured.
-func (d pageData) SourceLink(e postgres.StoredError) string {
+func (d pageData) SourceLink(e storage.StoredError) string {
 	if d.s.Links.SourceURL == "" || strings.HasPrefix(e.Key, "seq:") {
 		return ""
 	}
@@ -85,7 +85,7 @@ func (d pageData) SourceLink(e postgres.StoredError) string {
 }
 
 // DestinationLink is the Dataverse row of an error.
-func (d pageData) DestinationLink(e postgres.StoredError) string {
+func (d pageData) DestinationLink(e storage.StoredError) string {
 	if e.RowID == nil || e.Entity == nil {
 		return ""
 	}
@@ -212,12 +212,12 @@ func (s *Server) errorsPage(w http.ResponseWriter, r *http.Request, d pageData) 
 		q.Set("class", string(domain.ClassCoupling))
 	}
 	if !q.Has("status") {
-		q.Set("status", string(postgres.ErrorOpen))
+		q.Set("status", string(storage.ErrorOpen))
 	}
 	f, err := filterFrom(q.Get)
 	if err != nil {
 		d.Flash = err.Error()
-		f = postgres.ErrorFilter{Class: domain.ClassCoupling, Status: postgres.ErrorOpen, Limit: 100}
+		f = storage.ErrorFilter{Class: domain.ClassCoupling, Status: storage.ErrorOpen, Limit: 100}
 	}
 	page, err := s.Ledger.PageErrors(r.Context(), f)
 	if err != nil {
@@ -244,7 +244,7 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, d pageData) {
 		return
 	}
 	e, err := s.Ledger.GetError(r.Context(), id)
-	if errors.Is(err, postgres.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		http.NotFound(w, r)
 		return
 	}
@@ -333,7 +333,7 @@ func (s *Server) deleteForm(w http.ResponseWriter, r *http.Request, d pageData) 
 		http.NotFound(w, r)
 		return
 	}
-	if err := s.Couplings.DeleteError(r.Context(), id, d.User); err != nil && !errors.Is(err, postgres.ErrNotFound) {
+	if err := s.Couplings.DeleteError(r.Context(), id, d.User); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		http.Error(w, "The error could not be deleted; try again.", http.StatusServiceUnavailable)
 		return
 	}
@@ -409,10 +409,10 @@ func (s *Server) deleteAll(w http.ResponseWriter, r *http.Request, d pageData) {
 
 func (s *Server) couplingsPage(w http.ResponseWriter, r *http.Request, d pageData) {
 	q := r.URL.Query()
-	f := postgres.CouplingFilter{Table: q.Get("table"), Status: domain.CouplingStatus(q.Get("status")), Skipped: q.Get("skipped") == "true", Text: q.Get("q")}
+	f := storage.CouplingFilter{Table: q.Get("table"), Status: domain.CouplingStatus(q.Get("status")), Skipped: q.Get("skipped") == "true", Text: q.Get("q")}
 	if err := validText(q.Get, "table", "status", "q"); err != nil {
 		d.Flash = err.Error()
-		f = postgres.CouplingFilter{}
+		f = storage.CouplingFilter{}
 	}
 	list, err := s.Couplings.ListCouplings(r.Context(), f)
 	if err != nil {

@@ -2,7 +2,7 @@ package httpapi
 
 import (
 	"github.com/dvsync/dvsync/domain"
-	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/redact"
 )
 
@@ -11,7 +11,7 @@ import (
 // the bytes intact, since a replay sends them again.
 
 // redactError returns what may be shown of a stored error; e itself is not changed.
-func redactError(e postgres.StoredError) postgres.StoredError {
+func redactError(e storage.StoredError) storage.StoredError {
 	e.Message = redact.Text(e.Message)
 	if e.DataverseMessage != nil {
 		m := redact.Text(*e.DataverseMessage)
@@ -40,14 +40,14 @@ func redactError(e postgres.StoredError) postgres.StoredError {
 	return e
 }
 
-func redactDetail(d postgres.ErrorDetail) postgres.ErrorDetail {
+func redactDetail(d storage.ErrorDetail) storage.ErrorDetail {
 	d.StoredError = redactError(d.StoredError)
 	d.EventHeaders = redact.Headers(d.EventHeaders)
 	return d
 }
 
-func redactErrors(list []postgres.StoredError) []postgres.StoredError {
-	out := make([]postgres.StoredError, len(list))
+func redactErrors(list []storage.StoredError) []storage.StoredError {
+	out := make([]storage.StoredError, len(list))
 	for i, e := range list {
 		out[i] = redactError(e)
 	}

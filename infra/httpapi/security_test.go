@@ -26,6 +26,7 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
 	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
@@ -186,7 +187,7 @@ func seedError(t *testing.T, store *postgres.Store, ev domain.ErrorEvent) int64 
 	if err := store.RecordError(context.Background(), ev); err != nil {
 		t.Fatal(err)
 	}
-	list, err := store.ListErrors(context.Background(), postgres.ErrorFilter{Table: ev.Table, Key: ev.Key})
+	list, err := store.ListErrors(context.Background(), storage.ErrorFilter{Table: ev.Table, Key: ev.Key})
 	if err != nil || len(list) != 1 {
 		t.Fatalf("the seeded error: %v %v", list, err)
 	}
@@ -196,7 +197,7 @@ func seedError(t *testing.T, store *postgres.Store, ev domain.ErrorEvent) int64 
 func exists(t *testing.T, store *postgres.Store, id int64) bool {
 	t.Helper()
 	_, err := store.GetError(context.Background(), id)
-	if err != nil && err != postgres.ErrNotFound {
+	if err != nil && err != storage.ErrNotFound {
 		t.Fatal(err)
 	}
 	return err == nil
@@ -317,7 +318,7 @@ func TestShownErrorsAreRedacted(t *testing.T) {
 	}
 	for _, token := range []string{viewerToken, operatorToken} {
 		a := ts.do("GET", fmt.Sprintf("/api/v1/errors/%d", id), "", "Authorization: Bearer "+token)
-		var d postgres.ErrorDetail
+		var d storage.ErrorDetail
 		if err := json.Unmarshal([]byte(a.body), &d); err != nil || a.status != 200 {
 			t.Fatalf("the error: %d %v", a.status, err)
 		}
@@ -334,7 +335,7 @@ func TestShownErrorsAreRedacted(t *testing.T) {
 			d.EventHeaders["Traceparent"][0] != "00-abc-def-01" || !strings.Contains(d.Message, "Basic validation failed") {
 			t.Errorf("the redaction took too much or too little: %s %v %q", d.Event, d.EventHeaders, d.Message)
 		}
-		var page postgres.ErrorPage
+		var page storage.ErrorPage
 		a = ts.do("GET", "/api/v1/errors?key="+url.QueryEscape(d.Key), "", "Authorization: Bearer "+token)
 		if err := json.Unmarshal([]byte(a.body), &page); err != nil || len(page.Errors) != 1 {
 			t.Fatalf("the list: %d %v", a.status, err)

@@ -11,25 +11,16 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/microbatch"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 var _ domain.CouplingStore = (*Store)(nil)
 
 const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version`
-
-// ClaimTTL is how long a record's claim lasts without renewal: a worker that dies leaves its
-// records to the others after at most this long. A live worker renews its claims every third of it.
-const ClaimTTL = 15 * time.Second
-
-// claimMargin is taken off a claim's lease before the worker relies on it, for the clock
-// difference between the worker and the database.
-const claimMargin = 2 * time.Second
-
-// ErrLockLost is a record claim that ran out or was taken: another worker may hold the record now.
-var ErrLockLost = errors.New("postgres: the record's claim was lost")
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -106,7 +97,7 @@ func (s *Store) Coupling(ctx context.Context, table, key string) (domain.Couplin
 // claim is a row with a lease, renewed while the worker lives, so that workers in any process
 // update one record one at a time without holding a database connection for it. A record another
 // worker holds is domain.ErrRecordBusy at once, for the caller to try again; a claim lost while
-// update ran (its lease ran out) stores nothing and is ErrLockLost.
+// update ran (its lease ran out) stores nothing and is storage.ErrLockLost.
 //
 // The claims, reads and writes of many lanes at once go to the database together: one round trip
 // claims and reads a batch of records, one stores and releases them.
@@ -136,7 +127,7 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	}
 	// The claim is released even when the caller has given up, so that the record is free at
 	// once; within a bound, so that a database that stopped answering cannot hold a lane for ever.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storage.CommitTimeout)
 	done, cerr := io.commits.Do(cctx, release)
 	cancel()
 	if cerr != nil {
@@ -150,7 +141,7 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	case cerr != nil:
 		return cerr
 	case !done:
-		return fmt.Errorf("%w: %s/%s: nothing stored", ErrLockLost, table, key)
+		return fmt.Errorf("%w: %s/%s: nothing stored", storage.ErrLockLost, table, key)
 	}
 	return nil
 }
@@ -181,22 +172,19 @@ func (c *claim) Held(ctx context.Context) error {
 	until := c.until
 	c.mu.Unlock()
 	if time.Now().After(until) {
-		return fmt.Errorf("%w: %s/%s: its lease ran out", ErrLockLost, c.key.table, c.key.key)
+		return fmt.Errorf("%w: %s/%s: its lease ran out", storage.ErrLockLost, c.key.table, c.key.key)
 	}
 	var held bool
 	err := c.io.store.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM record_claims WHERE table_name = $1 AND source_key = $2
 		AND token = $3 AND until > now())`, c.key.table, c.key.key, c.token.String()).Scan(&held)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrLockLost, err)
+		return fmt.Errorf("%w: %w", storage.ErrLockLost, err)
 	}
 	if !held {
-		return fmt.Errorf("%w: %s/%s: another worker has it", ErrLockLost, c.key.table, c.key.key)
+		return fmt.Errorf("%w: %s/%s: another worker has it", storage.ErrLockLost, c.key.table, c.key.key)
 	}
 	return nil
 }
-
-// commitTimeout bounds how long a lane waits for its coupling to be stored and its claim released.
-const commitTimeout = 10 * time.Second
 
 // release gives a claim back by itself, at once and at most once: after a failed claim or commit
 // statement, whose effect is unknown. A release that fails too leaves the lease to run out.
@@ -237,7 +225,7 @@ var batchConfig = microbatch.Config{MaxSize: 500, Linger: 0, MaxInFlight: 3}
 
 func (s *Store) couplingIO() *couplingIO {
 	s.ioOnce.Do(func() {
-		io := &couplingIO{store: s, ttl: cmp.Or(s.claimTTL, ClaimTTL), held: map[*claim]struct{}{}, quit: make(chan struct{})}
+		io := &couplingIO{store: s, ttl: cmp.Or(s.claimTTL, storage.ClaimTTL), held: map[*claim]struct{}{}, quit: make(chan struct{})}
 		io.reads = microbatch.New(batchConfig, io.readBatch)
 		io.claims = microbatch.New(batchConfig, io.claimBatch)
 		io.commits = microbatch.New(batchConfig, io.commitBatch)
@@ -249,7 +237,7 @@ func (s *Store) couplingIO() *couplingIO {
 }
 
 // trusted is how long after sending a claim or renewal statement the worker relies on the lease.
-func (io *couplingIO) trusted() time.Duration { return io.ttl - min(claimMargin, io.ttl/4) }
+func (io *couplingIO) trusted() time.Duration { return storage.Trusted(io.ttl) }
 
 func (io *couplingIO) close() {
 	io.reads.Close()
@@ -543,8 +531,9 @@ func prefixed(prefix, columns string) string {
 // rejected marks err as the record's data being refused by PostgreSQL (IsDataError), so that
 // callers report it instead of retrying it for ever.
 func rejected(err error) error {
-	if IsDataError(err) {
-		return fmt.Errorf("%w: %w", domain.ErrStoreRejected, err)
+	var pg *pgconn.PgError
+	if IsDataError(err) && errors.As(err, &pg) {
+		return &storage.RejectedError{Reason: fmt.Sprintf("PostgreSQL refused a value: %s (SQLSTATE %s)", pg.Message, pg.Code), Err: err}
 	}
 	return err
 }

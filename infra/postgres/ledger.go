@@ -2,43 +2,28 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
-var _ domain.ErrorLedger = (*Store)(nil)
-
-// ErrorStatus is where a stored error stands.
-type ErrorStatus string
-
-const (
-	ErrorOpen     ErrorStatus = "open"
-	ErrorResolved ErrorStatus = "resolved"
-	ErrorReplayed ErrorStatus = "replayed"
-)
-
-// NotReadBack is why an error event's own copy of its change is not replayed: anyone who may
-// publish on the error topics could have written it.
-const NotReadBack = "its change was not read back from the changes stream: only what the stream holds is replayed"
+var _ storage.Store = (*Store)(nil)
 
 // RecordError stores one error event as it came: its embedded change is kept for people to see,
-// but is not replayable (NotReadBack). The projector reads the change back and calls
+// but is not replayable (storage.NotReadBack). The projector reads the change back and calls
 // RecordErrorChecked.
 func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
-	return s.RecordErrorChecked(ctx, ev, NotReadBack)
+	return s.RecordErrorChecked(ctx, ev, storage.NotReadBack)
 }
 
 // RecordErrorChecked stores one error event whose Event, EventHeaders, EventID and EventVersion
@@ -50,7 +35,7 @@ func (s *Store) RecordError(ctx context.Context, ev domain.ErrorEvent) error {
 // projector late) is stored as resolved. Text is made storable first (see clean), so that no
 // event, however malformed, fails for its values.
 func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error {
-	ev = cleanEvent(ev)
+	ev = storage.CleanEvent(ev)
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: begin: %w", err)
@@ -62,21 +47,21 @@ func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, no
 	tag, err := tx.Exec(ctx, `INSERT INTO sync_error_occurrences (message_id, seen_at, delivery)
 		VALUES ($1, $2, $3) ON CONFLICT (message_id) DO NOTHING`, ev.ID, ev.OccurredAt, delivery)
 	if err != nil {
-		return fmt.Errorf("postgres: record occurrence %s: %w", ev.ID, err)
+		return rejected(fmt.Errorf("postgres: record occurrence %s: %w", ev.ID, err))
 	}
 	if tag.RowsAffected() == 0 {
 		return tx.Commit(ctx) // seen before
 	}
 
-	status, resolvedAt, reason := ErrorOpen, (*time.Time)(nil), (*string)(nil)
+	status, resolvedAt, reason := storage.ErrorOpen, (*time.Time)(nil), (*string)(nil)
 	if ev.EventVersion != nil {
 		c, err := readCoupling(ctx, tx, ev.Table, ev.Key)
 		if err != nil {
 			return err
 		}
 		if c.Status == domain.CouplingSynced && c.Version >= *ev.EventVersion {
-			now, why := time.Now().UTC(), fmt.Sprintf("version %d synced before this error was stored", c.Version)
-			status, resolvedAt, reason = ErrorResolved, &now, &why
+			now, why := time.Now().UTC(), storage.SyncedBeforeStored(c.Version)
+			status, resolvedAt, reason = storage.ErrorResolved, &now, &why
 		}
 	}
 	details, _ := json.Marshal(ev.Details)
@@ -96,23 +81,23 @@ func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, no
 	}
 	var why *string
 	if notReplayable != "" {
-		r := clean(notReplayable, textMax)
+		r := storage.Clean(notReplayable, storage.TextMax)
 		why = &r
 	}
 	args := []any{string(ev.Class), string(ev.Kind), ev.Table, ev.Key, ev.Message, ev.Resolution, details,
 		dvStatus, dvCode, dvMessage, stack, ev.Stage, ev.Event, headers, ev.EventID, ev.EventVersion, ev.Entity, row,
 		delivery, ev.OccurredAt, string(status), resolvedAt, reason, why}
 	var id int64
-	if status == ErrorOpen {
+	if status == storage.ErrorOpen {
 		err = tx.QueryRow(ctx, insertError+upsertError, args...).Scan(&id)
 	} else {
 		err = tx.QueryRow(ctx, insertError+` RETURNING id`, args...).Scan(&id)
 	}
 	if err != nil {
-		return fmt.Errorf("postgres: record error %s/%s %s: %w", ev.Table, ev.Key, ev.Kind, err)
+		return rejected(fmt.Errorf("postgres: record error %s/%s %s: %w", ev.Table, ev.Key, ev.Kind, err))
 	}
 	if _, err := tx.Exec(ctx, `UPDATE sync_error_occurrences SET error_id = $1 WHERE message_id = $2`, id, ev.ID); err != nil {
-		return fmt.Errorf("postgres: link occurrence %s: %w", ev.ID, err)
+		return rejected(fmt.Errorf("postgres: link occurrence %s: %w", ev.ID, err))
 	}
 	return tx.Commit(ctx)
 }
@@ -156,80 +141,6 @@ var upsertError = func() string {
 	RETURNING id`
 }()
 
-// Bounds of stored text. Names and ids are short in every real event; a key may be long (it is
-// indexed by its hash); other text is bounded so that one hostile event cannot fill the ledger.
-const (
-	nameMax = 256
-	idMax   = 1024
-	keyMax  = 8 << 10
-	textMax = 64 << 10
-)
-
-// clean makes s storable: valid UTF-8 without NUL (PostgreSQL's text and jsonb refuse both; each
-// bad byte becomes U+FFFD), and at most max bytes. A longer value keeps its start and the SHA-256
-// of the whole, so that two long values (two keys, two ids) stay two.
-func clean(s string, max int) string {
-	raw := s
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	s = strings.ReplaceAll(s, "\x00", "\uFFFD")
-	if len(s) <= max {
-		return s
-	}
-	suffix := fmt.Sprintf("…[%d bytes, sha256 %x]", len(raw), sha256.Sum256([]byte(raw)))
-	cut := max - len(suffix)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + suffix
-}
-
-// cleanEvent cleans every text of an error event, the ones stored as jsonb included.
-func cleanEvent(ev domain.ErrorEvent) domain.ErrorEvent {
-	ev.ID = clean(ev.ID, idMax)
-	ev.Class, ev.Kind = domain.Class(clean(string(ev.Class), nameMax)), domain.Kind(clean(string(ev.Kind), nameMax))
-	ev.Table, ev.Key = clean(ev.Table, nameMax), clean(ev.Key, keyMax)
-	ev.Message, ev.Resolution = clean(ev.Message, textMax), clean(ev.Resolution, textMax)
-	ev.Entity, ev.RowID, ev.Stage = clean(ev.Entity, nameMax), clean(ev.RowID, nameMax), clean(ev.Stage, nameMax)
-	ev.EventID, ev.EventType = clean(ev.EventID, idMax), domain.EventType(clean(string(ev.EventType), nameMax))
-	ev.CorrelationID = clean(ev.CorrelationID, idMax)
-	ev.Delivery.Subject, ev.Delivery.Stream = clean(ev.Delivery.Subject, idMax), clean(ev.Delivery.Stream, nameMax)
-	if ev.Details != nil {
-		d := make(map[string]string, len(ev.Details))
-		for k, v := range ev.Details {
-			d[clean(k, nameMax)] = clean(v, textMax)
-		}
-		ev.Details = d
-	}
-	if dv := ev.Dataverse; dv != nil {
-		ev.Dataverse = &domain.DataverseError{Status: dv.Status, Code: clean(dv.Code, nameMax), Message: clean(dv.Message, textMax)}
-	}
-	stack := make([]domain.Stage, len(ev.CallStack))
-	for i, st := range ev.CallStack {
-		stack[i] = domain.Stage{Name: clean(st.Name, nameMax), At: st.At, Detail: clean(st.Detail, textMax),
-			Request: clean(st.Request, textMax), Response: clean(st.Response, textMax)}
-	}
-	ev.CallStack = stack
-	ev.EventHeaders = cleanHeaders(ev.EventHeaders)
-	return ev
-}
-
-func cleanHeaders(h map[string][]string) map[string][]string {
-	if h == nil {
-		return nil
-	}
-	out := make(map[string][]string, len(h))
-	for k, vs := range h {
-		c := make([]string, len(vs))
-		for i, v := range vs {
-			c[i] = clean(v, textMax)
-		}
-		out[clean(k, idMax)] = c
-	}
-	return out
-}
-
 // IsDataError reports whether PostgreSQL refused the values themselves: SQLSTATE class 22 (data
 // exception: bad encoding, a NUL, a value out of range) or 54 (program limit: an index entry too
 // large). Sending the same values again fails again, so the caller must not wait for it.
@@ -248,7 +159,7 @@ func IsDataError(err error) bool {
 // WaitingOn returns the replayable open errors of records that failed because the dependency
 // table/key was not coupled, oldest first, at most limit of them.
 func (s *Store) WaitingOn(ctx context.Context, table, key string, limit int) ([]int64, error) {
-	table, key = clean(table, textMax), clean(key, textMax)
+	table, key = storage.Clean(table, storage.TextMax), storage.Clean(key, storage.TextMax)
 	rows, err := s.pool.Query(ctx, `SELECT id FROM sync_errors
 		WHERE status = 'open' AND kind = 'dependency_not_coupled'
 		  AND md5(details->>'dependency_table') = md5($1) AND md5(details->>'dependency_key') = md5($2)
@@ -271,7 +182,7 @@ func (s *Store) WaitingOn(ctx context.Context, table, key string, limit int) ([]
 // that a forged or mistaken resolution cannot close an error of a change that has not synced. An
 // error without a version is resolved when the record synced after it was last seen.
 func (s *Store) ResolveRecord(ctx context.Context, synced domain.RecordSynced) error {
-	table, key := clean(synced.Table, nameMax), clean(synced.Key, keyMax)
+	table, key := storage.Clean(synced.Table, storage.NameMax), storage.Clean(synced.Key, storage.KeyMax)
 	_, err := s.pool.Exec(ctx, `WITH c AS (
 			SELECT LEAST($3::bigint, version) AS version, last_synced_at FROM couplings WHERE table_name = $1 AND source_key = $2)
 		UPDATE sync_errors e SET status = 'resolved', resolved_at = now(),
@@ -286,64 +197,12 @@ func (s *Store) ResolveRecord(ctx context.Context, synced domain.RecordSynced) e
 	return nil
 }
 
-// StoredError is one row of the errors ledger.
-type StoredError struct {
-	ID               int64             `json:"id"`
-	Class            domain.Class      `json:"class"`
-	Kind             domain.Kind       `json:"kind"`
-	Table            string            `json:"table"`
-	Key              string            `json:"key"`
-	Message          string            `json:"message"`
-	Resolution       string            `json:"resolution"`
-	Details          map[string]string `json:"details"`
-	DataverseStatus  *int              `json:"dataverse_status,omitempty"`
-	DataverseCode    *string           `json:"dataverse_code,omitempty"`
-	DataverseMessage *string           `json:"dataverse_message,omitempty"`
-	CallStack        []domain.Stage    `json:"call_stack"`
-	Stage            string            `json:"stage"`
-	Event            []byte            `json:"event"`
-	EventID          *string           `json:"event_id,omitempty"`
-	EventVersion     *int64            `json:"event_version,omitempty"`
-	Entity           *string           `json:"entity,omitempty"`
-	RowID            *uuid.UUID        `json:"row_id,omitempty"`
-	Delivery         domain.Delivery   `json:"delivery"`
-	FirstSeen        time.Time         `json:"first_seen"`
-	LastSeen         time.Time         `json:"last_seen"`
-	Occurrences      int               `json:"occurrences"`
-	Status           ErrorStatus       `json:"status"`
-	ResolvedAt       *time.Time        `json:"resolved_at,omitempty"`
-	ResolvedReason   *string           `json:"resolved_reason,omitempty"`
-	Replays          int               `json:"replays"`
-	// NotReplayable says why the kept change may not be sent again; absent when it may.
-	NotReplayable *string `json:"not_replayable,omitempty"`
-}
-
-// ErrorFilter narrows ListErrors; empty fields match everything.
-type ErrorFilter struct {
-	Class  domain.Class
-	Kind   domain.Kind
-	Status ErrorStatus
-	Table  string
-	Key    string
-	Text   string    // in the message, key or table, without regard to case
-	Since  time.Time // last seen at or after
-	Until  time.Time // last seen before
-	Limit  int
-	Cursor string // from the previous page's Next
-}
-
-// ErrorPage is one page of errors, newest first; Next is the cursor of the next page ("" at the end).
-type ErrorPage struct {
-	Errors []StoredError `json:"errors"`
-	Next   string        `json:"next,omitempty"`
-}
-
 const errorColumns = `id, class, kind, table_name, source_key, message, resolution, details,
 	dataverse_status, dataverse_code, dataverse_message, call_stack, stage, event, event_id, event_version,
 	entity, row_id, delivery, first_seen, last_seen, occurrences, status, resolved_at, resolved_reason, replays, not_replayable`
 
-func scanError(row pgx.Row) (StoredError, error) {
-	var e StoredError
+func scanError(row pgx.Row) (storage.StoredError, error) {
+	var e storage.StoredError
 	err := row.Scan(&e.ID, &e.Class, &e.Kind, &e.Table, &e.Key, &e.Message, &e.Resolution, &e.Details,
 		&e.DataverseStatus, &e.DataverseCode, &e.DataverseMessage, &e.CallStack, &e.Stage, &e.Event, &e.EventID,
 		&e.EventVersion, &e.Entity, &e.RowID, &e.Delivery, &e.FirstSeen, &e.LastSeen, &e.Occurrences, &e.Status,
@@ -351,14 +210,9 @@ func scanError(row pgx.Row) (StoredError, error) {
 	return e, err
 }
 
-// ErrBadCursor is a cursor that no page gave.
-var ErrBadCursor = errors.New("postgres: the cursor is not one this API gave")
-
 // PageErrors returns one page of errors, newest first.
-func (s *Store) PageErrors(ctx context.Context, f ErrorFilter) (ErrorPage, error) {
-	if f.Limit <= 0 || f.Limit > 1000 {
-		f.Limit = 100
-	}
+func (s *Store) PageErrors(ctx context.Context, f storage.ErrorFilter) (storage.ErrorPage, error) {
+	f.Limit = storage.PageLimit(f.Limit)
 	var since, until, afterSeen *time.Time
 	var afterID int64
 	if !f.Since.IsZero() {
@@ -368,13 +222,10 @@ func (s *Store) PageErrors(ctx context.Context, f ErrorFilter) (ErrorPage, error
 		until = &f.Until
 	}
 	if f.Cursor != "" {
-		nanos, id, ok := strings.Cut(f.Cursor, "_")
-		n, err1 := strconv.ParseInt(nanos, 10, 64)
-		i, err2 := strconv.ParseInt(id, 10, 64)
-		if !ok || err1 != nil || err2 != nil {
-			return ErrorPage{}, ErrBadCursor
+		t, i, err := storage.ParseCursor(f.Cursor)
+		if err != nil {
+			return storage.ErrorPage{}, err
 		}
-		t := time.Unix(0, n).UTC()
 		afterSeen, afterID = &t, i
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+errorColumns+` FROM sync_errors
@@ -386,30 +237,30 @@ func (s *Store) PageErrors(ctx context.Context, f ErrorFilter) (ErrorPage, error
 		ORDER BY last_seen DESC, id DESC LIMIT $11`,
 		string(f.Class), string(f.Kind), string(f.Status), f.Table, f.Key, f.Text, since, until, afterSeen, afterID, f.Limit+1)
 	if err != nil {
-		return ErrorPage{}, fmt.Errorf("postgres: list errors: %w", err)
+		return storage.ErrorPage{}, fmt.Errorf("postgres: list errors: %w", err)
 	}
 	defer rows.Close()
-	page := ErrorPage{Errors: []StoredError{}}
+	page := storage.ErrorPage{Errors: []storage.StoredError{}}
 	for rows.Next() {
 		e, err := scanError(rows)
 		if err != nil {
-			return ErrorPage{}, fmt.Errorf("postgres: read error row: %w", err)
+			return storage.ErrorPage{}, fmt.Errorf("postgres: read error row: %w", err)
 		}
 		page.Errors = append(page.Errors, e)
 	}
 	if err := rows.Err(); err != nil {
-		return ErrorPage{}, err
+		return storage.ErrorPage{}, err
 	}
 	if len(page.Errors) > f.Limit {
 		page.Errors = page.Errors[:f.Limit]
 		last := page.Errors[f.Limit-1]
-		page.Next = fmt.Sprintf("%d_%d", last.LastSeen.UnixNano(), last.ID)
+		page.Next = storage.Cursor(last)
 	}
 	return page, nil
 }
 
 // ListErrors returns the first page of errors, newest first.
-func (s *Store) ListErrors(ctx context.Context, f ErrorFilter) ([]StoredError, error) {
+func (s *Store) ListErrors(ctx context.Context, f storage.ErrorFilter) ([]storage.StoredError, error) {
 	page, err := s.PageErrors(ctx, f)
 	return page.Errors, err
 }

@@ -9,45 +9,19 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
-// ErrNotFound is an error id the ledger does not have.
-var ErrNotFound = errors.New("postgres: no such error")
-
-// Occurrence is one error event stored into an error.
-type Occurrence struct {
-	MessageID string          `json:"message_id"`
-	SeenAt    time.Time       `json:"seen_at"`
-	Delivery  domain.Delivery `json:"delivery"`
-}
-
-// Replay is one replay of an error.
-type Replay struct {
-	Attempt     int       `json:"attempt"`
-	MessageID   string    `json:"message_id"`
-	RequestedBy string    `json:"requested_by"`
-	RequestedAt time.Time `json:"requested_at"`
-	Outcome     string    `json:"outcome"`
-}
-
-// ErrorDetail is one error in full, with its history.
-type ErrorDetail struct {
-	StoredError
-	EventHeaders map[string][]string `json:"event_headers,omitempty"`
-	History      []Occurrence        `json:"occurrences_history"`
-	ReplayLog    []Replay            `json:"replays_history"`
-}
-
 // GetError returns one error with its occurrences and replays.
-func (s *Store) GetError(ctx context.Context, id int64) (ErrorDetail, error) {
+func (s *Store) GetError(ctx context.Context, id int64) (storage.ErrorDetail, error) {
 	e, err := scanError(s.pool.QueryRow(ctx, `SELECT `+errorColumns+` FROM sync_errors WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrorDetail{}, ErrNotFound
+		return storage.ErrorDetail{}, storage.ErrNotFound
 	}
 	if err != nil {
-		return ErrorDetail{}, fmt.Errorf("postgres: read error %d: %w", id, err)
+		return storage.ErrorDetail{}, fmt.Errorf("postgres: read error %d: %w", id, err)
 	}
-	d := ErrorDetail{StoredError: e, History: []Occurrence{}, ReplayLog: []Replay{}}
+	d := storage.ErrorDetail{StoredError: e, History: []storage.Occurrence{}, ReplayLog: []storage.Replay{}}
 	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(event_headers, '{}'::jsonb) FROM sync_errors WHERE id = $1`, id).Scan(&d.EventHeaders); err != nil {
 		return d, fmt.Errorf("postgres: read error %d headers: %w", id, err)
 	}
@@ -56,7 +30,7 @@ func (s *Store) GetError(ctx context.Context, id int64) (ErrorDetail, error) {
 		return d, fmt.Errorf("postgres: read occurrences: %w", err)
 	}
 	for rows.Next() {
-		var o Occurrence
+		var o storage.Occurrence
 		if err := rows.Scan(&o.MessageID, &o.SeenAt, &o.Delivery); err != nil {
 			rows.Close()
 			return d, err
@@ -70,7 +44,7 @@ func (s *Store) GetError(ctx context.Context, id int64) (ErrorDetail, error) {
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var r Replay
+		var r storage.Replay
 		if err := rows.Scan(&r.Attempt, &r.MessageID, &r.RequestedBy, &r.RequestedAt, &r.Outcome); err != nil {
 			return d, err
 		}
@@ -110,52 +84,17 @@ func audit(ctx context.Context, tx pgx.Tx, actor, action, target string, affecte
 	return nil
 }
 
-// ReplayClaim is an error one replay request won, with what it needs to publish the change again.
-type ReplayClaim struct {
-	ErrorID      int64
-	Attempt      int
-	ClaimedAt    time.Time // the claim itself: FinishReplay and ReleaseReplay act only while it holds
-	Table, Key   string
-	Subject      string // where the change was first published
-	Event        []byte
-	EventHeaders map[string][]string
-	EventVersion *int64
-}
-
-// replayGrace is how long a claimed or published replay counts as under way.
-const replayGrace = 30 * time.Second
-
-// ErrAlreadyReplaying is a replay that lost to a concurrent one of the same error.
-var ErrAlreadyReplaying = errors.New("postgres: the error is being replayed by another request")
-
-// ErrNotReplayable is an error whose change cannot be sent again; the NotReplayableError that
-// wraps it says why.
-var ErrNotReplayable = errors.New("postgres: the error has no change to replay or is resolved")
-
-// NotReplayableError says why an error is not replayed; it matches ErrNotReplayable.
-type NotReplayableError struct{ Reason string }
-
-func (e *NotReplayableError) Error() string        { return "postgres: not replayable: " + e.Reason }
-func (e *NotReplayableError) Is(target error) bool { return target == ErrNotReplayable }
-
-// Reasons an error is not replayed, besides the one stored with it (not_replayable).
-const (
-	reasonResolved = "the error is resolved"
-	reasonNoChange = "the error keeps no change to send"
-	reasonInvalid  = "an invalid event is not replayed: it would fail the same way; the publisher must send a corrected event"
-)
-
 // ClaimReplay makes the caller the one replay of attempt replays+1 of an error. The claim is one
 // statement, so of any number of concurrent requests exactly one wins; the others get
-// ErrAlreadyReplaying until the winner releases the claim (its publish failed) or replayGrace has
+// storage.ErrAlreadyReplaying until the winner releases the claim (its publish failed) or storage.ReplayGrace has
 // passed since it claimed (the replayed change is handled by then, or the claimant died).
-func (s *Store) ClaimReplay(ctx context.Context, id int64) (ReplayClaim, error) {
-	c := ReplayClaim{ErrorID: id}
+func (s *Store) ClaimReplay(ctx context.Context, id int64) (storage.ReplayClaim, error) {
+	c := storage.ReplayClaim{ErrorID: id}
 	err := s.pool.QueryRow(ctx, `UPDATE sync_errors SET replays = replays + 1, replay_claimed_at = clock_timestamp()
 		WHERE id = $1 AND status <> 'resolved' AND length(event) > 0 AND not_replayable IS NULL AND kind <> 'invalid_event'
 		  AND (replay_claimed_at IS NULL OR replay_claimed_at < clock_timestamp() - $2::interval)
 		RETURNING replays, replay_claimed_at, table_name, source_key, event, COALESCE(event_headers, '{}'::jsonb), event_version,
-			COALESCE(delivery->>'subject', '')`, id, replayGrace.String()).
+			COALESCE(delivery->>'subject', '')`, id, storage.ReplayGrace.String()).
 		Scan(&c.Attempt, &c.ClaimedAt, &c.Table, &c.Key, &c.Event, &c.EventHeaders, &c.EventVersion, &c.Subject)
 	if err == nil {
 		return c, nil
@@ -165,7 +104,7 @@ func (s *Store) ClaimReplay(ctx context.Context, id int64) (ReplayClaim, error) 
 	}
 	// Not claimed: say why.
 	var (
-		status        ErrorStatus
+		status        storage.ErrorStatus
 		kind          string
 		hasEvent      bool
 		notReplayable *string
@@ -174,24 +113,24 @@ func (s *Store) ClaimReplay(ctx context.Context, id int64) (ReplayClaim, error) 
 		Scan(&status, &kind, &hasEvent, &notReplayable)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return c, ErrNotFound
+		return c, storage.ErrNotFound
 	case err != nil:
 		return c, fmt.Errorf("postgres: read error %d: %w", id, err)
-	case status == ErrorResolved:
-		return c, &NotReplayableError{Reason: reasonResolved}
+	case status == storage.ErrorResolved:
+		return c, &storage.NotReplayableError{Reason: storage.ReasonResolved}
 	case kind == string(domain.KindInvalidEvent):
-		return c, &NotReplayableError{Reason: reasonInvalid}
+		return c, &storage.NotReplayableError{Reason: storage.ReasonInvalid}
 	case notReplayable != nil:
-		return c, &NotReplayableError{Reason: *notReplayable}
+		return c, &storage.NotReplayableError{Reason: *notReplayable}
 	case !hasEvent:
-		return c, &NotReplayableError{Reason: reasonNoChange}
+		return c, &storage.NotReplayableError{Reason: storage.ReasonNoChange}
 	}
-	return c, ErrAlreadyReplaying
+	return c, storage.ErrAlreadyReplaying
 }
 
 // ReleaseReplay gives up a claim whose change was not published, so that the next request may
 // replay at once.
-func (s *Store) ReleaseReplay(ctx context.Context, c ReplayClaim) error {
+func (s *Store) ReleaseReplay(ctx context.Context, c storage.ReplayClaim) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE sync_errors SET replay_claimed_at = NULL WHERE id = $1 AND replay_claimed_at = $2`,
 		c.ErrorID, c.ClaimedAt); err != nil {
 		return fmt.Errorf("postgres: release replay of %d: %w", c.ErrorID, err)
@@ -204,7 +143,7 @@ func (s *Store) ReleaseReplay(ctx context.Context, c ReplayClaim) error {
 // occurrence that reopened the error meanwhile ended it and is the error's state now (a stale
 // replay of v4 must not resolve the error that now keeps v6). Either way the replay and the audit
 // entry are kept.
-func (s *Store) FinishReplay(ctx context.Context, c ReplayClaim, messageID, actor, outcome string) error {
+func (s *Store) FinishReplay(ctx context.Context, c storage.ReplayClaim, messageID, actor, outcome string) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return err
@@ -216,8 +155,8 @@ func (s *Store) FinishReplay(ctx context.Context, c ReplayClaim, messageID, acto
 			c.ErrorID, c.ClaimedAt)
 	case "stale":
 		_, err = tx.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = now(), replay_claimed_at = NULL,
-			resolved_reason = 'replay not sent: a newer version of the record synced since' WHERE id = $1 AND replay_claimed_at = $2`,
-			c.ErrorID, c.ClaimedAt)
+			resolved_reason = $3 WHERE id = $1 AND replay_claimed_at = $2`,
+			c.ErrorID, c.ClaimedAt, storage.ReasonStaleReplay)
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: finish replay of %d: %w", c.ErrorID, err)
@@ -232,26 +171,16 @@ func (s *Store) FinishReplay(ctx context.Context, c ReplayClaim, messageID, acto
 	return tx.Commit(ctx)
 }
 
-// AuditEntry is one line of the audit log.
-type AuditEntry struct {
-	ID       int64     `json:"id"`
-	At       time.Time `json:"at"`
-	Actor    string    `json:"actor"`
-	Action   string    `json:"action"`
-	Target   string    `json:"target"`
-	Affected int       `json:"affected"`
-}
-
 // Audit returns the newest audit entries.
-func (s *Store) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
+func (s *Store) Audit(ctx context.Context, limit int) ([]storage.AuditEntry, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, action, target, affected FROM audit_log ORDER BY id DESC LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: read audit log: %w", err)
 	}
 	defer rows.Close()
-	out := []AuditEntry{}
+	out := []storage.AuditEntry{}
 	for rows.Next() {
-		var a AuditEntry
+		var a storage.AuditEntry
 		if err := rows.Scan(&a.ID, &a.At, &a.Actor, &a.Action, &a.Target, &a.Affected); err != nil {
 			return nil, err
 		}
@@ -260,19 +189,8 @@ func (s *Store) Audit(ctx context.Context, limit int) ([]AuditEntry, error) {
 	return out, rows.Err()
 }
 
-// TableStatus sums up one table's couplings and open errors.
-type TableStatus struct {
-	Table        string         `json:"table"`
-	Synced       int            `json:"synced"`
-	Failed       int            `json:"failed"`
-	Skipped      int            `json:"skipped"`
-	OpenErrors   map[string]int `json:"open_errors"` // by class
-	LastSyncedAt *time.Time     `json:"last_synced_at,omitempty"`
-	ConsumerLag  *uint64        `json:"consumer_lag,omitempty"`
-}
-
 // Status sums up every table that has couplings or errors.
-func (s *Store) Status(ctx context.Context) ([]TableStatus, error) {
+func (s *Store) Status(ctx context.Context) ([]storage.TableStatus, error) {
 	rows, err := s.pool.Query(ctx, `
 		WITH c AS (
 			SELECT table_name, count(*) FILTER (WHERE status = 'synced') AS synced,
@@ -290,9 +208,9 @@ func (s *Store) Status(ctx context.Context) ([]TableStatus, error) {
 		return nil, fmt.Errorf("postgres: status: %w", err)
 	}
 	defer rows.Close()
-	out := []TableStatus{}
+	out := []storage.TableStatus{}
 	for rows.Next() {
-		var t TableStatus
+		var t storage.TableStatus
 		var coupling, setup int
 		if err := rows.Scan(&t.Table, &t.Synced, &t.Failed, &t.Skipped, &t.LastSyncedAt, &coupling, &setup); err != nil {
 			return nil, err
@@ -313,7 +231,7 @@ func (s *Store) DeleteError(ctx context.Context, id int64, actor string) error {
 	var table, key string
 	err = tx.QueryRow(ctx, `DELETE FROM sync_errors WHERE id = $1 RETURNING table_name, source_key`, id).Scan(&table, &key)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotFound
+		return storage.ErrNotFound
 	}
 	if err != nil {
 		return fmt.Errorf("postgres: delete error %d: %w", id, err)
@@ -324,20 +242,9 @@ func (s *Store) DeleteError(ctx context.Context, id int64, actor string) error {
 	return tx.Commit(ctx)
 }
 
-// CouplingFilter narrows ListCouplings.
-type CouplingFilter struct {
-	Table   string
-	Status  domain.CouplingStatus
-	Skipped bool
-	Text    string // in the key
-	Limit   int
-}
-
 // ListCouplings lists couplings, the most recently changed first.
-func (s *Store) ListCouplings(ctx context.Context, f CouplingFilter) ([]domain.Coupling, error) {
-	if f.Limit <= 0 || f.Limit > 1000 {
-		f.Limit = 200
-	}
+func (s *Store) ListCouplings(ctx context.Context, f storage.CouplingFilter) ([]domain.Coupling, error) {
+	f.Limit = storage.CouplingLimit(f.Limit)
 	rows, err := s.pool.Query(ctx, `SELECT table_name, source_key, `+couplingColumns+` FROM couplings
 		WHERE ($1 = '' OR table_name = $1) AND ($2 = '' OR status = $2) AND (NOT $3 OR skipped)
 		  AND ($4 = '' OR source_key ILIKE '%' || $4 || '%')

@@ -24,9 +24,10 @@ var migrations embed.FS
 type Store struct {
 	pool *pgxpool.Pool
 
-	ioOnce   sync.Once
-	io       *couplingIO   // started by the first coupling call
-	claimTTL time.Duration // 0: ClaimTTL (tests shorten it)
+	ioOnce    sync.Once
+	io        *couplingIO   // started by the first coupling call
+	claimTTL  time.Duration // 0: storage.ClaimTTL (tests shorten it)
+	closeOnce sync.Once
 }
 
 // Open connects to the database at url and applies pending migrations. Several processes may
@@ -79,9 +80,11 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // Close stops the coupling batches (what is pending is sent first) and closes the pool.
 func (s *Store) Close() {
-	s.ioOnce.Do(func() {}) // no batches start after Close: coupling calls answer ErrClosed
-	if s.io != nil {
-		s.io.close()
-	}
-	s.pool.Close()
+	s.closeOnce.Do(func() {
+		s.ioOnce.Do(func() {}) // no batches start after Close: coupling calls answer ErrClosed
+		if s.io != nil {
+			s.io.close()
+		}
+		s.pool.Close()
+	})
 }

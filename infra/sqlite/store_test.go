@@ -1,0 +1,76 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dvsync/dvsync/infra/sqlite"
+	"github.com/dvsync/dvsync/infra/storage"
+	"github.com/dvsync/dvsync/infra/storage/storagetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestContract(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dvsync.db")
+	storagetest.Run(t, storagetest.Harness{
+		Open: func(t *testing.T, claimTTL time.Duration) storage.Store {
+			s, err := sqlite.OpenWithClaimTTL(context.Background(), path, claimTTL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Close)
+			return s
+		},
+		ExpireClaims: func(t *testing.T, key string) {
+			db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(`UPDATE record_claims SET until = ? WHERE source_key = ?`, time.Now().Add(-time.Second).UnixNano(), key); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+}
+
+// A store reopened on its file finds what it stored: `dvsync dev` keeps couplings and errors
+// across restarts.
+func TestStateSurvivesReopening(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dvsync.db")
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EndSession(ctx, "session-1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ended, err := s.SessionEnded(ctx, "session-1"); err != nil || !ended {
+		t.Fatalf("after reopening: ended = %v, %v; want true", ended, err)
+	}
+}
+
+func TestURLs(t *testing.T) {
+	for raw, want := range map[string]string{"sqlite:/var/lib/dvsync.db": "/var/lib/dvsync.db", "sqlite:///var/lib/dvsync.db": "/var/lib/dvsync.db",
+		"sqlite:dvsync.db": "dvsync.db"} {
+		if !sqlite.IsURL(raw) || sqlite.PathOf(raw) != want {
+			t.Errorf("%s: IsURL %v, path %q; want %q", raw, sqlite.IsURL(raw), sqlite.PathOf(raw), want)
+		}
+	}
+	if sqlite.IsURL("postgres://db/dvsync") {
+		t.Error("a PostgreSQL URL taken for SQLite")
+	}
+}

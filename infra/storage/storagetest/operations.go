@@ -1,0 +1,184 @@
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/storage"
+)
+
+// Pages follow each other without a gap or a repeat, newest first, and every filter narrows.
+func testPagesAndFilters(t *testing.T, h Harness) {
+	s := h.Open(t, 0)
+	ctx := context.Background()
+	table := "tp" + uuid.NewString()[:8] // a table of this test's own, so that filters see only its rows
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	for i := range 7 {
+		ev := errorEvent(fmt.Sprintf("K%d", i), "e", 1)
+		ev.Table, ev.OccurredAt = table, at.Add(time.Duration(i)*time.Second)
+		if i%2 == 1 {
+			ev.Failure = domain.Failure{Class: domain.ClassSetup, Kind: domain.KindMissingPrivilege, Message: "Principal user is missing prvCreateAccount privilege"}
+		}
+		recordChecked(t, s, ev)
+	}
+	var seen []string
+	f := storage.ErrorFilter{Table: table, Limit: 3}
+	for pages := 0; ; pages++ {
+		page, err := s.PageErrors(ctx, f)
+		if err != nil || pages > 5 {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		for _, e := range page.Errors {
+			seen = append(seen, e.Key)
+		}
+		if page.Next == "" {
+			break
+		}
+		f.Cursor = page.Next
+	}
+	if fmt.Sprint(seen) != "[K6 K5 K4 K3 K2 K1 K0]" {
+		t.Fatalf("pages of 3 gave %v, want K6 … K0 once each", seen)
+	}
+	if _, err := s.PageErrors(ctx, storage.ErrorFilter{Cursor: "not-a-cursor"}); !errors.Is(err, storage.ErrBadCursor) {
+		t.Fatalf("a made-up cursor: %v, want ErrBadCursor", err)
+	}
+	count := func(f storage.ErrorFilter) int {
+		t.Helper()
+		f.Table = table
+		list, err := s.ListErrors(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+	for name, c := range map[string]struct {
+		f    storage.ErrorFilter
+		want int
+	}{
+		"class":          {storage.ErrorFilter{Class: domain.ClassSetup}, 3},
+		"kind":           {storage.ErrorFilter{Kind: domain.KindDependencyNotCoupled}, 4},
+		"key":            {storage.ErrorFilter{Key: "K2"}, 1},
+		"text, any case": {storage.ErrorFilter{Text: "PRVCREATEACCOUNT"}, 3},
+		"since":          {storage.ErrorFilter{Since: at.Add(5 * time.Second)}, 2},
+		"until":          {storage.ErrorFilter{Until: at.Add(2 * time.Second)}, 2},
+		"status":         {storage.ErrorFilter{Status: storage.ErrorResolved}, 0},
+	} {
+		if got := count(c.f); got != c.want {
+			t.Errorf("filter by %s: %d errors, want %d", name, got, c.want)
+		}
+	}
+}
+
+// Deleting errors is audited and leaves couplings alone; a deleted error is not found again.
+func testDeletesAreAuditedAndKeepCouplings(t *testing.T, h Harness) {
+	s := h.Open(t, 0)
+	ctx := context.Background()
+	key := "D" + uuid.NewString()[:8]
+	if err := s.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+		c.Version, c.Status, c.RowID = 1, domain.CouplingFailed, uuid.New()
+		return c, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recordChecked(t, s, errorEvent(key, "e1", 2))
+	id := onlyError(t, s, "customer", key).ID
+	d, err := s.GetError(ctx, id)
+	if err != nil || len(d.History) != 1 || d.History[0].MessageID != key+"-e1" {
+		t.Fatalf("detail: history %+v (%v), want the one occurrence", d.History, err)
+	}
+	if err := s.DeleteError(ctx, id, "otto"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetError(ctx, id); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("a deleted error: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteError(ctx, id, "otto"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("deleting it again: %v, want ErrNotFound", err)
+	}
+	if c, _ := s.Coupling(ctx, "customer", key); !c.Exists || c.Version != 1 {
+		t.Fatalf("the coupling after its error was deleted: %+v", c)
+	}
+	old := errorEvent(key, "e2", 3)
+	old.OccurredAt = time.Now().Add(-48 * time.Hour).UTC()
+	recordChecked(t, s, old)
+	n, err := s.DeleteErrors(ctx, time.Now().Add(-24*time.Hour), "ada")
+	if err != nil || n < 1 {
+		t.Fatalf("deleting errors older than a day: %d, %v", n, err)
+	}
+	audit, err := s.Audit(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var byOtto, byAda bool
+	for _, a := range audit {
+		byOtto = byOtto || (a.Actor == "otto" && a.Action == "delete" && a.Affected == 1)
+		byAda = byAda || (a.Actor == "ada" && a.Action == "delete" && a.Affected == int(n))
+	}
+	if !byOtto || !byAda {
+		t.Fatalf("audit log %+v: want both deletes", audit)
+	}
+}
+
+// Status sums up couplings and open errors per table; ListCouplings filters them.
+func testStatusAndCouplingLists(t *testing.T, h Harness) {
+	s := h.Open(t, 0)
+	ctx := context.Background()
+	table := "ts" + uuid.NewString()[:8]
+	for i, st := range []domain.CouplingStatus{domain.CouplingSynced, domain.CouplingSynced, domain.CouplingFailed} {
+		key := fmt.Sprintf("Item-%d", i)
+		if err := s.UpdateCoupling(ctx, table, key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+			c.Version, c.Status, c.Skipped, c.LastSyncedAt = 1, st, st == domain.CouplingFailed, time.Now()
+			return c, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := errorEvent("Item-2", "e", 1)
+	ev.Table = table
+	recordChecked(t, s, ev)
+	all, err := s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *storage.TableStatus
+	for i := range all {
+		if all[i].Table == table {
+			got = &all[i]
+		}
+	}
+	if got == nil || got.Synced != 2 || got.Failed != 1 || got.Skipped != 1 || got.OpenErrors["coupling"] != 1 || got.LastSyncedAt == nil {
+		t.Fatalf("status of %s: %+v", table, got)
+	}
+	list, err := s.ListCouplings(ctx, storage.CouplingFilter{Table: table, Skipped: true})
+	if err != nil || len(list) != 1 || list[0].Key != "Item-2" {
+		t.Fatalf("skipped couplings: %+v (%v)", list, err)
+	}
+	if list, err = s.ListCouplings(ctx, storage.CouplingFilter{Table: table, Text: "item-1"}); err != nil || len(list) != 1 {
+		t.Fatalf("couplings matching item-1 in any case: %+v (%v)", list, err)
+	}
+}
+
+// A signed-out session stays signed out for every store on the database.
+func testEndedSessionsAreShared(t *testing.T, h Harness) {
+	a, b := h.Open(t, 0), h.Open(t, 0)
+	ctx := context.Background()
+	id := uuid.NewString()
+	if ended, err := b.SessionEnded(ctx, id); err != nil || ended {
+		t.Fatalf("before sign-out: %v %v", ended, err)
+	}
+	if err := a.EndSession(ctx, id, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if ended, err := b.SessionEnded(ctx, id); err != nil || !ended {
+		t.Fatalf("after sign-out: %v %v", ended, err)
+	}
+	if err := a.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
