@@ -19,8 +19,8 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
-	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.

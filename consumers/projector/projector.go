@@ -26,8 +26,8 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/natsjs"
-	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/redact"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 

@@ -18,8 +18,8 @@ import (
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
-	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 var dbURL string

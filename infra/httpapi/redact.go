@@ -2,8 +2,8 @@ package httpapi
 
 import (
 	"github.com/dvsync/dvsync/domain"
-	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/redact"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 // What the API and the page show of a stored error is redacted (infra/redact): change events

@@ -26,9 +26,9 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/postgres"
-	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/postgres/pgtest"
 	"github.com/dvsync/dvsync/infra/redact"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
