@@ -20,6 +20,8 @@ import (
 	"github.com/dvsync/dvsync/infra/mappingfile"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/sqlite"
+	"github.com/dvsync/dvsync/infra/storage"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -32,7 +34,7 @@ type stack struct {
 	nc       *nats.Conn
 	ncClosed chan struct{} // closed by NATS after its last callback
 	js       jetstream.JetStream
-	store    *postgres.Store
+	store    storage.Store
 	dv       domain.Dataverse // batched over dvUsers
 	dvUsers  []dataverse.User
 	// stopDataverse ends the batched port's batchers, once the worker no longer calls it.
@@ -97,8 +99,16 @@ func (s *stack) connectNATS(ctx context.Context) error {
 // the rest serve the projector, the API and health checks.
 const storeConnections = 16
 
+// openStore opens the database DATABASE_URL names: PostgreSQL (postgres://…), or the embedded
+// SQLite file of `dvsync dev` (sqlite:<path>).
 func (s *stack) openStore(ctx context.Context) error {
-	st, err := postgres.Open(ctx, s.cfg.DatabaseURL, storeConnections)
+	var st storage.Store
+	var err error
+	if sqlite.IsURL(s.cfg.DatabaseURL) {
+		st, err = sqlite.Open(ctx, sqlite.PathOf(s.cfg.DatabaseURL))
+	} else {
+		st, err = postgres.Open(ctx, s.cfg.DatabaseURL, storeConnections)
+	}
 	if err != nil {
 		return err
 	}
