@@ -2,12 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -21,10 +22,8 @@ import (
 	"github.com/dvsync/dvsync/infra/events"
 	"github.com/dvsync/dvsync/infra/httpapi"
 	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/infra/sqlite"
 )
-
-// defaultDevDatabase is the local PostgreSQL `dvsync dev` uses when DATABASE_URL is not set.
-const defaultDevDatabase = "postgres://postgres@127.0.0.1:5432/dvsync_dev?sslmode=disable"
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := defaultConfig()
@@ -34,26 +33,25 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.flags(fs, false, false, false, true)
 	natsListen := fs.String("nats-listen", "127.0.0.1:4250", "address of the embedded NATS server (unless NATS_URL is set)")
 	emulatorListen := fs.String("emulator-listen", "127.0.0.1:8090", "address of the Dataverse emulator (unless DATAVERSE_URL is set)")
-	dataDir := fs.String("data-dir", "", "where the embedded NATS server keeps its streams (default: a fresh temporary folder)")
+	dataDir := fs.String("data-dir", defaultDevDataDir(), "where dvsync dev keeps its state between runs: JetStream's streams, the embedded store, the emulator's rows, the token")
+	fresh := fs.Bool("fresh", false, "start over: forget the state kept in --data-dir (and, with DATABASE_URL, drop and recreate that database)")
 	definitions := fs.String("emulator-definitions", "", "a definition file of more tables for the emulator")
-	seed := fs.Bool("seed", true, "publish a demo that shows a synced record, a coupling error and a setup error")
+	seed := fs.Bool("seed", true, "publish a demo that shows a synced record, a coupling error and a setup error (at the first start of a data directory)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
 	g, gctx := errgroup.WithContext(ctx)
 
-	natsShown, natsNote, publisherPassword := redactURLs(cfg.NATSURL), "external", ""
-	if cfg.NATSURL == "" && *dataDir == "" {
-		// A fresh store each run: the demo's events would otherwise fall in the duplicate window of
-		// the previous run's, and the in-memory emulator does not remember what they created.
-		tmp, err := os.MkdirTemp("", "dvsync-dev-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		*dataDir = tmp
+	if *dataDir == "" {
+		return usageError{errors.New("--data-dir: no directory named, and no home directory to keep dev state in")}
 	}
+	state, err := openDevState(*dataDir, *fresh)
+	if err != nil {
+		return err
+	}
+
+	natsShown, natsNote, publisherURL := redactURLs(cfg.NATSURL), "external", ""
 	if cfg.NATSURL == "" {
 		host, port, err := splitHostPort(*natsListen)
 		if err != nil {
@@ -61,15 +59,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		// The accounts of a deployment (deployments/nats), so that what works here works there:
 		// dvsync's processes sign in as dvsync, and the publisher may only publish changes.
-		pw := natsjs.NewPasswords()
-		srv, err := natsjs.StartEmbeddedWithAccounts(host, port, *dataDir, pw)
+		srv, err := natsjs.StartEmbeddedWithAccounts(host, port, state.natsDir(), state.NATS)
 		if err != nil {
 			return err
 		}
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-		cfg.NATSURL = natsjs.UserURL(srv.ClientURL(), natsjs.DvsyncUser, pw.Dvsync)
-		natsShown, natsNote = srv.ClientURL(), "embedded, JetStream in "+*dataDir+"; dvsync signs in as "+natsjs.DvsyncUser
-		publisherPassword = pw.Publisher
+		cfg.NATSURL = natsjs.UserURL(srv.ClientURL(), natsjs.DvsyncUser, state.NATS.Dvsync)
+		natsShown, natsNote = srv.ClientURL(), "embedded; dvsync signs in as "+natsjs.DvsyncUser
+		publisherURL = natsjs.UserURL(srv.ClientURL(), natsjs.PublisherUser, state.NATS.Publisher)
 	}
 
 	var emu *emulator.Emulator
@@ -80,6 +77,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if emu, err = newEmulator(*definitions); err != nil {
 			return err
 		}
+		if err := emu.LoadFile(state.emulatorFile()); err != nil {
+			return fmt.Errorf("%w (--fresh starts over)", err)
+		}
+		// Its rows are kept beside the couplings that name them: at stop, and now and then in
+		// case the process is killed.
+		defer func() {
+			if err := emu.SaveFile(state.emulatorFile()); err != nil {
+				log.Error("the emulator's rows were not kept", "err", err)
+			}
+		}()
+		g.Go(func() error { return keepEmulator(gctx, emu, state.emulatorFile(), log) })
 		ln, err := net.Listen("tcp", *emulatorListen)
 		if err != nil {
 			return fmt.Errorf("emulator: %w", err)
@@ -89,22 +97,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Dataverse = DataverseConfig{URL: emuURL, TokenURL: emuURL + "/" + emu.Tenant + "/oauth2/v2.0/token",
 			ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret,
 			BatchSize: cfg.Dataverse.BatchSize, BatchLinger: cfg.Dataverse.BatchLinger}
-		dvNote = "emulator"
+		dvNote = "emulator; its rows are kept in " + state.emulatorFile()
 	}
 
-	dbNote := "DATABASE_URL"
+	dbNote := "embedded SQLite"
 	if cfg.DatabaseURL == "" {
-		// With the in-memory emulator, couplings kept from an earlier run would point at rows this
-		// emulator does not have: the local dev database starts fresh.
-		cfg.DatabaseURL, dbNote = defaultDevDatabase, "local"
-		if err := ensureDatabase(ctx, cfg.DatabaseURL, emu != nil); err != nil {
+		cfg.DatabaseURL = sqlite.URLScheme + state.storeFile()
+	} else if !sqlite.IsURL(cfg.DatabaseURL) {
+		dbNote = "PostgreSQL, DATABASE_URL"
+		if err := ensureDatabase(ctx, cfg.DatabaseURL, *fresh); err != nil {
 			return err
 		}
-		if emu != nil {
-			dbNote = "local, fresh"
-		}
-	} else if emu != nil {
-		dbNote = "DATABASE_URL; its couplings may name rows this fresh emulator does not have"
 	}
 	if err := cfg.validate(true, true, true); err != nil {
 		return usageError{err}
@@ -119,38 +122,67 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return usageError{err}
 	}
-	operatorToken := httpapi.NewToken()
-	tokens.Add("dev", httpapi.RoleOperator, operatorToken)
+	tokens.Add("dev", httpapi.RoleOperator, state.Token)
 	g.Go(func() error { return s.runWorker(gctx) })
 	g.Go(func() error { return s.runProjector(gctx) })
 	g.Go(func() error { return s.serveHTTP(gctx, ln, tokens) })
 
 	web := "http://" + ln.Addr().String()
-	fmt.Fprintf(stdout, `dvsync dev is running (Ctrl-C stops it)
-  NATS         %s (%s)
-  Dataverse    %s (%s)
-  PostgreSQL   %s (%s)
+	fmt.Fprintf(stdout, `dvsync dev is running (Ctrl-C stops it). State: %s (--fresh starts over)
+
+  Errors page  %s/  (sign in with this token)
+  Token        %s  (operator)
+  NATS         %s  (%s)
+  Dataverse    %s  (%s)
+  Store        %s  (%s)
   Errors API   %s/api/v1/errors
-  Metrics      %s/metrics
-  Health       %s/healthz
-  Token        %s (operator; export DVSYNC_TOKEN=… for the CLI)
-`, natsShown, natsNote, cfg.Dataverse.URL, dvNote, redactURL(cfg.DatabaseURL), dbNote, web, web, web, operatorToken)
-	if publisherPassword != "" {
-		fmt.Fprintf(stdout, `  Publisher    user %s, password %s (may publish dvsync.changes.> and nothing else)
-               nats -s %s pub dvsync.changes.currency -H Nats-Msg-Id:demo-usd-1 '%s'
-`, natsjs.PublisherUser, publisherPassword, natsjs.UserURL(natsShown, natsjs.PublisherUser, publisherPassword), demoUSD)
+  Metrics      %s/metrics    Health %s/healthz
+
+For the dvsync CLI (dvsync errors list) and the nats CLI, paste:
+  export DVSYNC_SERVER=%s DVSYNC_TOKEN=%s
+`, *dataDir, web, state.Token, natsShown, natsNote, cfg.Dataverse.URL, dvNote, redactURL(cfg.DatabaseURL), dbNote, web, web, web, web, state.Token)
+	if publisherURL != "" {
+		fmt.Fprintf(stdout, `  export NATS_URL=%s
+  (the user %s may publish dvsync.changes.> and nothing else)
+`, publisherURL, natsjs.PublisherUser)
 	}
-	if *seed && emu != nil {
+	if emu == nil || !*seed {
+		fmt.Fprintln(stdout)
+		return g.Wait()
+	}
+	if state.New {
 		if err := seedDemo(ctx, s, emu); err != nil {
 			return fmt.Errorf("seed: %w", err)
 		}
-		fmt.Fprintf(stdout, `  Demo         currency EUR and customer C10000 sync; customer C20000 waits for currency USD
-               (coupling error); item 1000 fails: prvCreateProduct was revoked (setup error).
-               Grant it back: curl -X POST %s/_emulator/privileges -d '{"grant":["prvCreateProduct"]}'
-               Publish currency USD (the nats line above), and C20000 syncs by itself.
-`, emuURL)
 	}
+	when := "now"
+	if !state.New {
+		when = "at this data directory's first start"
+	}
+	fmt.Fprintf(stdout, `
+Demo (published %s): currency EUR and customer C10000 sync; customer C20000 waits for currency USD
+(a coupling error); item 1000 fails because prvCreateProduct was revoked (a setup error).
+  Grant it back:  curl -X POST %s/_emulator/privileges -d '{"grant":["prvCreateProduct"]}'
+  Publish USD, and C20000 syncs by itself:
+  nats pub dvsync.changes.currency -H Nats-Msg-Id:demo-usd-1 '%s'
+`, when, emuURL, demoUSD)
 	return g.Wait()
+}
+
+// keepEmulator saves the emulator's rows every few seconds until ctx ends.
+func keepEmulator(ctx context.Context, emu *emulator.Emulator, path string, log *slog.Logger) error {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := emu.SaveFile(path); err != nil {
+				log.Warn("the emulator's rows were not kept", "err", err)
+			}
+		}
+	}
 }
 
 // demoUSD is the change that couples the currency the demo's customer C20000 waits for.
@@ -214,7 +246,7 @@ func publishDemo(ctx context.Context, js jetstream.JetStream, evs []domain.Chang
 }
 
 // ensureDatabase creates the database of url on its server when it does not exist yet, or anew
-// when fresh.
+// when fresh. The server must be reachable and the user allowed to create databases.
 func ensureDatabase(ctx context.Context, raw string, fresh bool) error {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -225,7 +257,7 @@ func ensureDatabase(ctx context.Context, raw string, fresh bool) error {
 	admin.Path = "/postgres"
 	conn, err := pgx.Connect(ctx, admin.String())
 	if err != nil {
-		return fmt.Errorf("PostgreSQL at %s: %w (set DATABASE_URL)", redactURL(raw), err)
+		return fmt.Errorf("PostgreSQL at %s (DATABASE_URL) did not answer: %w; unset DATABASE_URL to use the embedded store", redactURL(raw), err)
 	}
 	defer conn.Close(ctx)
 	if fresh {

@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	neturl "net/url"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -76,118 +80,252 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 	}
 }
 
-func TestDevRunsTheWholeProductAndStopsCleanly(t *testing.T) {
-	// A database of its own: the demo's records have fixed keys.
-	devDB, drop, err := pgtest.Database("dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer drop()
-	t.Setenv("DATABASE_URL", devDB)
-	t.Setenv("NATS_URL", "")
-	t.Setenv("DATAVERSE_URL", "")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errOut syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
-			"--emulator-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, &out, &errOut)
-	}()
+// devRun is one `dvsync dev` process started by a test, and what it printed.
+type devRun struct {
+	t           *testing.T
+	cancel      context.CancelFunc
+	done        chan int
+	out, errOut *syncBuffer
+	web, token  string // the page's address and the operator token, from the banner
+	natsURL     string // the publisher's, from the export line
+}
 
-	api := regexp.MustCompile(`Errors API\s+(\S+)`)
-	tokenLine := regexp.MustCompile(`Token\s+(\S+)`)
-	var url, token string
-	deadline := time.Now().Add(30 * time.Second)
-	for url == "" {
-		if m := api.FindStringSubmatch(out.String()); m != nil && strings.Contains(out.String(), "Demo") {
-			url, token = m[1], tokenLine.FindStringSubmatch(out.String())[1]
+// startDev runs `dvsync dev` on random ports with args and waits for its banner.
+func startDev(t *testing.T, args ...string) *devRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &devRun{t: t, cancel: cancel, done: make(chan int, 1), out: &syncBuffer{}, errOut: &syncBuffer{}}
+	go func() {
+		d.done <- run(ctx, append([]string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
+			"--emulator-listen", "127.0.0.1:0"}, args...), d.out, d.errOut)
+	}()
+	t.Cleanup(func() { d.stop() })
+	exports := regexp.MustCompile(`export DVSYNC_SERVER=(\S+) DVSYNC_TOKEN=(\S+)`)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out := d.out.String()
+		if m := exports.FindStringSubmatch(out); m != nil && strings.Contains(out, "Demo") {
+			d.web, d.token = m[1], m[2]
+			if n := regexp.MustCompile(`export NATS_URL=(\S+)`).FindStringSubmatch(out); n != nil {
+				d.natsURL = n[1]
+			}
+			return d
 		}
 		select {
-		case code := <-done:
-			t.Fatalf("dvsync dev exited %d early: %s", code, errOut.String())
+		case code := <-d.done:
+			t.Fatalf("dvsync dev exited %d early: %s %s", code, out, d.errOut.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dvsync dev printed no addresses: %s %s", out.String(), errOut.String())
+			t.Fatalf("dvsync dev printed no banner: %s %s", out, d.errOut.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // polling the output with a deadline
 	}
-	kinds := map[domain.Kind]bool{}
-	for time.Now().Before(deadline) && !(kinds[domain.KindDependencyNotCoupled] && kinds[domain.KindMissingPrivilege]) {
-		req, _ := http.NewRequest("GET", url+"?status=open", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			var body struct{ Errors []storage.StoredError }
-			_ = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			for _, e := range body.Errors {
-				if (e.Key == "C20000" || e.Key == "1000") && e.Table != "" {
-					kinds[e.Kind] = true
-				}
-			}
+}
+
+// stop cancels dev (as Ctrl-C does) and checks it exits 0.
+func (d *devRun) stop() {
+	if d.cancel == nil {
+		return
+	}
+	d.cancel()
+	d.cancel = nil
+	select {
+	case code := <-d.done:
+		if code != 0 {
+			d.t.Errorf("dvsync dev exited %d when stopped: %s", code, d.errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		d.t.Error("dvsync dev did not stop within 30s of being cancelled")
+	}
+}
+
+// get calls the API with the operator token and decodes the answer.
+func (d *devRun) get(path string, out any) int {
+	req, _ := http.NewRequest("GET", d.web+path, nil)
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(out)
+	return resp.StatusCode
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (d *devRun) waitFor(what string, within time.Duration, cond func() bool) {
+	d.t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s: not within %s; dev said %s", what, within, d.errOut.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !kinds[domain.KindDependencyNotCoupled] || !kinds[domain.KindMissingPrivilege] {
-		t.Fatalf("the demo shows %v; want a coupling and a setup error", kinds)
+}
+
+// demoErrors waits until the API lists the demo's coupling and setup errors, and returns their kinds.
+func (d *devRun) demoErrors() map[domain.Kind]bool {
+	d.t.Helper()
+	kinds := map[domain.Kind]bool{}
+	d.waitFor("the demo's coupling and setup errors", 30*time.Second, func() bool {
+		var body struct{ Errors []storage.StoredError }
+		d.get("/api/v1/errors?status=open", &body)
+		for _, e := range body.Errors {
+			if e.Key == "C20000" || e.Key == "1000" {
+				kinds[e.Kind] = true
+			}
+		}
+		return kinds[domain.KindDependencyNotCoupled] && kinds[domain.KindMissingPrivilege]
+	})
+	return kinds
+}
+
+func (d *devRun) couplingStatus(table, key string) string {
+	var c struct{ Status string }
+	d.get("/api/v1/couplings/"+table+"/"+key, &c)
+	return c.Status
+}
+
+// With nothing but its data directory, dev runs the whole product with its demo; the printed
+// export lines work (the publisher's NATS_URL publishes currency USD and C20000, which waited for
+// it, syncs); a restart finds its couplings, errors and token as they were and publishes no demo
+// again; --fresh starts over.
+func TestDevRunsTheWholeProductAndKeepsItsState(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("NATS_URL", "")
+	t.Setenv("DATAVERSE_URL", "")
+	dir := t.TempDir()
+	d := startDev(t, "--data-dir", dir)
+	d.demoErrors()
+	if !strings.Contains(d.out.String(), "sign in with this token") || !strings.Contains(d.out.String(), "embedded SQLite") {
+		t.Fatalf("the banner does not say how to sign in or which store it uses: %s", d.out.String())
 	}
-	// The server is shown without credentials; dvsync's own never appear.
-	natsURL, err := neturl.Parse(regexp.MustCompile(`NATS\s+(\S+)`).FindStringSubmatch(out.String())[1])
+	natsURL, err := neturl.Parse(regexp.MustCompile(`NATS\s+(\S+)`).FindStringSubmatch(d.out.String())[1])
 	if err != nil || natsURL.User != nil {
 		t.Fatalf("the NATS address %v (%v) must carry no credentials", natsURL, err)
 	}
-	// The README's next step: the printed nats line, as the publisher, publishes currency USD,
-	// and C20000, which waited for it, syncs.
-	pub := regexp.MustCompile(`nats -s (\S+) pub (\S+) -H Nats-Msg-Id:(\S+) '([^']+)'`).FindStringSubmatch(out.String())
-	if pub == nil {
-		t.Fatalf("dvsync dev printed no nats pub line: %s", out.String())
+	// The README's next step, as the nats CLI does it with the exported NATS_URL.
+	pub := regexp.MustCompile(`nats pub (\S+) -H Nats-Msg-Id:(\S+) '([^']+)'`).FindStringSubmatch(d.out.String())
+	if pub == nil || d.natsURL == "" {
+		t.Fatalf("dvsync dev printed no nats pub line or NATS_URL: %s", d.out.String())
 	}
-	if u, err := neturl.Parse(pub[1]); err != nil || u.User.Username() != natsjs.PublisherUser {
-		t.Fatalf("the nats pub line signs in as %v (%v), want the publisher", u, err)
+	if u, err := neturl.Parse(d.natsURL); err != nil || u.User.Username() != natsjs.PublisherUser {
+		t.Fatalf("the exported NATS_URL signs in as %v (%v), want the publisher", u, err)
 	}
-	nc, err := nats.Connect(pub[1])
+	nc, err := nats.Connect(d.natsURL)
 	if err != nil {
-		t.Fatalf("the printed publisher credentials: %v", err)
+		t.Fatalf("the exported NATS_URL: %v", err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: pub[2], Data: []byte(pub[4])}, jetstream.WithMsgID(pub[3])); err != nil || ack.Stream != natsjs.ChangesStream {
+	if ack, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: pub[1], Data: []byte(pub[3])}, jetstream.WithMsgID(pub[2])); err != nil || ack.Stream != natsjs.ChangesStream {
 		t.Fatalf("the printed nats pub line as the publisher: ack %+v, %v", ack, err)
 	}
-	couplings := strings.Replace(url, "/errors", "/couplings/customer/C20000", 1)
-	for status := ""; status != string(domain.CouplingSynced); {
-		if time.Now().After(deadline.Add(30 * time.Second)) {
-			t.Fatalf("customer C20000 is %q after currency USD was published; want synced", status)
-		}
-		time.Sleep(50 * time.Millisecond)
-		req, _ := http.NewRequest("GET", couplings, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			continue
-		}
-		var c struct{ Status string }
-		_ = json.NewDecoder(resp.Body).Decode(&c)
-		resp.Body.Close()
-		status = c.Status
-	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("dvsync dev exited %d after SIGTERM: %s", code, errOut.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("dvsync dev did not stop within 30s of being cancelled")
-	}
+	nc.Close()
+	d.waitFor("customer C20000 synced after currency USD", 30*time.Second, func() bool { return d.couplingStatus("customer", "C20000") == "synced" })
+	token := d.token
+	d.stop()
 	// Signed in as dvsync, its processes did everything without a refusal.
-	if strings.Contains(strings.ToLower(errOut.String()), "permissions violation") {
-		t.Fatalf("the NATS server refused dvsync something: %s", errOut.String())
+	if strings.Contains(strings.ToLower(d.errOut.String()), "permissions violation") {
+		t.Fatalf("the NATS server refused dvsync something: %s", d.errOut.String())
+	}
+
+	again := startDev(t, "--data-dir", dir)
+	if again.token != token {
+		t.Fatalf("the token changed across a restart: %s, then %s", token, again.token)
+	}
+	if !strings.Contains(again.out.String(), "at this data directory's first start") {
+		t.Fatalf("the restart says it published the demo again: %s", again.out.String())
+	}
+	if st := again.couplingStatus("customer", "C20000"); st != "synced" {
+		t.Fatalf("after a restart customer C20000 is %q, want synced as before", st)
+	}
+	var body struct{ Errors []storage.StoredError }
+	again.get("/api/v1/errors?status=open&key=1000", &body)
+	if len(body.Errors) != 1 || body.Errors[0].Kind != domain.KindMissingPrivilege {
+		t.Fatalf("after a restart the setup error of item 1000 is %+v, want it kept", body.Errors)
+	}
+	// The emulator kept its rows too: C20000's row is there, so a new change of it updates it.
+	again.stop()
+
+	fresh := startDev(t, "--data-dir", dir, "--fresh")
+	if fresh.token == token || !strings.Contains(fresh.out.String(), "published now") {
+		t.Fatalf("--fresh kept the token or published no demo: %s", fresh.out.String())
+	}
+	fresh.demoErrors()
+	if st := fresh.couplingStatus("customer", "C20000"); st == "synced" {
+		t.Fatal("--fresh kept C20000's coupling")
+	}
+}
+
+// With DATABASE_URL naming a database that does not exist yet, dev creates it and keeps its state there.
+func TestDevCreatesTheDatabaseItIsGiven(t *testing.T) {
+	u, err := neturl.Parse(pgtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("dvsync_test_devcreate_%d", time.Now().UnixNano())
+	u.Path = "/" + name
+	t.Setenv("DATABASE_URL", u.String())
+	t.Setenv("NATS_URL", "")
+	t.Setenv("DATAVERSE_URL", "")
+	admin, err := pgx.Connect(context.Background(), pgtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	defer admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") //nolint:errcheck
+	d := startDev(t, "--data-dir", t.TempDir())
+	d.demoErrors()
+	if !strings.Contains(d.out.String(), "PostgreSQL, DATABASE_URL") {
+		t.Fatalf("the banner does not name the PostgreSQL store: %s", d.out.String())
+	}
+	d.stop()
+	var n int
+	if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname = $1`, name).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("database %s: %d (%v), want created", name, n, err)
+	}
+}
+
+// inNetns is set in the test binary that TestDevNeedsNoPostgreSQL runs in a network namespace of
+// its own, where nothing listens but what the test starts.
+const inNetns = "DVSYNC_TEST_IN_NETNS"
+
+// dvsync dev needs nothing installed: in a network namespace where no PostgreSQL (nor anything
+// else) can be reached, it runs the demo, and its errors are listed by the API.
+func TestDevNeedsNoPostgreSQL(t *testing.T) {
+	if os.Getenv(inNetns) == "" {
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skip("unshare (util-linux) is not installed: no network namespace to run dev without PostgreSQL")
+		}
+		cmd := exec.Command(unshare, "--net", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh",
+			os.Args[0], "-test.run", "^TestDevNeedsNoPostgreSQL$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), inNetns+"=1")
+		out, err := cmd.CombinedOutput()
+		if strings.Contains(string(out), "Operation not permitted") {
+			t.Skipf("this machine lets no test create a network namespace: %s", out)
+		}
+		if err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("dev in a namespace without PostgreSQL: %v\n%s", err, out)
+		}
+		t.Logf("in a network namespace of its own:\n%s", out)
+		return
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:5432", time.Second); err == nil {
+		c.Close()
+		t.Fatal("PostgreSQL answers in this namespace; the test would prove nothing")
+	}
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("NATS_URL", "")
+	t.Setenv("DATAVERSE_URL", "")
+	d := startDev(t, "--data-dir", t.TempDir())
+	if kinds := d.demoErrors(); len(kinds) < 2 {
+		t.Fatalf("demo errors %v", kinds)
 	}
 }
 
