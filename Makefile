@@ -3,7 +3,7 @@ GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin/dvsync
 
-.PHONY: build run deps test test-repeat lint bench bench-quick bench-go fuzz faults faults-short
+.PHONY: build run deps test-env test test-repeat lint bench bench-quick bench-go fuzz faults faults-short
 
 CONFORMANCE := infra/emulator/conformance
 
@@ -16,16 +16,21 @@ run:
 
 # The emulator's conformance suite drives it with dynamics-web-api, a published Dataverse client
 # (Node.js 18 or newer); npm ci installs the version package-lock.json pins.
-deps:
+deps: test-env
 	npm ci --prefix $(CONFORMANCE) --no-audit --no-fund --loglevel=error
 
-# Every test, with the race detector. Needs PostgreSQL on 127.0.0.1:5432 (DVSYNC_TEST_DATABASE_URL
-# to use another); each package creates and drops its own database.
-test: deps
+# What the tests need: PostgreSQL, Node.js, Chromium, started or installed (.ci/test-env says what
+# is missing when it cannot install it).
+test-env:
+	@.ci/test-env
+
+# Every test, with the race detector. Each package creates and drops its own PostgreSQL database
+# (on 127.0.0.1:5432, or DVSYNC_TEST_DATABASE_URL).
+test: test-env deps
 	$(GO) test -race -count=1 ./...
 
 # The concurrent tests, three times over, as before resolving an issue.
-test-repeat: deps
+test-repeat: test-env deps
 	$(GO) test -race -count=3 ./cmd/... ./infra/postgres/...
 
 lint:

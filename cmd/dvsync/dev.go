@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
