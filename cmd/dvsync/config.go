@@ -286,7 +286,7 @@ func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
 		fs.IntVar(&c.Topology.Replicas, "nats-replicas", c.Topology.Replicas, "stream replicas (DVSYNC_NATS_REPLICAS)")
 	}
 	if db {
-		fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL (DATABASE_URL); prefer the environment, it may hold a password")
+		fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL, or sqlite:<file> (DATABASE_URL); prefer the environment, it may hold a password")
 	}
 	if dataverse {
 		fs.StringVar(&c.Dataverse.URL, "dataverse-url", c.Dataverse.URL, "Dataverse environment URL (DATAVERSE_URL)")
