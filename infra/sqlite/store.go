@@ -54,11 +54,7 @@ func IsURL(raw string) bool { return strings.HasPrefix(raw, URLScheme) }
 // PathOf returns the file a sqlite: URL names (sqlite:/var/lib/dvsync/dvsync.db,
 // sqlite:///var/lib/dvsync/dvsync.db and sqlite:dvsync.db are all accepted).
 func PathOf(raw string) string {
-	p := strings.TrimPrefix(raw, URLScheme)
-	if strings.HasPrefix(p, "//") {
-		p = strings.TrimPrefix(p, "//")
-	}
-	return p
+	return strings.TrimPrefix(strings.TrimPrefix(raw, URLScheme), "//")
 }
 
 // Open opens (creating it if needed) the database file at path and applies pending migrations.
