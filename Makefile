@@ -3,7 +3,7 @@ GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin/dvsync
 
-.PHONY: build run deps test-env test test-repeat lint bench bench-quick bench-go fuzz faults faults-short
+.PHONY: build run deps test-env test test-repeat lint bench bench-quick bench-go fuzz faults faults-short check-deploy
 
 CONFORMANCE := infra/emulator/conformance
 
@@ -71,3 +71,8 @@ faults:
 
 faults-short:
 	$(GO) run ./cmd/dvsync-faults -profile short $(FAULTS_FLAGS)
+
+# The deployment files, offline (deployments/README-production.md): docker-compose.yml, the
+# Kubernetes manifests against the schemas in deployments/kubernetes/schemas, the NATS Helm values.
+check-deploy:
+	bash deployments/check
