@@ -57,18 +57,19 @@ type Refresh struct {
 // read fails, the backlog is absent, dvsync_nats_consumer_info_up is 0 and
 // dvsync_nats_consumer_info_errors_total grows.
 func (m *Metrics) WatchConsumer(stream, consumer string, r Refresh, read func(context.Context) (ConsumerBacklog, error)) {
-	labels := []string{"stream", "consumer"}
-	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, labels, nil) }
+	// Constant labels: one collector per consumer (`dvsync dev` watches two on one registry).
+	labels := prometheus.Labels{"stream": stream, "consumer": consumer}
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, labels) }
 	pending := d("dvsync_nats_consumer_pending_messages", "Messages of the stream the consumer has not delivered yet.")
 	ackPending := d("dvsync_nats_consumer_ack_pending_messages", "Messages the consumer delivered that are not acknowledged yet.")
 	redelivered := d("dvsync_nats_consumer_redelivered_messages", "Messages delivered more than once and not acknowledged yet.")
 	oldest := d("dvsync_nats_consumer_oldest_pending_age_seconds",
 		"Age of the oldest message the consumer has not acknowledged yet (pending or ack pending), from its arrival in the stream; 0 when none.")
 	m.Registry.MustRegister(&cached{
-		Refresh: r, labels: []string{stream, consumer},
-		up:     d("dvsync_nats_consumer_info_up", "1 when the last read of the consumer's state from JetStream succeeded, else 0."),
-		errors: d("dvsync_nats_consumer_info_errors_total", "Reads of the consumer's state from JetStream that failed or timed out."),
-		descs:  []*prometheus.Desc{pending, ackPending, redelivered, oldest},
+		Refresh: r,
+		up:      d("dvsync_nats_consumer_info_up", "1 when the last read of the consumer's state from JetStream succeeded, else 0."),
+		errors:  d("dvsync_nats_consumer_info_errors_total", "Reads of the consumer's state from JetStream that failed or timed out."),
+		descs:   []*prometheus.Desc{pending, ackPending, redelivered, oldest},
 		read: func(ctx context.Context) ([]prometheus.Metric, error) {
 			b, err := read(ctx)
 			if err != nil {
@@ -79,7 +80,7 @@ func (m *Metrics) WatchConsumer(stream, consumer string, r Refresh, read func(co
 				age = max(time.Since(b.Oldest).Seconds(), 0)
 			}
 			g := func(desc *prometheus.Desc, v float64) prometheus.Metric {
-				return prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, stream, consumer)
+				return prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v)
 			}
 			return []prometheus.Metric{g(pending, float64(b.Pending)), g(ackPending, float64(b.AckPending)),
 				g(redelivered, float64(b.Redelivered)), g(oldest, age)}, nil
@@ -154,7 +155,6 @@ func (m *Metrics) WatchLedger(store LedgerCounter, r Refresh) {
 // (errors).
 type cached struct {
 	Refresh
-	labels     []string // the values of up's and errors' labels
 	up, errors *prometheus.Desc
 	descs      []*prometheus.Desc
 	read       func(context.Context) ([]prometheus.Metric, error)
@@ -198,6 +198,6 @@ func (c *cached) Collect(ch chan<- prometheus.Metric) {
 	if c.ok {
 		up = 1
 	}
-	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, c.labels...)
-	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(c.failures), c.labels...)
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(c.failures))
 }

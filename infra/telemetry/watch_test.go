@@ -179,3 +179,18 @@ func TestCountersStartAtZero(t *testing.T) {
 		t.Errorf("build info = %q", build)
 	}
 }
+
+// Two consumers watched on one registry, as `dvsync dev` does (its worker and its projector).
+func TestTwoConsumersOnOneRegistry(t *testing.T) {
+	m := telemetry.New(nil)
+	for i, c := range []string{"a", "b"} {
+		n := uint64(i + 1)
+		m.WatchConsumer("S", c, telemetry.Refresh{Every: time.Hour, Timeout: time.Second}, func(context.Context) (telemetry.ConsumerBacklog, error) {
+			return telemetry.ConsumerBacklog{Pending: n}, nil
+		})
+	}
+	got := gather(t, m)
+	if got[`dvsync_nats_consumer_pending_messages{consumer="a",stream="S"}`] != 1 || got[`dvsync_nats_consumer_pending_messages{consumer="b",stream="S"}`] != 2 {
+		t.Fatalf("exported %v", got)
+	}
+}
