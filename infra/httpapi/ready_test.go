@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
@@ -44,5 +46,34 @@ func TestReadyzAsksItsOwnChecks(t *testing.T) {
 				t.Errorf("GET %s: check %s = %q, want %q", path, name, body.Checks[name], v)
 			}
 		}
+	}
+}
+
+// A check that hangs until the deadline does not use up the others' time: they run at once.
+func TestAHangingCheckLeavesTheOthersTheirTime(t *testing.T) {
+	hang := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	slowOK := func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+			return nil
+		}
+	}
+	s := &Server{Metrics: telemetry.New(nil), Ready: map[string]Check{"a": hang, "b": slowOK, "c": hang, "d": slowOK}}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Checks map[string]string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "unavailable", "b": "ok", "c": "unavailable", "d": "ok"}
+	if resp.StatusCode != 503 || !maps.Equal(body.Checks, want) {
+		t.Fatalf("readyz: %d %v, want 503 %v", resp.StatusCode, body.Checks, want)
 	}
 }

@@ -94,13 +94,26 @@ func (s *Server) logWarn(msg string, err error) {
 }
 
 // health answers 200 when every check passes, else 503; the body says which failed, and only
-// that: why (which names users, hosts and addresses) goes to the log.
+// that: why (which names users, hosts and addresses) goes to the log. The checks run at once, so
+// that one that hangs until the deadline (JetStream while NATS is away) leaves the others theirs.
 func (s *Server) health(w http.ResponseWriter, r *http.Request, checks map[string]Check) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	results, status := map[string]string{}, http.StatusOK
+	errs := make(map[string]error, len(checks))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for name, check := range checks {
-		if err := check(ctx); err != nil {
+		wg.Go(func() {
+			err := check(ctx)
+			mu.Lock()
+			errs[name] = err
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	results, status := map[string]string{}, http.StatusOK
+	for name, err := range errs {
+		if err != nil {
 			results[name], status = "unavailable", http.StatusServiceUnavailable
 			if s.Log != nil {
 				s.Log.Warn("health check failed", "path", r.URL.Path, "check", name, "err", redact.Text(err.Error()))
