@@ -3,7 +3,7 @@ GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN           := bin/dvsync
 
-.PHONY: build run deps test-env test test-repeat lint bench bench-quick bench-go fuzz faults faults-short check-deploy
+.PHONY: build run deps test-env test test-repeat lint bench bench-quick bench-go fuzz faults faults-short check-deploy check-alerts
 
 CONFORMANCE := infra/emulator/conformance
 
@@ -76,3 +76,14 @@ faults-short:
 # Kubernetes manifests against the schemas in deployments/kubernetes/schemas, the NATS Helm values.
 check-deploy:
 	bash deployments/check
+
+# The Prometheus alerting rules and their unit tests (deployments/prometheus). promtool comes with
+# Debian's prometheus package (about 20 s to install), installed here when missing.
+PROMTOOL ?= promtool
+check-alerts:
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
+		  { apt-get update >/dev/null && apt-get install -y --no-install-recommends prometheus >/dev/null; }; }; } || \
+		{ echo "check-alerts: promtool is missing; install it (Debian: apt-get install prometheus; or https://prometheus.io/download/)"; exit 1; }
+	$(PROMTOOL) check rules deployments/prometheus/alerts.yml
+	$(PROMTOOL) test rules deployments/prometheus/alerts_test.yml

@@ -14,7 +14,7 @@ import (
 	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
-// checks are the dependencies /healthz reports on.
+// checks are the dependencies /healthz reports on (liveness).
 func (s *stack) checks() map[string]httpapi.Check {
 	c := map[string]httpapi.Check{}
 	if s.nc != nil {
@@ -31,10 +31,33 @@ func (s *stack) checks() map[string]httpapi.Check {
 	return c
 }
 
-// serveHTTP serves /healthz, /metrics and, given tokens, the errors API on ln until ctx ends.
+// readiness are the checks /readyz asks: whether the process can take work now. Besides those of
+// /healthz: JetStream answers (a server that lost its cluster's quorum still takes connections)
+// and the process is not stopping. The streams and the consumer are set up before the process
+// listens at all (connectNATS), and serve's API before it serves.
+func (s *stack) readiness(ctx context.Context) map[string]httpapi.Check {
+	c := s.checks()
+	if s.js != nil {
+		c["jetstream"] = func(ctx context.Context) error {
+			_, err := s.js.AccountInfo(ctx)
+			return err
+		}
+	}
+	c["running"] = func(context.Context) error {
+		if ctx.Err() != nil {
+			return errors.New("stopping")
+		}
+		return nil
+	}
+	return c
+}
+
+// serveHTTP serves /healthz, /readyz, /metrics and, given tokens, the errors API on ln until ctx
+// ends.
 func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.Tokens) error {
-	api := &httpapi.Server{Metrics: s.metrics, Checks: s.checks(), Log: s.log.With("component", "api")}
+	api := &httpapi.Server{Metrics: s.metrics, Checks: s.checks(), Ready: s.readiness(ctx), Log: s.log.With("component", "api")}
 	if tokens != nil && s.store != nil && s.js != nil {
+		s.watchLedger()
 		api.Ledger, api.Tokens, api.Couplings = s.store, tokens, s.store
 		api.Links = httpapi.Links{DataverseURL: s.cfg.Dataverse.URL, SourceURL: s.cfg.SourceURL}
 		// validate has refused a key that is not hex or too short.

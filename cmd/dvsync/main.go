@@ -225,11 +225,12 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "Dataverse emulator on %s\n  DATAVERSE_URL=%s\n  DATAVERSE_TOKEN_URL=%s/%s/oauth2/v2.0/token\n  DATAVERSE_CLIENT_ID=%s\n  (client secret: see README)\n",
 		base, base, base, emu.Tenant, emulator.DefaultApp.ClientID)
-	// Like every dvsync process it answers /healthz and /metrics beside the emulated routes.
+	// Like every dvsync process it answers /healthz, /readyz and /metrics beside the emulated routes.
 	mux := http.NewServeMux()
 	mux.Handle("/", emu.Handler())
 	ops := (&httpapi.Server{Metrics: telemetry.New(nil)}).Handler()
 	mux.Handle("GET /healthz", ops)
+	mux.Handle("GET /readyz", ops)
 	mux.Handle("GET /metrics", ops)
 	return serve(ctx, ln, mux)
 }

@@ -344,7 +344,7 @@ func TestEmulatorCommandServesDataverseAndHealth(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for path, want := range map[string]int{"/healthz": 200, "/metrics": 200, "/api/data/v9.2/accounts": 401} {
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/api/data/v9.2/accounts": 401} {
 		resp, err := http.Get(base + path)
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,7 @@ import (
 	"github.com/dvsync/dvsync/infra/postgres"
 	"github.com/dvsync/dvsync/infra/sqlite"
 	"github.com/dvsync/dvsync/infra/storage"
+	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
@@ -40,6 +42,9 @@ type stack struct {
 	// stopDataverse ends the batched port's batchers, once the worker no longer calls it.
 	stopDataverse func()
 	mappings      domain.Mappings
+
+	watchMu sync.Mutex
+	watched map[string]bool // the scrape-time metrics registered, by what they watch
 }
 
 func newStack(cfg Config, log *slog.Logger) *stack {
@@ -141,12 +146,13 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 	var users []dataverse.User
 	var shares []*natsjs.Throttle
 	for _, app := range apps {
+		name := app.ClientID // the metrics' user label: the client id, never the secret
 		creds := dataverse.ClientCredentials{TokenURL: d.TokenURL, TenantID: d.TenantID, ClientID: app.ClientID, ClientSecret: app.ClientSecret,
-			Timeout: d.RequestTimeout}
+			Timeout:   d.RequestTimeout,
+			OnFailure: func(reason string) { s.metrics.TokenFailures.WithLabelValues(name, reason).Inc() }}
 		// The token source outlives this call: it refreshes tokens for the process's whole life.
 		ts := creds.TokenSource(context.WithoutCancel(ctx), d.URL)
 		var notify func(time.Time)
-		name := app.ClientID // the metrics' user label: the client id, never the secret
 		client, err := dataverse.NewClient(d.URL, dataverse.WithTokenSource(ts), dataverse.WithHTTPClient(httpClient),
 			dataverse.WithRequestObserver(func(method, entitySet string, status int, took time.Duration) {
 				s.metrics.ObserveDataverse(method, entitySet, status, took)
@@ -172,7 +178,7 @@ func (s *stack) connectDataverse(ctx context.Context) error {
 			notify = share.Notify
 			shares = append(shares, share)
 		}
-		s.metrics.WatchDataverseUser(name, client.InFlight)
+		s.metrics.WatchDataverseUser(name, client.InFlight, dataverse.TokenRefused, dataverse.TokenUnavailable)
 		users = append(users, dataverse.User{Name: name, Client: client})
 	}
 	if len(shares) > 0 {
@@ -217,7 +223,54 @@ func (s *stack) close() {
 	}
 }
 
+// How the metrics read at scrape time are read: JetStream's consumer state every few seconds, the
+// ledger's counts (two grouped queries) at most every 15s, each within a bound, so that a scrape
+// returns at once whatever NATS or PostgreSQL does.
+var (
+	consumerRefresh = telemetry.Refresh{Every: 5 * time.Second, Timeout: 2 * time.Second}
+	ledgerRefresh   = telemetry.Refresh{Every: 15 * time.Second, Timeout: 3 * time.Second}
+)
+
+// watchOnce registers a scrape-time metric once per process: `dvsync dev` runs the worker, the
+// projector and the API on one registry.
+func (s *stack) watchOnce(what string, register func()) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if s.watched[what] {
+		return
+	}
+	if s.watched == nil {
+		s.watched = map[string]bool{}
+	}
+	s.watched[what] = true
+	register()
+}
+
+// watchConsumer exports a durable consumer's backlog (dvsync_nats_consumer_*).
+func (s *stack) watchConsumer(stream, consumer string) {
+	s.watchOnce("consumer "+stream+" "+consumer, func() {
+		r := consumerRefresh
+		r.OnError = func(err error) {
+			s.log.Warn("reading the consumer's state for the metrics", "consumer", consumer, "err", redact.Text(err.Error()))
+		}
+		s.metrics.WatchConsumer(stream, consumer, r, (&natsjs.Backlog{JS: s.js, Stream: stream, Consumer: consumer}).Read)
+	})
+}
+
+// watchLedger exports the ledger's open errors and skipped records (dvsync_open_errors and co.),
+// from the processes that own the ledger: the projector and serve.
+func (s *stack) watchLedger() {
+	s.watchOnce("ledger", func() {
+		r := ledgerRefresh
+		r.OnError = func(err error) {
+			s.log.Warn("counting the errors ledger for the metrics", "err", redact.Text(err.Error()))
+		}
+		s.metrics.WatchLedger(s.store, r)
+	})
+}
+
 func (s *stack) runWorker(ctx context.Context) error {
+	s.watchConsumer(natsjs.ChangesStream, natsjs.WorkerConsumer)
 	consumer, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
 	if err != nil {
 		return fmt.Errorf("worker consumer: %w", err)
@@ -235,6 +288,8 @@ func (s *stack) runWorker(ctx context.Context) error {
 }
 
 func (s *stack) runProjector(ctx context.Context) error {
+	s.watchConsumer(natsjs.ErrorsStream, natsjs.ProjectorConsumer)
+	s.watchLedger()
 	// The projector drains its own connection on shutdown (see projector.Run), which must not
 	// close the connection the worker and the API share.
 	nc, err := s.dialNATS("dvsync-projector")

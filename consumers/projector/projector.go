@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -254,20 +253,9 @@ func (p *Projector) store(ctx context.Context, ev domain.ErrorEvent, notReplayab
 	if err := p.Ledger.RecordErrorChecked(ctx, ev, notReplayable); err != nil {
 		return err
 	}
-	p.Metrics.ErrorsProjected.WithLabelValues(label(string(ev.Class)), label(string(ev.Kind))).Inc()
+	p.Metrics.ErrorsProjected.WithLabelValues(telemetry.Label(string(ev.Class)), telemetry.Label(string(ev.Kind))).Inc()
 	p.Log.Info("error stored", "error_id", ev.ID, "class", ev.Class, "kind", ev.Kind, "table", ev.Table, "key", ev.Key)
 	return nil
-}
-
-var labelValue = regexp.MustCompile(`^[a-z][a-z_]{0,39}$`)
-
-// label is a class or kind as a metric label: one that is not of dvsync's form (an event from
-// elsewhere) is "_unknown", since Prometheus panics on invalid UTF-8 and every value is a series.
-func label(v string) string {
-	if labelValue.MatchString(v) {
-		return v
-	}
-	return "_unknown"
 }
 
 // delivered is the message's delivery count (1 when the server did not say).

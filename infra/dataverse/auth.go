@@ -2,6 +2,7 @@ package dataverse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -23,6 +24,26 @@ type ClientCredentials struct {
 	// Timeout bounds one token request (default 30s): a token endpoint that accepts the
 	// connection and never answers must not hold up the sync.
 	Timeout time.Duration
+	// OnFailure, when set, is told of every token request that failed (once per request, however
+	// many callers waited for it), with its reason: TokenRefused or TokenUnavailable.
+	OnFailure func(reason string)
+}
+
+// Why a token request failed, as OnFailure is told.
+const (
+	// TokenRefused: Entra ID answered and refused (a wrong or expired secret, a disabled app).
+	TokenRefused = "refused"
+	// TokenUnavailable: no answer, a timeout or a server error; retried.
+	TokenUnavailable = "unavailable"
+)
+
+// TokenFailureReason sorts a failed token request as OnFailure is told it.
+func TokenFailureReason(err error) string {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && (re.Response == nil || re.Response.StatusCode < 500) {
+		return TokenRefused
+	}
+	return TokenUnavailable
 }
 
 // refreshEarly renews a token this long before it expires, so that no request carries a token
@@ -52,7 +73,7 @@ func (c ClientCredentials) TokenSource(ctx context.Context, environmentURL strin
 	}
 	// x/oauth2 takes its HTTP client from the context; the default one has no timeout at all.
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: timeout})
-	return &CachedTokenSource{base: ctx, timeout: timeout,
+	return &CachedTokenSource{base: ctx, timeout: timeout, onFailure: c.OnFailure,
 		fetch: func(ctx context.Context) (*oauth2.Token, error) { return cfg.Token(ctx) }}
 }
 
@@ -61,9 +82,10 @@ func (c ClientCredentials) TokenSource(ctx context.Context, environmentURL strin
 // a caller waits for a token only as long as its own context allows: one fetch runs at a time,
 // bounded by its timeout, and holds no lock while it runs.
 type CachedTokenSource struct {
-	base    context.Context
-	timeout time.Duration
-	fetch   func(context.Context) (*oauth2.Token, error)
+	base      context.Context
+	timeout   time.Duration
+	fetch     func(context.Context) (*oauth2.Token, error)
+	onFailure func(reason string)
 
 	mu      sync.Mutex
 	tok     *oauth2.Token
@@ -116,6 +138,9 @@ func (s *CachedTokenSource) run(f *tokenFetch) {
 	ctx, cancel := context.WithTimeout(s.base, s.timeout)
 	defer cancel()
 	f.tok, f.err = s.fetch(ctx)
+	if f.err != nil && s.onFailure != nil {
+		s.onFailure(TokenFailureReason(f.err))
+	}
 	s.mu.Lock()
 	if f.err == nil {
 		s.tok = f.tok

@@ -180,19 +180,48 @@ func TestBadSecretIsAnAuthenticationError(t *testing.T) {
 	emu := emulator.New()
 	srv := httptest.NewServer(emu.Handler())
 	defer srv.Close()
+	var mu sync.Mutex
+	var reasons []string
 	creds := dataverse.ClientCredentials{TokenURL: srv.URL + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token",
-		ClientID: emulator.DefaultApp.ClientID, ClientSecret: "wrong-secret-value"}
+		ClientID: emulator.DefaultApp.ClientID, ClientSecret: "wrong-secret-value",
+		OnFailure: func(reason string) { mu.Lock(); reasons = append(reasons, reason); mu.Unlock() }}
 	c, _ := dataverse.NewClient(srv.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), srv.URL)))
 	_, err := c.Create(context.Background(), "accounts", domain.Attributes{"name": "x"})
 	f := domain.ClassifyDataverse(err)
 	if f == nil || f.Class != domain.ClassSetup || f.Kind != domain.KindAuthentication {
 		t.Fatalf("bad secret classified as %+v (%v)", f, err)
 	}
+	mu.Lock()
+	if len(reasons) != 1 || reasons[0] != dataverse.TokenRefused {
+		t.Errorf("token failures reported: %v; want one %q", reasons, dataverse.TokenRefused)
+	}
+	mu.Unlock()
 	if strings.Contains(err.Error(), "wrong-secret-value") {
 		t.Fatal("the error shows the client secret")
 	}
 	if !strings.Contains(err.Error(), "AADSTS7000215") {
 		t.Errorf("the error does not carry Entra ID's reason: %v", err)
+	}
+}
+
+// A token endpoint that does not answer is a failure of its own kind: retried, not the secret.
+func TestUnreachableTokenEndpointIsReportedAsUnavailable(t *testing.T) {
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	reasons := make(chan string, 4)
+	creds := dataverse.ClientCredentials{TokenURL: gone.URL + "/token", ClientID: "app", ClientSecret: "s",
+		OnFailure: func(reason string) { reasons <- reason }}
+	c, _ := dataverse.NewClient(gone.URL, dataverse.WithTokenSource(creds.TokenSource(context.Background(), gone.URL)))
+	if _, err := c.Query(context.Background(), "accounts", nil); err == nil {
+		t.Fatal("a query without a token succeeded")
+	}
+	select {
+	case r := <-reasons:
+		if r != dataverse.TokenUnavailable {
+			t.Fatalf("reason %q, want %q", r, dataverse.TokenUnavailable)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failed token request was not reported")
 	}
 }
 

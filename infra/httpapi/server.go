@@ -1,5 +1,5 @@
-// Package httpapi serves what every dvsync process shows over HTTP: /healthz, /metrics and, where
-// the errors ledger is at hand, the JSON API under /api/v1/.
+// Package httpapi serves what every dvsync process shows over HTTP: /healthz, /readyz, /metrics
+// and, where the errors ledger is at hand, the JSON API under /api/v1/.
 package httpapi
 
 import (
@@ -17,13 +17,16 @@ import (
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
-// Check is one dependency of the process (NATS, PostgreSQL) that /healthz asks.
+// Check is one dependency of the process (NATS, PostgreSQL) that /healthz or /readyz asks.
 type Check func(ctx context.Context) error
 
 // Server builds the HTTP handler.
 type Server struct {
 	Metrics *telemetry.Metrics
-	Checks  map[string]Check
+	// Checks are what /healthz asks (liveness); Ready what /readyz asks: whether the process can
+	// take work now.
+	Checks map[string]Check
+	Ready  map[string]Check
 	// Ledger, Replay and Tokens serve the API under /api/v1/; without a Ledger there is none.
 	Ledger Ledger
 	Replay Replayer
@@ -50,7 +53,8 @@ const maxBody = 1 << 20
 func (s *Server) Handler() http.Handler {
 	s.signIns = newSignInLimiter()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.health)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { s.health(w, r, s.Checks) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.health(w, r, s.Ready) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{Registry: s.Metrics.Registry}))
 	if s.Ledger != nil {
 		s.apiRoutes(mux)
@@ -90,16 +94,29 @@ func (s *Server) logWarn(msg string, err error) {
 }
 
 // health answers 200 when every check passes, else 503; the body says which failed, and only
-// that: why (which names users, hosts and addresses) goes to the log.
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+// that: why (which names users, hosts and addresses) goes to the log. The checks run at once, so
+// that one that hangs until the deadline (JetStream while NATS is away) leaves the others theirs.
+func (s *Server) health(w http.ResponseWriter, r *http.Request, checks map[string]Check) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
+	errs := make(map[string]error, len(checks))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, check := range checks {
+		wg.Go(func() {
+			err := check(ctx)
+			mu.Lock()
+			errs[name] = err
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
 	results, status := map[string]string{}, http.StatusOK
-	for name, check := range s.Checks {
-		if err := check(ctx); err != nil {
+	for name, err := range errs {
+		if err != nil {
 			results[name], status = "unavailable", http.StatusServiceUnavailable
 			if s.Log != nil {
-				s.Log.Warn("health check failed", "check", name, "err", redact.Text(err.Error()))
+				s.Log.Warn("health check failed", "path", r.URL.Path, "check", name, "err", redact.Text(err.Error()))
 			}
 		} else {
 			results[name] = "ok"

@@ -524,3 +524,42 @@ func (s *Store) ListCouplings(ctx context.Context, f storage.CouplingFilter) ([]
 	}
 	return out, rows.Err()
 }
+
+// CountLedger counts the open errors by class and kind with the first sighting of the oldest, and
+// the skipped records by table (storage.Store); partial indexes hold exactly the rows counted.
+func (s *Store) CountLedger(ctx context.Context) (storage.LedgerCounts, error) {
+	out := storage.LedgerCounts{Skipped: map[string]int{}}
+	rows, err := s.db.QueryContext(ctx, `SELECT class, kind, count(*), min(first_seen) FROM sync_errors
+		WHERE status IN ('open', 'replayed') GROUP BY class, kind`)
+	if err != nil {
+		return out, fmt.Errorf("sqlite: count open errors: %w", err)
+	}
+	for rows.Next() {
+		var o storage.OpenErrors
+		var oldest int64
+		if err := rows.Scan(&o.Class, &o.Kind, &o.Count, &oldest); err != nil {
+			rows.Close()
+			return out, fmt.Errorf("sqlite: count open errors: %w", err)
+		}
+		o.Oldest = time.Unix(0, oldest).UTC()
+		out.Open = append(out.Open, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("sqlite: count open errors: %w", err)
+	}
+	rows, err = s.db.QueryContext(ctx, `SELECT table_name, count(*) FROM couplings WHERE skipped GROUP BY table_name`)
+	if err != nil {
+		return out, fmt.Errorf("sqlite: count skipped records: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var table string
+		var n int
+		if err := rows.Scan(&table, &n); err != nil {
+			return out, fmt.Errorf("sqlite: count skipped records: %w", err)
+		}
+		out.Skipped[table] = n
+	}
+	return out, rows.Err()
+}

@@ -47,6 +47,10 @@ type Store interface {
 	EndSession(ctx context.Context, id string, expires time.Time) error
 	SessionEnded(ctx context.Context, id string) (bool, error)
 
+	// CountLedger sums up the open errors and skipped records for the metrics; it reads only
+	// what partial indexes hold, so it is cheap at any size.
+	CountLedger(ctx context.Context) (LedgerCounts, error)
+
 	// Ping checks the database answers, for health checks.
 	Ping(ctx context.Context) error
 	// Close finishes what is pending and closes the database; calling it again does nothing.
@@ -241,3 +245,19 @@ func Trusted(ttl time.Duration) time.Duration { return ttl - min(ClaimMargin, tt
 
 // CommitTimeout bounds how long a lane waits for its coupling to be stored and its claim released.
 const CommitTimeout = 10 * time.Second
+
+// LedgerCounts sum up the ledger, for the metrics.
+type LedgerCounts struct {
+	// Open are the open errors (open or being replayed) by class and kind.
+	Open []OpenErrors
+	// Skipped counts the records skipped by the skip rule, by table.
+	Skipped map[string]int
+}
+
+// OpenErrors are the open errors of one class and kind.
+type OpenErrors struct {
+	Class  domain.Class
+	Kind   domain.Kind
+	Count  int
+	Oldest time.Time // first sighting of the oldest of them
+}

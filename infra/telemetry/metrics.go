@@ -4,11 +4,15 @@
 package telemetry
 
 import (
+	"regexp"
+	"runtime/debug"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dvsync/dvsync/domain"
 )
 
 // Metrics are the collectors every dvsync process registers.
@@ -27,6 +31,7 @@ type Metrics struct {
 	ErrorsUnstorable  *prometheus.CounterVec   // cause (data, retries)
 	UserRequests      *prometheus.CounterVec   // user, status
 	UserThrottled     *prometheus.CounterVec   // user, code
+	TokenFailures     *prometheus.CounterVec   // user, reason (refused, unavailable)
 	BatchCalls        prometheus.Histogram
 	tables            map[string]bool
 }
@@ -39,7 +44,7 @@ func New(knownTables []string) *Metrics {
 	m := &Metrics{
 		Registry: reg,
 		EventsHandled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_events_handled_total",
-			Help: "Change events handled, by table and outcome (synced, stale, deleted, uncoupled, failed, invalid, retried)."},
+			Help: "Change events handled, by table and outcome (synced, stale, deleted, uncoupled, failed, skipped, invalid, retried)."},
 			[]string{"table", "outcome"}),
 		HandleDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dvsync_event_handle_duration_seconds",
 			Help: "Time from taking a change event to its ack or nak.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)},
@@ -73,18 +78,87 @@ func New(knownTables []string) *Metrics {
 		UserThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_dataverse_user_throttled_total",
 			Help: "429 answers by application user and service-protection code (0x80072322 requests, 0x80072321 execution time, 0x80072326 concurrency)."},
 			[]string{"user", "code"}),
+		TokenFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_dataverse_token_failures_total",
+			Help: "Token requests to Microsoft Entra ID that failed, by application user and reason (refused: Entra ID said no, a wrong or expired secret most often; unavailable: no answer, a timeout or a 5xx)."},
+			[]string{"user", "reason"}),
 		BatchCalls: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dvsync_dataverse_batch_calls",
 			Help: "Sync calls carried by each request of the batched Dataverse port (1: sent alone).", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000}}),
 		tables: map[string]bool{},
 	}
 	for _, t := range knownTables {
 		m.tables[t] = true
+		m.Overwrites.WithLabelValues(t)
 	}
 	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.ChangeLatency, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
 		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites, m.ErrorsUnstorable, m.UserRequests, m.UserThrottled,
-		m.BatchCalls)
+		m.TokenFailures, m.BatchCalls, buildInfo())
+	// Counters start at zero for every label value known in advance: a series that appears only
+	// with its first increment hides that increment from rate() and increase(), and so from alerts.
+	for _, k := range KnownErrorKinds() {
+		m.ErrorsProjected.WithLabelValues(string(domain.ClassOf(k)), string(k))
+	}
+	for _, cause := range []string{"data", "retries"} {
+		m.ErrorsUnstorable.WithLabelValues(cause)
+	}
 	return m
 }
+
+// Version and Revision override what the Go toolchain recorded in the binary, for builds without
+// it (-buildvcs=false, no .git in a container build): go build -ldflags
+// "-X github.com/dvsync/dvsync/infra/telemetry.Revision=$(git rev-parse HEAD)".
+var Version, Revision string
+
+// buildInfo is dvsync_build_info: 1, with the version, VCS revision and Go version as labels.
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "unknown", "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				revision = s.Value
+			}
+		}
+	}
+	if Version != "" {
+		version = Version
+	}
+	if Revision != "" {
+		revision = Revision
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "dvsync_build_info",
+		Help:        "Always 1; its labels name the running build (version, VCS revision, Go version).",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion}})
+	g.Set(1)
+	return g
+}
+
+// KnownErrorKinds are the kinds of permanent failure dvsync reports (their class is
+// domain.ClassOf): the open-error gauges and the projector's counter start at zero for each.
+func KnownErrorKinds() []domain.Kind {
+	return []domain.Kind{domain.KindDependencyNotCoupled, domain.KindDestinationDeleted, domain.KindSourceDeleted,
+		domain.KindDuplicateRecord, domain.KindUpdateConflict, domain.KindInvalidData, domain.KindMissingPrivilege,
+		domain.KindAuthentication, domain.KindUserDisabled, domain.KindSchemaMismatch, domain.KindOptionValueMissing,
+		domain.KindMappingMissing, domain.KindInvalidEvent, domain.KindDataverseUnavailable, domain.KindUnknown,
+		domain.KindCustomLogic}
+}
+
+var labelValue = regexp.MustCompile(`^[a-z][a-z_]{0,39}$`)
+
+// Label is a class or kind as a metric label: one that is not of dvsync's form (an event from
+// elsewhere) is "_unknown", since Prometheus panics on invalid UTF-8 and every value is a series.
+func Label(v string) string {
+	if labelValue.MatchString(v) {
+		return v
+	}
+	return "_unknown"
+}
+
+// throttleCodes are Dataverse's service-protection codes, the code label of
+// dvsync_dataverse_user_throttled_total.
+var throttleCodes = []string{"0x80072322", "0x80072321", "0x80072326"}
 
 // Table returns the table label value for a table name from an event.
 func (m *Metrics) Table(table string) string {
@@ -105,8 +179,16 @@ func (m *Metrics) ObserveDataverseUser(user string, status int) {
 	m.UserRequests.WithLabelValues(user, strconv.Itoa(status)).Inc()
 }
 
-// WatchDataverseUser exports an application user's requests in flight, read when scraped.
-func (m *Metrics) WatchDataverseUser(user string, inFlight func() int) {
+// WatchDataverseUser exports an application user's requests in flight, read when scraped, and
+// starts its throttling counters and, for each of tokenFailureReasons, its token failure counter
+// at zero.
+func (m *Metrics) WatchDataverseUser(user string, inFlight func() int, tokenFailureReasons ...string) {
+	for _, code := range throttleCodes {
+		m.UserThrottled.WithLabelValues(user, code)
+	}
+	for _, reason := range tokenFailureReasons {
+		m.TokenFailures.WithLabelValues(user, reason)
+	}
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dvsync_dataverse_user_requests_in_flight",
 		Help: "Dataverse Web API requests in flight by application user.", ConstLabels: prometheus.Labels{"user": user}},
 		func() float64 { return float64(inFlight()) }))

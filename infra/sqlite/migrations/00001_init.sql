@@ -1,5 +1,5 @@
 -- +goose Up
--- The schema of infra/postgres/migrations as it stands after its 00009, in SQLite's terms: times
+-- The schema of infra/postgres/migrations as it stands after its 00010, in SQLite's terms: times
 -- are Unix nanoseconds (UTC), ids and UUIDs text, JSON documents text.
 
 -- One row per source record: its Dataverse row and how far it was synced.
@@ -20,6 +20,7 @@ CREATE TABLE couplings (
     PRIMARY KEY (table_name, source_key)
 );
 CREATE INDEX couplings_updated ON couplings (updated_at DESC);
+CREATE INDEX couplings_skipped ON couplings (table_name) WHERE skipped;
 
 -- The errors ledger: one active row per record and kind, however often it recurs.
 CREATE TABLE sync_errors (
@@ -57,6 +58,7 @@ CREATE TABLE sync_errors (
 CREATE UNIQUE INDEX sync_errors_active_record_kind ON sync_errors (table_name, source_key, kind)
     WHERE status IN ('open', 'replayed');
 CREATE INDEX sync_errors_last_seen ON sync_errors (last_seen DESC, id DESC);
+CREATE INDEX sync_errors_open_class_kind ON sync_errors (class, kind, first_seen) WHERE status IN ('open', 'replayed');
 CREATE INDEX sync_errors_waiting_on ON sync_errors (json_extract(details, '$.dependency_table'), json_extract(details, '$.dependency_key'))
     WHERE status = 'open' AND kind = 'dependency_not_coupled';
 

@@ -58,6 +58,7 @@ func Run(t *testing.T, h Harness) {
 		{"DeletesAreAuditedAndKeepCouplings", testDeletesAreAuditedAndKeepCouplings},
 		{"StatusAndCouplingLists", testStatusAndCouplingLists},
 		{"EndedSessionsAreShared", testEndedSessionsAreShared},
+		{"CountLedger", testCountLedger},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}
