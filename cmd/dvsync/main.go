@@ -32,6 +32,7 @@ Usage:
   dvsync serve      the errors API (and page) for people and the CLI
   dvsync emulator   run the Dataverse emulator alone
   dvsync classify   read a Dataverse error body on standard input, print how dvsync sorts it
+  dvsync probe      ask a process's /readyz (or a URL), exit 0 when it answers 200: a container health check
   dvsync help       this text
 
 Run "dvsync <command> -h" for a command's flags; README.md lists the environment variables.
@@ -61,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	commands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"dev": runDev, "worker": runWorker, "projector": runProjector, "serve": runServe, "emulator": runEmulator,
-		"classify": classifyCommand, "errors": runErrors, "status": runStatus,
+		"classify": classifyCommand, "errors": runErrors, "status": runStatus, "probe": runProbe,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -357,6 +357,13 @@ func TestEmulatorCommandServesDataverseAndHealth(t *testing.T) {
 	if strings.Contains(out.String(), "emulator-secret") {
 		t.Error("the emulator printed its client secret")
 	}
+	// dvsync probe, the containers' health check: 0 on a 200, 1 on any other answer or none.
+	for url, want := range map[string]int{base + "/readyz": 0, base + "/api/data/v9.2/accounts": 1, "http://127.0.0.1:1/readyz": 1} {
+		var pout, perr syncBuffer
+		if code := run(ctx, []string{"probe", "--timeout", "2s", url}, &pout, &perr); code != want {
+			t.Errorf("dvsync probe %s: exit %d, want %d (%s)", url, code, want, perr.String())
+		}
+	}
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d", code)
