@@ -72,7 +72,7 @@ faults:
 faults-short:
 	$(GO) run ./cmd/dvsync-faults -profile short $(FAULTS_FLAGS)
 
-# The deployment files, offline (deployments/README-production.md): docker-compose.yml, the
+# The deployment files, offline (README "Running it in production"): docker-compose.yml, the
 # Kubernetes manifests against the schemas in deployments/kubernetes/schemas, the NATS Helm values.
 check-deploy:
 	bash deployments/check

@@ -32,7 +32,6 @@ import (
 const (
 	alertsFile    = "../../deployments/prometheus/alerts.yml"
 	alertTests    = "../../deployments/prometheus/alerts_test.yml"
-	runbookFile   = "../../deployments/prometheus/RUNBOOK.md"
 	readmeFile    = "../../README.md"
 	dashboardFile = "../../deployments/grafana/dashboards/dvsync.json"
 )
@@ -370,11 +369,11 @@ func githubAnchor(heading string) string {
 }
 
 // Every alert has a severity, a summary, a description and a runbook link to a README section
-// (RUNBOOK.md holds the sections until they are merged into the README), and alerts_test.yml has
+// and alerts_test.yml has
 // a case where it fires and one where it does not.
 func TestEveryAlertIsDocumentedAndTested(t *testing.T) {
 	anchors := map[string]bool{}
-	for _, file := range []string{readmeFile, runbookFile} {
+	for _, file := range []string{readmeFile} {
 		data, err := os.ReadFile(file)
 		if os.IsNotExist(err) {
 			continue
@@ -423,7 +422,7 @@ func TestEveryAlertIsDocumentedAndTested(t *testing.T) {
 		}
 		anchor, ok := strings.CutPrefix(r.Annotations["runbook_url"], readme)
 		if !ok || anchor != "alert-"+strings.ToLower(r.Alert) || !anchors[anchor] {
-			t.Errorf("%s: runbook_url %q; want %salert-%s, a section of the README or RUNBOOK.md", r.Alert,
+			t.Errorf("%s: runbook_url %q; want %salert-%s, a section of the README", r.Alert,
 				r.Annotations["runbook_url"], readme, strings.ToLower(r.Alert))
 		}
 		if !fires[r.Alert] || !quiet[r.Alert] {

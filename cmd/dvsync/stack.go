@@ -21,9 +21,9 @@ import (
 	"github.com/dvsync/dvsync/infra/mappingfile"
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/postgres"
+	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/sqlite"
 	"github.com/dvsync/dvsync/infra/storage"
-	"github.com/dvsync/dvsync/infra/redact"
 	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
