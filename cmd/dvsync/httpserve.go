@@ -26,7 +26,7 @@ func (s *stack) checks() map[string]httpapi.Check {
 		}
 	}
 	if s.store != nil {
-		c["postgres"] = s.store.Ping
+		c[s.storeKind] = s.store.Ping
 	}
 	return c
 }

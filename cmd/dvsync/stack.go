@@ -30,15 +30,16 @@ import (
 // stack is the connected parts a process runs on. Every subcommand and the end-to-end tests
 // build it the same way; each part is nil when the subcommand does not need it.
 type stack struct {
-	cfg      Config
-	log      *slog.Logger
-	metrics  *telemetry.Metrics
-	nc       *nats.Conn
-	ncClosed chan struct{} // closed by NATS after its last callback
-	js       jetstream.JetStream
-	store    storage.Store
-	dv       domain.Dataverse // batched over dvUsers
-	dvUsers  []dataverse.User
+	cfg       Config
+	log       *slog.Logger
+	metrics   *telemetry.Metrics
+	nc        *nats.Conn
+	ncClosed  chan struct{} // closed by NATS after its last callback
+	js        jetstream.JetStream
+	store     storage.Store
+	storeKind string           // "postgres" or "sqlite": what /healthz names the store check
+	dv        domain.Dataverse // batched over dvUsers
+	dvUsers   []dataverse.User
 	// stopDataverse ends the batched port's batchers, once the worker no longer calls it.
 	stopDataverse func()
 	mappings      domain.Mappings
@@ -109,7 +110,9 @@ const storeConnections = 16
 func (s *stack) openStore(ctx context.Context) error {
 	var st storage.Store
 	var err error
+	kind := "postgres"
 	if sqlite.IsURL(s.cfg.DatabaseURL) {
+		kind = "sqlite"
 		st, err = sqlite.Open(ctx, sqlite.PathOf(s.cfg.DatabaseURL))
 	} else {
 		st, err = postgres.Open(ctx, s.cfg.DatabaseURL, storeConnections)
@@ -117,7 +120,7 @@ func (s *stack) openStore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.store = st
+	s.store, s.storeKind = st, kind
 	return nil
 }
 
