@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/dvsync/dvsync/consumers/replay"
 )
 
 // apiClient is the CLI's side of the errors API.
@@ -25,17 +27,52 @@ type apiClient struct {
 	http          *http.Client
 }
 
-func cliFlags(name string, stderr io.Writer) (*flag.FlagSet, *apiClient, *bool) {
+// cliFlags is the flag set of a CLI command; synopsis is its usage line after "dvsync".
+func cliFlags(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *apiClient, *bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: dvsync %s\n\nFlags (before or after the arguments):\n", synopsis)
+		fs.PrintDefaults()
+	}
 	c := &apiClient{token: os.Getenv("DVSYNC_TOKEN"), http: &http.Client{Timeout: 60 * time.Second}}
 	fs.StringVar(&c.server, "server", env("DVSYNC_SERVER", "http://127.0.0.1:8080"), "the dvsync serve (or dev) address (DVSYNC_SERVER)")
 	asJSON := fs.Bool("json", false, "print JSON, for scripts")
 	return fs, c, asJSON
 }
 
-// call sends one request and decodes the answer into out; an error answer becomes an error with
-// the problem's detail.
+// apiRefusal is an answer of 400 or more: the CLI exits non-zero with its message.
+type apiRefusal struct {
+	status int
+	msg    string
+	body   json.RawMessage
+}
+
+func (r *apiRefusal) Error() string { return r.msg }
+
+// refusal reads the message of an error answer: a problem's title and detail, or a replay's
+// outcome and detail (a 404 or a 409 of a replay), else the status.
+func refusal(resp *http.Response, data []byte) *apiRefusal {
+	r := &apiRefusal{status: resp.StatusCode, msg: "the API answered " + termSafe(resp.Status), body: data}
+	var p struct {
+		Title, Detail string
+		ErrorID       int64 `json:"error_id"`
+		Outcome       string
+	}
+	switch {
+	case json.Unmarshal(data, &p) != nil:
+	case p.Detail != "" && p.Title != "":
+		r.msg = termSafe(p.Title) + ": " + termSafe(p.Detail)
+	case p.Outcome != "":
+		r.msg = replayLine(p.ErrorID, p.Outcome, p.Detail)
+	case p.Detail != "":
+		r.msg = termSafe(p.Detail)
+	}
+	return r
+}
+
+// call sends one request and decodes the answer into out; an answer of 400 or more is an
+// *apiRefusal with the API's message.
 func (c *apiClient) call(ctx context.Context, method, path string, body any, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
@@ -59,12 +96,8 @@ func (c *apiClient) call(ctx context.Context, method, path string, body any, out
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusConflict {
-		var p struct{ Title, Detail string }
-		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
-			return resp.StatusCode, fmt.Errorf("%s: %s", termSafe(p.Title), termSafe(p.Detail))
-		}
-		return resp.StatusCode, fmt.Errorf("the API answered %s", resp.Status)
+	if resp.StatusCode >= 400 {
+		return resp.StatusCode, refusal(resp, data)
 	}
 	if raw, ok := out.(*json.RawMessage); ok {
 		*raw = data
@@ -84,11 +117,25 @@ func printJSON(w io.Writer, raw json.RawMessage) error {
 	return err
 }
 
+const errorsUsage = `Usage: dvsync errors <command> [arguments] [flags]
+
+  list                    the errors, newest first (--class, --kind, --table, --q, ...)
+  show <id>               one error in full: message, what to do, call stack
+  replay <id>...          send the errors' changes again (or --class/--kind/--table)
+  delete <id>             delete one error (or --older-than-days N, or --all --yes)
+
+Run "dvsync errors <command> -h" for its flags. DVSYNC_SERVER and DVSYNC_TOKEN say where the
+API is and who you are.
+`
+
 func runErrors(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{errors.New("errors list|show|replay|delete; see dvsync errors <command> -h")}
+		return usageError{errors.New("errors list|show|replay|delete; see dvsync errors -h")}
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, errorsUsage)
+		return nil
 	case "list":
 		return errorsList(ctx, args[1:], stdout, stderr)
 	case "show":
@@ -119,7 +166,7 @@ type cliError struct {
 }
 
 func errorsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c, asJSON := cliFlags("errors list", stderr)
+	fs, c, asJSON := cliFlags("errors list", "errors list [flags]", stderr)
 	filters := map[string]*string{}
 	for _, name := range []string{"class", "kind", "status", "table", "key", "q", "since", "until", "limit", "cursor"} {
 		filters[name] = fs.String(name, "", "filter: "+name)
@@ -215,7 +262,7 @@ func unsafeRune(r rune) bool {
 }
 
 func errorsShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c, asJSON := cliFlags("errors show", stderr)
+	fs, c, asJSON := cliFlags("errors show", "errors show <id> [flags]", stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -249,7 +296,7 @@ func errorsShow(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func errorsReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c, asJSON := cliFlags("errors replay", stderr)
+	fs, c, asJSON := cliFlags("errors replay", "errors replay <id>... | --class C --kind K --table T [flags]", stderr)
 	class := fs.String("class", "", "replay every open error of this class")
 	kind := fs.String("kind", "", "... of this kind")
 	table := fs.String("table", "", "... of this table")
@@ -271,7 +318,14 @@ func errorsReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				return usageError{fmt.Errorf("%q is not an error id", id)}
 			}
 			var one json.RawMessage
-			if _, err := c.call(ctx, http.MethodPost, "/api/v1/errors/"+id+"/replay", nil, &one); err != nil {
+			_, err := c.call(ctx, http.MethodPost, "/api/v1/errors/"+id+"/replay", nil, &one)
+			// A replay the API refused (404, 409) is one result among the others, told below.
+			var refused *apiRefusal
+			var res struct{ Outcome string }
+			if errors.As(err, &refused) && json.Unmarshal(refused.body, &res) == nil && res.Outcome != "" {
+				one, err = refused.body, nil
+			}
+			if err != nil {
 				return err
 			}
 			all = append(all, one)
@@ -284,9 +338,6 @@ func errorsReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	default:
 		return usageError{errors.New("errors replay needs error ids, or --class/--kind/--table")}
 	}
-	if *asJSON {
-		return printJSON(stdout, raw)
-	}
 	var body struct{ Results json.RawMessage }
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return err
@@ -294,21 +345,41 @@ func errorsReplay(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := json.Unmarshal(body.Results, &results); err != nil {
 		return err
 	}
-	failed := 0
-	for _, r := range results {
-		fmt.Fprintf(stdout, "error %d: %s %s\n", r.ErrorID, termSafe(r.Outcome), termSafe(r.Detail))
-		if r.Outcome == "failed" || r.Outcome == "not_found" {
-			failed++
+	if *asJSON {
+		if err := printJSON(stdout, raw); err != nil {
+			return err
 		}
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d replays failed", failed, len(results))
+	// Published and stale (a newer version synced: nothing to send) are done; every other
+	// outcome is a refusal or a failure, told on standard error, and the exit status says so.
+	var refused []string
+	for _, r := range results {
+		line := replayLine(r.ErrorID, r.Outcome, r.Detail)
+		if r.Outcome == string(replay.Published) || r.Outcome == string(replay.Stale) {
+			if !*asJSON {
+				fmt.Fprintln(stdout, line)
+			}
+			continue
+		}
+		refused = append(refused, line)
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("%d of %d replays were not done:\n  %s", len(refused), len(results), strings.Join(refused, "\n  "))
 	}
 	return nil
 }
 
+// replayLine tells one replay's outcome.
+func replayLine(id int64, outcome, detail string) string {
+	line := fmt.Sprintf("error %d: %s", id, termSafe(outcome))
+	if detail != "" {
+		line += ": " + termSafe(detail)
+	}
+	return line
+}
+
 func errorsDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c, asJSON := cliFlags("errors delete", stderr)
+	fs, c, asJSON := cliFlags("errors delete", "errors delete <id> | --older-than-days N | --all --yes [flags]", stderr)
 	days := fs.Int("older-than-days", 7, "delete errors last seen more than this many days ago (1 to 36500)")
 	all := fs.Bool("all", false, "delete every error")
 	yes := fs.Bool("yes", false, "confirm --all")
@@ -346,7 +417,7 @@ func errorsDelete(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c, asJSON := cliFlags("status", stderr)
+	fs, c, asJSON := cliFlags("status", "status [flags]", stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

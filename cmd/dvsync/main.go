@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sync/errgroup"
@@ -33,9 +35,12 @@ Usage:
   dvsync emulator   run the Dataverse emulator alone
   dvsync classify   read a Dataverse error body on standard input, print how dvsync sorts it
   dvsync probe      ask a process's /readyz (or a URL), exit 0 when it answers 200: a container health check
+  dvsync errors     list, show, replay or delete errors through the API (dvsync errors -h)
+  dvsync status     each table's synced, failed and skipped records and open errors
   dvsync help       this text
 
-Run "dvsync <command> -h" for a command's flags; README.md lists the environment variables.
+Run "dvsync <command> -h" (or "dvsync help <command>") for a command's flags; flags may come
+before or after its arguments. README.md lists the environment variables.
 `
 
 func main() {
@@ -53,6 +58,9 @@ func classifyCommand(_ context.Context, args []string, stdout, stderr io.Writer)
 
 // run executes one subcommand and returns the exit status: 0 done, 1 failed, 2 usage.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 1 && args[0] == "help" {
+		return run(ctx, append(args[1:], "-h"), stdout, stderr)
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {
@@ -70,6 +78,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
+		var help helpRequested
+		if errors.As(err, &help) {
+			fmt.Fprint(stdout, help.usage)
+			return 0
+		}
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -87,14 +100,67 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // usageError is a configuration mistake: exit status 2.
 type usageError struct{ error }
 
+// helpRequested is -h or --help: the command's usage, printed on standard output, exit status 0.
+type helpRequested struct{ usage string }
+
+func (helpRequested) Error() string { return flag.ErrHelp.Error() }
+func (helpRequested) Unwrap() error { return flag.ErrHelp }
+
+// parse reads a command's flags wherever they stand among its arguments, so that `errors show 2
+// --json` reads as `errors show --json 2`; "--" ends the flags. -h or --help returns
+// helpRequested; any other mistake is a usageError, told on the flag set's output with the usage.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	if fs.Usage == nil {
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "Usage: dvsync %s [flags]\n\nFlags:\n", fs.Name())
+			fs.PrintDefaults()
 		}
+	}
+	flags, positional := splitArgs(fs, args)
+	// The usage is written where it belongs once it is known whether it was asked for.
+	out := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(append(append(flags, "--"), positional...))
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		return helpRequested{buf.String()}
+	}
+	_, _ = out.Write(buf.Bytes())
+	if err != nil {
 		return usageError{err}
 	}
 	return nil
+}
+
+// splitArgs sorts arguments into flags (with the values of those that take one) and the
+// positional arguments, in their order. A lone "-" is positional; after "--" everything is.
+func splitArgs(fs *flag.FlagSet, args []string) (flags, positional []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return flags, append(positional, args[i+1:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return flags, positional
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // newLogger logs JSON at level; an unknown level (refused by validate) logs at info.

@@ -1,7 +1,8 @@
 // Package emulator is a stand-in for the Dataverse Web API that answers with Dataverse's status
 // codes, error codes and message forms: OData v4 routes under /api/data/v9.2/, an Entra ID style
-// token endpoint, application users with privileges per entity, and an admin API under
-// /_emulator/ for tests and demos. It keeps everything in memory.
+// token endpoint, application users with privileges per entity, an admin API under
+// /_emulator/ for tests and demos, and a read-only page of a row at /main.aspx?etn=…&id=…, where
+// links to Dataverse rows lead. It keeps everything in memory.
 package emulator
 
 import (

@@ -20,11 +20,12 @@ import (
 
 const apiPath = "/api/data/v9.2/"
 
-// Handler serves the Web API, the token endpoint and the admin API.
+// Handler serves the Web API, the token endpoint, the admin API and a page of a row.
 func (e *Emulator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.serveToken)
 	mux.HandleFunc(apiPath, e.serveAPI)
+	mux.HandleFunc("GET /main.aspx", e.serveRowView)
 	e.adminRoutes(mux)
 	return mux
 }

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -40,7 +41,9 @@ type PageStore interface {
 }
 
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
-	"fmtTime": func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
+	"fmtTime":   fmtTime,
+	"kindWords": func(k domain.Kind) string { return k.Words() },
+	"isoTime":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"times": func(n int) string {
 		if n == 1 {
 			return "once"
@@ -49,6 +52,10 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	},
 }).ParseFS(templateFS, "templates/*.html"))
 
+// fmtTime shows a time in UTC with its zone: a page read in another zone, or pasted into a
+// ticket, is never ambiguous.
+func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 MST") }
+
 // pageData is what every page template gets.
 type pageData struct {
 	Title, Nav, User, CSRF, Flash, Problem string
@@ -56,8 +63,13 @@ type pageData struct {
 	Operator                               bool
 	s                                      *Server
 
-	Filter    storage.ErrorFilter
-	Statuses  []string
+	Filter   storage.ErrorFilter
+	Statuses []string
+	// Kinds and Tables are the filters' choices; Return is the list as shown, where its forms
+	// come back to.
+	Kinds     []domain.Kind
+	Tables    []string
+	Return    string
 	Errors    []storage.StoredError
 	Next      string
 	NextLink  string
@@ -66,6 +78,7 @@ type pageData struct {
 	CStatuses []string
 	Couplings []domain.Coupling
 	Audit     []storage.AuditEntry
+	Source    sourceView
 
 	Question, Action, Button, Back string
 	Hidden                         []hidden
@@ -80,8 +93,32 @@ func (d pageData) SourceLink(e storage.StoredError) string {
 	if d.s.Links.SourceURL == "" || strings.HasPrefix(e.Key, "seq:") {
 		return ""
 	}
-	r := strings.NewReplacer("{table}", url.QueryEscape(e.Table), "{key}", url.QueryEscape(e.Key))
-	return r.Replace(d.s.Links.SourceURL)
+	return sourceLink(d.s.Links.SourceURL, e.Table, e.Key)
+}
+
+// sourceLink fills a source-link template: escaped as a path segment before its query (a "/"
+// or a "+" of a key stays in the key), as a query value after.
+func sourceLink(template, table, key string) string {
+	path, query, hasQuery := strings.Cut(template, "?")
+	out := strings.NewReplacer("{table}", url.PathEscape(table), "{key}", url.PathEscape(key)).Replace(path)
+	if hasQuery {
+		out += "?" + strings.NewReplacer("{table}", url.QueryEscape(table), "{key}", url.QueryEscape(key)).Replace(query)
+	}
+	return out
+}
+
+// VersionOf is the source version a record last synced (or was deleted or uncoupled) at, or a
+// dash when none did: version 0 is a version, so the coupling's zero value cannot say it.
+func (d pageData) VersionOf(c domain.Coupling) string {
+	if c.LastSyncedAt.IsZero() && c.Status != domain.CouplingUncoupled {
+		return "—"
+	}
+	return strconv.FormatInt(c.Version, 10)
+}
+
+// ReturnToList is where the detail page's Delete returns: the list of the error's class.
+func (d pageData) ReturnToList() string {
+	return "/errors?" + url.Values{"class": {string(d.Error.Class)}}.Encode()
 }
 
 // DestinationLink is the Dataverse row of an error.
@@ -131,6 +168,9 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /errors/delete-all", s.page(RoleOperator, s.deleteAll))
 	mux.HandleFunc("GET /couplings", s.page(RoleViewer, s.couplingsPage))
 	mux.HandleFunc("GET /audit", s.page(RoleViewer, s.auditPage))
+	if s.Sources != nil {
+		mux.HandleFunc("GET "+SourceViewPath, s.page(RoleViewer, s.sourcePage))
+	}
 }
 
 // page wraps a page handler: a signed-in session with the role, and a valid CSRF token on posts.
@@ -226,6 +266,9 @@ func (s *Server) errorsPage(w http.ResponseWriter, r *http.Request, d pageData) 
 	}
 	d.Filter, d.Errors, d.Next = f, redactErrors(page.Errors), page.Next
 	d.Statuses = []string{"open", "replayed", "resolved", ""}
+	d.Kinds = withCurrent(domain.KindsOf(f.Class), f.Kind)
+	d.Tables = withCurrent(domain.KnownTables, f.Table)
+	d.Return = "/errors?" + listQuery(q).Encode()
 	d.Nav, d.Title = string(f.Class), "Coupling errors"
 	if f.Class == domain.ClassSetup {
 		d.Title = "Setup errors"
@@ -294,23 +337,60 @@ func flashOf(q url.Values) string {
 	return text
 }
 
-// back returns to the list the form was posted from, with a message: a code of flashes and
-// its numbers.
+// withCurrent is a filter's choices with the value in force added when it is not one of them
+// (a link may name a table or kind this version does not list): the choice shown stays true.
+func withCurrent[T ~string](known []T, current T) []T {
+	for _, k := range known {
+		if k == current {
+			return known
+		}
+	}
+	if current == "" {
+		return known
+	}
+	return append(append([]T{}, known...), current)
+}
+
+// listQuery is a list's query without what is not the list itself: its page and a message.
+func listQuery(q url.Values) url.Values {
+	out := url.Values{}
+	for k, v := range q {
+		out[k] = v
+	}
+	for _, name := range append([]string{"msg", "cursor"}, flashNumbers...) {
+		out.Del(name)
+	}
+	return out
+}
+
+// returnPath is a page a form may return to: the error list or one error.
+var returnPath = regexp.MustCompile(`^/errors(/[0-9]+)?$`)
+
+// returnTo is the page a form was posted from: as its "return" field says (a path of this
+// server), else its Referer (of this host), else the error list. Only the error list or one
+// error's page: no form or link can send a person elsewhere.
+func returnTo(r *http.Request) url.URL {
+	if u, err := url.Parse(r.PostFormValue("return")); err == nil && u.Scheme == "" && u.Host == "" && u.User == nil && returnPath.MatchString(u.Path) {
+		return url.URL{Path: u.Path, RawQuery: u.RawQuery}
+	}
+	// After a confirmation step the referrer is the action's own URL: not a page to return to.
+	if u, err := url.Parse(r.Referer()); err == nil && u.Host == r.Host && returnPath.MatchString(u.Path) {
+		return url.URL{Path: u.Path, RawQuery: u.RawQuery}
+	}
+	return url.URL{Path: "/errors"}
+}
+
+// back returns to the page the form was posted from (returnTo), with a message: a code of
+// flashes and its numbers.
 func back(w http.ResponseWriter, r *http.Request, code string, numbers map[string]int64) {
-	q := url.Values{}
-	// Only the list itself: after a confirmation step the referrer is the action's own URL.
-	if ref, err := url.Parse(r.Referer()); err == nil && ref.Path == "/errors" && ref.Host == r.Host {
-		q = ref.Query()
-		q.Del("cursor")
-	}
-	for _, name := range append([]string{"msg"}, flashNumbers...) {
-		q.Del(name)
-	}
+	to := returnTo(r)
+	q := listQuery(to.Query())
 	q.Set("msg", code)
 	for name, n := range numbers {
 		q.Set(name, strconv.FormatInt(n, 10))
 	}
-	http.Redirect(w, r, "/errors?"+q.Encode(), http.StatusSeeOther)
+	to.RawQuery = q.Encode()
+	http.Redirect(w, r, to.String(), http.StatusSeeOther)
 }
 
 func (s *Server) replayForm(w http.ResponseWriter, r *http.Request, d pageData) {
@@ -346,10 +426,8 @@ func (s *Server) confirmed(w http.ResponseWriter, r *http.Request, d pageData, t
 		return true
 	}
 	d.Title, d.Question, d.Button, d.Action = title, question, button, r.URL.Path
-	d.Back = "/errors"
-	if u, err := url.Parse(r.Referer()); err == nil && u.Host == r.Host && u.Path == "/errors" {
-		d.Back = u.RequestURI()
-	}
+	back := returnTo(r)
+	d.Back, d.Return = back.String(), back.String()
 	for _, name := range keep {
 		for _, v := range r.PostForm[name] {
 			d.Hidden = append(d.Hidden, hidden{name, v})
@@ -420,6 +498,7 @@ func (s *Server) couplingsPage(w http.ResponseWriter, r *http.Request, d pageDat
 		return
 	}
 	d.Title, d.Nav, d.CFilter, d.Couplings = "Coupled records", "couplings", f, list
+	d.Tables = withCurrent(domain.KnownTables, f.Table)
 	d.CStatuses = []string{"", "synced", "failed", "deleted", "uncoupled"}
 	s.render(w, "couplings.html", d)
 }

@@ -37,6 +37,10 @@ type Server struct {
 	// Couplings and Links serve the web page; without Couplings there is no page.
 	Couplings PageStore
 	Links     Links
+	// Sources, when set, serves the source view (SourceViewPath) to viewers: a record's newest
+	// change event. Off by default: in production source links open the source system (Business
+	// Central); dev has none, and points its source links here.
+	Sources SourceFinder
 	// SessionKey signs the page's session cookies; a random one is made when empty (sessions then
 	// end when the process restarts and are not shared between replicas).
 	SessionKey []byte
