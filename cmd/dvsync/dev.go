@@ -112,6 +112,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.validate(true, true, true); err != nil {
 		return usageError{err}
 	}
+	devSourceLinks(&cfg)
 
 	s, ln, err := startProcess(ctx, cfg, log, true)
 	if err != nil {

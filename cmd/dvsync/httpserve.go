@@ -60,6 +60,7 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 		s.watchLedger()
 		api.Ledger, api.Tokens, api.Couplings = s.store, tokens, s.store
 		api.Links = httpapi.Links{DataverseURL: s.cfg.Dataverse.URL, SourceURL: s.cfg.SourceURL}
+		api.Sources = s.sourceView()
 		// validate has refused a key that is not hex or too short.
 		api.SessionKey, _ = s.cfg.sessionKey()
 		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
