@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -41,14 +43,34 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
+	// stop ends what runs and returns err: nothing is closed under a running worker.
+	stop := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
 
+	// The export line dev prints for the nats CLI names its own publisher: a dev started again in
+	// that shell runs its own server, it does not take it for an external NATS.
+	if publishesAsDevPublisher(cfg.NATSURL) {
+		log.Info("NATS_URL names the publisher dvsync dev prints; starting the embedded NATS server")
+		cfg.NATSURL = ""
+	}
 	if *dataDir == "" {
 		return usageError{errors.New("--data-dir: no directory named, and no home directory to keep dev state in")}
 	}
 	state, err := openDevState(*dataDir, *fresh)
 	if err != nil {
 		return err
+	}
+	defer state.close()
+	if *fresh && sqlite.IsURL(cfg.DatabaseURL) {
+		if err := removeSQLite(sqlite.PathOf(cfg.DatabaseURL)); err != nil {
+			return fmt.Errorf("--fresh: %w", err)
+		}
 	}
 
 	natsShown, natsNote, publisherURL := redactURLs(cfg.NATSURL), "external", ""
@@ -87,7 +109,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				log.Error("the emulator's rows were not kept", "err", err)
 			}
 		}()
-		g.Go(func() error { return keepEmulator(gctx, emu, state.emulatorFile(), log) })
+		g.Go(func() error { keepEmulator(gctx, emu, state.emulatorFile(), log); return nil })
 		ln, err := net.Listen("tcp", *emulatorListen)
 		if err != nil {
 			return fmt.Errorf("emulator: %w", err)
@@ -151,14 +173,16 @@ For the dvsync CLI (dvsync errors list) and the nats CLI, paste:
 		fmt.Fprintln(stdout)
 		return g.Wait()
 	}
-	if state.New {
-		if err := seedDemo(ctx, s, emu); err != nil {
-			return fmt.Errorf("seed: %w", err)
+	when := "at this data directory's first start"
+	if !state.Seeded {
+		if err := seedDemo(gctx, s, emu); err != nil {
+			return stop(fmt.Errorf("seed: %w", err))
 		}
-	}
-	when := "now"
-	if !state.New {
-		when = "at this data directory's first start"
+		state.Seeded = true
+		if err := state.save(); err != nil {
+			return stop(err)
+		}
+		when = "now"
 	}
 	fmt.Fprintf(stdout, `
 Demo (published %s): currency EUR and customer C10000 sync; customer C20000 waits for currency USD
@@ -170,20 +194,43 @@ Demo (published %s): currency EUR and customer C10000 sync; customer C20000 wait
 	return g.Wait()
 }
 
-// keepEmulator saves the emulator's rows every few seconds until ctx ends.
-func keepEmulator(ctx context.Context, emu *emulator.Emulator, path string, log *slog.Logger) error {
-	t := time.NewTicker(10 * time.Second)
+// keepEmulator saves the emulator's rows soon after they change, until ctx ends: a dev that is
+// killed loses at most the last quarter second of them, not rows its store's couplings name.
+func keepEmulator(ctx context.Context, emu *emulator.Emulator, path string, log *slog.Logger) {
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	saved := emu.Changes()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
+		}
+		if n := emu.Changes(); n != saved {
 			if err := emu.SaveFile(path); err != nil {
 				log.Warn("the emulator's rows were not kept", "err", err)
+				continue
 			}
+			saved = n
 		}
 	}
+}
+
+// publishesAsDevPublisher reports whether a NATS_URL signs in as the publisher user dev prints.
+func publishesAsDevPublisher(raw string) bool {
+	first, _, _ := strings.Cut(raw, ",")
+	u, err := url.Parse(strings.TrimSpace(first))
+	return err == nil && u.User != nil && u.User.Username() == natsjs.PublisherUser
+}
+
+// removeSQLite removes an SQLite store and its journal files.
+func removeSQLite(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // demoUSD is the change that couples the currency the demo's customer C20000 waits for.
@@ -246,37 +293,63 @@ func publishDemo(ctx context.Context, js jetstream.JetStream, evs []domain.Chang
 	return nil
 }
 
-// ensureDatabase creates the database of url on its server when it does not exist yet, or anew
-// when fresh. The server must be reachable and the user allowed to create databases.
+// devDatabaseMark is the comment on a database dev created: --fresh drops only such a database,
+// never one DATABASE_URL happened to name (a staging database exported in the shell, say).
+const devDatabaseMark = "created by dvsync dev"
+
+// ensureDatabase creates the database of raw on its server when it does not exist yet, or anew
+// when fresh and dev created it. The server must be reachable and the user allowed to create
+// databases.
 func ensureDatabase(ctx context.Context, raw string, fresh bool) error {
-	u, err := url.Parse(raw)
+	cfg, err := pgx.ParseConfig(raw)
 	if err != nil {
-		return err
+		return usageError{errors.New("DATABASE_URL is not a PostgreSQL connection string")} // pgx's error may quote the password
 	}
-	name := u.Path[1:]
-	admin := *u
-	admin.Path = "/postgres"
-	conn, err := pgx.Connect(ctx, admin.String())
+	name := cfg.Database
+	if name == "" {
+		return usageError{fmt.Errorf("DATABASE_URL %s names no database", redactURL(raw))}
+	}
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("PostgreSQL at %s (DATABASE_URL) did not answer: %w; unset DATABASE_URL to use the embedded store", redactURL(raw), err)
 	}
 	defer conn.Close(ctx)
-	if fresh {
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("reset the dev database: %w", err)
-		}
-	}
 	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+	var comment *string
+	err = conn.QueryRow(ctx, `SELECT true, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`, name).Scan(&exists, &comment)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	if !exists {
-		_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	ident := pgx.Identifier{name}.Sanitize()
+	if exists && fresh {
+		if comment == nil || *comment != devDatabaseMark {
+			return usageError{fmt.Errorf("--fresh: the database %s was not created by dvsync dev; drop it yourself if you mean to", name)}
+		}
+		if _, err := conn.Exec(ctx, "DROP DATABASE "+ident+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("--fresh: drop the dev database: %w", err)
+		}
+		exists = false
 	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		return fmt.Errorf("create the database %s: %w", name, err)
+	}
+	_, err = conn.Exec(ctx, "COMMENT ON DATABASE "+ident+" IS '"+devDatabaseMark+"'")
 	return err
 }
 
+// dsnPassword is a password in a key/value connection string (host=… password=…).
+var dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// redactURL shows a database or NATS URL without its password; a key/value connection string
+// too.
 func redactURL(raw string) string {
+	if !strings.Contains(raw, "://") {
+		return dsnPassword.ReplaceAllString(raw, "${1}xxxxx")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"

@@ -227,14 +227,34 @@ func TestDevRunsTheWholeProductAndKeepsItsState(t *testing.T) {
 	}
 	nc.Close()
 	d.waitFor("customer C20000 synced after currency USD", 30*time.Second, func() bool { return d.couplingStatus("customer", "C20000") == "synced" })
-	token := d.token
+	token, emu := d.token, regexp.MustCompile(`Dataverse\s+(\S+)`).FindStringSubmatch(d.out.String())[1]
+	accounts := func() int {
+		resp, err := http.Get(emu + "/_emulator/rows/accounts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct{ Value []map[string]any }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return len(body.Value)
+	}
+	rows := accounts()
+	// A second dev on the same directory would share its store: it is refused, --fresh too.
+	var out2, err2 syncBuffer
+	if code := run(context.Background(), []string{"dev", "--data-dir", dir, "--fresh", "--nats-listen", "127.0.0.1:-1",
+		"--http-listen", "127.0.0.1:0", "--emulator-listen", "127.0.0.1:0"}, &out2, &err2); code == 0 || !strings.Contains(err2.String(), "another dvsync dev") {
+		t.Fatalf("a second dev on a directory in use: exit %d, %s", code, err2.String())
+	}
 	d.stop()
 	// Signed in as dvsync, its processes did everything without a refusal.
 	if strings.Contains(strings.ToLower(d.errOut.String()), "permissions violation") {
 		t.Fatalf("the NATS server refused dvsync something: %s", d.errOut.String())
 	}
 
+	// In the shell where the printed exports were pasted, dev still starts its own NATS.
+	t.Setenv("NATS_URL", d.natsURL)
 	again := startDev(t, "--data-dir", dir)
+	t.Setenv("NATS_URL", "")
 	if again.token != token {
 		t.Fatalf("the token changed across a restart: %s, then %s", token, again.token)
 	}
@@ -249,7 +269,11 @@ func TestDevRunsTheWholeProductAndKeepsItsState(t *testing.T) {
 	if len(body.Errors) != 1 || body.Errors[0].Kind != domain.KindMissingPrivilege {
 		t.Fatalf("after a restart the setup error of item 1000 is %+v, want it kept", body.Errors)
 	}
-	// The emulator kept its rows too: C20000's row is there, so a new change of it updates it.
+	// The emulator kept its rows too: the couplings still name rows that exist.
+	emu = regexp.MustCompile(`Dataverse\s+(\S+)`).FindStringSubmatch(again.out.String())[1]
+	if n := accounts(); n != rows || n < 2 {
+		t.Fatalf("after a restart the emulator has %d accounts, want the %d it had", n, rows)
+	}
 	again.stop()
 
 	fresh := startDev(t, "--data-dir", dir, "--fresh")
@@ -289,6 +313,39 @@ func TestDevCreatesTheDatabaseItIsGiven(t *testing.T) {
 	if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname = $1`, name).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("database %s: %d (%v), want created", name, n, err)
 	}
+	// --fresh recreates a database dev created, and refuses to drop one it did not.
+	fresh := startDev(t, "--data-dir", t.TempDir(), "--fresh")
+	fresh.demoErrors()
+	fresh.stop()
+	other := name + "_theirs"
+	if _, err := admin.Exec(context.Background(), "CREATE DATABASE "+other); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+other+" WITH (FORCE)") //nolint:errcheck
+	u.Path = "/" + other
+	t.Setenv("DATABASE_URL", u.String())
+	var out, errOut syncBuffer
+	if code := run(context.Background(), []string{"dev", "--data-dir", t.TempDir(), "--fresh", "--nats-listen", "127.0.0.1:-1",
+		"--http-listen", "127.0.0.1:0", "--emulator-listen", "127.0.0.1:0"}, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "not created by dvsync dev") {
+		t.Fatalf("--fresh on a database dev did not create: exit %d, %s", code, errOut.String())
+	}
+	if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname = $1`, other).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("--fresh dropped a database dev did not create")
+	}
+}
+
+// A key/value connection string shows without its password, as a URL does.
+func TestDatabaseURLsShowWithoutPasswords(t *testing.T) {
+	for raw, want := range map[string]string{
+		"postgres://u:hunter2@db/x":                 "postgres://u:xxxxx@db/x",
+		"host=db user=u password=hunter2 dbname=x":  "host=db user=u password=xxxxx dbname=x",
+		"host=db password='hunter 2' dbname=x":      "host=db password=xxxxx dbname=x",
+		"sqlite:/home/u/.local/share/dvsync/dev.db": "sqlite:/home/u/.local/share/dvsync/dev.db",
+	} {
+		if got := redactURL(raw); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", raw, got, want)
+		}
+	}
 }
 
 // inNetns is set in the test binary that TestDevNeedsNoPostgreSQL runs in a network namespace of
@@ -300,8 +357,8 @@ const inNetns = "DVSYNC_TEST_IN_NETNS"
 func TestDevNeedsNoPostgreSQL(t *testing.T) {
 	if os.Getenv(inNetns) == "" {
 		unshare, err := exec.LookPath("unshare")
-		if err != nil {
-			t.Skip("unshare (util-linux) is not installed: no network namespace to run dev without PostgreSQL")
+		if _, ipErr := exec.LookPath("ip"); err != nil || ipErr != nil {
+			t.Skip("unshare (util-linux) or ip (iproute2) is not installed: no network namespace to run dev without PostgreSQL")
 		}
 		cmd := exec.Command(unshare, "--net", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh",
 			os.Args[0], "-test.run", "^TestDevNeedsNoPostgreSQL$", "-test.count", "1")

@@ -62,6 +62,7 @@ type Emulator struct {
 	now          func() time.Time
 	prot         *protection
 	inFlight     atomic.Int64 // Web API requests being served, slow faults included
+	writes       atomic.Int64 // changes to rows and users, for Changes
 	// Tenant is the Entra ID tenant the token endpoint serves.
 	Tenant string
 }
@@ -184,6 +185,7 @@ func (e *Emulator) changeUser(userID uuid.UUID, change func(*user)) error {
 		return fmt.Errorf("emulator: no user %s", userID)
 	}
 	change(u)
+	e.writes.Add(1)
 	return nil
 }
 

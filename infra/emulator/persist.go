@@ -67,6 +67,9 @@ func (e *Emulator) Load(r io.Reader) error {
 	}
 	for id, st := range snap.Users {
 		if u := e.users[id]; u != nil {
+			if st.Privileges == nil { // gob leaves an empty map out
+				st.Privileges = map[string]bool{}
+			}
 			u.privileges, u.disabled, u.noRole = st.Privileges, st.Disabled, st.NoRole
 		}
 	}
@@ -75,6 +78,9 @@ func (e *Emulator) Load(r io.Reader) error {
 	versionCounter.Unlock()
 	return nil
 }
+
+// Changes counts the changes made to rows and users so far: a saver saves when it has moved.
+func (e *Emulator) Changes() int64 { return e.writes.Load() }
 
 // SaveFile writes Save's snapshot to path, whole or not at all (a new file renamed over the old).
 func (e *Emulator) SaveFile(path string) error {

@@ -166,6 +166,7 @@ func (e *Emulator) put(entity string, id uuid.UUID, r row) {
 }
 
 func (e *Emulator) replace(entity string, id uuid.UUID, r row) {
+	e.writes.Add(1)
 	rows, keys := e.rows[entity], e.keys[entity]
 	if old, ok := rows[id]; ok {
 		keys.remove(id, old)

@@ -64,6 +64,13 @@ func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, no
 			status, resolvedAt, reason = storage.ErrorResolved, &now, &why
 		}
 	}
+	// Never JSON null: details are merged as objects, the call stack read as a list.
+	if ev.Details == nil {
+		ev.Details = map[string]string{}
+	}
+	if ev.CallStack == nil {
+		ev.CallStack = []domain.Stage{}
+	}
 	details, _ := json.Marshal(ev.Details)
 	stack, _ := json.Marshal(ev.CallStack)
 	headers, _ := json.Marshal(ev.EventHeaders)
@@ -127,7 +134,7 @@ var upsertError = func() string {
 		"last_seen = GREATEST(sync_errors.last_seen, EXCLUDED.last_seen)",
 		"status = CASE WHEN " + newer + " THEN 'open' ELSE sync_errors.status END",
 		"replay_claimed_at = CASE WHEN " + newer + " THEN NULL ELSE sync_errors.replay_claimed_at END",
-		"details = CASE WHEN NOT " + newer + " THEN sync_errors.details WHEN EXCLUDED.stage = 'skipped' THEN sync_errors.details || EXCLUDED.details ELSE EXCLUDED.details END",
+		"details = CASE WHEN NOT " + newer + " THEN sync_errors.details WHEN EXCLUDED.stage = 'skipped' THEN (CASE WHEN jsonb_typeof(sync_errors.details) = 'object' THEN sync_errors.details ELSE '{}'::jsonb END) || EXCLUDED.details ELSE EXCLUDED.details END",
 	}
 	for _, c := range []string{"class", "message", "resolution", "dataverse_status", "dataverse_code", "dataverse_message", "call_stack"} {
 		set = append(set, c+" = CASE WHEN "+newer+" AND EXCLUDED.stage <> 'skipped' THEN EXCLUDED."+c+" ELSE sync_errors."+c+" END")
@@ -231,7 +238,7 @@ func (s *Store) PageErrors(ctx context.Context, f storage.ErrorFilter) (storage.
 	rows, err := s.pool.Query(ctx, `SELECT `+errorColumns+` FROM sync_errors
 		WHERE ($1 = '' OR class = $1) AND ($2 = '' OR kind = $2) AND ($3 = '' OR status = $3)
 		  AND ($4 = '' OR table_name = $4) AND ($5 = '' OR source_key = $5)
-		  AND ($6 = '' OR message ILIKE '%' || $6 || '%' OR source_key ILIKE '%' || $6 || '%' OR table_name ILIKE '%' || $6 || '%')
+		  AND ($6 = '' OR strpos(lower(message), lower($6)) > 0 OR strpos(lower(source_key), lower($6)) > 0 OR strpos(lower(table_name), lower($6)) > 0)
 		  AND ($7::timestamptz IS NULL OR last_seen >= $7) AND ($8::timestamptz IS NULL OR last_seen < $8)
 		  AND ($9::timestamptz IS NULL OR (last_seen, id) < ($9, $10))
 		ORDER BY last_seen DESC, id DESC LIMIT $11`,

@@ -247,7 +247,7 @@ func (s *Store) ListCouplings(ctx context.Context, f storage.CouplingFilter) ([]
 	f.Limit = storage.CouplingLimit(f.Limit)
 	rows, err := s.pool.Query(ctx, `SELECT table_name, source_key, `+couplingColumns+` FROM couplings
 		WHERE ($1 = '' OR table_name = $1) AND ($2 = '' OR status = $2) AND (NOT $3 OR skipped)
-		  AND ($4 = '' OR source_key ILIKE '%' || $4 || '%')
+		  AND ($4 = '' OR strpos(lower(source_key), lower($4)) > 0)
 		ORDER BY updated_at DESC LIMIT $5`, f.Table, string(f.Status), f.Skipped, f.Text, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list couplings: %w", err)

@@ -29,7 +29,7 @@ func (s *Store) RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, no
 	ev = storage.CleanEvent(ev)
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		delivery := jsonText(ev.Delivery)
-		seen := ev.OccurredAt.UnixNano()
+		seen := unixNano(ev.OccurredAt)
 		res, err := tx.ExecContext(ctx, `INSERT INTO sync_error_occurrences (message_id, seen_at, delivery) VALUES (?, ?, ?)
 			ON CONFLICT (message_id) DO NOTHING`, ev.ID, seen, delivery)
 		if err != nil {
@@ -216,16 +216,16 @@ func (s *Store) PageErrors(ctx context.Context, f storage.ErrorFilter) (storage.
 		if err != nil {
 			return storage.ErrorPage{}, err
 		}
-		afterSeen, afterID = t.UnixNano(), id
+		afterSeen, afterID = boundNanos(t), id
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT `+errorColumns+` FROM sync_errors
 		WHERE (?1 = '' OR class = ?1) AND (?2 = '' OR kind = ?2) AND (?3 = '' OR status = ?3)
 		  AND (?4 = '' OR table_name = ?4) AND (?5 = '' OR source_key = ?5)
-		  AND (?6 = '' OR instr(lower(message), lower(?6)) > 0 OR instr(lower(source_key), lower(?6)) > 0 OR instr(lower(table_name), lower(?6)) > 0)
+		  AND (?6 = '' OR instr(dvsync_fold(message), dvsync_fold(?6)) > 0 OR instr(dvsync_fold(source_key), dvsync_fold(?6)) > 0 OR instr(dvsync_fold(table_name), dvsync_fold(?6)) > 0)
 		  AND (?7 IS NULL OR last_seen >= ?7) AND (?8 IS NULL OR last_seen < ?8)
 		  AND (?9 IS NULL OR last_seen < ?9 OR (last_seen = ?9 AND id < ?10))
 		ORDER BY last_seen DESC, id DESC LIMIT ?11`,
-		string(f.Class), string(f.Kind), string(f.Status), f.Table, f.Key, f.Text, nanos(f.Since), nanos(f.Until), afterSeen, afterID, f.Limit+1)
+		string(f.Class), string(f.Kind), string(f.Status), f.Table, f.Key, f.Text, boundNanos(f.Since), boundNanos(f.Until), afterSeen, afterID, f.Limit+1)
 	if err != nil {
 		return storage.ErrorPage{}, fmt.Errorf("sqlite: list errors: %w", err)
 	}
@@ -313,7 +313,7 @@ func (s *Store) DeleteErrors(ctx context.Context, cutoff time.Time, actor string
 	}
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM sync_errors WHERE ?1 IS NULL OR last_seen < ?1`, nanos(cutoff))
+		res, err := tx.ExecContext(ctx, `DELETE FROM sync_errors WHERE ?1 IS NULL OR last_seen < ?1`, boundNanos(cutoff))
 		if err != nil {
 			return fmt.Errorf("sqlite: delete errors: %w", err)
 		}
@@ -508,7 +508,7 @@ func (s *Store) Status(ctx context.Context) ([]storage.TableStatus, error) {
 func (s *Store) ListCouplings(ctx context.Context, f storage.CouplingFilter) ([]domain.Coupling, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT table_name, source_key, `+couplingColumns+` FROM couplings
 		WHERE (?1 = '' OR table_name = ?1) AND (?2 = '' OR status = ?2) AND (NOT ?3 OR skipped)
-		  AND (?4 = '' OR instr(lower(source_key), lower(?4)) > 0)
+		  AND (?4 = '' OR instr(dvsync_fold(source_key), dvsync_fold(?4)) > 0)
 		ORDER BY updated_at DESC LIMIT ?5`, f.Table, string(f.Status), f.Skipped, f.Text, storage.CouplingLimit(f.Limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list couplings: %w", err)

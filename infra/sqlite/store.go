@@ -9,22 +9,40 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+	"modernc.org/sqlite" // and the "sqlite" database/sql driver
 
 	"github.com/dvsync/dvsync/infra/microbatch"
 	"github.com/dvsync/dvsync/infra/storage"
 )
+
+// fold is the text search's case folding: SQLite's own lower() folds ASCII only, and the search
+// must find "MÜLLER" for "müller" as PostgreSQL's lower() does.
+func init() {
+	sqlite.MustRegisterDeterministicScalarFunction("dvsync_fold", 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		switch v := args[0].(type) {
+		case string:
+			return strings.ToLower(v), nil
+		case []byte:
+			return strings.ToLower(string(v)), nil
+		}
+		return args[0], nil
+	})
+}
 
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -74,7 +92,18 @@ func open(ctx context.Context, path string, claimTTL time.Duration) (*Store, err
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	// The file holds error payloads, which may hold personal data: only its owner reads it (SQLite
+	// gives its journal files the database file's mode).
+	if f, err := os.OpenFile(abs, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
+	// A file: URI, the path escaped: a '#', '?' or '%' in it would otherwise cut it short.
+	dsn := (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -147,10 +176,32 @@ func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	return nil
 }
 
-// Times are stored as Unix nanoseconds, UTC; NULL for the zero time.
+// Times are stored as Unix nanoseconds, UTC; NULL for the zero time. A time outside the years
+// 1678 to 2262, which nanoseconds cannot hold, is stored as the nearest they can, one inside the
+// bounds, so that a filter beyond them (boundNanos) still takes it.
 func nanos(t time.Time) any {
 	if t.IsZero() {
 		return nil
+	}
+	return unixNano(t)
+}
+
+func unixNano(t time.Time) int64 { return clampNanos(t, math.MinInt64+1, math.MaxInt64-1) }
+
+// boundNanos is a filter's time (since, until, a cursor), which may reach the bounds themselves.
+func boundNanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return clampNanos(t, math.MinInt64, math.MaxInt64)
+}
+
+func clampNanos(t time.Time, lo, hi int64) int64 {
+	switch {
+	case t.Before(time.Unix(0, lo)):
+		return lo
+	case t.After(time.Unix(0, hi)):
+		return hi
 	}
 	return t.UnixNano()
 }
@@ -185,7 +236,7 @@ func jsonText(v any) string {
 // EndSession records that the page session id was signed out; expired rows are pruned here.
 func (s *Store) EndSession(ctx context.Context, id string, expires time.Time) error {
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO page_sessions_ended (id, expires_at) VALUES (?, ?)
-		ON CONFLICT (id) DO NOTHING`, id, expires.UnixNano()); err != nil {
+		ON CONFLICT (id) DO NOTHING`, id, unixNano(expires)); err != nil {
 		return fmt.Errorf("sqlite: end session: %w", err)
 	}
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM page_sessions_ended WHERE expires_at < ?`, s.now().UnixNano()); err != nil {

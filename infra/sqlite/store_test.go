@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -72,5 +73,30 @@ func TestURLs(t *testing.T) {
 	}
 	if sqlite.IsURL("postgres://db/dvsync") {
 		t.Error("a PostgreSQL URL taken for SQLite")
+	}
+}
+
+// A path with URI characters opens that very file, which only its owner may read.
+func TestOddPathsOpenThatFileOwnerOnly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a#b?c%20d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "dvsync.db")
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("the store is not at %s: %v", path, err)
+	}
+	if mode := info.Mode().Perm(); mode != 0o600 {
+		t.Fatalf("the store file's mode is %o, want 600", mode)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(dir))
+	if len(entries) != 1 {
+		t.Fatalf("files beside the data directory: %v, want none", entries)
 	}
 }

@@ -44,6 +44,9 @@ func Clean(s string, max int) string {
 // event, however malformed, fails to be stored for its values.
 func CleanEvent(ev domain.ErrorEvent) domain.ErrorEvent {
 	ev.ID = Clean(ev.ID, IDMax)
+	if ev.OccurredAt.IsZero() { // an event that says not when: it is stored now
+		ev.OccurredAt = time.Now().UTC()
+	}
 	ev.Class, ev.Kind = domain.Class(Clean(string(ev.Class), NameMax)), domain.Kind(Clean(string(ev.Kind), NameMax))
 	ev.Table, ev.Key = Clean(ev.Table, NameMax), Clean(ev.Key, KeyMax)
 	ev.Message, ev.Resolution = Clean(ev.Message, TextMax), Clean(ev.Resolution, TextMax)
@@ -102,18 +105,23 @@ func CouplingLimit(limit int) int {
 	return limit
 }
 
-// Cursor is the position after e in the newest-first order of the errors (last seen, id).
-func Cursor(e StoredError) string { return fmt.Sprintf("%d_%d", e.LastSeen.UnixNano(), e.ID) }
+// Cursor is the position after e in the newest-first order of the errors (last seen, id): its
+// seconds and nanoseconds apart, so that any time a store holds has one.
+func Cursor(e StoredError) string {
+	return fmt.Sprintf("%d.%09d_%d", e.LastSeen.Unix(), e.LastSeen.Nanosecond(), e.ID)
+}
 
 // ParseCursor reads a Cursor back; a cursor no page gave is ErrBadCursor.
 func ParseCursor(c string) (lastSeen time.Time, id int64, err error) {
-	nanos, ids, ok := strings.Cut(c, "_")
-	n, err1 := strconv.ParseInt(nanos, 10, 64)
-	i, err2 := strconv.ParseInt(ids, 10, 64)
-	if !ok || err1 != nil || err2 != nil {
+	at, ids, ok := strings.Cut(c, "_")
+	secs, nanos, dot := strings.Cut(at, ".")
+	s, err1 := strconv.ParseInt(secs, 10, 64)
+	n, err2 := strconv.ParseInt(nanos, 10, 64)
+	i, err3 := strconv.ParseInt(ids, 10, 64)
+	if !ok || !dot || err1 != nil || err2 != nil || err3 != nil || n < 0 || n > 999999999 {
 		return time.Time{}, 0, ErrBadCursor
 	}
-	return time.Unix(0, n).UTC(), i, nil
+	return time.Unix(s, n).UTC(), i, nil
 }
 
 // ReasonStaleReplay is why a replay that found a newer version synced resolved its error.

@@ -242,3 +242,78 @@ func testCountLedger(t *testing.T, h Harness) {
 		t.Fatalf("skipped records of %s = %d, want 2 (all: %v)", table, n, counts.Skipped)
 	}
 }
+
+// An error stored without details or a call stack, then skipped with details, lists as it should:
+// the stored JSON stays an object and a list (before, PostgreSQL kept null and merged it into an
+// array that broke every list reading the row).
+func testErrorsWithoutDetailsStayReadable(t *testing.T, h Harness) {
+	s := h.Open(t, 0)
+	key := "J" + uuid.NewString()[:8]
+	bare := errorEvent(key, "e1", 1)
+	bare.Failure = domain.Failure{Class: domain.ClassSetup, Kind: "unknown", Message: "no pattern matched"}
+	bare.CallStack = nil
+	recordChecked(t, s, bare)
+	skipped := errorEvent(key, "e2", 2)
+	skipped.Failure = domain.Failure{Class: domain.ClassSetup, Kind: "unknown", Message: "skipped", Details: map[string]string{"skipped_after": "2"}}
+	skipped.Stage = "skipped"
+	recordChecked(t, s, skipped)
+	e := onlyError(t, s, "customer", key)
+	if e.Details["skipped_after"] != "2" || e.Occurrences != 2 {
+		t.Fatalf("after a skipped occurrence: details %v, %d occurrences", e.Details, e.Occurrences)
+	}
+}
+
+// The text filter finds any letter case, accented letters included, and takes % and _ as
+// themselves, not as wildcards.
+func testTextSearchFoldsCaseAndHasNoWildcards(t *testing.T, h Harness) {
+	s := h.Open(t, 0)
+	table := "tq" + uuid.NewString()[:8]
+	for i, msg := range []string{"Kunde MÜLLER fehlt", "50_% off", "nothing here"} {
+		ev := errorEvent(fmt.Sprintf("Q%d", i), "e", 1)
+		ev.Table, ev.Message = table, msg
+		recordChecked(t, s, ev)
+	}
+	for q, want := range map[string]int{"müller": 1, "%": 1, "_": 1, "nothing": 1, "zzz": 0} {
+		list, err := s.ListErrors(context.Background(), storage.ErrorFilter{Table: table, Text: q})
+		if err != nil || len(list) != want {
+			t.Errorf("text %q: %d errors (%v), want %d", q, len(list), err, want)
+		}
+	}
+	list, err := s.ListCouplings(context.Background(), storage.CouplingFilter{Text: "%"})
+	if err != nil || len(list) != 0 {
+		t.Errorf("couplings with %% in their key: %d (%v), want none", len(list), err)
+	}
+}
+
+// Times far from today (a publisher's clock, a made-up date) page and filter as any other: no
+// row is lost from a page, and an until filter far in the future takes every row.
+func testFarTimesPageAndFilter(t *testing.T, h Harness) {
+	s := h.Open(t, 0)
+	table := "tf" + uuid.NewString()[:8]
+	for i, at := range []time.Time{time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC), time.Now().UTC(), time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		ev := errorEvent(fmt.Sprintf("F%d", i), "e", 1)
+		ev.Table, ev.OccurredAt = table, at
+		recordChecked(t, s, ev)
+	}
+	ctx := context.Background()
+	var seen int
+	f := storage.ErrorFilter{Table: table, Limit: 1}
+	for pages := 0; pages < 5; pages++ {
+		page, err := s.PageErrors(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen += len(page.Errors)
+		if page.Next == "" {
+			break
+		}
+		f.Cursor = page.Next
+	}
+	if seen != 3 {
+		t.Fatalf("pages of one gave %d of 3 errors", seen)
+	}
+	list, err := s.ListErrors(ctx, storage.ErrorFilter{Table: table, Until: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)})
+	if err != nil || len(list) != 3 {
+		t.Fatalf("until the year 9999: %d errors (%v), want 3", len(list), err)
+	}
+}

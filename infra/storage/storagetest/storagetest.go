@@ -59,6 +59,9 @@ func Run(t *testing.T, h Harness) {
 		{"StatusAndCouplingLists", testStatusAndCouplingLists},
 		{"EndedSessionsAreShared", testEndedSessionsAreShared},
 		{"CountLedger", testCountLedger},
+		{"ErrorsWithoutDetailsStayReadable", testErrorsWithoutDetailsStayReadable},
+		{"TextSearchFoldsCaseAndHasNoWildcards", testTextSearchFoldsCaseAndHasNoWildcards},
+		{"FarTimesPageAndFilter", testFarTimesPageAndFilter},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}
