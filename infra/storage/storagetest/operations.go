@@ -20,7 +20,7 @@ func testPagesAndFilters(t *testing.T, h Harness) {
 	table := "tp" + uuid.NewString()[:8] // a table of this test's own, so that filters see only its rows
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	for i := range 7 {
-		ev := errorEvent(fmt.Sprintf("K%d", i), "e", 1)
+		ev := errorEvent(fmt.Sprintf("K%d", i), table, 1) // the id unique per run: the database outlives -count repetitions
 		ev.Table, ev.OccurredAt = table, at.Add(time.Duration(i)*time.Second)
 		if i%2 == 1 {
 			ev.Failure = domain.Failure{Class: domain.ClassSetup, Kind: domain.KindMissingPrivilege, Message: "Principal user is missing prvCreateAccount privilege"}
@@ -139,7 +139,7 @@ func testStatusAndCouplingLists(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 	}
-	ev := errorEvent("Item-2", "e", 1)
+	ev := errorEvent("Item-2", table, 1)
 	ev.Table = table
 	recordChecked(t, s, ev)
 	all, err := s.Status(ctx)
@@ -269,7 +269,7 @@ func testTextSearchFoldsCaseAndHasNoWildcards(t *testing.T, h Harness) {
 	s := h.Open(t, 0)
 	table := "tq" + uuid.NewString()[:8]
 	for i, msg := range []string{"Kunde MÜLLER fehlt", "50_% off", "nothing here"} {
-		ev := errorEvent(fmt.Sprintf("Q%d", i), "e", 1)
+		ev := errorEvent(fmt.Sprintf("Q%d", i), table, 1)
 		ev.Table, ev.Message = table, msg
 		recordChecked(t, s, ev)
 	}
@@ -291,7 +291,7 @@ func testFarTimesPageAndFilter(t *testing.T, h Harness) {
 	s := h.Open(t, 0)
 	table := "tf" + uuid.NewString()[:8]
 	for i, at := range []time.Time{time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC), time.Now().UTC(), time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)} {
-		ev := errorEvent(fmt.Sprintf("F%d", i), "e", 1)
+		ev := errorEvent(fmt.Sprintf("F%d", i), table, 1)
 		ev.Table, ev.OccurredAt = table, at
 		recordChecked(t, s, ev)
 	}
