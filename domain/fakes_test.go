@@ -64,7 +64,7 @@ type recorder struct {
 	errs     []error
 	found    uuid.UUID
 	versions int
-	matches  map[string][]domain.FoundRow // by entity set, what FindRows answers
+	matches  map[string][]domain.FoundRow              // by entity set, what FindRows answers
 	find     func(domain.MatchQuery) []domain.FoundRow // when set, answers FindRows instead
 }
 

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -143,9 +146,41 @@ func TestNoMatchWithCreateOffIsACouplingErrorUntilTheRowExists(t *testing.T) {
 	if n := h.rowCount("accounts"); n != 0 {
 		t.Fatalf("%d accounts; create is off", n)
 	}
-	// Someone creates the account in Dataverse; the CLI's coupling run couples the record.
-	row := h.existing("accounts", domain.Attributes{"accountnumber": "A4", "name": "LITWARE"})
+	// On the page: an operator's "Couple by match" on the customer table couples a record whose
+	// account was created in Dataverse since; a viewer has no such button.
 	base := h.api()
+	other := h.key("C40001")
+	h.publish("customer", other, 1, map[string]any{"number": other, "displayName": "Northwind"})
+	h.waitError("customer", other, domain.KindNoMatch)
+	otherRow := h.existing("accounts", domain.Attributes{"accountnumber": "A5", "name": "Northwind"})
+	if page := get(t, signIn(t, base, testViewerToken), base+"/couplings?table=customer", 200); strings.Contains(page, "Couple by match") {
+		t.Fatal("a viewer sees the Couple by match button")
+	}
+	operator := signIn(t, base, testOperatorToken)
+	page := get(t, operator, base+"/couplings?table=customer", 200)
+	csrf := regexp.MustCompile(`action="/couplings/match"><input type="hidden" name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	if csrf == nil {
+		t.Fatalf("no Couple by match form on the page:\n%s", page)
+	}
+	req, _ := http.NewRequest("POST", base+"/couplings/match", strings.NewReader(url.Values{"csrf": {csrf[1]}, "table": {"customer"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	resp, err := operator.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/couplings" ||
+		!regexp.MustCompile(`Coupling run: \d+ records without a row sent again: [1-9]\d* coupled, \d+ created, [1-9]\d* failed`).Match(body) {
+		t.Fatalf("after Couple by match: %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+	if c := h.coupling("customer", other); c.RowID != otherRow {
+		t.Fatalf("coupling of %s = %+v, want %s", other, c, otherRow)
+	}
+
+	// Someone creates the other account in Dataverse; the CLI's coupling run couples the record.
+	row := h.existing("accounts", domain.Attributes{"accountnumber": "A4", "name": "LITWARE"})
 	t.Setenv("DVSYNC_TOKEN", testOperatorToken)
 	var out, errOut strings.Builder
 	if code := run(context.Background(), []string{"couple", "--table", "customer", "--server", base}, &out, &errOut); code != 0 {

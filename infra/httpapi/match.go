@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -71,4 +72,31 @@ func runWait(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("wait %q is not between 0 and %s", v, maxRunWait)
 	}
 	return d, nil
+}
+
+// pageRunWait is how long the page's coupling run waits for its records before it shows the counts.
+const pageRunWait = 15 * time.Second
+
+// coupleForm is the coupled-records page's "Couple by match" button: a coupling run of the
+// table shown, back to the page with its counts.
+func (s *Server) coupleForm(w http.ResponseWriter, r *http.Request, d pageData) {
+	table := r.PostFormValue("table")
+	if !domain.IsKnownTable(table) {
+		http.Error(w, "The form names no table of the event contract.", http.StatusBadRequest)
+		return
+	}
+	if s.CoupleRun == nil {
+		http.Error(w, "This server does not run coupling runs.", http.StatusServiceUnavailable)
+		return
+	}
+	run, err := s.CoupleRun.CoupleTable(r.Context(), table, d.User, pageRunWait)
+	if err != nil {
+		http.Error(w, "The coupling run could not finish; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	q := url.Values{"table": {table}, "msg": {"coupling_run"}}
+	for name, n := range map[string]int{"n": run.Records, "coupled": run.Coupled, "created": run.Created, "failed": run.Failed, "pending": run.Pending} {
+		q.Set(name, strconv.Itoa(n))
+	}
+	http.Redirect(w, r, "/couplings?"+q.Encode(), http.StatusSeeOther)
 }
