@@ -63,6 +63,10 @@ var ErrRecordBusy = errors.New("the record is being synced by another worker")
 type CouplingStore interface {
 	Coupling(ctx context.Context, table, key string) (Coupling, error)
 	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling, lock RecordLock) (Coupling, error)) error
+	// CouplingOfRow returns the record coupled to a Dataverse row of the entity (a live coupling:
+	// synced or failed); Exists is false when no record is. Match-based coupling asks it so that a
+	// row is never coupled to two records (already_coupled).
+	CouplingOfRow(ctx context.Context, entity string, row uuid.UUID) (Coupling, error)
 }
 
 // RecordLock is the hold UpdateCoupling has on a record while update runs. A lock can be lost

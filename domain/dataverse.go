@@ -88,6 +88,9 @@ type Dataverse interface {
 	RowVersion(ctx context.Context, row RowRef) (version string, found bool, err error)
 	// FindRowID returns the id of the first row of the entity set that matches an OData filter.
 	FindRowID(ctx context.Context, entitySet, idAttribute, filter string) (uuid.UUID, bool, error)
+	// FindRows returns at most q.Top rows of q.EntitySet whose attributes equal q.Values (all of
+	// them), for match-based coupling; a port may send the lookups of many records together.
+	FindRows(ctx context.Context, q MatchQuery) ([]FoundRow, error)
 }
 
 // Dataverse's codes for the two ways a conditional write is refused (both HTTP 412).

@@ -21,19 +21,32 @@ func str(source, attribute string) FieldMapping {
 	return FieldMapping{Source: source, Attribute: attribute, Type: TypeString}
 }
 
+// matched makes a field the first (and only) match criterion of its mapping.
+func matched(f FieldMapping) FieldMapping {
+	f.Match = &FieldMatch{}
+	return f
+}
+
 func num(source, attribute string) FieldMapping {
 	return FieldMapping{Source: source, Attribute: attribute, Type: TypeNumber}
 }
 
 // DefaultMappings are Business Central's default table mappings to Dataverse (CDS Setup Defaults
 // and CRM Setup Defaults), with source fields named as in Business Central's API v2.0.
+//
+// Match-based coupling: currency matches isocurrencycode and creates a currency when none
+// matches, as Business Central's default does (so an environment's base currency is coupled, not
+// created twice). Business Central matches no other table by default; dvsync also matches an
+// account by its accountnumber and a product by its productnumber, numbers people keep unique,
+// so that accounts and products already in Dataverse are coupled instead of duplicated.
 func DefaultMappings() Mappings {
 	ms := []Mapping{
 		{
 			// CURRENCY: Code -> isocurrencycode, Symbol -> currencysymbol, Description -> currencyname.
 			Table: "currency", Entity: "transactioncurrency", EntitySet: "transactioncurrencies", PrimaryID: "transactioncurrencyid",
+			PrimaryName: "currencyname",
 			Fields: []FieldMapping{
-				str("code", "isocurrencycode"),
+				matched(str("code", "isocurrencycode")),
 				str("displayName", "currencyname"),
 				str("symbol", "currencysymbol"),
 				num("exchangeRate", "exchangerate"),
@@ -43,9 +56,9 @@ func DefaultMappings() Mappings {
 		{
 			// CUSTOMER: bidirectional in Business Central; dvsync writes the To-Dataverse half.
 			// customertypecode 3 (Customer) is what Business Central's BCICUSTOME template sets.
-			Table: "customer", Entity: "account", EntitySet: "accounts", PrimaryID: "accountid",
+			Table: "customer", Entity: "account", EntitySet: "accounts", PrimaryID: "accountid", PrimaryName: "name",
 			Fields: []FieldMapping{
-				str("number", "accountnumber"),
+				matched(str("number", "accountnumber")),
 				str("displayName", "name"),
 				str("addressLine1", "address1_line1"),
 				str("addressLine2", "address1_line2"),
@@ -67,7 +80,7 @@ func DefaultMappings() Mappings {
 		{
 			// CONTACT: persons of a company; the parent company is the account coupled to the
 			// customer named by companyNumber.
-			Table: "contact", Entity: "contact", EntitySet: "contacts", PrimaryID: "contactid",
+			Table: "contact", Entity: "contact", EntitySet: "contacts", PrimaryID: "contactid", PrimaryName: "fullname",
 			Fields: []FieldMapping{
 				str("firstName", "firstname"),
 				str("middleName", "middlename"),
@@ -91,7 +104,7 @@ func DefaultMappings() Mappings {
 		},
 		{
 			// UNIT OF MEASURE -> uomschedule (unit group), one unit per group named after the code.
-			Table: "unitOfMeasure", Entity: "uomschedule", EntitySet: "uomschedules", PrimaryID: "uomscheduleid",
+			Table: "unitOfMeasure", Entity: "uomschedule", EntitySet: "uomschedules", PrimaryID: "uomscheduleid", PrimaryName: "name",
 			Fields: []FieldMapping{
 				str("code", "name"),
 				str("code", "baseuomname"),
@@ -101,9 +114,9 @@ func DefaultMappings() Mappings {
 		},
 		{
 			// ITEM-PRODUCT: the unit group is the coupled uomschedule, the default unit its base unit.
-			Table: "item", Entity: "product", EntitySet: "products", PrimaryID: "productid",
+			Table: "item", Entity: "product", EntitySet: "products", PrimaryID: "productid", PrimaryName: "name",
 			Fields: []FieldMapping{
-				str("number", "productnumber"),
+				matched(str("number", "productnumber")),
 				str("displayName", "name"),
 				num("unitPrice", "price"),
 				num("unitCost", "standardcost"),

@@ -25,6 +25,9 @@ const (
 	KindDuplicateRecord      Kind = "duplicate_record"
 	KindUpdateConflict       Kind = "update_conflict"
 	KindInvalidData          Kind = "invalid_data"
+	KindNoMatch              Kind = "no_match"         // match-based coupling found no row, and may not create one
+	KindMultipleMatches      Kind = "multiple_matches" // match-based coupling found several rows
+	KindAlreadyCoupled       Kind = "already_coupled"  // the one match is coupled to another record
 
 	KindMissingPrivilege     Kind = "missing_privilege"
 	KindAuthentication       Kind = "authentication"
@@ -183,7 +186,8 @@ func Crashed(panicked any) *Failure {
 
 // userKinds are the kinds a user fixes; every other permanent kind is the administrator's.
 var userKinds = map[Kind]bool{KindDependencyNotCoupled: true, KindDestinationDeleted: true, KindSourceDeleted: true,
-	KindDuplicateRecord: true, KindUpdateConflict: true, KindInvalidData: true}
+	KindDuplicateRecord: true, KindUpdateConflict: true, KindInvalidData: true,
+	KindNoMatch: true, KindMultipleMatches: true, KindAlreadyCoupled: true}
 
 // ClassOf is the class of a permanent failure kind.
 func ClassOf(k Kind) Class {

@@ -64,6 +64,8 @@ type recorder struct {
 	errs     []error
 	found    uuid.UUID
 	versions int
+	matches  map[string][]domain.FoundRow              // by entity set, what FindRows answers
+	find     func(domain.MatchQuery) []domain.FoundRow // when set, answers FindRows instead
 }
 
 func (r *recorder) nextVersion() string {
@@ -103,4 +105,32 @@ func (r *recorder) RowVersion(_ context.Context, row domain.RowRef) (string, boo
 func (r *recorder) FindRowID(_ context.Context, set, _, filter string) (uuid.UUID, bool, error) {
 	err := r.answer(call{op: "find", row: domain.RowRef{EntitySet: set}, attrs: domain.Attributes{"filter": filter}})
 	return r.found, r.found != uuid.Nil, err
+}
+
+// CouplingOfRow scans the couplings for a live one of the row.
+func (s *memStore) CouplingOfRow(_ context.Context, entity string, row uuid.UUID) (domain.Coupling, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.rows {
+		if c.Entity == entity && c.RowID == row && c.Coupled() {
+			return c, nil
+		}
+	}
+	return domain.Coupling{Version: domain.NoVersion}, nil
+}
+
+// FindRows answers with the rows the test put in matches for the entity set (all of them, as if
+// each matched), and records the call.
+func (r *recorder) FindRows(_ context.Context, q domain.MatchQuery) ([]domain.FoundRow, error) {
+	attrs := domain.Attributes{}
+	for _, v := range q.Values {
+		attrs[v.Attribute] = v.Value
+	}
+	if err := r.answer(call{op: "match", row: domain.RowRef{EntitySet: q.EntitySet}, attrs: attrs}); err != nil {
+		return nil, err
+	}
+	if r.find != nil {
+		return r.find(q), nil
+	}
+	return r.matches[q.EntitySet], nil
 }

@@ -20,6 +20,9 @@ var kindTable = []struct {
 	{KindDuplicateRecord, ClassCoupling, "Duplicate record"},
 	{KindUpdateConflict, ClassCoupling, "Update conflict"},
 	{KindInvalidData, ClassCoupling, "Invalid data"},
+	{KindNoMatch, ClassCoupling, "No match"},
+	{KindMultipleMatches, ClassCoupling, "Multiple matches"},
+	{KindAlreadyCoupled, ClassCoupling, "Match already coupled"},
 
 	{KindMissingPrivilege, ClassSetup, "Missing privilege"},
 	{KindAuthentication, ClassSetup, "Authentication failed"},

@@ -47,6 +47,9 @@ type FieldMapping struct {
 	Source    string    `json:"source"`
 	Attribute string    `json:"attribute"`
 	Type      FieldType `json:"type"`
+	// Match, when set, makes the field a criterion of match-based coupling (Business Central's
+	// "Use For Match-Based Coupling").
+	Match *FieldMatch `json:"match,omitempty"`
 }
 
 // Lookup writes a field that references another table as a Dataverse lookup to the row coupled
@@ -86,6 +89,10 @@ type Mapping struct {
 	Constants            map[string]any `json:"constants,omitempty"`
 	OnDelete             DeletePolicy   `json:"onDelete"`
 	OnDestinationDeleted ConflictPolicy `json:"onDestinationDeleted"`
+	// PrimaryName is the entity's primary name column (e.g. name), to name rows for people.
+	PrimaryName string `json:"primaryName,omitempty"`
+	// Coupling shapes match-based coupling, for mappings with match fields.
+	Coupling MatchCoupling `json:"coupling"`
 }
 
 // Dependencies lists the tables whose records must be coupled before this table's records sync.
@@ -133,6 +140,9 @@ func (m Mapping) Validate() error {
 	name("entity", m.Entity)
 	name("entitySet", m.EntitySet)
 	name("primaryId", m.PrimaryID)
+	if m.PrimaryName != "" {
+		name("primaryName", m.PrimaryName)
+	}
 	if len(m.Fields) == 0 {
 		bad("fields", "at least one field mapping is needed")
 	}
@@ -145,6 +155,9 @@ func (m Mapping) Validate() error {
 		case TypeString, TypeNumber, TypeInteger, TypeBoolean:
 		default:
 			bad(p+".type", "%q is not one of string, number, integer, boolean", f.Type)
+		}
+		if f.Match != nil && f.Match.Priority < 0 {
+			bad(p+".match.priority", "the priority must be 0 (the highest) or more")
 		}
 		if attrs[f.Attribute] {
 			bad(p+".attribute", "attribute %q is mapped twice", f.Attribute)

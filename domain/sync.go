@@ -26,6 +26,7 @@ const (
 	ResultUncoupled Result = "uncoupled" // the coupling was removed by policy
 	ResultFailed    Result = "failed"    // a permanent failure, to be reported
 	ResultSkipped   Result = "skipped"   // the record is skipped: the change is kept, not sent
+	ResultCoupled   Result = "coupled"   // coupled to the row it matched, its data not written (NoSync)
 )
 
 // Outcome is the durable result of syncing one event.
@@ -41,6 +42,9 @@ type Outcome struct {
 	// Overwrites counts the writes sent again because the row had changed in Dataverse since
 	// dvsync's last write (see Syncer.conditional).
 	Overwrites int
+	// Match says how a record without a row got one when its mapping couples by match: coupled
+	// to the row it matched or created; empty when no match was looked for.
+	Match MatchOutcome
 }
 
 // Syncer applies change events to Dataverse and keeps couplings. It holds no state of its own,
@@ -94,10 +98,17 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 		prepared Outcome
 		attrs    Attributes
 		failure  *Failure
+		found    *match
 	)
 	if ev.Type == EventUpserted {
 		if attrs, failure, err = s.prepare(ctx, m, ev, &prepared); err != nil {
 			return prepared, err
+		}
+		// A record without a row looks for it by the mapping's match fields before it creates one.
+		if failure == nil && !cur.Coupled() && !s.holdBack(ev, cur, nil) {
+			if found, err = s.findMatch(ctx, m, ev, attrs, &prepared); err != nil {
+				return prepared, err
+			}
 		}
 	}
 	var out Outcome
@@ -119,6 +130,11 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 			return s.applyDelete(ctx, w, m, ev, cur)
 		case failure != nil:
 			return s.fail(&out, cur, m, failure)
+		case found != nil && !cur.Coupled():
+			next, handled, err := s.applyMatch(ctx, w, m, ev, cur, attrs, found)
+			if handled || err != nil {
+				return next, err
+			}
 		}
 		return s.applyUpsert(ctx, w, m, ev, cur, attrs)
 	})

@@ -13,9 +13,19 @@ import (
 	"github.com/dvsync/dvsync/domain"
 )
 
+// newSyncer is a syncer over the default mappings without match-based coupling, for the tests
+// of what happens to a record's own row (match_test.go tests matching).
 func newSyncer(dv *recorder) (*domain.Syncer, *memStore) {
 	st := newMemStore()
-	return &domain.Syncer{Mappings: domain.DefaultMappings(), Store: st, Dataverse: dv, Now: time.Now}, st
+	ms := domain.DefaultMappings()
+	for t, m := range ms {
+		m.Fields = append([]domain.FieldMapping(nil), m.Fields...)
+		for i := range m.Fields {
+			m.Fields[i].Match = nil
+		}
+		ms[t] = m
+	}
+	return &domain.Syncer{Mappings: ms, Store: st, Dataverse: dv, Now: time.Now}, st
 }
 
 func upsert(table, key string, version int64, fields map[string]any) domain.ChangeEvent {

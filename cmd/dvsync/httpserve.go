@@ -64,6 +64,7 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 		// validate has refused a key that is not hex or too short.
 		api.SessionKey, _ = s.cfg.sessionKey()
 		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
+		api.CoupleRun = couplingRunner{replayer: api.Replay.(*replay.Replayer), ledger: s.store}
 		api.Lag = func(ctx context.Context) (uint64, error) {
 			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
 			if err != nil {

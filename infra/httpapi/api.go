@@ -49,6 +49,7 @@ var routes = []route{
 	{"DELETE", "/api/v1/errors/{id}", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.deleteOne }},
 	{"POST", "/api/v1/errors/{id}/replay", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.replayOne }},
 	{"POST", "/api/v1/errors/replay", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.replayMatching }},
+	{"POST", "/api/v1/couplings/{table}/match", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.coupleTable }},
 	{"GET", "/api/v1/couplings/{table}/{key}", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.getCoupling }},
 	{"GET", "/api/v1/status", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.status }},
 	{"GET", "/api/v1/audit", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.audit }},

@@ -167,6 +167,7 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /errors/delete-old", s.page(RoleOperator, s.deleteOld))
 	mux.HandleFunc("POST /errors/delete-all", s.page(RoleOperator, s.deleteAll))
 	mux.HandleFunc("GET /couplings", s.page(RoleViewer, s.couplingsPage))
+	mux.HandleFunc("POST /couplings/match", s.page(RoleOperator, s.coupleForm))
 	mux.HandleFunc("GET /audit", s.page(RoleViewer, s.auditPage))
 	if s.Sources != nil {
 		mux.HandleFunc("GET "+SourceViewPath, s.page(RoleViewer, s.sourcePage))
@@ -313,10 +314,11 @@ var flashes = map[string]string{
 	"deleted":                       "Error {id} deleted.",
 	"deleted_many":                  "{n} errors deleted.",
 	"replayed_shown":                "{n} of {of} errors replayed.",
+	"coupling_run":                  "Coupling run: {n} records without a row sent again: {coupled} coupled, {created} created, {failed} failed, {pending} still running.",
 }
 
 // flashNumbers are the numbers a flash may carry.
-var flashNumbers = []string{"id", "n", "of"}
+var flashNumbers = []string{"id", "n", "of", "coupled", "created", "failed", "pending"}
 
 // flashOf renders the message of a page's query, or "" when its code or a number is not valid.
 func flashOf(q url.Values) string {

@@ -31,12 +31,21 @@ type mapping struct {
 	Constants            map[string]any `yaml:"constants"`
 	OnDelete             string         `yaml:"onDelete"`
 	OnDestinationDeleted string         `yaml:"onDestinationDeleted"`
+	PrimaryName          string         `yaml:"primaryName"`
+	// Match-based coupling, as Business Central's table mapping options: both on when absent.
+	CreateNewIfNoMatch *bool `yaml:"createNewIfNoMatch"`
+	SyncAfterMatch     *bool `yaml:"syncAfterMatch"`
 }
 
 type field struct {
 	Source    string `yaml:"source"`
 	Attribute string `yaml:"attribute"`
 	Type      string `yaml:"type"`
+	// Match makes the field a match-based coupling criterion: {priority: 0, caseSensitive: false}.
+	Match *struct {
+		Priority      int  `yaml:"priority"`
+		CaseSensitive bool `yaml:"caseSensitive"`
+	} `yaml:"match"`
 }
 
 type lookup struct {
@@ -97,7 +106,10 @@ func Parse(name string, data []byte) (domain.Mappings, error) {
 
 func (m mapping) domain() domain.Mapping {
 	dm := domain.Mapping{Table: m.Table, Entity: m.Entity, EntitySet: m.EntitySet, PrimaryID: m.PrimaryID,
-		Constants: m.Constants, OnDelete: domain.DeletePolicy(m.OnDelete), OnDestinationDeleted: domain.ConflictPolicy(m.OnDestinationDeleted)}
+		Constants: m.Constants, OnDelete: domain.DeletePolicy(m.OnDelete), OnDestinationDeleted: domain.ConflictPolicy(m.OnDestinationDeleted),
+		PrimaryName: m.PrimaryName,
+		Coupling: domain.MatchCoupling{NoCreate: m.CreateNewIfNoMatch != nil && !*m.CreateNewIfNoMatch,
+			NoSync: m.SyncAfterMatch != nil && !*m.SyncAfterMatch}}
 	if dm.OnDelete == "" {
 		dm.OnDelete = domain.DeleteDeactivate
 	}
@@ -105,7 +117,11 @@ func (m mapping) domain() domain.Mapping {
 		dm.OnDestinationDeleted = domain.ConflictReport
 	}
 	for _, f := range m.Fields {
-		dm.Fields = append(dm.Fields, domain.FieldMapping{Source: f.Source, Attribute: f.Attribute, Type: domain.FieldType(f.Type)})
+		df := domain.FieldMapping{Source: f.Source, Attribute: f.Attribute, Type: domain.FieldType(f.Type)}
+		if f.Match != nil {
+			df.Match = &domain.FieldMatch{Priority: f.Match.Priority, CaseSensitive: f.Match.CaseSensitive}
+		}
+		dm.Fields = append(dm.Fields, df)
 	}
 	for _, l := range m.Lookups {
 		dl := domain.Lookup{Source: l.Source, Table: l.Table, Bind: l.Bind, Caption: l.Caption}

@@ -68,3 +68,41 @@ func TestLoadReadsAFile(t *testing.T) {
 		t.Fatal("a missing file loaded")
 	}
 }
+
+func TestMatchBasedCouplingOptions(t *testing.T) {
+	const y = `mappings:
+  - table: customer
+    entity: account
+    entitySet: accounts
+    primaryId: accountid
+    primaryName: name
+    createNewIfNoMatch: false
+    fields:
+      - {source: number, attribute: accountnumber, type: string, match: {priority: 1, caseSensitive: true}}
+      - {source: displayName, attribute: name, type: string, match: {}}
+      - {source: city, attribute: address1_city, type: string}
+`
+	ms, err := mappingfile.Parse("m.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ms["customer"]
+	g := c.MatchGroups()
+	if c.PrimaryName != "name" || !c.Coupling.NoCreate || c.Coupling.NoSync || len(g) != 2 ||
+		g[0].Priority != 0 || g[0].Fields[0].Attribute != "name" || g[1].Fields[0].Attribute != "accountnumber" || !g[1].Fields[0].Match.CaseSensitive {
+		t.Fatalf("customer = %+v, groups %+v", c, g)
+	}
+	// A mapping that does not say keeps Business Central's defaults (create, synchronize), and
+	// one without match fields does not couple by match.
+	if cur := ms["currency"]; cur.Coupling.NoCreate || cur.Coupling.NoSync || len(cur.MatchGroups()) != 1 {
+		t.Fatalf("currency default = %+v", cur)
+	}
+	ms, err = mappingfile.Parse("m.yaml", []byte(override))
+	if err != nil || len(ms["customer"].MatchGroups()) != 0 {
+		t.Fatalf("override without match fields: %+v, %v", ms["customer"], err)
+	}
+	if _, err := mappingfile.Parse("m.yaml", []byte(strings.Replace(y, "priority: 1", "priority: -2", 1))); err == nil ||
+		!strings.Contains(err.Error(), "m.yaml:9: fields[0].match.priority") {
+		t.Fatalf("err = %v; want the negative priority refused at its line", err)
+	}
+}

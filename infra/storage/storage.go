@@ -16,6 +16,8 @@ import (
 
 // Store is everything dvsync's processes keep in their database.
 type Store interface {
+	// domain.CouplingStore includes CouplingOfRow (match-based coupling, h-match): the domain
+	// asks it; both stores implement it in match.go.
 	domain.CouplingStore
 	domain.ErrorLedger
 

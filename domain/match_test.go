@@ -1,0 +1,178 @@
+package domain_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dvsync/dvsync/domain"
+)
+
+func newMatchSyncer(dv *recorder) (*domain.Syncer, *memStore) {
+	st := newMemStore()
+	return &domain.Syncer{Mappings: domain.DefaultMappings(), Store: st, Dataverse: dv, Now: time.Now}, st
+}
+
+func ops(calls []call) string {
+	s := make([]string, len(calls))
+	for i, c := range calls {
+		s[i] = c.op
+	}
+	return strings.Join(s, " ")
+}
+
+func TestAMatchedCurrencyIsCoupledAndUpdatedOnItsVersion(t *testing.T) {
+	base := uuid.New()
+	dv := &recorder{matches: map[string][]domain.FoundRow{"transactioncurrencies": {{ID: base, Name: "US Dollar", Version: `W/"9"`}}}}
+	s, st := newMatchSyncer(dv)
+	out := mustSync(t, s, upsert("currency", "USD", 1, map[string]any{"code": "USD", "displayName": "US Dollar"}))
+	if out.Result != domain.ResultSynced || out.RowID != base || out.Match != domain.MatchCoupled || !out.ResolvesErrors {
+		t.Fatalf("outcome = %+v; want synced to the base currency", out)
+	}
+	if ops(dv.calls) != "match update" || dv.calls[0].attrs["isocurrencycode"] != "USD" || dv.calls[1].row.ID != base || dv.calls[1].ifMatch != `W/"9"` {
+		t.Fatalf("calls = %+v; want a match by isocurrencycode, then an update of the match on its version", dv.calls)
+	}
+	if c, _ := st.Coupling(context.Background(), "currency", "USD"); c.RowID != base || c.Status != domain.CouplingSynced || c.Version != 1 {
+		t.Fatalf("coupling = %+v", c)
+	}
+	// Coupled now: the next change updates without looking again.
+	mustSync(t, s, upsert("currency", "USD", 2, map[string]any{"code": "USD"}))
+	if ops(dv.calls) != "match update update" {
+		t.Fatalf("calls = %s; a coupled record is not matched again", ops(dv.calls))
+	}
+}
+
+func TestNoMatchCreatesOrFailsAsTheMappingSays(t *testing.T) {
+	dv := &recorder{}
+	s, _ := newMatchSyncer(dv)
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "displayName": "Adatum"}))
+	if out.Result != domain.ResultSynced || out.Match != domain.MatchCreated || ops(dv.calls) != "match create" ||
+		out.RowID != domain.DeterministicRowID("customer", "C1") {
+		t.Fatalf("outcome %+v after %s; want created with its own id", out, ops(dv.calls))
+	}
+	m := s.Mappings["customer"]
+	m.Coupling.NoCreate = true
+	s.Mappings["customer"] = m
+	out = mustSync(t, s, upsert("customer", "C2", 1, map[string]any{"number": "C2"}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindNoMatch || out.Failure.Class != domain.ClassCoupling ||
+		!strings.Contains(out.Failure.Message, "accountnumber = C2") || ops(dv.calls) != "match create match" {
+		t.Fatalf("outcome %+v after %s; want no_match and nothing created", out, ops(dv.calls))
+	}
+	// A record with no value for any match field is no match either.
+	out = mustSync(t, s, upsert("customer", "C3", 1, map[string]any{"displayName": "No number"}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindNoMatch || ops(dv.calls) != "match create match" {
+		t.Fatalf("outcome %+v after %s; want no_match without a lookup", out, ops(dv.calls))
+	}
+}
+
+func TestSeveralMatchesNameTheCandidates(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	dv := &recorder{matches: map[string][]domain.FoundRow{"accounts": {{ID: a, Name: "Adatum"}, {ID: b, Name: "Adatum Corp."}}}}
+	s, st := newMatchSyncer(dv)
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1"}))
+	f := out.Failure
+	if out.Result != domain.ResultFailed || f.Kind != domain.KindMultipleMatches || f.Details["candidates"] != a.String()+","+b.String() ||
+		!strings.Contains(f.Message, a.String()+" (Adatum)") || !strings.Contains(f.Message, b.String()+" (Adatum Corp.)") {
+		t.Fatalf("outcome = %+v; want multiple_matches naming both", out)
+	}
+	if ops(dv.calls) != "match" {
+		t.Fatalf("calls = %s; nothing is written when the match is ambiguous", ops(dv.calls))
+	}
+	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.Coupled() || c.LastErrorKind != domain.KindMultipleMatches {
+		t.Fatalf("coupling = %+v", c)
+	}
+	// The row dvsync created for this record itself is its row, whatever else matches.
+	own := domain.DeterministicRowID("customer", "C1")
+	dv.matches["accounts"] = append(dv.matches["accounts"], domain.FoundRow{ID: own})
+	if out := mustSync(t, s, upsert("customer", "C1", 2, map[string]any{"number": "C1"})); out.Result != domain.ResultSynced || out.RowID != own {
+		t.Fatalf("outcome = %+v; want its own row", out)
+	}
+}
+
+func TestAMatchCoupledToAnotherRecordIsAlreadyCoupled(t *testing.T) {
+	row := uuid.New()
+	dv := &recorder{matches: map[string][]domain.FoundRow{"accounts": {{ID: row, Name: "Adatum"}}}}
+	s, _ := newMatchSyncer(dv)
+	if out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1"})); out.RowID != row {
+		t.Fatalf("first: %+v", out)
+	}
+	out := mustSync(t, s, upsert("customer", "C1-copy", 1, map[string]any{"number": "C1"}))
+	f := out.Failure
+	if out.Result != domain.ResultFailed || f.Kind != domain.KindAlreadyCoupled || f.Details["coupled_key"] != "C1" ||
+		!strings.Contains(f.Message, "Cannot couple customer/C1-copy to this account record, because the account record is already coupled to customer/C1") {
+		t.Fatalf("outcome = %+v; want already_coupled in Business Central's words", out)
+	}
+}
+
+func TestMatchGroupsAreTriedInPriorityOrderAndCaseSensitiveFieldsFilter(t *testing.T) {
+	m := domain.DefaultMappings()["customer"]
+	m.Fields = append([]domain.FieldMapping(nil), m.Fields...)
+	for i, f := range m.Fields {
+		switch f.Attribute {
+		case "accountnumber":
+			m.Fields[i].Match = &domain.FieldMatch{Priority: 1}
+		case "name":
+			m.Fields[i].Match = &domain.FieldMatch{Priority: 2, CaseSensitive: true}
+		case "address1_city":
+			m.Fields[i].Match = &domain.FieldMatch{Priority: 2}
+		}
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	row := uuid.New()
+	var asked []string
+	dv := &recorder{find: func(q domain.MatchQuery) []domain.FoundRow {
+		var terms []string
+		for _, v := range q.Values {
+			terms = append(terms, v.Attribute)
+		}
+		asked = append(asked, strings.Join(terms, "+"))
+		if len(q.Values) == 2 { // Dataverse does not regard case: both come back
+			return []domain.FoundRow{{ID: uuid.New(), Values: map[string]any{"name": "ADATUM", "address1_city": "atlanta"}},
+				{ID: row, Values: map[string]any{"name": "Adatum", "address1_city": "atlanta"}}}
+		}
+		return nil
+	}}
+	s, _ := newMatchSyncer(dv)
+	s.Mappings["customer"] = m
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "displayName": "Adatum", "city": "Atlanta"}))
+	if strings.Join(asked, " ") != "accountnumber name+address1_city" || out.Result != domain.ResultSynced || out.RowID != row {
+		t.Fatalf("asked %v, outcome %+v; want priority 1, then priority 2 matching the name's case", asked, out)
+	}
+	m.Fields[1].Match = &domain.FieldMatch{Priority: -1}
+	if err := m.Validate(); err == nil || !strings.Contains(err.Error(), "match.priority") {
+		t.Fatalf("validate = %v; want a negative priority refused", err)
+	}
+}
+
+func TestNotSynchronizedAfterCouplingWritesNothing(t *testing.T) {
+	row := uuid.New()
+	dv := &recorder{matches: map[string][]domain.FoundRow{"transactioncurrencies": {{ID: row, Version: `W/"3"`}}}}
+	s, st := newMatchSyncer(dv)
+	m := s.Mappings["currency"]
+	m.Coupling.NoSync = true
+	s.Mappings["currency"] = m
+	out := mustSync(t, s, upsert("currency", "EUR", 1, map[string]any{"code": "EUR"}))
+	if out.Result != domain.ResultCoupled || out.RowID != row || ops(dv.calls) != "match" {
+		t.Fatalf("outcome %+v after %s; want coupled without a write", out, ops(dv.calls))
+	}
+	if c, _ := st.Coupling(context.Background(), "currency", "EUR"); !c.Coupled() || c.RowVersion != `W/"3"` {
+		t.Fatalf("coupling = %+v", c)
+	}
+}
+
+func TestATransientLookupFailureIsRetried(t *testing.T) {
+	dv := &recorder{errs: []error{&domain.DataverseError{Status: 503, Message: "Service Unavailable"}}}
+	s, _ := newMatchSyncer(dv)
+	s.Classifier = domain.Classifier{}
+	if _, err := s.Sync(context.Background(), upsert("currency", "EUR", 1, map[string]any{"code": "EUR"})); err == nil {
+		t.Fatal("a 503 on the lookup must be an error to retry, not an outcome")
+	}
+	if ops(dv.calls) != "match" {
+		t.Fatalf("calls = %s; nothing is created after a failed lookup", ops(dv.calls))
+	}
+}

@@ -1,0 +1,7 @@
+-- +goose Up
+-- Match-based coupling asks which record a Dataverse row is coupled to (CouplingOfRow), once per
+-- record it couples: by entity and row, not by record.
+CREATE INDEX couplings_row ON couplings (entity, row_id) WHERE row_id IS NOT NULL;
+
+-- +goose Down
+DROP INDEX couplings_row;
