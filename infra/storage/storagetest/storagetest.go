@@ -62,6 +62,7 @@ func Run(t *testing.T, h Harness) {
 		{"ErrorsWithoutDetailsStayReadable", testErrorsWithoutDetailsStayReadable},
 		{"TextSearchFoldsCaseAndHasNoWildcards", testTextSearchFoldsCaseAndHasNoWildcards},
 		{"FarTimesPageAndFilter", testFarTimesPageAndFilter},
+		{"EditCouplingStoresRemovesAndAudits", testEditCouplingStoresRemovesAndAudits},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}
