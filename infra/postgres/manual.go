@@ -104,4 +104,3 @@ func (s *Store) storeEdit(ctx context.Context, c *claim, actor, action string, e
 	}
 	return tx.Commit(ctx)
 }
-
