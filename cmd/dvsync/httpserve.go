@@ -63,7 +63,13 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 		api.Sources = s.sourceView()
 		// validate has refused a key that is not hex or too short.
 		api.SessionKey, _ = s.cfg.sessionKey()
-		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
+		replayer := &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
+		api.Replay = replayer
+		actions, err := s.couplingActions(replayer)
+		if err != nil {
+			return err
+		}
+		api.Coupling = actions
 		api.Lag = func(ctx context.Context) (uint64, error) {
 			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
 			if err != nil {

@@ -37,6 +37,7 @@ Usage:
   dvsync probe      ask a process's /readyz (or a URL), exit 0 when it answers 200: a container health check
   dvsync errors     list, show, replay or delete errors through the API (dvsync errors -h)
   dvsync status     each table's synced, failed and skipped records and open errors
+  dvsync couplings  couple, uncouple, sync now, restore or delete the coupling of a record (dvsync couplings -h)
   dvsync help       this text
 
 Run "dvsync <command> -h" (or "dvsync help <command>") for a command's flags; flags may come
@@ -71,6 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	commands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"dev": runDev, "worker": runWorker, "projector": runProjector, "serve": runServe, "emulator": runEmulator,
 		"classify": classifyCommand, "errors": runErrors, "status": runStatus, "probe": runProbe,
+		"couplings": runCouplings,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -30,7 +30,9 @@ type Server struct {
 	// Ledger, Replay and Tokens serve the API under /api/v1/; without a Ledger there is none.
 	Ledger Ledger
 	Replay Replayer
-	Tokens *Tokens
+	// Coupling runs the coupling actions (couple, uncouple, sync now, restore, delete coupling).
+	Coupling CouplingActions
+	Tokens   *Tokens
 	// Lag is the workers' consumer lag (changes not yet handled), for /api/v1/status.
 	Lag func(ctx context.Context) (uint64, error)
 	Log *slog.Logger
