@@ -36,3 +36,8 @@ func shellWord(s string) string {
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// rowDeletedActions is the advice for a record whose Dataverse row was deleted, as Business
+// Central's page 5333 offers it.
+var rowDeletedActions = "choose " + ActionRestore.Button + " (create the Dataverse row again and couple it) or " +
+	ActionDeleteCoupling.Button + " on the error's page or the Coupled records page"
