@@ -124,12 +124,12 @@ func DestinationDeleted(ev ChangeEvent, m Mapping, row string, dv *DataverseErro
 // report it rather than act.
 func SourceDeleted(ev ChangeEvent, m Mapping, row string) *Failure {
 	return &Failure{
-		Class:      ClassCoupling,
-		Kind:       KindSourceDeleted,
-		Message:    fmt.Sprintf("%s was deleted in the source but is still coupled to %s %s.", ev.Ref(), m.Entity, row),
+		Class:   ClassCoupling,
+		Kind:    KindSourceDeleted,
+		Message: fmt.Sprintf("%s was deleted in the source but is still coupled to %s %s.", ev.Ref(), m.Entity, row),
 		Resolution: fmt.Sprintf("Delete or deactivate the Dataverse row, or choose %s on the error's page (%s).",
 			ActionDeleteCoupling.Button, ActionDeleteCoupling.CLI(ev.Table, ev.Key)),
-		Details:    map[string]string{"entity": m.Entity, "row_id": row},
+		Details: map[string]string{"entity": m.Entity, "row_id": row},
 	}
 }
 

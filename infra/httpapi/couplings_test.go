@@ -84,7 +84,9 @@ func TestCouplingActionsAPI(t *testing.T) {
 	n := seeded.Add(1)
 	k1, k2 := fmt.Sprintf("CA%d-1", n), fmt.Sprintf("CA%d-2", n)
 	row := uuid.New()
-	path := func(key, action string) string { return "/api/v1/couplings/customer/" + url.PathEscape(key) + "/" + action }
+	path := func(key, action string) string {
+		return "/api/v1/couplings/customer/" + url.PathEscape(key) + "/" + action
+	}
 	body := `{"row_id":"` + row.String() + `"}`
 
 	if a := ts.do("POST", path(k1, "couple"), body, viewer); a.status != http.StatusForbidden {
