@@ -306,11 +306,12 @@ func (c Classifier) resolution(f *Failure) string {
 		return "Check the Entra ID tenant, client id and client secret (or certificate) dvsync uses, that the secret has not expired, and that an application user exists in Dataverse for the app."
 	case KindDestinationDeleted:
 		if d["row_id"] != "" {
-			return fmt.Sprintf("The Dataverse %s row %s no longer exists: restore the record (re-create and couple it again) or delete the coupling.", d["entity"], d["row_id"])
+			return fmt.Sprintf("The Dataverse %s row %s no longer exists: %s.", d["entity"], d["row_id"], rowDeletedActions)
 		}
-		return "The coupled Dataverse row no longer exists: restore the record or delete the coupling."
+		return "The coupled Dataverse row no longer exists: " + rowDeletedActions + "."
 	case KindDuplicateRecord:
-		return "Dataverse already has a row with the same key or duplicate-rule values: couple the record to that row, or change the value in the source."
+		return fmt.Sprintf("Dataverse already has a row with the same key or duplicate-rule values: %s the record to that row (on the error's page, with the row's id), or change the value in the source.",
+			ActionCouple.Button)
 	case KindUpdateConflict:
 		return "The row changed in Dataverse in the meantime: retry the record."
 	case KindInvalidData:

@@ -104,8 +104,8 @@ func DependencyNotCoupled(ev ChangeEvent, l Lookup, value string) *Failure {
 		Kind:  KindDependencyNotCoupled,
 		Message: fmt.Sprintf("%s cannot be synchronized: %s %s must be coupled to a record in Dataverse.",
 			ev.Ref(), l.caption(), value),
-		Resolution: fmt.Sprintf("Couple %s %s first (synchronize it or couple it to an existing Dataverse row); then retry %s.",
-			l.Table, value, ev.Ref()),
+		Resolution: fmt.Sprintf("Couple %s %s first (synchronize it, or %s it to an existing Dataverse row: %s); then retry %s.",
+			l.Table, value, ActionCouple.Button, ActionCouple.CLI(l.Table, value, "ROW"), ev.Ref()),
 		Details: map[string]string{"field": l.Source, "dependency_table": l.Table, "dependency_key": value},
 	}
 }
@@ -116,8 +116,8 @@ func DestinationDeleted(ev ChangeEvent, m Mapping, row string, dv *DataverseErro
 		Class:   ClassCoupling,
 		Kind:    KindDestinationDeleted,
 		Message: fmt.Sprintf("The %s record cannot be updated because it is coupled to a deleted record (%s %s).", ev.Ref(), m.Entity, row),
-		Resolution: "Restore the record (re-create the Dataverse row and couple it again) or delete the coupling; " +
-			"set the mapping's onDestinationDeleted to restore or uncouple to do this automatically.",
+		Resolution: fmt.Sprintf("%s: %s or %s; set the mapping's onDestinationDeleted to restore or uncouple to do this automatically.",
+			rowDeletedActions, ActionRestore.CLI(ev.Table, ev.Key), ActionDeleteCoupling.CLI(ev.Table, ev.Key)),
 		Details:   map[string]string{"entity": m.Entity, "row_id": row},
 		Dataverse: dv,
 	}
@@ -127,11 +127,12 @@ func DestinationDeleted(ev ChangeEvent, m Mapping, row string, dv *DataverseErro
 // report it rather than act.
 func SourceDeleted(ev ChangeEvent, m Mapping, row string) *Failure {
 	return &Failure{
-		Class:      ClassCoupling,
-		Kind:       KindSourceDeleted,
-		Message:    fmt.Sprintf("%s was deleted in the source but is still coupled to %s %s.", ev.Ref(), m.Entity, row),
-		Resolution: "Delete or deactivate the Dataverse row, or delete the coupling.",
-		Details:    map[string]string{"entity": m.Entity, "row_id": row},
+		Class:   ClassCoupling,
+		Kind:    KindSourceDeleted,
+		Message: fmt.Sprintf("%s was deleted in the source but is still coupled to %s %s.", ev.Ref(), m.Entity, row),
+		Resolution: fmt.Sprintf("Delete or deactivate the Dataverse row, or choose %s on the error's page (%s).",
+			ActionDeleteCoupling.Button, ActionDeleteCoupling.CLI(ev.Table, ev.Key)),
+		Details: map[string]string{"entity": m.Entity, "row_id": row},
 	}
 }
 

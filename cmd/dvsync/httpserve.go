@@ -63,8 +63,14 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 		api.Sources = s.sourceView()
 		// validate has refused a key that is not hex or too short.
 		api.SessionKey, _ = s.cfg.sessionKey()
-		api.Replay = &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
-		api.CoupleRun = couplingRunner{replayer: api.Replay.(*replay.Replayer), ledger: s.store}
+		replayer := &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
+		api.Replay = replayer
+		api.CoupleRun = couplingRunner{replayer: replayer, ledger: s.store}
+		actions, err := s.couplingActions(replayer)
+		if err != nil {
+			return err
+		}
+		api.Coupling = actions
 		api.Lag = func(ctx context.Context) (uint64, error) {
 			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
 			if err != nil {

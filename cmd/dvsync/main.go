@@ -38,6 +38,7 @@ Usage:
   dvsync errors     list, show, replay or delete errors through the API (dvsync errors -h)
   dvsync status     each table's synced, failed and skipped records and open errors
   dvsync couple     a coupling run of a table: its records without a row look for it by match
+  dvsync couplings  couple, uncouple, sync now, restore or delete the coupling of a record (dvsync couplings -h)
   dvsync help       this text
 
 Run "dvsync <command> -h" (or "dvsync help <command>") for a command's flags; flags may come
@@ -72,7 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	commands := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"dev": runDev, "worker": runWorker, "projector": runProjector, "serve": runServe, "emulator": runEmulator,
 		"classify": classifyCommand, "errors": runErrors, "status": runStatus, "probe": runProbe,
-		"couple": runCouple,
+		"couple":    runCouple,
+		"couplings": runCouplings,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -32,6 +32,9 @@ type Replayer interface {
 	Replay(ctx context.Context, ids []int64, actor string) []replay.Result
 }
 
+// allRoutes are the routes of the API: routes and the coupling actions' (couplings.go).
+func allRoutes() []route { return append(append([]route{}, routes...), couplingRoutes...) }
+
 //go:embed openapi.yaml
 var openAPI []byte
 
@@ -56,7 +59,7 @@ var routes = []route{
 }
 
 func (s *Server) apiRoutes(mux *http.ServeMux) {
-	for _, rt := range routes {
+	for _, rt := range allRoutes() {
 		mux.HandleFunc(rt.method+" "+rt.path, s.require(rt.role, rt.handle(s)))
 	}
 	mux.HandleFunc("GET /api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {

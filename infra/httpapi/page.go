@@ -168,6 +168,7 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /errors/delete-all", s.page(RoleOperator, s.deleteAll))
 	mux.HandleFunc("GET /couplings", s.page(RoleViewer, s.couplingsPage))
 	mux.HandleFunc("POST /couplings/match", s.page(RoleOperator, s.coupleForm))
+	mux.HandleFunc("POST /couplings/{table}/{key}/{action}", s.page(RoleOperator, s.couplingForm))
 	mux.HandleFunc("GET /audit", s.page(RoleViewer, s.auditPage))
 	if s.Sources != nil {
 		mux.HandleFunc("GET "+SourceViewPath, s.page(RoleViewer, s.sourcePage))
@@ -365,8 +366,8 @@ func listQuery(q url.Values) url.Values {
 	return out
 }
 
-// returnPath is a page a form may return to: the error list or one error.
-var returnPath = regexp.MustCompile(`^/errors(/[0-9]+)?$`)
+// returnPath is a page a form may return to: the error list, one error, or the coupled records.
+var returnPath = regexp.MustCompile(`^/(errors(/[0-9]+)?|couplings)$`)
 
 // returnTo is the page a form was posted from: as its "return" field says (a path of this
 // server), else its Referer (of this host), else the error list. Only the error list or one
@@ -500,6 +501,7 @@ func (s *Server) couplingsPage(w http.ResponseWriter, r *http.Request, d pageDat
 		return
 	}
 	d.Title, d.Nav, d.CFilter, d.Couplings = "Coupled records", "couplings", f, list
+	d.Return = "/couplings?" + q.Encode()
 	d.Tables = withCurrent(domain.KnownTables, f.Table)
 	d.CStatuses = []string{"", "synced", "failed", "deleted", "uncoupled"}
 	s.render(w, "couplings.html", d)

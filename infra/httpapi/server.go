@@ -32,7 +32,9 @@ type Server struct {
 	Replay Replayer
 	// CoupleRun runs match-based coupling for a table (POST /api/v1/couplings/{table}/match).
 	CoupleRun CouplingRunner
-	Tokens    *Tokens
+	// Coupling runs the coupling actions (couple, uncouple, sync now, restore, delete coupling).
+	Coupling CouplingActions
+	Tokens   *Tokens
 	// Lag is the workers' consumer lag (changes not yet handled), for /api/v1/status.
 	Lag func(ctx context.Context) (uint64, error)
 	Log *slog.Logger

@@ -53,6 +53,12 @@ type Store interface {
 	// what partial indexes hold, so it is cheap at any size.
 	CountLedger(ctx context.Context) (LedgerCounts, error)
 
+	// Manual coupling actions (h-manual): a person couples, uncouples, restores or deletes the
+	// coupling of one record. EditCoupling claims the record as UpdateCoupling does (so that it
+	// never races a worker; domain.ErrRecordBusy when one holds it), runs edit, and stores what it
+	// returns with its audit entry in one transaction; an error from edit stores nothing.
+	EditCoupling(ctx context.Context, table, key, actor, action string, edit func(ctx context.Context, current domain.Coupling) (CouplingEdit, error)) error
+
 	// Ping checks the database answers, for health checks.
 	Ping(ctx context.Context) error
 	// Close finishes what is pending and closes the database; calling it again does nothing.
@@ -262,4 +268,17 @@ type OpenErrors struct {
 	Kind   domain.Kind
 	Count  int
 	Oldest time.Time // first sighting of the oldest of them
+}
+
+// CouplingEdit is what an EditCoupling edit decided: the coupling to store (or to delete), the
+// audit entry's target, and whether the record's open errors are resolved with it.
+type CouplingEdit struct {
+	// Next is stored unless it is nil (nothing stored: the action is audited only) or Remove is set.
+	Next *domain.Coupling
+	// Remove deletes the coupling row: the record is as if never synced (the Dataverse row stays).
+	Remove bool
+	// Target names what the action changed, for the audit log.
+	Target string
+	// Resolve, when not empty, resolves the record's open and replayed errors with this reason.
+	Resolve string
 }

@@ -63,6 +63,7 @@ func Run(t *testing.T, h Harness) {
 		{"TextSearchFoldsCaseAndHasNoWildcards", testTextSearchFoldsCaseAndHasNoWildcards},
 		{"FarTimesPageAndFilter", testFarTimesPageAndFilter},
 		{"CouplingOfRowFindsTheLiveCoupling", testCouplingOfRowFindsTheLiveCoupling},
+		{"EditCouplingStoresRemovesAndAudits", testEditCouplingStoresRemovesAndAudits},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}
