@@ -43,6 +43,7 @@ var byCode = map[string]rule{
 	"0x80040225": setup(KindUserDisabled),     // user disabled or not in a business unit
 	"0x8004a112": setup(KindUserDisabled),     // SystemUserDisabled
 	"0x80072560": setup(KindUserDisabled),     // UserNotMemberOfOrg
+	"0x80095ffc": setup(KindAppRestricted),    // the app is restricted from the Dataverse API
 	"0x8004a100": setup(KindAuthentication),   // InvalidAuthTicket
 	"0x8004a105": setup(KindAuthentication),   // TamperedAuthTicket
 	"0x80040204": setup(KindAuthentication),   // InvalidUserAuth
@@ -302,6 +303,9 @@ func (c Classifier) resolution(f *Failure) string {
 		return fmt.Sprintf("In Dataverse, give %s a security role with the privilege the message names; then retry.", c.user())
 	case KindUserDisabled:
 		return fmt.Sprintf("In Dataverse, enable %s, give it a security role (and a licence if it is not an application user); then retry.", c.user())
+	case KindAppRestricted:
+		return "An administrator restricted this application from the Dataverse API: ask them to lift the restriction on its application id " +
+			"in the Power Platform admin center. It is not a missing privilege: changing roles does not help."
 	case KindAuthentication:
 		return "Check the Entra ID tenant, client id and client secret (or certificate) dvsync uses, that the secret has not expired, and that an application user exists in Dataverse for the app."
 	case KindDestinationDeleted:
