@@ -124,7 +124,10 @@ func TestWhoAmIAndPrivileges(t *testing.T) {
 		t.Fatalf("RetrieveUserPrivileges: %d %v", resp.StatusCode, held)
 	}
 	resp, out = a.do("POST", "accounts", `{"name":"Target"}`, "Prefer", "return=representation")
-	id := out["accountid"].(string)
+	id, _ := out["accountid"].(string)
+	if resp.StatusCode != 201 {
+		t.Fatalf("create: %d %v", resp.StatusCode, out)
+	}
 	q := user + "RetrievePrincipalAccess(Target=@tid)?@tid=" + url.QueryEscape("{'@odata.id':'accounts("+id+")'}")
 	resp, out = a.do("GET", q, "")
 	if resp.StatusCode != 200 || out["AccessRights"] != "ReadAccess, AppendAccess, AppendToAccess, CreateAccess, DeleteAccess, AssignAccess" {

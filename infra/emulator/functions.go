@@ -27,7 +27,7 @@ var (
 // serveFunction answers the functions and metadata routes; it reports whether seg was one. The
 // caller holds e.mu.
 func (e *Emulator) serveFunction(w http.ResponseWriter, r *http.Request, u *user, seg string) bool {
-	if seg != "WhoAmI" && seg != "WhoAmI()" && !strings.HasPrefix(seg, "systemusers(") && !strings.HasPrefix(seg, "EntityDefinitions") {
+	if seg != "WhoAmI" && seg != "WhoAmI()" && seg != "organizations" && !strings.HasPrefix(seg, "systemusers(") && !strings.HasPrefix(seg, "EntityDefinitions") {
 		return false
 	}
 	if r.Method != http.MethodGet {
@@ -40,6 +40,13 @@ func (e *Emulator) serveFunction(w http.ResponseWriter, r *http.Request, u *user
 			"@odata.context": baseURL(r) + apiPath + "$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
 			"BusinessUnitId": e.businessUnit.String(), "UserId": u.id.String(), "OrganizationId": organizationID.String(),
 		})
+	case seg == "organizations":
+		// The one organization row, with the base currency every environment has.
+		org := map[string]any{"organizationid": organizationID.String(), "name": "Emulated environment"}
+		if _, ok := e.rows["transactioncurrency"][baseCurrencyID]; ok {
+			org["_basecurrencyid_value"] = baseCurrencyID.String()
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"@odata.context": baseURL(r) + apiPath + "$metadata#organizations", "value": []any{org}})
 	case userFunctionRE.MatchString(seg):
 		m := userFunctionRE.FindStringSubmatch(seg)
 		target, ok := e.users[uuid.MustParse(m[1])]
