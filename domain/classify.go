@@ -33,21 +33,23 @@ var (
 
 // byCode sorts Dataverse's hex codes (lower case). Sources: shared/reference/dataverse-webapi.md.
 var byCode = map[string]rule{
-	"0x80040220": setup(KindMissingPrivilege), // PrivilegeDenied
-	"0x80040231": setup(KindMissingPrivilege), // PrincipalPrivilegeDenied
-	"0x80048306": setup(KindMissingPrivilege), // record-level access
-	"0x8004a106": setup(KindMissingPrivilege), // PrivilegeCheck failed in bulk ("CrmCheckPrivilege failed")
-	"0x80042f09": setup(KindUserDisabled),     // UserNotAssignedRoles
-	"0x80042f0a": setup(KindUserDisabled),     // TeamNotAssignedRoles
-	"0x8004d24b": setup(KindUserDisabled),     // UserNotAssignedLicense
-	"0x80040225": setup(KindUserDisabled),     // user disabled or not in a business unit
-	"0x8004a112": setup(KindUserDisabled),     // SystemUserDisabled
-	"0x80072560": setup(KindUserDisabled),     // UserNotMemberOfOrg
-	"0x8004a100": setup(KindAuthentication),   // InvalidAuthTicket
-	"0x8004a105": setup(KindAuthentication),   // TamperedAuthTicket
-	"0x80040204": setup(KindAuthentication),   // InvalidUserAuth
-	"0x80044302": setup(KindAuthentication),   // RequestIsNotAuthenticated
-	"0x8005f101": setup(KindAuthentication),   // AccessTokenExpired (the client already retried once)
+	"0x80040220": setup(KindMissingPrivilege),   // PrivilegeDenied
+	"0x80040231": setup(KindMissingPrivilege),   // PrincipalPrivilegeDenied
+	"0x80048306": setup(KindMissingPrivilege),   // record-level access
+	"0x8004a106": setup(KindMissingPrivilege),   // PrivilegeCheck failed in bulk ("CrmCheckPrivilege failed")
+	"0x80042f09": setup(KindUserDisabled),       // UserNotAssignedRoles
+	"0x80042f0a": setup(KindUserDisabled),       // TeamNotAssignedRoles
+	"0x8004d24b": setup(KindUserDisabled),       // UserNotAssignedLicense
+	"0x80040225": setup(KindUserDisabled),       // user disabled or not in a business unit
+	"0x8004a112": setup(KindUserDisabled),       // SystemUserDisabled
+	"0x80072560": setup(KindUserDisabled),       // UserNotMemberOfOrg
+	"0x80095ffc": setup(KindAppRestricted),      // the app is restricted from the Dataverse API
+	"0x80048cf3": coupling(KindDuplicateRecord), // DuplicateIsoCurrencyCode: the currency exists already
+	"0x8004a100": setup(KindAuthentication),     // InvalidAuthTicket
+	"0x8004a105": setup(KindAuthentication),     // TamperedAuthTicket
+	"0x80040204": setup(KindAuthentication),     // InvalidUserAuth
+	"0x80044302": setup(KindAuthentication),     // RequestIsNotAuthenticated
+	"0x8005f101": setup(KindAuthentication),     // AccessTokenExpired (the client already retried once)
 	"0x80040217": coupling(KindDestinationDeleted),
 	"0x80060891": coupling(KindDestinationDeleted), // RecordNotFoundByEntityKey
 	"0x80040237": coupling(KindDuplicateRecord),
@@ -302,6 +304,9 @@ func (c Classifier) resolution(f *Failure) string {
 		return fmt.Sprintf("In Dataverse, give %s a security role with the privilege the message names; then retry.", c.user())
 	case KindUserDisabled:
 		return fmt.Sprintf("In Dataverse, enable %s, give it a security role (and a licence if it is not an application user); then retry.", c.user())
+	case KindAppRestricted:
+		return "An administrator restricted this application from the Dataverse API: ask them to lift the restriction on its application id " +
+			"in the Power Platform admin center. It is not a missing privilege: changing roles does not help."
 	case KindAuthentication:
 		return "Check the Entra ID tenant, client id and client secret (or certificate) dvsync uses, that the secret has not expired, and that an application user exists in Dataverse for the app."
 	case KindDestinationDeleted:

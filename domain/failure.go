@@ -41,6 +41,10 @@ const (
 
 	KindCustomLogic Kind = "custom_logic" // a plug-in or business process rejected the write
 
+	// KindAppRestricted is an application an administrator restricted from the Dataverse API:
+	// no privilege is missing.
+	KindAppRestricted Kind = "app_restricted"
+
 	KindThrottled   Kind = "throttled"
 	KindServerError Kind = "server_error"
 	KindNetwork     Kind = "network"

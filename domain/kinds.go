@@ -27,6 +27,7 @@ var kindTable = []struct {
 	{KindMissingPrivilege, ClassSetup, "Missing privilege"},
 	{KindAuthentication, ClassSetup, "Authentication failed"},
 	{KindUserDisabled, ClassSetup, "User disabled or unlicensed"},
+	{KindAppRestricted, ClassSetup, "Application restricted from the API"},
 	{KindSchemaMismatch, ClassSetup, "Schema mismatch"},
 	{KindOptionValueMissing, ClassSetup, "Option value missing"},
 	{KindMappingMissing, ClassSetup, "Mapping missing"},

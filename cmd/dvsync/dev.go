@@ -38,6 +38,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dataDir := fs.String("data-dir", defaultDevDataDir(), "where dvsync dev keeps its state between runs: JetStream's streams, the embedded store, the emulator's rows, the token")
 	fresh := fs.Bool("fresh", false, "start over: forget the state kept in --data-dir (and, with DATABASE_URL, drop and recreate that database)")
 	definitions := fs.String("emulator-definitions", "", "a definition file of more tables for the emulator")
+	emuSeed := fs.String("emulator-seed", "", `a seed file of existing rows for a fresh emulator, {"<table>": [rows]}`)
+	baseCurrency := fs.String("emulator-base-currency", emulator.DefaultBaseCurrency.ISOCode, "the ISO code of the emulator's base currency")
 	seed := fs.Bool("seed", true, "publish a demo that shows a synced record, a coupling error and a setup error (at the first start of a data directory)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -96,7 +98,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dvNote := "external"
 	if cfg.Dataverse.URL == "" {
 		var err error
-		if emu, err = newEmulator(*definitions); err != nil {
+		setup := emulatorSetup{definitions: *definitions, seed: *emuSeed, baseCurrency: *baseCurrency}
+		if _, err := os.Stat(state.emulatorFile()); err == nil && setup.seed != "" {
+			// The kept rows are the seed's and what happened since; seeding again would duplicate them.
+			log.Info("the emulator's kept rows are used, not the seed file (--fresh seeds again)", "seed", setup.seed)
+			setup.seed = ""
+		}
+		if emu, err = newEmulator(setup); err != nil {
 			return err
 		}
 		if err := emu.LoadFile(state.emulatorFile()); err != nil {

@@ -282,10 +282,12 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8090", "address the emulator listens on")
 	definitions := fs.String("definitions", "", "a definition file of more tables (see infra/emulator/definitions/dataverse.json)")
+	seed := fs.String("seed-file", "", `a seed file of existing rows, {"<table>": [rows]} (see the README)`)
+	baseCurrency := fs.String("base-currency", emulator.DefaultBaseCurrency.ISOCode, "the ISO code of the environment's base currency")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	emu, err := newEmulator(*definitions)
+	emu, err := newEmulator(emulatorSetup{definitions: *definitions, seed: *seed, baseCurrency: *baseCurrency})
 	if err != nil {
 		return err
 	}
@@ -306,18 +308,36 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return serve(ctx, ln, mux)
 }
 
-// newEmulator returns an emulator with the shipped definitions and, when named, a user's file.
-func newEmulator(definitions string) (*emulator.Emulator, error) {
+// emulatorSetup is how an emulated environment is provisioned: a user's definition file of more
+// tables, a seed file of existing rows, the base currency's ISO code.
+type emulatorSetup struct {
+	definitions, seed, baseCurrency string
+}
+
+// newEmulator returns an emulator with the shipped definitions, a user's definition file and seed
+// file when named, and the base currency asked for.
+func newEmulator(setup emulatorSetup) (*emulator.Emulator, error) {
 	emu := emulator.New()
-	if definitions == "" {
-		return emu, nil
+	if setup.baseCurrency != emulator.DefaultBaseCurrency.ISOCode {
+		c := emulator.Currency{ISOCode: setup.baseCurrency, Name: setup.baseCurrency, Symbol: setup.baseCurrency}
+		if err := emu.SetBaseCurrency(c); err != nil {
+			return nil, usageError{err}
+		}
 	}
-	data, err := os.ReadFile(definitions)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	if err := emu.LoadDefinitions(data); err != nil {
-		return nil, usageError{fmt.Errorf("%s: %w", definitions, err)}
+	for _, f := range []struct {
+		path string
+		load func([]byte) error
+	}{{setup.definitions, emu.LoadDefinitions}, {setup.seed, emu.LoadSeed}} {
+		if f.path == "" {
+			continue
+		}
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if err := f.load(data); err != nil {
+			return nil, usageError{fmt.Errorf("%s: %w", f.path, err)}
+		}
 	}
 	return emu, nil
 }

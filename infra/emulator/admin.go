@@ -38,6 +38,11 @@ import (
 //	                                         reset: requests admitted, records they carried, execution time (what the
 //	                                         limits count), 429 answers by code, the limits in force (see Stats)
 //	POST   /_emulator/tokens/revoke          invalidate every token issued (the next request answers 401)
+//	POST   /_emulator/seed                   a seed file {"<table>":[rows]}: load existing rows (see LoadSeed)
+//	POST   /_emulator/base-currency          {"isoCurrencyCode":"EUR","currencyName":"Euro","currencySymbol":"€"}:
+//	                                         provision another base currency (USD by default)
+//	POST   /_emulator/apps/{clientId}/restrict  restrict the app from the Dataverse API (every request answers 403
+//	                                         0x80095ffc); .../unrestrict lifts it
 //
 // Durations are Go duration strings ("250ms", "5m").
 func (e *Emulator) adminRoutes(mux *http.ServeMux) {
@@ -103,6 +108,7 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	e.environmentRoutes(mux)
 	mux.HandleFunc("POST /_emulator/tokens/revoke", func(w http.ResponseWriter, _ *http.Request) {
 		e.RevokeTokens()
 		w.WriteHeader(http.StatusNoContent)

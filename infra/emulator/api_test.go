@@ -180,7 +180,8 @@ func TestBatchChangeSetWithContentIDReference(t *testing.T) {
 	}
 	accounts, _ := a.emu.Rows("accounts")
 	currencies, _ := a.emu.Rows("transactioncurrencies")
-	if len(accounts) != 1 || accounts[0]["_transactioncurrencyid_value"] != currencies[0]["transactioncurrencyid"] {
+	// The base currency comes first: the change set's currency is the newest.
+	if len(accounts) != 1 || accounts[0]["_transactioncurrencyid_value"] != currencies[len(currencies)-1]["transactioncurrencyid"] {
 		t.Fatalf("the $1 reference was not bound: %v", accounts)
 	}
 }

@@ -35,6 +35,8 @@ type user struct {
 	privileges map[string]bool // of the user's security role
 	disabled   bool
 	noRole     bool // the security role was taken away
+	restricted bool // an administrator restricted its app from the Dataverse API
+	clientID   string
 }
 
 type token struct {
@@ -61,6 +63,7 @@ type Emulator struct {
 	privilegeIDs map[string]uuid.UUID
 	now          func() time.Time
 	prot         *protection
+	base         Currency     // the base currency Reset provisions
 	inFlight     atomic.Int64 // Web API requests being served, slow faults included
 	writes       atomic.Int64 // changes to rows and users, for Changes
 	// Tenant is the Entra ID tenant the token endpoint serves.
@@ -75,15 +78,15 @@ var DefaultApp = App{ClientID: "8a1b7d60-51d4-4f39-9a2e-2c4b1f0e9d11", ClientSec
 // DefaultTenant is the tenant id of the emulated Entra ID.
 const DefaultTenant = "00000000-0000-0000-0000-0000000000aa"
 
-// New returns an emulator with the default entities and DefaultApp, whose user holds every
-// privilege on every entity.
+// New returns an emulator with the default entities, the default base currency (USD) and
+// DefaultApp, whose user holds every privilege on every entity.
 func New() *Emulator {
-	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour, prot: newProtection()}
+	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour, prot: newProtection(), base: DefaultBaseCurrency}
 	e.Reset()
 	return e
 }
 
-// Reset drops all rows, tokens and users and loads the defaults again.
+// Reset drops all rows, tokens and users and loads the defaults again, the base currency included.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -96,6 +99,7 @@ func (e *Emulator) Reset() {
 		e.addEntityLocked(ent)
 	}
 	e.addAppLocked(DefaultApp)
+	e.insertBaseCurrencyLocked()
 	e.prot.reset()
 }
 
@@ -141,7 +145,7 @@ func (e *Emulator) RegisterApp(clientID, clientSecret string) (App, bool, error)
 
 func (e *Emulator) addAppLocked(a App) {
 	e.apps[a.ClientID] = a
-	u := &user{id: a.UserID, aadObject: uuid.NewSHA1(uuid.NameSpaceOID, []byte(a.ClientID)), privileges: map[string]bool{}}
+	u := &user{id: a.UserID, aadObject: uuid.NewSHA1(uuid.NameSpaceOID, []byte(a.ClientID)), privileges: map[string]bool{}, clientID: a.ClientID}
 	for _, ent := range e.entities {
 		for _, v := range Verbs {
 			u.privileges[privilegeName(v, ent)] = true

@@ -25,6 +25,7 @@ type userState struct {
 	Privileges map[string]bool
 	Disabled   bool
 	NoRole     bool
+	Restricted bool
 }
 
 func init() { gob.Register(uuid.UUID{}) }
@@ -34,7 +35,7 @@ func (e *Emulator) Save(w io.Writer) error {
 	e.mu.Lock()
 	snap := snapshot{Rows: e.rows, Users: map[uuid.UUID]userState{}}
 	for id, u := range e.users {
-		snap.Users[id] = userState{Privileges: u.privileges, Disabled: u.disabled, NoRole: u.noRole}
+		snap.Users[id] = userState{Privileges: u.privileges, Disabled: u.disabled, NoRole: u.noRole, Restricted: u.restricted}
 	}
 	err := gob.NewEncoder(w).Encode(snap)
 	e.mu.Unlock()
@@ -70,7 +71,7 @@ func (e *Emulator) Load(r io.Reader) error {
 			if st.Privileges == nil { // gob leaves an empty map out
 				st.Privileges = map[string]bool{}
 			}
-			u.privileges, u.disabled, u.noRole = st.Privileges, st.Disabled, st.NoRole
+			u.privileges, u.disabled, u.noRole, u.restricted = st.Privileges, st.Disabled, st.NoRole, st.Restricted
 		}
 	}
 	versionCounter.Lock()

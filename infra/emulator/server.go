@@ -125,6 +125,8 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, errBadRequest("The request body could not be read: "+readErr.Error()))
 	case u.disabled:
 		writeError(rec, r, errUserDisabled())
+	case u.restricted:
+		writeError(rec, r, errAppRestricted(u.clientID))
 	case u.noRole:
 		writeError(rec, r, errNoRoles(u))
 	case strings.TrimPrefix(r.URL.Path, apiPath) == "$batch" && r.Method == http.MethodPost:
@@ -155,6 +157,9 @@ func atoiOr(s string, def int) int {
 func (e *Emulator) dispatch(w http.ResponseWriter, r *http.Request, u *user) {
 	seg := strings.TrimPrefix(r.URL.EscapedPath(), apiPath)
 	seg, _ = url.PathUnescape(seg)
+	if e.serveFunction(w, r, u, seg) {
+		return
+	}
 	if set, action, ok := strings.Cut(seg, "/Microsoft.Dynamics.CRM."); ok && r.Method == http.MethodPost {
 		if ent, known := e.sets[set]; known {
 			if err := e.bulk(w, r, u, ent, action); err != nil {
@@ -416,15 +421,20 @@ func (e *Emulator) validate(r *http.Request, u *user, ent *Entity, wr write, sel
 			continue
 		}
 		target := e.entities[wr.navs[attr].Target]
-		if err := e.check(u, "Append", ent); err != nil {
-			return err
-		}
-		if err := e.check(u, "AppendTo", target); err != nil {
-			return err
+		if u != nil { // a seed file's rows need no privilege
+			if err := e.check(u, "Append", ent); err != nil {
+				return err
+			}
+			if err := e.check(u, "AppendTo", target); err != nil {
+				return err
+			}
 		}
 		if _, ok := e.rows[target.LogicalName][*id]; !ok {
 			return errBoundNotFound(target, *id)
 		}
+	}
+	if e.duplicateCurrency(ent, wr, self) {
+		return errDuplicateCurrency()
 	}
 	keys := e.keys[ent.LogicalName]
 	for _, x := range keys.alt {
@@ -433,7 +443,7 @@ func (e *Emulator) validate(r *http.Request, u *user, ent *Entity, wr write, sel
 		}
 	}
 	// The Web API skips duplicate detection unless the request asks for it.
-	if strings.EqualFold(r.Header.Get("MSCRM.SuppressDuplicateDetection"), "false") {
+	if r != nil && strings.EqualFold(r.Header.Get("MSCRM.SuppressDuplicateDetection"), "false") {
 		for _, x := range keys.dup {
 			if e.other(x, ent.LogicalName, merged, self, sameFold) {
 				return errDuplicateDetected()

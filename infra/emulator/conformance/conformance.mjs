@@ -108,6 +108,41 @@ const checks = {
     assert.equal(err.code, "0x0");
     assert.equal(err.message, "Could not find a property named 'nosuchcolumn' on type 'Microsoft.Dynamics.CRM.account'.");
   },
+  "a base currency exists; a second currency with its ISO code fails with 0x80048cf3": async () => {
+    const rows = await api.retrieveMultiple({ collection: "transactioncurrencies", select: ["isocurrencycode", "exchangerate"], filter: "isocurrencycode eq 'USD'" });
+    assert.equal(rows.value.length, 1);
+    assert.equal(rows.value[0].exchangerate, 1);
+    const err = await expectError(() => api.create({ collection: "transactioncurrencies", data: { isocurrencycode: "USD", currencyname: "Dollar" } }));
+    assert.equal(err.status, 400);
+    assert.equal(err.code, "0x80048cf3");
+  },
+  "WhoAmI names the user, its business unit and organization": async () => {
+    const who = await api.callFunction({ name: "WhoAmI" });
+    for (const k of ["UserId", "BusinessUnitId", "OrganizationId"]) assert.match(who[k], /^[0-9a-f-]{36}$/, k);
+  },
+  "RetrieveUserPrivileges and RetrievePrincipalAccess on the user": async () => {
+    const who = await api.callFunction({ name: "WhoAmI" });
+    const privs = await api.callFunction({ collection: "systemusers", key: who.UserId, name: "Microsoft.Dynamics.CRM.RetrieveUserPrivileges" });
+    const create = privs.RolePrivileges.find((p) => p.PrivilegeName === "prvCreateAccount");
+    assert.ok(create, "no prvCreateAccount among the RolePrivileges");
+    assert.equal(create.Depth, "Global");
+    assert.equal(create.BusinessUnitId, who.BusinessUnitId);
+    assert.match(create.PrivilegeId, /^[0-9a-f-]{36}$/);
+    const id = await api.create({ collection: "accounts", data: { name: "Access target" } });
+    const access = await api.callFunction({ collection: "systemusers", key: who.UserId, name: "Microsoft.Dynamics.CRM.RetrievePrincipalAccess",
+      parameters: { Target: { "@odata.id": `accounts(${id})` } } });
+    assert.match(access.AccessRights, /ReadAccess, WriteAccess/);
+  },
+  "EntityDefinitions with Attributes: types, lengths, lookup targets": async () => {
+    const ent = await api.retrieveEntity({ key: "LogicalName='account'", expand: [{ property: "Attributes" }] });
+    assert.equal(ent.EntitySetName, "accounts");
+    const name = ent.Attributes.find((a) => a.LogicalName === "name");
+    assert.equal(name.AttributeType, "String");
+    assert.equal(name.MaxLength, 160);
+    const attrs = await api.retrieveAttributes({ entityKey: "LogicalName='account'" });
+    const cur = attrs.value.find((a) => a.LogicalName === "transactioncurrencyid");
+    assert.deepEqual(cur.Targets, ["transactioncurrency"]);
+  },
   "missing privilege: 403 with 0x80040220 in Dataverse's message form": async () => {
     await admin("/_emulator/privileges", { revoke: ["prvCreateProduct"] });
     try {
