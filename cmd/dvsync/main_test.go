@@ -96,10 +96,8 @@ func startDev(t *testing.T, args ...string) *devRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &devRun{t: t, cancel: cancel, done: make(chan int, 1), out: &syncBuffer{}, errOut: &syncBuffer{}}
 	go func() {
-		// The demo creates a USD currency; until match-based coupling couples it to the base
-		// currency (issue 11, item 2), the emulator's base currency is another one here.
 		d.done <- run(ctx, append([]string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
-			"--emulator-listen", "127.0.0.1:0", "--emulator-base-currency", "GBP"}, args...), d.out, d.errOut)
+			"--emulator-listen", "127.0.0.1:0"}, args...), d.out, d.errOut)
 	}()
 	t.Cleanup(func() { d.stop() })
 	exports := regexp.MustCompile(`export DVSYNC_SERVER=(\S+) DVSYNC_TOKEN=(\S+)`)
