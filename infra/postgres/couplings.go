@@ -133,17 +133,7 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	if cerr != nil {
 		io.release(c) // nothing was stored unless the statement went through: the lease says so
 	}
-	switch {
-	case errors.Is(err, domain.ErrUnchanged):
-		return nil
-	case err != nil:
-		return err
-	case cerr != nil:
-		return cerr
-	case !done:
-		return fmt.Errorf("%w: %s/%s: nothing stored", storage.ErrLockLost, table, key)
-	}
-	return nil
+	return storage.UpdateOutcome(err, cerr, done, table, key)
 }
 
 // claim is one UpdateCoupling's hold on a record: domain.RecordLock.
@@ -152,27 +142,15 @@ type claim struct {
 	token uuid.UUID
 	io    *couplingIO
 
-	mu    sync.Mutex
-	until time.Time // by the worker's clock, margin taken off
-}
-
-func (c *claim) extend(until time.Time) {
-	c.mu.Lock()
-	if until.After(c.until) {
-		c.until = until
-	}
-	c.mu.Unlock()
+	lease storage.Lease // by the worker's clock, margin taken off
 }
 
 // Held reports whether the claim still holds: its lease has not run out by the worker's clock,
 // and the database still has it. It is asked before a write that would overwrite a row another
 // write changed, so the extra query is rare.
 func (c *claim) Held(ctx context.Context) error {
-	c.mu.Lock()
-	until := c.until
-	c.mu.Unlock()
-	if time.Now().After(until) {
-		return fmt.Errorf("%w: %s/%s: its lease ran out", storage.ErrLockLost, c.key.table, c.key.key)
+	if err := c.lease.Check(c.key.table, c.key.key); err != nil {
+		return err
 	}
 	var held bool
 	err := c.io.store.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM record_claims WHERE table_name = $1 AND source_key = $2
@@ -279,7 +257,7 @@ func (io *couplingIO) renew() {
 		}
 		for _, c := range held {
 			if renewed[c.token.String()] {
-				c.extend(sent.Add(io.trusted()))
+				c.lease.Extend(sent.Add(io.trusted()))
 			}
 		}
 	}
@@ -403,7 +381,7 @@ func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, [
 			if !cur.Exists {
 				cur.Version = domain.NoVersion
 			}
-			c.extend(sent.Add(io.trusted()))
+			c.lease.Extend(sent.Add(io.trusted()))
 			out[i] = claimed{claimed: true, current: cur}
 		}
 		return out, nil

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,25 +74,13 @@ type claim struct {
 	table, key, token string
 	s                 *Store
 
-	mu    sync.Mutex
-	until time.Time // by the worker's clock, margin taken off
-}
-
-func (c *claim) extend(until time.Time) {
-	c.mu.Lock()
-	if until.After(c.until) {
-		c.until = until
-	}
-	c.mu.Unlock()
+	lease storage.Lease // by the worker's clock, margin taken off
 }
 
 // Held reports whether the claim still holds: its lease has not run out and the database still has it.
 func (c *claim) Held(ctx context.Context) error {
-	c.mu.Lock()
-	until := c.until
-	c.mu.Unlock()
-	if time.Now().After(until) {
-		return fmt.Errorf("%w: %s/%s: its lease ran out", storage.ErrLockLost, c.table, c.key)
+	if err := c.lease.Check(c.table, c.key); err != nil {
+		return err
 	}
 	var held bool
 	err := c.s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM record_claims WHERE table_name = ? AND source_key = ?
@@ -137,17 +124,7 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 	if cerr != nil {
 		s.release(c)
 	}
-	switch {
-	case errors.Is(err, domain.ErrUnchanged):
-		return nil
-	case err != nil:
-		return err
-	case cerr != nil:
-		return cerr
-	case !done:
-		return fmt.Errorf("%w: %s/%s: nothing stored", storage.ErrLockLost, table, key)
-	}
-	return nil
+	return storage.UpdateOutcome(err, cerr, done, table, key)
 }
 
 // take claims the record unless another live claim holds it, and reads its coupling after.
@@ -177,7 +154,7 @@ func (s *Store) take(ctx context.Context, c *claim) (domain.Coupling, bool, erro
 		return cur, false, err
 	}
 	if got {
-		c.extend(sent.Add(storage.Trusted(s.claimTTL)))
+		c.lease.Extend(sent.Add(storage.Trusted(s.claimTTL)))
 	}
 	return cur, got, nil
 }
@@ -255,7 +232,7 @@ func (s *Store) renew() {
 		}
 		for _, c := range held {
 			if renewed[c.token] {
-				c.extend(sent.Add(storage.Trusted(s.claimTTL)))
+				c.lease.Extend(sent.Add(storage.Trusted(s.claimTTL)))
 			}
 		}
 	}

@@ -7,6 +7,8 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -281,4 +283,48 @@ type CouplingEdit struct {
 	Target string
 	// Resolve, when not empty, resolves the record's open and replayed errors with this reason.
 	Resolve string
+}
+
+// Lease is how long a record claim may be relied on, by the worker's clock: a store's claims
+// keep one, extended by each claim or renewal that went through.
+type Lease struct {
+	mu    sync.Mutex
+	until time.Time
+}
+
+// Extend moves the lease's end to until, never back.
+func (l *Lease) Extend(until time.Time) {
+	l.mu.Lock()
+	if until.After(l.until) {
+		l.until = until
+	}
+	l.mu.Unlock()
+}
+
+// Check is ErrLockLost once the lease has run out.
+func (l *Lease) Check(table, key string) error {
+	l.mu.Lock()
+	until := l.until
+	l.mu.Unlock()
+	if time.Now().After(until) {
+		return fmt.Errorf("%w: %s/%s: its lease ran out", ErrLockLost, table, key)
+	}
+	return nil
+}
+
+// UpdateOutcome is what UpdateCoupling returns once the update ran (updateErr) and its commit was
+// tried (commitErr; stored false when the claim was no longer the worker's): ErrUnchanged is no
+// error, the update's own error comes first, and a lost claim stored nothing.
+func UpdateOutcome(updateErr, commitErr error, stored bool, table, key string) error {
+	switch {
+	case errors.Is(updateErr, domain.ErrUnchanged):
+		return nil
+	case updateErr != nil:
+		return updateErr
+	case commitErr != nil:
+		return commitErr
+	case !stored:
+		return fmt.Errorf("%w: %s/%s: nothing stored", ErrLockLost, table, key)
+	}
+	return nil
 }
