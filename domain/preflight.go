@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // The preflight asks Dataverse, before the first record fails, whether the setup lets every
@@ -118,11 +119,19 @@ type PreflightGap struct {
 
 // PreflightReport is the outcome of one preflight.
 type PreflightReport struct {
-	Principal    Principal       `json:"principal"`
-	BaseCurrency string          `json:"baseCurrency,omitempty"`
-	Checked      int             `json:"checked"` // privileges and attributes checked
-	Gaps         []PreflightGap  `json:"gaps"`
-	Required     []PrivilegeNeed `json:"-"`
+	Principal    Principal      `json:"principal"`
+	BaseCurrency string         `json:"baseCurrency,omitempty"`
+	Checked      int            `json:"checked"` // privileges and attributes checked
+	Gaps         []PreflightGap `json:"gaps"`
+	// Checks are every check in the order made, passed or not, for `dvsync doctor` to print.
+	Checks   []PreflightCheck `json:"checks"`
+	Required []PrivilegeNeed  `json:"-"`
+}
+
+// PreflightCheck is one thing a preflight checked, under the key a gap of it has.
+type PreflightCheck struct {
+	Key string `json:"key"`
+	OK  bool   `json:"ok"`
 }
 
 // OK reports whether the preflight found no gap.
@@ -143,26 +152,33 @@ const minStringLength = 1
 // Preflight compares what the mappings need with what Dataverse holds. It is pure: the caller
 // gathers the input (infra/dataverse) and publishes the gaps.
 func Preflight(ms Mappings, in PreflightInput) PreflightReport {
-	rep := PreflightReport{Principal: in.Principal, BaseCurrency: in.BaseCurrency, Required: RequiredPrivileges(ms), Gaps: []PreflightGap{}}
+	rep := PreflightReport{Principal: in.Principal, BaseCurrency: in.BaseCurrency, Required: RequiredPrivileges(ms),
+		Gaps: []PreflightGap{}, Checks: []PreflightCheck{}}
+	// check counts one check under its key, and keeps its gap when it has one.
+	check := func(key string, gap *Failure) {
+		rep.Checked++
+		rep.Checks = append(rep.Checks, PreflightCheck{Key: key, OK: gap == nil})
+		if gap != nil {
+			rep.Gaps = append(rep.Gaps, PreflightGap{Key: key, Failure: gap})
+		}
+	}
 	for _, table := range ms.Tables() {
 		m := ms[table]
 		info, ok := in.Entities[m.Entity]
-		rep.Checked++
 		if !ok || !info.Exists {
-			rep.Gaps = append(rep.Gaps, PreflightGap{Key: m.Entity, Failure: missingEntity(m)})
+			check(m.Entity, missingEntity(m))
 			continue
 		}
+		check(m.Entity, nil)
 		for _, f := range m.Fields {
-			rep.Checked++
-			if g, ok := checkAttribute(m, info, f.Attribute, f.Type); !ok {
-				rep.Gaps = append(rep.Gaps, g)
-			}
+			check(m.Entity+"."+f.Attribute, checkAttribute(m, info, f.Attribute, f.Type))
 		}
 		for _, l := range m.Lookups {
-			rep.Checked++
+			var gap *Failure
 			if !hasLookup(info, l.Bind) {
-				rep.Gaps = append(rep.Gaps, PreflightGap{Key: m.Entity + "." + l.Bind, Failure: missingAttribute(m, l.Bind)})
+				gap = missingAttribute(m, l.Bind)
 			}
+			check(m.Entity+"."+l.Bind, gap)
 		}
 	}
 	for _, p := range rep.Required {
@@ -170,11 +186,12 @@ func Preflight(ms Mappings, in PreflightInput) PreflightReport {
 		if !ok || !info.Exists {
 			continue // reported as a missing entity
 		}
-		rep.Checked++
 		name := p.Name(info.SchemaName)
+		var gap *Failure
 		if !in.Privileges[name] {
-			rep.Gaps = append(rep.Gaps, PreflightGap{Key: p.Entity + "/" + name, Failure: MissingPrivilegeGap(in.Principal, p, name)})
+			gap = MissingPrivilegeGap(in.Principal, p, name)
 		}
+		check(p.Entity+"/"+name, gap)
 	}
 	return rep
 }
@@ -192,28 +209,28 @@ func hasLookup(info EntityInfo, nav string) bool {
 	return false
 }
 
-func checkAttribute(m Mapping, info EntityInfo, attr string, t FieldType) (PreflightGap, bool) {
+// checkAttribute is the gap of one mapped attribute, nil when it has none.
+func checkAttribute(m Mapping, info EntityInfo, attr string, t FieldType) *Failure {
 	a, ok := info.Attributes[attr]
-	key := m.Entity + "." + attr
 	if !ok {
-		return PreflightGap{Key: key, Failure: missingAttribute(m, attr)}, false
+		return missingAttribute(m, attr)
 	}
 	for _, c := range compatible[t] {
 		if a.Type == c {
 			if (c == "String" || c == "Memo") && a.MaxLength < minStringLength {
 				break
 			}
-			return PreflightGap{}, true
+			return nil
 		}
 	}
-	return PreflightGap{Key: key, Failure: &Failure{
+	return &Failure{
 		Class: ClassSetup, Kind: KindSchemaMismatch,
 		Message: fmt.Sprintf("The %s mapping writes its %s values to %s.%s, which is of type %s (max length %d) in Dataverse.",
 			m.Table, t, m.Entity, attr, a.Type, a.MaxLength),
 		Resolution: fmt.Sprintf("Map the field to a %s column of %s, or change the column's type in Dataverse; the next check clears this error.",
 			strings.Join(compatible[t], " or "), m.Entity),
 		Details: map[string]string{"entity": m.Entity, "attribute": attr, "attribute_type": a.Type, "field_type": string(t), "problem": "type"},
-	}}, false
+	}
 }
 
 func missingEntity(m Mapping) *Failure {
@@ -272,4 +289,24 @@ func (r PreflightReport) ErrorEvents(id func(key string) string) []ErrorEvent {
 			Entity: g.Failure.Details["entity"], Stage: PreflightStage})
 	}
 	return out
+}
+
+// PreflightChecked is published to dvsync.errors.resolved.preflight after a check's gaps: the
+// projector resolves the open preflight errors whose key is not among Gaps and that were last
+// seen no later than At, so that an error reported by a later check on another worker stays.
+// Its JSON has the table of a RecordSynced and no key, which tells the two apart.
+type PreflightChecked struct {
+	Table   string    `json:"table"` // always PreflightTable
+	Gaps    []string  `json:"gaps"`
+	Checked int       `json:"checked"`
+	At      time.Time `json:"at"`
+}
+
+// Outcome is the report as the message that resolves every preflight error it no longer finds.
+func (r PreflightReport) Outcome(at time.Time) PreflightChecked {
+	c := PreflightChecked{Table: PreflightTable, Gaps: make([]string, 0, len(r.Gaps)), Checked: r.Checked, At: at}
+	for _, g := range r.Gaps {
+		c.Gaps = append(c.Gaps, g.Key)
+	}
+	return c
 }

@@ -1,8 +1,10 @@
 package domain
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func preflightInput(ms Mappings) PreflightInput {
@@ -113,5 +115,32 @@ func TestPreflightMissingEntity(t *testing.T) {
 	rep := Preflight(ms, in)
 	if len(rep.Gaps) != 1 || rep.Gaps[0].Key != "product" || rep.Gaps[0].Failure.Details["problem"] != "missing_table" {
 		t.Fatalf("gaps: %+v", rep.Gaps)
+	}
+}
+
+func TestPreflightListsEveryCheckAndItsOutcomeNamesTheGaps(t *testing.T) {
+	ms := DefaultMappings()
+	in := preflightInput(ms)
+	delete(in.Privileges, "prvCreateAccount")
+	rep := Preflight(ms, in)
+	if len(rep.Checks) != rep.Checked {
+		t.Fatalf("%d checks listed, %d counted", len(rep.Checks), rep.Checked)
+	}
+	failed := 0
+	for _, c := range rep.Checks {
+		if !c.OK {
+			failed++
+			if c.Key != "account/prvCreateAccount" {
+				t.Errorf("check %s failed", c.Key)
+			}
+		}
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	out := rep.Outcome(at)
+	if failed != 1 || out.Table != PreflightTable || !slices.Equal(out.Gaps, []string{"account/prvCreateAccount"}) || !out.At.Equal(at) || out.Checked != rep.Checked {
+		t.Fatalf("failed checks %d, outcome %+v", failed, out)
+	}
+	if out := Preflight(ms, preflightInput(ms)).Outcome(at); out.Gaps == nil || len(out.Gaps) != 0 {
+		t.Fatalf("a passing check's gaps = %#v, want an empty list (it resolves every open one)", out.Gaps)
 	}
 }

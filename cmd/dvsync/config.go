@@ -45,6 +45,9 @@ type Config struct {
 	// SessionKey signs page sessions (DVSYNC_SESSION_KEY, hex); set it when several serve
 	// replicas share users.
 	SessionKey string
+	// PreflightEvery is how often a worker checks the setup again after its check at start
+	// (DVSYNC_PREFLIGHT_EVERY, 10m by default; 0 checks only at start).
+	PreflightEvery time.Duration
 	// envErrs are the environment's malformed values, for validate to report with the rest.
 	envErrs []error
 }
@@ -99,6 +102,10 @@ func (d DataverseConfig) Users() []AppCredentials {
 	}
 	return append(out, d.Clients...)
 }
+
+// defaultPreflightEvery is how often a worker checks the setup: a role changed by an administrator
+// shows within minutes, for a handful of metadata requests.
+const defaultPreflightEvery = 10 * time.Minute
 
 // maxBatchLinger bounds DVSYNC_BATCH_LINGER: each sync call may wait that long before it is sent.
 const maxBatchLinger = time.Second
@@ -273,6 +280,7 @@ func defaultConfig() Config {
 	// default grows with the users.
 	c.Worker.Lanes = e.integer("DVSYNC_WORKER_LANES", min(c.Worker.Lanes*max(1, len(c.Dataverse.Users())), maxLanes))
 	c.Worker.RetryBudget = e.duration("DVSYNC_RETRY_BUDGET", c.Worker.RetryBudget)
+	c.PreflightEvery = e.duration("DVSYNC_PREFLIGHT_EVERY", defaultPreflightEvery)
 	c.envErrs = e.errs
 	return c
 }
@@ -297,6 +305,7 @@ func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
 		fs.DurationVar(&c.Worker.HandleTimeout, "handle-timeout", c.Worker.HandleTimeout, "most time one change is held, retries included")
 		fs.IntVar(&c.Skip.After, "skip-after", c.Skip.After, "identical permanent failures in a row that skip a record; 0 never skips (DVSYNC_SKIP_AFTER)")
 		fs.DurationVar(&c.Skip.Probe, "skip-probe", c.Skip.Probe, "how often a skipped record is tried anyway, to find its cause gone; 0 never (DVSYNC_SKIP_PROBE)")
+		fs.DurationVar(&c.PreflightEvery, "preflight-every", c.PreflightEvery, "how often the setup is checked again after the check at start; 0 only at start (DVSYNC_PREFLIGHT_EVERY)")
 		fs.DurationVar(&c.Worker.RetryBudget, "retry-budget", c.Worker.RetryBudget, "how long a transiently failing change is retried before it is parked as an error (DVSYNC_RETRY_BUDGET)")
 	}
 }
@@ -384,6 +393,7 @@ func (c Config) validate(nats, db, dataverse bool) error {
 		{"DVSYNC_SKIP_AFTER (--skip-after)", c.Skip.After < 0},
 		{"DVSYNC_SKIP_PROBE (--skip-probe)", c.Skip.Probe < 0},
 		{"DVSYNC_RETRY_BUDGET (--retry-budget)", c.Worker.RetryBudget < 0},
+		{"DVSYNC_PREFLIGHT_EVERY (--preflight-every)", c.PreflightEvery < 0},
 	} {
 		if n.negative {
 			errs = append(errs, fmt.Errorf("%s is negative", n.name))

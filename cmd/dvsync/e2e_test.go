@@ -73,6 +73,8 @@ func startManualReplay(t *testing.T) *harness {
 type options struct {
 	workers int
 	tweak   func(*Config)
+	// provision sets the emulator up before any component starts (a revoked privilege, say).
+	provision func(*emulator.Emulator)
 }
 
 func startWith(t *testing.T, o options) *harness {
@@ -83,6 +85,9 @@ func startWith(t *testing.T, o options) *harness {
 		t.Fatal(err)
 	}
 	emu := emulator.New()
+	if o.provision != nil {
+		o.provision(emu)
+	}
 	dvSrv := httptest.NewServer(emu.Handler())
 
 	cfg := defaultConfig()

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dvsync/dvsync/consumers/projector"
 	"github.com/dvsync/dvsync/consumers/replay"
@@ -287,7 +288,14 @@ func (s *stack) runWorker(ctx context.Context) error {
 		Metrics:  s.metrics,
 		Log:      s.log.With("component", "worker"),
 	}
-	return w.Run(ctx)
+	// The setup is checked before the first record is consumed, so that a gap is reported before
+	// a record fails of it; the worker runs whatever the check finds.
+	ck := s.preflightChecker()
+	ck.Logged(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ck.Run(gctx) })
+	g.Go(func() error { return w.Run(gctx) })
+	return g.Wait()
 }
 
 func (s *stack) runProjector(ctx context.Context) error {

@@ -60,6 +60,7 @@ type Projector struct {
 type Ledger interface {
 	RecordErrorChecked(ctx context.Context, ev domain.ErrorEvent, notReplayable string) error
 	ResolveRecord(ctx context.Context, synced domain.RecordSynced) error
+	ResolvePreflight(ctx context.Context, checked domain.PreflightChecked) error
 }
 
 // ChangeReader reads a message of the changes stream by sequence (jetstream.Stream).
@@ -107,7 +108,11 @@ func (p *Projector) project(ctx context.Context, msg *message.Message) (waiting,
 	subject := msg.Metadata.Get(metaSubject)
 	if natsjs.IsResolvedSubject(subject) {
 		var s domain.RecordSynced
-		if err := json.Unmarshal(msg.Payload, &s); err != nil || s.Table == "" || s.Key == "" {
+		err := json.Unmarshal(msg.Payload, &s)
+		if err == nil && s.Table == domain.PreflightTable && s.Key == "" {
+			return waiting{}, p.resolvePreflight(ctx, msg, subject)
+		}
+		if err != nil || s.Table == "" || s.Key == "" {
 			return waiting{}, p.store(ctx, p.unreadable(msg, subject, "a resolution event is not the JSON dvsync writes"), "")
 		}
 		if err := p.Ledger.ResolveRecord(ctx, s); err != nil {
@@ -133,6 +138,21 @@ func (p *Projector) project(ctx context.Context, msg *message.Message) (waiting,
 		return waiting{table: ev.Details["dependency_table"], key: ev.Details["dependency_key"], failedAt: ev.OccurredAt}, nil
 	}
 	return waiting{}, nil
+}
+
+// resolvePreflight resolves the preflight errors a check no longer finds (a PreflightChecked: the
+// table of a resolution without a key). Like an error event it is taken as published: whoever may
+// publish on the error topics could also report gaps, and the next check corrects either.
+func (p *Projector) resolvePreflight(ctx context.Context, msg *message.Message, subject string) error {
+	var c domain.PreflightChecked
+	if err := json.Unmarshal(msg.Payload, &c); err != nil || c.Gaps == nil || c.At.IsZero() {
+		return p.store(ctx, p.unreadable(msg, subject, "a preflight outcome is not the JSON dvsync writes"), "")
+	}
+	if err := p.Ledger.ResolvePreflight(ctx, c); err != nil {
+		return err
+	}
+	p.Log.Info("preflight checked", "gaps", len(c.Gaps), "checked", c.Checked, "at", c.At)
+	return nil
 }
 
 // fallback decides about a message that could not be stored in full. PostgreSQL refusing its

@@ -55,6 +55,7 @@ var routes = []route{
 	{"POST", "/api/v1/couplings/{table}/match", RoleOperator, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.coupleTable }},
 	{"GET", "/api/v1/couplings/{table}/{key}", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.getCoupling }},
 	{"GET", "/api/v1/status", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.status }},
+	{"GET", "/api/v1/preflight", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.preflight }},
 	{"GET", "/api/v1/audit", RoleViewer, func(s *Server) func(http.ResponseWriter, *http.Request, Principal) { return s.audit }},
 }
 

@@ -62,6 +62,8 @@ type pageData struct {
 	Role                                   Role
 	Operator                               bool
 	s                                      *Server
+	// SetupGaps counts the open preflight errors, for the setup banner every page shows.
+	SetupGaps int
 
 	Filter   storage.ErrorFilter
 	Statuses []string
@@ -190,6 +192,10 @@ func (s *Server) page(need Role, h func(http.ResponseWriter, *http.Request, page
 		}
 		d := pageData{User: p.Name, Role: p.Role, CSRF: ses.CSRF, Operator: p.Role == RoleOperator, s: s,
 			Flash: flashOf(r.URL.Query()), session: ses}
+		// The banner is a hint: a ledger that does not answer fails the page's own query anyway.
+		if open, err := s.openPreflight(r.Context(), maxPreflightShown); err == nil {
+			d.SetupGaps = len(open)
+		}
 		if !p.Role.allows(need) {
 			http.Error(w, "Only an operator may do this.", http.StatusForbidden)
 			return

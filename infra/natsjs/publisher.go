@@ -112,3 +112,17 @@ func (p Publisher) PublishSynced(ctx context.Context, msgID string, s domain.Rec
 	}
 	return nil
 }
+
+// PublishPreflight tells the projector which gaps a preflight check found, after their error
+// events, so that it resolves the preflight errors the check no longer finds.
+func (p Publisher) PublishPreflight(ctx context.Context, msgID string, c domain.PreflightChecked) error {
+	c.Table = domain.PreflightTable
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("natsjs: encode preflight outcome: %w", err)
+	}
+	if _, err := p.JS.Publish(ctx, ResolvedSubject(domain.PreflightTable), data, jetstream.WithMsgID(msgID)); err != nil {
+		return fmt.Errorf("natsjs: publish preflight outcome: %w", err)
+	}
+	return nil
+}

@@ -61,6 +61,11 @@ type Store interface {
 	// returns with its audit entry in one transaction; an error from edit stores nothing.
 	EditCoupling(ctx context.Context, table, key, actor, action string, edit func(ctx context.Context, current domain.Coupling) (CouplingEdit, error)) error
 
+	// Preflight (h-pre): ResolvePreflight resolves the open preflight errors (table and stage
+	// domain.PreflightTable) that a check no longer finds: whose key is not among its gaps and
+	// that were last seen no later than it ran, so that a later check's gap stays open.
+	ResolvePreflight(ctx context.Context, checked domain.PreflightChecked) error
+
 	// Ping checks the database answers, for health checks.
 	Ping(ctx context.Context) error
 	// Close finishes what is pending and closes the database; calling it again does nothing.

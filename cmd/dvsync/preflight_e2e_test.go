@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dvsync/dvsync/domain"
+	"github.com/dvsync/dvsync/infra/emulator"
+	"github.com/dvsync/dvsync/infra/storage"
+)
+
+// A privilege revoked before the worker starts is a preflight setup error before any record is
+// sent, shown by the API and `dvsync doctor`; granted again, the next periodic check resolves it.
+func TestRevokedPrivilegeIsAPreflightErrorUntilTheNextCheckPasses(t *testing.T) {
+	const privilege = "prvCreateProduct"
+	key := "product/" + privilege
+	var writesBefore int64
+	h := startWith(t, options{workers: 1,
+		provision: func(emu *emulator.Emulator) {
+			if err := emu.SetPrivilege(emulator.DefaultApp.UserID, privilege, false); err != nil {
+				t.Fatal(err)
+			}
+			writesBefore = emu.Changes()
+		},
+		tweak: func(c *Config) { c.PreflightEvery = 200 * time.Millisecond }})
+	base := h.api()
+	ctx := context.Background()
+
+	// No record has been published: the error comes from the check at the worker's start.
+	var found storage.StoredError
+	h.eventually("the preflight error of "+key, func() bool {
+		page, err := h.store.PageErrors(ctx, storage.ErrorFilter{Table: domain.PreflightTable, Key: key, Status: storage.ErrorOpen, Limit: 1})
+		if err != nil || len(page.Errors) == 0 {
+			return false
+		}
+		found = page.Errors[0]
+		return true
+	})
+	if found.Class != domain.ClassSetup || found.Kind != domain.KindMissingPrivilege || found.Stage != domain.PreflightStage ||
+		found.Details["user_id"] != emulator.DefaultApp.UserID.String() || !strings.Contains(found.Resolution, privilege) {
+		t.Fatalf("preflight error = %+v", found)
+	}
+	if n := h.emu.Changes(); n != writesBefore {
+		t.Fatalf("the emulator took %d writes before any record was sent", n-writesBefore)
+	}
+	var body struct {
+		OK     bool                  `json:"ok"`
+		Errors []storage.StoredError `json:"errors"`
+	}
+	if code := call(t, "GET", base+"/api/v1/preflight", testViewerToken, nil, &body); code != 200 || body.OK || !hasKey(body.Errors, key) {
+		t.Fatalf("GET /api/v1/preflight: %d %+v", code, body)
+	}
+	doctor := func() (int, string) {
+		t.Setenv("DATAVERSE_URL", h.cfg.Dataverse.URL)
+		t.Setenv("DATAVERSE_TOKEN_URL", h.cfg.Dataverse.TokenURL)
+		t.Setenv("DATAVERSE_CLIENT_ID", h.cfg.Dataverse.ClientID)
+		t.Setenv("DATAVERSE_CLIENT_SECRET", h.cfg.Dataverse.ClientSecret)
+		var out, errOut bytes.Buffer
+		code := run(ctx, []string{"doctor"}, &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	if code, out := doctor(); code != 1 || !strings.Contains(out, "GAP  "+key) || !strings.Contains(out, "ok   account/prvCreateAccount") {
+		t.Fatalf("doctor with a gap: exit %d\n%s", code, out)
+	}
+
+	if err := h.emu.SetPrivilege(emulator.DefaultApp.UserID, privilege, true); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("the preflight error resolved by the next check", func() bool {
+		e, err := h.store.GetError(ctx, found.ID)
+		return err == nil && e.Status == storage.ErrorResolved
+	})
+	if code := call(t, "GET", base+"/api/v1/preflight", testViewerToken, nil, &body); code != 200 || !body.OK || len(body.Errors) != 0 {
+		t.Fatalf("GET /api/v1/preflight after the grant: %d %+v", code, body)
+	}
+	if code, out := doctor(); code != 0 || strings.Contains(out, "GAP") {
+		t.Fatalf("doctor without gaps: exit %d\n%s", code, out)
+	}
+}
+
+func hasKey(es []storage.StoredError, key string) bool {
+	for _, e := range es {
+		if e.Key == key {
+			return true
+		}
+	}
+	return false
+}
