@@ -22,9 +22,9 @@ type scanner interface{ Scan(dest ...any) error }
 func scanCoupling(row scanner, c *domain.Coupling, lead ...any) error {
 	var (
 		rowID, entity, status, kind, rowVer, rowName sql.NullString
-		version, failures                   sql.NullInt64
-		synced, attempt                     sql.NullInt64
-		skipped                             sql.NullBool
+		version, failures                            sql.NullInt64
+		synced, attempt                              sql.NullInt64
+		skipped                                      sql.NullBool
 	)
 	dest := append(lead, &rowID, &entity, &version, &status, &synced, &skipped, &kind, &failures, &attempt, &rowVer, &rowName)
 	if err := row.Scan(dest...); err != nil {
