@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +26,9 @@ type Coupling struct {
 	// RowID is the coupled Dataverse row; uuid.Nil while the record is not coupled.
 	RowID  uuid.UUID
 	Entity string
+	// RowName is the row's primary name (its mapping's PrimaryName) as dvsync last sent it or
+	// found it by match, so that messages and the page name the row for people; "" when unknown.
+	RowName string
 	// RowVersion is the row's version (ETag) after dvsync's last write of it: the next write is
 	// conditioned on it, so that a late write can never overwrite a newer one. AnyVersion when
 	// unknown.
@@ -46,6 +50,25 @@ type Coupling struct {
 // Coupled reports whether the record has a live Dataverse row.
 func (c Coupling) Coupled() bool {
 	return c.RowID != uuid.Nil && (c.Status == CouplingSynced || c.Status == CouplingFailed)
+}
+
+// Row names the coupling's Dataverse row for messages.
+func (c Coupling) Row() NamedRow { return NamedRow{Entity: c.Entity, ID: c.RowID, Name: c.RowName} }
+
+// NamedRow is a Dataverse row as messages name it: by its entity and primary name where dvsync
+// knows the name, with its id, which is what a person searches or couples by.
+type NamedRow struct {
+	Entity string
+	ID     uuid.UUID
+	Name   string
+}
+
+// String is `account "Adatum Corporation" (7ba8…)`, or `account 7ba8…` when the name is unknown.
+func (r NamedRow) String() string {
+	if r.Name == "" {
+		return fmt.Sprintf("%s %s", r.Entity, r.ID)
+	}
+	return fmt.Sprintf("%s %q (%s)", r.Entity, r.Name, r.ID)
 }
 
 // ErrStoreRejected marks a store error caused by the record's own data (a value the database

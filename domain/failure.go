@@ -115,29 +115,38 @@ func DependencyNotCoupled(ev ChangeEvent, l Lookup, value string) *Failure {
 }
 
 // DestinationDeleted is the coupling failure for a coupled Dataverse row that no longer exists.
-func DestinationDeleted(ev ChangeEvent, m Mapping, row string, dv *DataverseError) *Failure {
+func DestinationDeleted(ev ChangeEvent, m Mapping, row NamedRow, dv *DataverseError) *Failure {
 	return &Failure{
 		Class:   ClassCoupling,
 		Kind:    KindDestinationDeleted,
-		Message: fmt.Sprintf("The %s record cannot be updated because it is coupled to a deleted record (%s %s).", ev.Ref(), m.Entity, row),
+		Message: fmt.Sprintf("The %s record cannot be updated because it is coupled to a deleted record (%s).", ev.Ref(), row),
 		Resolution: fmt.Sprintf("%s: %s or %s; set the mapping's onDestinationDeleted to restore or uncouple to do this automatically.",
 			rowDeletedActions, ActionRestore.CLI(ev.Table, ev.Key), ActionDeleteCoupling.CLI(ev.Table, ev.Key)),
-		Details:   map[string]string{"entity": m.Entity, "row_id": row},
+		Details:   rowDetails(m, row),
 		Dataverse: dv,
 	}
 }
 
 // SourceDeleted is the coupling failure for a record deleted at the source whose mapping says to
 // report it rather than act.
-func SourceDeleted(ev ChangeEvent, m Mapping, row string) *Failure {
+func SourceDeleted(ev ChangeEvent, m Mapping, row NamedRow) *Failure {
 	return &Failure{
 		Class:   ClassCoupling,
 		Kind:    KindSourceDeleted,
-		Message: fmt.Sprintf("%s was deleted in the source but is still coupled to %s %s.", ev.Ref(), m.Entity, row),
+		Message: fmt.Sprintf("%s was deleted in the source but is still coupled to %s.", ev.Ref(), row),
 		Resolution: fmt.Sprintf("Delete or deactivate the Dataverse row, or choose %s on the error's page (%s).",
 			ActionDeleteCoupling.Button, ActionDeleteCoupling.CLI(ev.Table, ev.Key)),
-		Details: map[string]string{"entity": m.Entity, "row_id": row},
+		Details: rowDetails(m, row),
 	}
+}
+
+// rowDetails are the details that name a failure's Dataverse row: row_name only when known.
+func rowDetails(m Mapping, row NamedRow) map[string]string {
+	d := map[string]string{"entity": m.Entity, "row_id": row.ID.String()}
+	if row.Name != "" {
+		d["row_name"] = row.Name
+	}
+	return d
 }
 
 // MappingMissing is the setup failure for an event of a table that no mapping covers.

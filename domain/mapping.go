@@ -108,6 +108,20 @@ func (m Mapping) Dependencies() []string {
 	return deps
 }
 
+// RowName is the primary name a row has after a write of attrs: the name they send (a null
+// clears it), or else before, the name it had (a change that leaves the name out keeps it).
+func (m Mapping) RowName(attrs Attributes, before string) string {
+	if m.PrimaryName == "" {
+		return before
+	}
+	v, sent := attrs[m.PrimaryName]
+	if !sent {
+		return before
+	}
+	name, _ := v.(string)
+	return name
+}
+
 // Row names the Dataverse row with the given id in this mapping's entity set.
 func (m Mapping) Row(id uuid.UUID) RowRef {
 	return RowRef{EntitySet: m.EntitySet, ID: id, IDAttribute: m.PrimaryID}

@@ -216,11 +216,14 @@ func (s *Syncer) applyMatch(ctx context.Context, w rowWriter, m Mapping, ev Chan
 	ref := m.Row(row.ID)
 	out.Match = MatchCoupled
 	version := row.Version
+	// The row keeps the name it was found with unless the update sends another.
+	name := m.RowName(attrs, row.Name)
 	if m.Coupling.NoSync {
-		s.stage(out, "couple", fmt.Sprintf("%s/%s -> %s (matched by %s; not synchronized after coupling)", ev.Table, ev.Key, ref, found.criteria))
+		name = row.Name
+		s.stage(out, "couple", fmt.Sprintf("%s/%s -> %s (matched by %s; not synchronized after coupling)", ev.Table, ev.Key, named(ref, row.Name), found.criteria))
 		out.Result, out.RowID, out.ResolvesErrors = ResultCoupled, row.ID, true
 	} else {
-		s.stage(out, "couple", fmt.Sprintf("%s/%s -> %s (matched by %s)", ev.Table, ev.Key, ref, found.criteria))
+		s.stage(out, "couple", fmt.Sprintf("%s/%s -> %s (matched by %s)", ev.Table, ev.Key, named(ref, row.Name), found.criteria))
 		s.stage(out, "dataverse", "update "+ref.String())
 		version, err = w.update(ctx, ref, attrs, row.Version)
 		if isRowMissing(err, row.ID) { // deleted since it was found: the record gets a row of its own
@@ -237,7 +240,7 @@ func (s *Syncer) applyMatch(ctx context.Context, w rowWriter, m Mapping, ev Chan
 		}
 		out.Result, out.RowID, out.ResolvesErrors = ResultSynced, row.ID, true
 	}
-	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row.ID, Entity: m.Entity, RowVersion: version, Version: ev.Version,
+	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row.ID, Entity: m.Entity, RowName: name, RowVersion: version, Version: ev.Version,
 		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, true, nil
 }
 
@@ -290,7 +293,7 @@ func AlreadyCoupled(ev ChangeEvent, m Mapping, row FoundRow, other Coupling) *Fa
 		Class: ClassCoupling,
 		Kind:  KindAlreadyCoupled,
 		Message: fmt.Sprintf("Cannot couple %s to this %s record, because the %s record is already coupled to %s/%s (%s).",
-			ev.Ref(), m.Entity, m.Entity, other.Table, other.Key, row),
+			ev.Ref(), m.Entity, m.Entity, other.Table, other.Key, NamedRow{Entity: m.Entity, ID: row.ID, Name: row.Name}),
 		Resolution: fmt.Sprintf("Uncouple %s/%s if the row is %s's, or correct the match fields of one of the records; then retry %s.",
 			other.Table, other.Key, ev.Ref(), ev.Ref()),
 		Details: map[string]string{"entity": m.Entity, "row_id": row.ID.String(), "row_name": row.Name,

@@ -221,8 +221,13 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 		version string
 		err     error
 	)
+	// The name the row had is known only for the row the record is coupled to.
+	name := ""
 	if cur.Coupled() {
-		s.stage(out, "dataverse", "update "+ref.String())
+		name = cur.RowName
+	}
+	if cur.Coupled() {
+		s.stage(out, "dataverse", "update "+named(ref, name))
 		version, err = w.update(ctx, ref, attrs, cur.RowVersion)
 		if isRowMissing(err, row) {
 			switch m.OnDestinationDeleted {
@@ -235,7 +240,7 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 			default:
 				var dv *DataverseError
 				errors.As(err, &dv)
-				return s.fail(out, cur, m, DestinationDeleted(ev, m, row.String(), dv))
+				return s.fail(out, cur, m, DestinationDeleted(ev, m, NamedRow{Entity: m.Entity, ID: row, Name: cur.RowName}, dv))
 			}
 		}
 	} else {
@@ -252,8 +257,16 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 	}
 	out.Result, out.RowID = ResultSynced, row
 	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != "" || !cur.Coupled()
-	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, RowVersion: version, Version: ev.Version,
-		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
+	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, RowName: m.RowName(attrs, name), RowVersion: version,
+		Version: ev.Version, Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
+}
+
+// named is a row's reference for the call stack, with its primary name when known.
+func named(ref RowRef, name string) string {
+	if name == "" {
+		return ref.String()
+	}
+	return fmt.Sprintf("%s %q", ref, name)
 }
 
 // rowWriter writes one record's row within its UpdateCoupling closure, holding the record's lock.
@@ -374,7 +387,7 @@ func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, att
 			}
 			target = RowRef{EntitySet: q.EntitySet, ID: id}
 		}
-		s.stage(out, "lookup", fmt.Sprintf("%s %s -> %s", l.Source, value, target))
+		s.stage(out, "lookup", fmt.Sprintf("%s %s -> %s", l.Source, value, named(target, dep.RowName)))
 		attrs[l.Bind+"@odata.bind"] = "/" + target.String()
 	}
 	return nil, nil
@@ -394,7 +407,7 @@ var deactivation = Attributes{"statecode": 1, "statuscode": 2}
 
 func (s *Syncer) applyDelete(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, cur Coupling) (Coupling, error) {
 	out := w.out
-	deleted := Coupling{Table: ev.Table, Key: ev.Key, RowID: cur.RowID, Entity: m.Entity, Version: ev.Version,
+	deleted := Coupling{Table: ev.Table, Key: ev.Key, RowID: cur.RowID, Entity: m.Entity, RowName: cur.RowName, Version: ev.Version,
 		Status: CouplingDeleted, LastSyncedAt: s.Now().UTC()}
 	out.Result = ResultDeleted
 	if !cur.Coupled() {
@@ -404,19 +417,19 @@ func (s *Syncer) applyDelete(ctx context.Context, w rowWriter, m Mapping, ev Cha
 	var err error
 	switch m.OnDelete {
 	case DeleteRow:
-		s.stage(out, "dataverse", "delete "+row.String())
+		s.stage(out, "dataverse", "delete "+named(row, cur.RowName))
 		_, err = w.conditional(ctx, row, cur.RowVersion, func(ifMatch string) (string, error) {
 			return "", s.Dataverse.DeleteRow(ctx, row, ifMatch)
 		})
 	case DeleteDeactivate:
-		s.stage(out, "dataverse", "deactivate "+row.String())
+		s.stage(out, "dataverse", "deactivate "+named(row, cur.RowName))
 		deleted.RowVersion, err = w.update(ctx, row, deactivation, cur.RowVersion)
 	case DeleteUncouple:
 		out.Result = ResultUncoupled
-		deleted.Status, deleted.RowID = CouplingUncoupled, uuid.Nil
+		deleted.Status, deleted.RowID, deleted.RowName = CouplingUncoupled, uuid.Nil, ""
 		return deleted, nil
 	case DeleteReport:
-		return s.fail(out, cur, m, SourceDeleted(ev, m, cur.RowID.String()))
+		return s.fail(out, cur, m, SourceDeleted(ev, m, NamedRow{Entity: m.Entity, ID: cur.RowID, Name: cur.RowName}))
 	}
 	if err != nil && !isRowMissing(err, cur.RowID) { // already gone in Dataverse is what we wanted
 		f, err := s.dataverseFailure(err)

@@ -76,6 +76,9 @@ func TestDevLinksOpenTheChangeAndTheRow(t *testing.T) {
 	if !strings.Contains(change, "Linked &lt;Ltd&gt; 2") || !strings.Contains(change, `&#34;version&#34;: 2`) {
 		t.Fatalf("the source view shows another change: %s", change)
 	}
+	if !strings.Contains(change, `rel="noopener">Open Dataverse row “Linked &lt;Ltd&gt; 2”</a>`) {
+		t.Errorf("the source view's link to the row does not name it: %s", change)
+	}
 	dvRow := get(t, http.DefaultClient, row, http.StatusOK)
 	if !strings.Contains(dvRow, "Linked &lt;Ltd&gt; 2") || !strings.Contains(dvRow, c.RowID.String()) {
 		t.Fatalf("the emulator's row page: %s", dvRow)

@@ -110,7 +110,7 @@ func TestCouplingActionsInABrowser(t *testing.T) {
 	// Uncouple from the coupled-records page, then Couple again to the same row by its id.
 	list := "/couplings?" + url.Values{"q": {b}}.Encode()
 	done = act(list, "button.uncouple")
-	if !strings.Contains(done, "is uncoupled from account "+rowB.String()) {
+	if !strings.Contains(done, `is uncoupled from account "Couple me" (`+rowB.String()+")") {
 		t.Fatalf("after Uncouple the page says %q", done)
 	}
 	if c := h.coupling("customer", b); c.Coupled() || c.Status != domain.CouplingUncoupled {

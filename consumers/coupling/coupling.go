@@ -136,13 +136,14 @@ func (a *Actions) Couple(ctx context.Context, table, key string, row uuid.UUID, 
 		case cur.Coupled() && cur.RowID == row:
 			return storage.CouplingEdit{}, refuse("%s is already coupled to this %s record (%s).", ref(table, key), m.Entity, row)
 		case cur.Coupled():
-			return storage.CouplingEdit{}, refuse("Cannot couple %s to this %s record, because %s is already coupled to %s %s. Uncouple it first.",
-				ref(table, key), m.Entity, ref(table, key), cur.Entity, cur.RowID)
+			return storage.CouplingEdit{}, refuse("Cannot couple %s to this %s record, because %s is already coupled to %s. Uncouple it first.",
+				ref(table, key), m.Entity, ref(table, key), cur.Row())
 		case cur.Status == domain.CouplingDeleted:
 			return storage.CouplingEdit{}, refuse("%s was deleted in the source: it cannot be coupled.", ref(table, key))
 		}
 		next := cur
 		next.Table, next.Key, next.RowID, next.Entity, next.RowVersion = table, key, row, m.Entity, version
+		next.RowName = "" // another row's; the record's next sync sends this one's
 		if next.Status != domain.CouplingFailed {
 			next.Status = domain.CouplingSynced
 		}
@@ -173,15 +174,15 @@ func (a *Actions) Uncouple(ctx context.Context, table, key, actor string) (Resul
 		}
 		was = cur
 		next := cur
-		next.RowID, next.RowVersion, next.Status = uuid.Nil, "", domain.CouplingUncoupled
+		next.RowID, next.RowVersion, next.RowName, next.Status = uuid.Nil, "", "", domain.CouplingUncoupled
 		next.Skipped, next.LastErrorKind, next.Failures = false, "", 0
-		return storage.CouplingEdit{Next: &next, Target: fmt.Sprintf("%s/%s from %s %s", table, key, cur.Entity, cur.RowID),
+		return storage.CouplingEdit{Next: &next, Target: fmt.Sprintf("%s/%s from %s", table, key, cur.Row()),
 			Resolve: "the record was uncoupled by " + actor}, nil
 	})
 	if err != nil {
 		return res, err
 	}
-	res.Message = fmt.Sprintf("%s is uncoupled from %s %s; the row stays in Dataverse.", ref(table, key), was.Entity, was.RowID)
+	res.Message = fmt.Sprintf("%s is uncoupled from %s; the row stays in Dataverse.", ref(table, key), was.Row())
 	return res, nil
 }
 
@@ -201,7 +202,7 @@ func (a *Actions) DeleteCoupling(ctx context.Context, table, key, actor string) 
 		was = cur
 		target := fmt.Sprintf("%s/%s (%s)", table, key, cur.Status)
 		if cur.RowID != uuid.Nil {
-			target = fmt.Sprintf("%s/%s (%s, %s %s)", table, key, cur.Status, cur.Entity, cur.RowID)
+			target = fmt.Sprintf("%s/%s (%s, %s)", table, key, cur.Status, cur.Row())
 		}
 		return storage.CouplingEdit{Remove: true, Target: target, Resolve: "the coupling was deleted by " + actor}, nil
 	})
@@ -210,7 +211,7 @@ func (a *Actions) DeleteCoupling(ctx context.Context, table, key, actor string) 
 	}
 	res.Message = fmt.Sprintf("The coupling of %s is deleted.", ref(table, key))
 	if was.RowID != uuid.Nil {
-		res.Message = fmt.Sprintf("The coupling of %s to %s %s is deleted; the row, if it still exists, stays in Dataverse.", ref(table, key), was.Entity, was.RowID)
+		res.Message = fmt.Sprintf("The coupling of %s to %s is deleted; the row, if it still exists, stays in Dataverse.", ref(table, key), was.Row())
 	}
 	return res, nil
 }
@@ -232,7 +233,7 @@ func (a *Actions) Restore(ctx context.Context, table, key, actor string) (Result
 		was = cur
 		next := cur
 		next.RowID, next.RowVersion, next.Skipped = uuid.Nil, "", false
-		return storage.CouplingEdit{Next: &next, Target: fmt.Sprintf("%s/%s: the deleted %s %s is created again", table, key, cur.Entity, cur.RowID)}, nil
+		return storage.CouplingEdit{Next: &next, Target: fmt.Sprintf("%s/%s: the deleted %s is created again", table, key, cur.Row())}, nil
 	})
 	if err != nil {
 		return res, err

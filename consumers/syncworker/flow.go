@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"time"
 
@@ -244,6 +245,14 @@ func (w *Worker) errorEvent(ctx context.Context, j job, f *domain.Failure, stage
 		}
 		if c, err := w.Syncer.Store.Coupling(ctx, j.event.Table, j.event.Key); err == nil && c.Coupled() {
 			ev.RowID = c.RowID.String()
+			// The page names the error's Dataverse row by it.
+			if c.RowName != "" && ev.Details["row_name"] == "" {
+				ev.Details = maps.Clone(ev.Details)
+				if ev.Details == nil {
+					ev.Details = map[string]string{}
+				}
+				ev.Details["row_name"] = c.RowName
+			}
 		}
 	} else {
 		ev.Stage = "decode"

@@ -285,6 +285,9 @@ func (s *Server) getCoupling(w http.ResponseWriter, r *http.Request, _ Principal
 	if c.RowID != [16]byte{} {
 		out["row_id"] = c.RowID
 	}
+	if c.RowName != "" {
+		out["row_name"] = c.RowName
+	}
 	if !c.LastSyncedAt.IsZero() {
 		out["last_synced_at"] = c.LastSyncedAt
 	}

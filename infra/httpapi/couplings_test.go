@@ -190,7 +190,7 @@ func rowDeleted(t *testing.T, ts *testServer) (key string, row uuid.UUID, errorI
 	v := int64(2)
 	ev := domain.ErrorEvent{ID: uuid.NewString(), OccurredAt: time.Now().UTC(), Table: "customer", Key: key, EventVersion: &v,
 		EventType: domain.EventUpserted, Event: changeEvent(t, "customer", key, 2, map[string]any{"number": key}),
-		Failure: *domain.DestinationDeleted(domain.ChangeEvent{Table: "customer", Key: key}, domain.Mapping{Entity: "account"}, row.String(), nil)}
+		Failure: *domain.DestinationDeleted(domain.ChangeEvent{Table: "customer", Key: key}, domain.Mapping{Entity: "account"}, domain.NamedRow{Entity: "account", ID: row}, nil)}
 	if err := ts.store.RecordErrorChecked(context.Background(), ev, ""); err != nil {
 		t.Fatal(err)
 	}

@@ -139,6 +139,9 @@ func (d pageData) RowLink(c domain.Coupling) string {
 	return d.s.rowLink(c.Entity, c.RowID)
 }
 
+// RowName is the primary name of an error's Dataverse row, when the error knows it.
+func (d pageData) RowName(e storage.StoredError) string { return e.Details["row_name"] }
+
 func (s *Server) rowLink(entity string, id uuid.UUID) string {
 	if s.Links.DataverseURL == "" || entity == "" {
 		return ""

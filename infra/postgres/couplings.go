@@ -20,7 +20,7 @@ import (
 
 var _ domain.CouplingStore = (*Store)(nil)
 
-const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version`
+const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version, row_name`
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -40,8 +40,9 @@ func scanCoupling(row pgx.Row, c *domain.Coupling, lead ...any) error {
 		failures *int
 		attempt  *time.Time
 		rowVer   *string
+		rowName  *string
 	)
-	dest := append(lead, &rowID, &entity, &version, &status, &synced, &skipped, &kind, &failures, &attempt, &rowVer)
+	dest := append(lead, &rowID, &entity, &version, &status, &synced, &skipped, &kind, &failures, &attempt, &rowVer, &rowName)
 	if err := row.Scan(dest...); err != nil {
 		return err
 	}
@@ -49,7 +50,7 @@ func scanCoupling(row pgx.Row, c *domain.Coupling, lead ...any) error {
 		return nil
 	}
 	c.Exists, c.Status, c.Entity, c.Version = true, domain.CouplingStatus(*status), *entity, *version
-	c.Skipped, c.LastErrorKind, c.Failures, c.RowVersion = *skipped, domain.Kind(*kind), *failures, *rowVer
+	c.Skipped, c.LastErrorKind, c.Failures, c.RowVersion, c.RowName = *skipped, domain.Kind(*kind), *failures, *rowVer, *rowName
 	if rowID != nil {
 		c.RowID = *rowID
 	}
@@ -395,7 +396,7 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 		n := len(cs)
 		// One array per column, for unnest.
 		tables, sources, tokens := make([]string, n), make([]string, n), make([]string, n)
-		entities, statuses, kinds, rowVersions := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		entities, statuses, kinds, rowVersions, rowNames := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		writes, skipped, rowIDs := make([]bool, n), make([]bool, n), make([]*string, n)
 		versions, failures := make([]int64, n), make([]int32, n)
 		synced, attempted := make([]*time.Time, n), make([]*time.Time, n)
@@ -413,12 +414,13 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 			entities[i], versions[i], statuses[i] = next.Entity, next.Version, string(next.Status)
 			synced[i], skipped[i], kinds[i] = optionalTime(next.LastSyncedAt), next.Skipped, string(next.LastErrorKind)
 			failures[i], attempted[i], rowVersions[i] = int32(next.Failures), optionalTime(next.LastAttemptAt), next.RowVersion
+			rowNames[i] = rowName(next.RowName)
 		}
 		rows, err := io.store.pool.Query(ctx, `
 			WITH items AS (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bool[], $5::uuid[], $6::text[], $7::bigint[],
-					$8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::int[], $13::timestamptz[], $14::text[])
-					AS u(t, k, tok, w, row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version)),
+					$8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::int[], $13::timestamptz[], $14::text[], $15::text[])
+					AS u(t, k, tok, w, row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version, row_name)),
 			mine AS (
 				SELECT r.table_name, r.source_key FROM record_claims r JOIN items i
 					ON r.table_name = i.t AND r.source_key = i.k AND r.token = i.tok
@@ -431,7 +433,7 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 			written AS (
 				INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
 				SELECT i.t, i.k, i.row_id, i.entity, i.version, i.status, i.last_synced_at, i.skipped, i.last_error_kind,
-					i.failures, i.last_attempt_at, i.row_version, now()
+					i.failures, i.last_attempt_at, i.row_version, i.row_name, now()
 				FROM items i JOIN released r ON r.token = i.tok WHERE i.w
 				ORDER BY i.t, i.k
 				ON CONFLICT (table_name, source_key) DO UPDATE SET
@@ -439,10 +441,10 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 					status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,
 					skipped = EXCLUDED.skipped, last_error_kind = EXCLUDED.last_error_kind,
 					failures = EXCLUDED.failures, last_attempt_at = EXCLUDED.last_attempt_at,
-					row_version = EXCLUDED.row_version, updated_at = now()
+					row_version = EXCLUDED.row_version, row_name = EXCLUDED.row_name, updated_at = now()
 				RETURNING 1)
 			SELECT token::text FROM released`,
-			tables, sources, tokens, writes, rowIDs, entities, versions, statuses, synced, skipped, kinds, failures, attempted, rowVersions)
+			tables, sources, tokens, writes, rowIDs, entities, versions, statuses, synced, skipped, kinds, failures, attempted, rowVersions, rowNames)
 		if err != nil {
 			return nil, fmt.Errorf("postgres: write couplings: %w", err)
 		}
@@ -515,6 +517,10 @@ func rejected(err error) error {
 	}
 	return err
 }
+
+// rowName is a row's primary name as stored: Dataverse allows up to 4000 characters, and any
+// text a mapping sends; the page only shows it.
+func rowName(name string) string { return storage.Clean(name, storage.IDMax) }
 
 func optionalTime(t time.Time) *time.Time {
 	if t.IsZero() {

@@ -72,15 +72,15 @@ func (s *Store) storeEdit(ctx context.Context, c *claim, actor, action string, e
 			rowID = &n.RowID
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
 			ON CONFLICT (table_name, source_key) DO UPDATE SET
 				row_id = EXCLUDED.row_id, entity = EXCLUDED.entity, version = EXCLUDED.version,
 				status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,
 				skipped = EXCLUDED.skipped, last_error_kind = EXCLUDED.last_error_kind,
 				failures = EXCLUDED.failures, last_attempt_at = EXCLUDED.last_attempt_at,
-				row_version = EXCLUDED.row_version, updated_at = now()`,
+				row_version = EXCLUDED.row_version, row_name = EXCLUDED.row_name, updated_at = now()`,
 			table, key, rowID, n.Entity, n.Version, string(n.Status), optionalTime(n.LastSyncedAt), n.Skipped,
-			string(n.LastErrorKind), n.Failures, optionalTime(n.LastAttemptAt), n.RowVersion)
+			string(n.LastErrorKind), n.Failures, optionalTime(n.LastAttemptAt), n.RowVersion, rowName(n.RowName))
 	}
 	if err != nil {
 		return rejected(fmt.Errorf("postgres: edit coupling %s/%s: %w", table, key, err))

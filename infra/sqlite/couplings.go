@@ -13,19 +13,19 @@ import (
 	"github.com/dvsync/dvsync/infra/storage"
 )
 
-const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version`
+const couplingColumns = `row_id, entity, version, status, last_synced_at, skipped, last_error_kind, failures, last_attempt_at, row_version, row_name`
 
 type scanner interface{ Scan(dest ...any) error }
 
 // scanCoupling reads couplingColumns into c; lead are destinations for columns selected before them.
 func scanCoupling(row scanner, c *domain.Coupling, lead ...any) error {
 	var (
-		rowID, entity, status, kind, rowVer sql.NullString
-		version, failures                   sql.NullInt64
-		synced, attempt                     sql.NullInt64
-		skipped                             sql.NullBool
+		rowID, entity, status, kind, rowVer, rowName sql.NullString
+		version, failures                            sql.NullInt64
+		synced, attempt                              sql.NullInt64
+		skipped                                      sql.NullBool
 	)
-	dest := append(lead, &rowID, &entity, &version, &status, &synced, &skipped, &kind, &failures, &attempt, &rowVer)
+	dest := append(lead, &rowID, &entity, &version, &status, &synced, &skipped, &kind, &failures, &attempt, &rowVer, &rowName)
 	if err := row.Scan(dest...); err != nil {
 		return err
 	}
@@ -34,6 +34,7 @@ func scanCoupling(row scanner, c *domain.Coupling, lead ...any) error {
 	}
 	c.Exists, c.Status, c.Entity, c.Version = true, domain.CouplingStatus(status.String), entity.String, version.Int64
 	c.Skipped, c.LastErrorKind, c.Failures, c.RowVersion = skipped.Bool, domain.Kind(kind.String), int(failures.Int64), rowVer.String
+	c.RowName = rowName.String
 	if id, err := uuid.Parse(rowID.String); rowID.Valid && err == nil {
 		c.RowID = id
 	}
@@ -177,14 +178,14 @@ func (s *Store) commit(ctx context.Context, c *claim, next *domain.Coupling) (bo
 			rowID = next.RowID.String()
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (table_name, source_key) DO UPDATE SET
 				row_id = excluded.row_id, entity = excluded.entity, version = excluded.version, status = excluded.status,
 				last_synced_at = excluded.last_synced_at, skipped = excluded.skipped, last_error_kind = excluded.last_error_kind,
 				failures = excluded.failures, last_attempt_at = excluded.last_attempt_at, row_version = excluded.row_version,
-				updated_at = excluded.updated_at`,
+				row_name = excluded.row_name, updated_at = excluded.updated_at`,
 			c.table, c.key, rowID, next.Entity, next.Version, string(next.Status), nanos(next.LastSyncedAt), next.Skipped,
-			string(next.LastErrorKind), next.Failures, nanos(next.LastAttemptAt), next.RowVersion, s.now().UnixNano())
+			string(next.LastErrorKind), next.Failures, nanos(next.LastAttemptAt), next.RowVersion, rowName(next.RowName), s.now().UnixNano())
 		if err != nil {
 			return fmt.Errorf("sqlite: write coupling %s/%s: %w", c.table, c.key, err)
 		}
@@ -259,3 +260,6 @@ func (s *Store) renewOnce(tokens []string) (map[string]bool, error) {
 	}
 	return renewed, rows.Err()
 }
+
+// rowName is a row's primary name as stored, bounded as infra/postgres bounds it.
+func rowName(name string) string { return storage.Clean(name, storage.IDMax) }

@@ -63,14 +63,14 @@ func (s *Store) storeEdit(ctx context.Context, tx *sql.Tx, c *claim, actor, acti
 			rowID = n.RowID.String()
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (table_name, source_key) DO UPDATE SET
 				row_id = excluded.row_id, entity = excluded.entity, version = excluded.version, status = excluded.status,
 				last_synced_at = excluded.last_synced_at, skipped = excluded.skipped, last_error_kind = excluded.last_error_kind,
 				failures = excluded.failures, last_attempt_at = excluded.last_attempt_at, row_version = excluded.row_version,
-				updated_at = excluded.updated_at`,
+				row_name = excluded.row_name, updated_at = excluded.updated_at`,
 			c.table, c.key, rowID, n.Entity, n.Version, string(n.Status), nanos(n.LastSyncedAt), n.Skipped,
-			string(n.LastErrorKind), n.Failures, nanos(n.LastAttemptAt), n.RowVersion, s.now().UnixNano())
+			string(n.LastErrorKind), n.Failures, nanos(n.LastAttemptAt), n.RowVersion, rowName(n.RowName), s.now().UnixNano())
 	}
 	if err != nil {
 		return fmt.Errorf("sqlite: edit coupling %s/%s: %w", c.table, c.key, err)

@@ -65,6 +65,7 @@ func Run(t *testing.T, h Harness) {
 		{"CouplingOfRowFindsTheLiveCoupling", testCouplingOfRowFindsTheLiveCoupling},
 		{"EditCouplingStoresRemovesAndAudits", testEditCouplingStoresRemovesAndAudits},
 		{"ResolvePreflightResolvesTheGapsACheckNoLongerFinds", testResolvePreflightResolvesTheGapsACheckNoLongerFinds},
+		{"RowNameRoundTrips", testRowNameRoundTrips},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}
