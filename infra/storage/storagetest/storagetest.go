@@ -64,6 +64,7 @@ func Run(t *testing.T, h Harness) {
 		{"FarTimesPageAndFilter", testFarTimesPageAndFilter},
 		{"CouplingOfRowFindsTheLiveCoupling", testCouplingOfRowFindsTheLiveCoupling},
 		{"EditCouplingStoresRemovesAndAudits", testEditCouplingStoresRemovesAndAudits},
+		{"PauseResumeAndCatchUpAreStoredAndAudited", testPauseResumeAndCatchUpAreStoredAndAudited},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}
