@@ -39,6 +39,8 @@ Usage:
   dvsync status     each table's synced, failed and skipped records and open errors
   dvsync couple     a coupling run of a table: its records without a row look for it by match
   dvsync couplings  couple, uncouple, sync now, restore or delete the coupling of a record (dvsync couplings -h)
+  dvsync pause      pause a table: its changes wait in the stream (dvsync pause <table>)
+  dvsync resume     resume a paused table: its waiting changes catch up (dvsync resume <table>)
   dvsync help       this text
 
 Run "dvsync <command> -h" (or "dvsync help <command>") for a command's flags; flags may come
@@ -75,6 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"classify": classifyCommand, "errors": runErrors, "status": runStatus, "probe": runProbe,
 		"couple":    runCouple,
 		"couplings": runCouplings,
+		"pause":     runPause, "resume": runResume,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -286,6 +286,15 @@ func (s *stack) runWorker(ctx context.Context) error {
 		Config:   s.cfg.Worker,
 		Metrics:  s.metrics,
 		Log:      s.log.With("component", "worker"),
+		Pauses:   s.pauses(),
+	}
+	if s.nc != nil {
+		// A notice from the API: read the paused tables now rather than at the next refresh.
+		sub, err := s.nc.Subscribe(natsjs.PauseSubject, func(*nats.Msg) { w.Pauses.Refresh() })
+		if err != nil {
+			return fmt.Errorf("worker: pause notices: %w", err)
+		}
+		defer sub.Unsubscribe() //nolint:errcheck // the connection closes after
 	}
 	return w.Run(ctx)
 }
