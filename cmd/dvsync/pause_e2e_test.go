@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +34,8 @@ func TestPausedTableWaitsAndCatchesUpInOrder(t *testing.T) {
 	if code := call(t, "POST", base+"/api/v1/tables/currency/pause", testOperatorToken, nil, &res); code != 200 || res["changed"] != true || res["state"] != "paused" {
 		t.Fatalf("pause: %d %v", code, res)
 	}
+	// The worker hears of the pause at once (a NATS notice), or at its next read (3 s).
+	h.eventually("the worker to see the pause", func() bool { return h.workers[0].pausesView.Load().Paused("currency") })
 	cur := h.key("P")
 	code := isoCode(cur)
 	for v := int64(1); v <= 3; v++ {
@@ -61,8 +66,33 @@ func TestPausedTableWaitsAndCatchesUpInOrder(t *testing.T) {
 		t.Fatalf("status while paused: %+v", s)
 	}
 
-	if code := call(t, "POST", base+"/api/v1/tables/currency/resume", testOperatorToken, nil, &res); code != 200 || res["changed"] != true {
-		t.Fatalf("resume: %d %v", code, res)
+	// The CLI shows it paused with its backlog.
+	t.Setenv("DVSYNC_TOKEN", testViewerToken)
+	var out, errOut strings.Builder
+	if rc := run(context.Background(), []string{"status", "--server", base}, &out, &errOut); rc != 0 ||
+		!regexp.MustCompile(`(?m)^currency\s+paused\s+[1-9]\d*\s`).MatchString(out.String()) {
+		t.Fatalf("dvsync status = %d:\n%s%s", rc, out.String(), errOut.String())
+	}
+	// The page shows it paused; an operator resumes it with its button.
+	if page := get(t, signIn(t, base, testViewerToken), base+"/tables", 200); !strings.Contains(page, "<td>currency</td><td>paused</td>") || strings.Contains(page, "Resume</button>") {
+		t.Fatalf("a viewer's tables page:\n%s", page)
+	}
+	operator := signIn(t, base, testOperatorToken)
+	page := get(t, operator, base+"/tables", 200)
+	csrf := regexp.MustCompile(`action="/tables/currency/resume"><input type="hidden" name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	if csrf == nil {
+		t.Fatalf("no Resume button for currency:\n%s", page)
+	}
+	req, _ := http.NewRequest("POST", base+"/tables/currency/resume", strings.NewReader(url.Values{"csrf": {csrf[1]}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	resp, err := operator.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/tables" {
+		t.Fatalf("after Resume: %d at %s", resp.StatusCode, resp.Request.URL)
 	}
 	c := h.waitCoupled("currency", cur, 3)
 	if row := h.row("transactioncurrencies", c.RowID); row["currencyname"] != "Pause v3" {

@@ -125,3 +125,49 @@ func (s *Server) tableStates(ctx context.Context, out map[string]any) {
 	}
 	out["table_states"] = states
 }
+
+// tablesRoutes are the tables page and its pause and resume buttons (without Pauses, none).
+func (s *Server) tablesRoutes(mux *http.ServeMux) {
+	if s.Pauses == nil {
+		return
+	}
+	mux.HandleFunc("GET /tables", s.page(RoleViewer, s.tablesPage))
+	mux.HandleFunc("POST /tables/{table}/{action}", s.page(RoleOperator, s.tablesForm))
+}
+
+func (s *Server) tablesPage(w http.ResponseWriter, r *http.Request, d pageData) {
+	states, err := s.Pauses.States(r.Context())
+	if err != nil {
+		s.logWarn("reading the tables' states", err)
+		http.Error(w, "The tables' states could not be read; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	d.Title, d.Nav, d.States = "Tables", "tables", states
+	s.render(w, "tables.html", d)
+}
+
+func (s *Server) tablesForm(w http.ResponseWriter, r *http.Request, d pageData) {
+	action := r.PathValue("action")
+	if action != "pause" && action != "resume" {
+		http.NotFound(w, r)
+		return
+	}
+	if err := validText(r.PathValue, "table"); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	_, err := s.setPaused(r.Context(), r.PathValue("table"), d.User, action == "pause")
+	switch {
+	case errors.Is(err, ErrUnknownTable):
+		http.Error(w, "No mapping has this table.", http.StatusNotFound)
+		return
+	case err != nil:
+		s.logWarn("pausing or resuming a table", err)
+		http.Error(w, "The table's state could not be changed; try again.", http.StatusServiceUnavailable)
+		return
+	}
+	http.Redirect(w, r, "/tables", http.StatusSeeOther)
+}
+
+// secondsLeft shows a time left, to the second.
+func secondsLeft(s float64) string { return (time.Duration(s) * time.Second).String() }
