@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dvsync/dvsync/consumers/replay"
+	"github.com/dvsync/dvsync/infra/httpapi"
 )
 
 // apiClient is the CLI's side of the errors API.
@@ -435,7 +436,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			OpenErrors              map[string]int `json:"open_errors"`
 			LastSyncedAt            *time.Time     `json:"last_synced_at"`
 		}
-		ConsumerLag *uint64 `json:"consumer_lag"`
+		ConsumerLag *uint64            `json:"consumer_lag"`
+		States      []httpapi.TableRun `json:"table_states"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return err
@@ -455,5 +457,5 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if st.ConsumerLag != nil {
 		fmt.Fprintf(stdout, "changes waiting for the workers: %d\n", *st.ConsumerLag)
 	}
-	return nil
+	return printTableStates(stdout, st.States)
 }

@@ -71,6 +71,7 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 			return err
 		}
 		api.Coupling = actions
+		api.Pauses = tablePauses{store: s.store, js: s.js, nc: s.nc, mappings: actions.Mappings, now: time.Now}
 		api.Lag = func(ctx context.Context) (uint64, error) {
 			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
 			if err != nil {

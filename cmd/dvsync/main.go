@@ -41,6 +41,8 @@ Usage:
   dvsync couplings  couple, uncouple, sync now, restore or delete the coupling of a record (dvsync couplings -h)
   dvsync doctor     check the setup in Dataverse as a worker does (user, privileges, tables,
                     columns, base currency); exit 1 on gaps
+  dvsync pause      pause a table: its changes wait in the stream (dvsync pause <table>)
+  dvsync resume     resume a paused table: its waiting changes catch up (dvsync resume <table>)
   dvsync help       this text
 
 Run "dvsync <command> -h" (or "dvsync help <command>") for a command's flags; flags may come
@@ -78,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"couple":    runCouple,
 		"couplings": runCouplings,
 		"doctor":    runDoctor,
+		"pause":     runPause, "resume": runResume,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,16 +32,17 @@ import (
 // stack is the connected parts a process runs on. Every subcommand and the end-to-end tests
 // build it the same way; each part is nil when the subcommand does not need it.
 type stack struct {
-	cfg       Config
-	log       *slog.Logger
-	metrics   *telemetry.Metrics
-	nc        *nats.Conn
-	ncClosed  chan struct{} // closed by NATS after its last callback
-	js        jetstream.JetStream
-	store     storage.Store
-	storeKind string           // "postgres" or "sqlite": what /healthz names the store check
-	dv        domain.Dataverse // batched over dvUsers
-	dvUsers   []dataverse.User
+	pausesView atomic.Pointer[syncworker.Pauses] // the worker's, for tests
+	cfg        Config
+	log        *slog.Logger
+	metrics    *telemetry.Metrics
+	nc         *nats.Conn
+	ncClosed   chan struct{} // closed by NATS after its last callback
+	js         jetstream.JetStream
+	store      storage.Store
+	storeKind  string           // "postgres" or "sqlite": what /healthz names the store check
+	dv         domain.Dataverse // batched over dvUsers
+	dvUsers    []dataverse.User
 	// stopDataverse ends the batched port's batchers, once the worker no longer calls it.
 	stopDataverse func()
 	mappings      domain.Mappings
@@ -287,6 +289,16 @@ func (s *stack) runWorker(ctx context.Context) error {
 		Config:   s.cfg.Worker,
 		Metrics:  s.metrics,
 		Log:      s.log.With("component", "worker"),
+		Pauses:   s.pauses(),
+	}
+	s.pausesView.Store(w.Pauses)
+	if s.nc != nil {
+		// A notice from the API: read the paused tables now rather than at the next refresh.
+		sub, err := s.nc.Subscribe(natsjs.PauseSubject, func(*nats.Msg) { w.Pauses.Refresh() })
+		if err != nil {
+			return fmt.Errorf("worker: pause notices: %w", err)
+		}
+		defer sub.Unsubscribe() //nolint:errcheck // the connection closes after
 	}
 	// The setup is checked before the first record is consumed, so that a gap is reported before
 	// a record fails of it; the worker runs whatever the check finds.

@@ -47,6 +47,14 @@ func (w *Worker) handle(work context.Context, j job) {
 		return
 	}
 
+	if w.Pauses.Paused(j.event.Table) {
+		// The table is paused: the change waits in the stream, unacked, and comes back after the
+		// delay; per record, the version rule keeps the newest once the table runs again.
+		w.Metrics.EventsHandled.WithLabelValues(table, "paused").Inc()
+		w.nak(j, w.Config.PausedDelay)
+		return
+	}
+
 	out, err := w.syncWithRetry(ctx, log, j)
 	if out.Overwrites > 0 {
 		log.Info("the row had changed in Dataverse since dvsync's last write; overwritten", "overwrites", out.Overwrites)
@@ -169,8 +177,14 @@ func (w *Worker) retryLater(ctx context.Context, log *slog.Logger, j job, err er
 		return
 	}
 	age := time.Since(j.meta.Timestamp)
+	deliveries := int(j.meta.NumDelivered) >= w.Config.MaxDeliver
+	if resumed := w.Pauses.ResumedAt(j.event.Table); j.meta.Timestamp.Before(resumed) {
+		// The change waited through a pause: its deliveries then were not tries, and its retry
+		// budget runs from the resume.
+		age, deliveries = time.Since(resumed), false
+	}
 	spent := w.Config.RetryBudget > 0 && age >= w.Config.RetryBudget
-	if spent || int(j.meta.NumDelivered) >= w.Config.MaxDeliver {
+	if spent || deliveries {
 		var f *domain.Failure
 		final := domain.Unprocessable(err, j.meta.NumDelivered)
 		if errors.As(err, &f) {

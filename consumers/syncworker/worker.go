@@ -63,12 +63,16 @@ type Config struct {
 	// RetryBudget is how long a change that keeps failing transiently is retried, counted from
 	// when it was stored; then it is parked as a dataverse_unavailable setup error.
 	RetryBudget time.Duration
+	// PausedDelay is the nak delay of a paused table's change: how long after a resume its
+	// changes start again at most, and how often each of them comes back while paused.
+	PausedDelay time.Duration
 }
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
 	return Config{Lanes: 1024, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 2,
-		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour}
+		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour,
+		PausedDelay: 15 * time.Second}
 }
 
 // ExponentialDelay doubles from first up to max.
@@ -92,6 +96,8 @@ type Worker struct {
 	Config   Config
 	Metrics  *telemetry.Metrics
 	Log      *slog.Logger
+	// Pauses, when set, holds the changes of paused tables in the stream (h-pause).
+	Pauses *Pauses
 }
 
 // job is a fetched message with its decoded event, or the reason it could not be decoded.
@@ -132,6 +138,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer close(stopped)
 	held := newHeartbeat(w.Config.AckWait/3, w.Log)
 	defer held.stop()
+	if w.Pauses != nil {
+		// The stored state first: a worker that starts must not handle a paused table's changes.
+		w.Pauses.load(ctx)
+		var pw sync.WaitGroup
+		pctx, stopPauses := context.WithCancel(ctx)
+		pw.Go(func() { w.Pauses.Run(pctx) })
+		defer pw.Wait()
+		defer stopPauses()
+	}
 
 	depth := max(w.Config.QueueDepth, 1)
 	capacity := w.Config.Lanes * depth

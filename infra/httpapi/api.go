@@ -33,7 +33,9 @@ type Replayer interface {
 }
 
 // allRoutes are the routes of the API: routes and the coupling actions' (couplings.go).
-func allRoutes() []route { return append(append([]route{}, routes...), couplingRoutes...) }
+func allRoutes() []route {
+	return append(append(append([]route{}, routes...), couplingRoutes...), pauseRoutes...)
+}
 
 //go:embed openapi.yaml
 var openAPI []byte
@@ -306,6 +308,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, _ Principal) {
 			out["consumer_lag"] = lag
 		}
 	}
+	s.tableStates(r.Context(), out)
 	writeJSON(w, http.StatusOK, out)
 }
 

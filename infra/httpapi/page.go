@@ -41,9 +41,10 @@ type PageStore interface {
 }
 
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
-	"fmtTime":   fmtTime,
-	"kindWords": func(k domain.Kind) string { return k.Words() },
-	"isoTime":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"fmtTime":     fmtTime,
+	"secondsLeft": secondsLeft,
+	"kindWords":   func(k domain.Kind) string { return k.Words() },
+	"isoTime":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"times": func(n int) string {
 		if n == 1 {
 			return "once"
@@ -80,6 +81,7 @@ type pageData struct {
 	CStatuses []string
 	Couplings []domain.Coupling
 	Audit     []storage.AuditEntry
+	States    []TableRun
 	Source    sourceView
 
 	Question, Action, Button, Back string
@@ -175,6 +177,7 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /couplings/match", s.page(RoleOperator, s.coupleForm))
 	mux.HandleFunc("POST /couplings/{table}/{key}/{action}", s.page(RoleOperator, s.couplingForm))
 	mux.HandleFunc("GET /audit", s.page(RoleViewer, s.auditPage))
+	s.tablesRoutes(mux)
 	if s.Sources != nil {
 		mux.HandleFunc("GET "+SourceViewPath, s.page(RoleViewer, s.sourcePage))
 	}

@@ -34,7 +34,9 @@ type Server struct {
 	CoupleRun CouplingRunner
 	// Coupling runs the coupling actions (couple, uncouple, sync now, restore, delete coupling).
 	Coupling CouplingActions
-	Tokens   *Tokens
+	// Pauses pauses and resumes tables (POST /api/v1/tables/{table}/pause|resume).
+	Pauses TablePauses
+	Tokens *Tokens
 	// Lag is the workers' consumer lag (changes not yet handled), for /api/v1/status.
 	Lag func(ctx context.Context) (uint64, error)
 	Log *slog.Logger

@@ -65,6 +65,16 @@ type Store interface {
 	// domain.PreflightTable) that a check no longer finds: whose key is not among its gaps and
 	// that were last seen no later than it ran, so that a later check's gap stays open.
 	ResolvePreflight(ctx context.Context, checked domain.PreflightChecked) error
+	// Pause and resume per table (h-pause): a paused table's changes wait in the changes stream
+	// (the workers nak them with a delay) until it is resumed. Each change of state is audited in
+	// the transaction that stores it; asking for the state a table is in already changes nothing
+	// and reports false. ResumeTable keeps backlog, the table's waiting changes when it resumed,
+	// for the catch-up's progress; CaughtUp ends the catch-up (false when there was none).
+	PauseTable(ctx context.Context, table, actor string) (bool, error)
+	ResumeTable(ctx context.Context, table, actor string, backlog uint64) (bool, error)
+	CaughtUp(ctx context.Context, table string) (bool, error)
+	// TableStates are the tables ever paused, by name.
+	TableStates(ctx context.Context) ([]TableState, error)
 
 	// Ping checks the database answers, for health checks.
 	Ping(ctx context.Context) error
@@ -332,4 +342,17 @@ func UpdateOutcome(updateErr, commitErr error, stored bool, table, key string) e
 		return fmt.Errorf("%w: %s/%s: nothing stored", ErrLockLost, table, key)
 	}
 	return nil
+}
+
+// TableState is whether a table is paused, or catching up after a resume (h-pause). A table
+// never paused has none: it runs.
+type TableState struct {
+	Table  string
+	Paused bool
+	// Since is when it was paused, or resumed; By who did it.
+	Since time.Time
+	By    string
+	// CatchingUp is a resumed table whose backlog at resume (ResumeBacklog) is not handled yet.
+	CatchingUp    bool
+	ResumeBacklog uint64
 }

@@ -66,6 +66,7 @@ func Run(t *testing.T, h Harness) {
 		{"EditCouplingStoresRemovesAndAudits", testEditCouplingStoresRemovesAndAudits},
 		{"ResolvePreflightResolvesTheGapsACheckNoLongerFinds", testResolvePreflightResolvesTheGapsACheckNoLongerFinds},
 		{"RowNameRoundTrips", testRowNameRoundTrips},
+		{"PauseResumeAndCatchUpAreStoredAndAudited", testPauseResumeAndCatchUpAreStoredAndAudited},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}

@@ -1,0 +1,43 @@
+package natsjs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// PauseSubject is where the API tells the workers that a table was paused or resumed, so that
+// they read the stored state at once instead of at their next refresh. The notice carries
+// nothing a worker trusts: it only asks for a read of the store.
+const PauseSubject = "dvsync.pauses"
+
+// TableBacklog counts the changes of one table that the workers' consumer has not acked yet:
+// those stored after the consumer's ack floor on the table's subject. The count comes from an
+// ephemeral consumer (in memory, no acks, removed at once) filtered on the subject from the floor
+// on: JetStream answers it from its per-subject index, so it is cheap whatever the stream holds.
+//
+// It is an upper bound: a change of the table handled out of order (after one still waiting
+// before it, of any table) counts until the floor passes it. For a paused table every change
+// after the floor waits, so it is the backlog.
+func TableBacklog(ctx context.Context, js jetstream.JetStream, table string) (uint64, error) {
+	info, err := consumerInfo(ctx, js, ChangesStream, WorkerConsumer)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: backlog of %s: %w", table, err)
+	}
+	c, err := js.CreateConsumer(ctx, ChangesStream, jetstream.ConsumerConfig{
+		FilterSubject: "dvsync.changes." + table,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.AckFloor.Stream + 1,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1,
+		InactiveThreshold: 10 * time.Second, // gone by itself if the delete below is lost
+	})
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: backlog of %s: %w", table, err)
+	}
+	n := c.CachedInfo().NumPending
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = js.DeleteConsumer(dctx, ChangesStream, c.CachedInfo().Name)
+	return n, nil
+}

@@ -1,0 +1,88 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dvsync/dvsync/infra/storage"
+)
+
+// PauseTable pauses a table; the change and its audit entry are one transaction.
+func (s *Store) PauseTable(ctx context.Context, table, actor string) (bool, error) {
+	return s.setPause(ctx, table, actor, true, 0)
+}
+
+// ResumeTable resumes a paused table, keeping its backlog at resume for the catch-up's progress.
+func (s *Store) ResumeTable(ctx context.Context, table, actor string, backlog uint64) (bool, error) {
+	return s.setPause(ctx, table, actor, false, backlog)
+}
+
+func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, backlog uint64) (bool, error) {
+	action := map[bool]string{true: "pause", false: "resume"}[paused]
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("postgres: %s %s: %w", action, table, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	// Only a change of state is stored: a table never paused runs already, so resuming it stores
+	// nothing; the WHERE keeps a second pause (or resume) from moving changed_at.
+	var tag interface{ RowsAffected() int64 }
+	if paused {
+		tag, err = tx.Exec(ctx, `INSERT INTO table_pauses (table_name, paused, changed_by) VALUES ($1, true, $2)
+			ON CONFLICT (table_name) DO UPDATE SET paused = true, changed_at = now(), changed_by = EXCLUDED.changed_by,
+				catching_up = false, resume_backlog = 0
+			WHERE NOT table_pauses.paused`, table, actor)
+	} else {
+		tag, err = tx.Exec(ctx, `UPDATE table_pauses SET paused = false, changed_at = now(), changed_by = $2,
+				catching_up = $3 > 0, resume_backlog = $3
+			WHERE table_name = $1 AND paused`, table, actor, int64(min(backlog, 1<<62)))
+	}
+	if err != nil {
+		return false, fmt.Errorf("postgres: %s %s: %w", action, table, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	target := table
+	if !paused {
+		target = fmt.Sprintf("%s (%d changes waiting)", table, backlog)
+	}
+	if err := audit(ctx, tx, actor, action, target, 1); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("postgres: %s %s: %w", action, table, err)
+	}
+	return true, nil
+}
+
+// CaughtUp ends a resumed table's catch-up.
+func (s *Store) CaughtUp(ctx context.Context, table string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE table_pauses SET catching_up = false WHERE table_name = $1 AND catching_up AND NOT paused`, table)
+	if err != nil {
+		return false, fmt.Errorf("postgres: caught up %s: %w", table, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// TableStates are the tables ever paused.
+func (s *Store) TableStates(ctx context.Context) ([]storage.TableState, error) {
+	rows, err := s.pool.Query(ctx, `SELECT table_name, paused, changed_at, changed_by, catching_up, resume_backlog
+		FROM table_pauses ORDER BY table_name`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: table states: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (storage.TableState, error) {
+		var st storage.TableState
+		var backlog int64
+		err := r.Scan(&st.Table, &st.Paused, &st.Since, &st.By, &st.CatchingUp, &backlog)
+		st.Since, st.ResumeBacklog = st.Since.UTC(), uint64(max(backlog, 0))
+		return st, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: table states: %w", err)
+	}
+	return out, nil
+}
