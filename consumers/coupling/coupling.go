@@ -303,6 +303,10 @@ func (a *Actions) resend(ctx context.Context, table, key, actor string) (*Sent, 
 	if found.Found == nil {
 		return nil, refuse("No change of %s is kept: the errors ledger has none, and the newest %d changes of the changes stream hold none.", ref(table, key), found.Window)
 	}
+	if !found.Complete {
+		// Time ran out before the window was read: a newer change may lie beyond what was read.
+		return nil, refuse("The changes stream could not be read in time to find the newest change of %s; try again.", ref(table, key))
+	}
 	c := found.Found
 	ev, bad := events.Decode(c.Subject, c.Headers, c.Data)
 	if bad != nil {
@@ -311,7 +315,13 @@ func (a *Actions) resend(ctx context.Context, table, key, actor string) (*Sent, 
 	msgID := fmt.Sprintf("dvsync-sync-%d-%d", c.Sequence, time.Now().UnixNano())
 	err = a.Store.EditCoupling(ctx, table, key, actor, domain.ActionSyncNow.Command, func(_ context.Context, cur domain.Coupling) (storage.CouplingEdit, error) {
 		e := storage.CouplingEdit{Target: fmt.Sprintf("%s/%s: version %d (stream sequence %d) sent again as %s", table, key, ev.Version, c.Sequence, msgID)}
-		if cur.Exists && cur.Version >= ev.Version {
+		switch {
+		case cur.Exists && cur.Version > ev.Version:
+			// The stream's newest change is older than what synced (published out of order):
+			// sending it again would write older data over newer.
+			return e, refuse("%s synced version %d, newer than its newest change in the stream (version %d): nothing to send again.", ref(table, key), cur.Version, ev.Version)
+		case cur.Exists && cur.Version == ev.Version:
+			// One below, so that the worker does not take the change it sends again as stale.
 			next := cur
 			next.Version = ev.Version - 1
 			e.Next = &next

@@ -56,8 +56,23 @@ func (p *Pauses) Refresh() {
 	}
 }
 
-// Load reads once; the worker does before it fetches, so that it starts with the stored state.
-func (p *Pauses) load(ctx context.Context) {
+// loadFirst reads until a read succeeds or ctx ends: a worker that starts knows no view to keep,
+// and must not handle a paused table's changes because the store was briefly away.
+func (p *Pauses) loadFirst(ctx context.Context) error {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		if p.load(ctx) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// load reads once and reports whether it could; a failed read keeps the last view.
+func (p *Pauses) load(ctx context.Context) bool {
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	paused, resumed, err := p.Load(lctx)
@@ -66,11 +81,12 @@ func (p *Pauses) load(ctx context.Context) {
 		if ctx.Err() == nil {
 			p.Log.Warn("reading the paused tables; keeping the last view", "err", err)
 		}
-		return
+		return false
 	}
 	p.mu.Lock()
 	p.paused, p.resumed = paused, resumed
 	p.mu.Unlock()
+	return true
 }
 
 // Run refreshes the view until ctx ends.

@@ -140,7 +140,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer held.stop()
 	if w.Pauses != nil {
 		// The stored state first: a worker that starts must not handle a paused table's changes.
-		w.Pauses.load(ctx)
+		if err := w.Pauses.loadFirst(ctx); err != nil {
+			return err
+		}
 		var pw sync.WaitGroup
 		pctx, stopPauses := context.WithCancel(ctx)
 		pw.Go(func() { w.Pauses.Run(pctx) })

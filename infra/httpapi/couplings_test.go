@@ -169,6 +169,20 @@ func TestCouplingActionsAPI(t *testing.T) {
 	if !audited(t, ts, "sync", "customer/"+k2+": version 3") {
 		t.Fatal("the sync now is not in the audit log")
 	}
+
+	// A record that synced a newer version than its newest change in the stream (published out
+	// of order) is refused: sending the older change again would write older data over newer.
+	setCoupling(t, ts, k2, domain.Coupling{RowID: row, Entity: "account", Version: 10, Status: domain.CouplingSynced, LastSyncedAt: time.Now()})
+	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: events.Subject("customer"),
+		Data: changeEvent(t, "customer", k2, 9, map[string]any{"number": k2, "name": "Older"})}); err != nil {
+		t.Fatal(err)
+	}
+	if a := ts.do("POST", path(k2, "sync"), "", op); a.status != http.StatusConflict {
+		t.Fatalf("sync now of a record newer than its stream's newest change: %d %s, want 409", a.status, a.body)
+	}
+	if c := couplingOf(t, ts, k2); c.Version != 10 {
+		t.Fatalf("after a refused sync now: version %d, want 10 kept", c.Version)
+	}
 }
 
 func mustStream(t *testing.T, js jetstream.JetStream) jetstream.Stream {
