@@ -131,6 +131,15 @@ func startWith(t *testing.T, o options) *harness {
 	}
 	p := launch(false, func(s *stack) func(context.Context) error { return s.runProjector })
 	h.js, h.store, h.projector = p.js, p.store, p
+	// The workers' setup checks at start go first: a test that counts or slows Dataverse's
+	// requests then meets only its own and the changes'.
+	for _, w := range h.workers {
+		select {
+		case <-w.startChecked:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a worker's setup check at start did not finish within 30s")
+		}
+	}
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()

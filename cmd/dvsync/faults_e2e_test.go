@@ -98,6 +98,11 @@ func TestAWorkerStopsWhileDataverseHangsAndGivesItsChangeBack(t *testing.T) {
 	defer s.close()
 	done := make(chan error, 1)
 	go func() { done <- s.runWorker(ctx) }()
+	select { // the hang is meant for the change's request, not the setup check's
+	case <-s.startChecked:
+	case err := <-done:
+		t.Fatalf("the worker stopped at start: %v", err)
+	}
 
 	if err := h.emu.InjectFault(emulator.Fault{Kind: "slow", Delay: 20 * time.Second, Count: 1}); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -49,11 +50,14 @@ type stack struct {
 
 	watchMu sync.Mutex
 	watched map[string]bool // the scrape-time metrics registered, by what they watch
+
+	// startChecked is closed once the worker's setup check at start is done and it consumes.
+	startChecked chan struct{}
 }
 
 func newStack(cfg Config, log *slog.Logger) *stack {
 	cfg.Worker.AckWait, cfg.Worker.MaxDeliver = cfg.Topology.AckWait, cfg.Topology.MaxDeliver
-	return &stack{cfg: cfg, log: log, metrics: telemetry.New(domain.KnownTables)}
+	return &stack{cfg: cfg, log: log, metrics: telemetry.New(domain.KnownTables), startChecked: make(chan struct{})}
 }
 
 // dialNATS opens a connection that reconnects for ever and logs its disconnections and its
@@ -304,10 +308,14 @@ func (s *stack) runWorker(ctx context.Context) error {
 	// a record fails of it; the worker runs whatever the check finds.
 	ck := s.preflightChecker()
 	ck.Logged(ctx)
+	close(s.startChecked)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ck.Run(gctx) })
 	g.Go(func() error { return w.Run(gctx) })
-	return g.Wait()
+	if err := g.Wait(); err != nil && !(errors.Is(err, context.Canceled) && ctx.Err() != nil) {
+		return err
+	}
+	return nil // stopped, maybe before it consumed anything (a check at start still waiting)
 }
 
 func (s *stack) runProjector(ctx context.Context) error {
