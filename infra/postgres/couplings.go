@@ -103,25 +103,13 @@ func (s *Store) Coupling(ctx context.Context, table, key string) (domain.Couplin
 // The claims, reads and writes of many lanes at once go to the database together: one round trip
 // claims and reads a batch of records, one stores and releases them.
 func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
-	io := s.couplingIO()
-	if io == nil {
-		return microbatch.ErrClosed
-	}
-	k := recordKey{table, key}
-	c := &claim{key: k, token: uuid.New(), io: io}
-	io.hold(c)
-	defer io.drop(c)
-	got, err := io.claims.Do(ctx, c)
+	c, current, err := s.claimRecord(ctx, table, key)
 	if err != nil {
-		// The claim may have been taken all the same (the caller stopped waiting, the answer was
-		// lost): give it back, so that the record is not busy to its own next attempt.
-		io.release(c)
 		return err
 	}
-	if !got.claimed {
-		return fmt.Errorf("%w: %s/%s", domain.ErrRecordBusy, table, key)
-	}
-	next, err := update(ctx, got.current, c)
+	io := c.io
+	defer io.drop(c)
+	next, err := update(ctx, current, c)
 	release := commit{claim: c}
 	if err == nil {
 		release.next = &next
@@ -135,6 +123,31 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 		io.release(c) // nothing was stored unless the statement went through: the lease says so
 	}
 	return storage.UpdateOutcome(err, cerr, done, table, key)
+}
+
+// claimRecord claims one record and reads its coupling, for UpdateCoupling and EditCoupling; the
+// caller drops the claim (c.io.drop) when done. A record another worker holds is
+// domain.ErrRecordBusy.
+func (s *Store) claimRecord(ctx context.Context, table, key string) (*claim, domain.Coupling, error) {
+	io := s.couplingIO()
+	if io == nil {
+		return nil, domain.Coupling{}, microbatch.ErrClosed
+	}
+	c := &claim{key: recordKey{table, key}, token: uuid.New(), io: io}
+	io.hold(c)
+	got, err := io.claims.Do(ctx, c)
+	if err != nil {
+		// The claim may have been taken all the same (the caller stopped waiting, the answer was
+		// lost): give it back, so that the record is not busy to its own next attempt.
+		io.release(c)
+		io.drop(c)
+		return nil, domain.Coupling{}, err
+	}
+	if !got.claimed {
+		io.drop(c)
+		return nil, domain.Coupling{}, fmt.Errorf("%w: %s/%s", domain.ErrRecordBusy, table, key)
+	}
+	return c, got.current, nil
 }
 
 // claim is one UpdateCoupling's hold on a record: domain.RecordLock.

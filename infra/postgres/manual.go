@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dvsync/dvsync/domain"
-	"github.com/dvsync/dvsync/infra/microbatch"
 	"github.com/dvsync/dvsync/infra/storage"
 )
 
@@ -16,22 +15,13 @@ import (
 // stores the edit, its audit entry and the resolution of the record's errors in one transaction
 // that also releases the claim.
 func (s *Store) EditCoupling(ctx context.Context, table, key, actor, action string, edit func(context.Context, domain.Coupling) (storage.CouplingEdit, error)) error {
-	io := s.couplingIO()
-	if io == nil {
-		return microbatch.ErrClosed
-	}
-	c := &claim{key: recordKey{table, key}, token: uuid.New(), io: io}
-	io.hold(c)
-	defer io.drop(c)
-	got, err := io.claims.Do(ctx, c)
+	c, current, err := s.claimRecord(ctx, table, key)
 	if err != nil {
-		io.release(c)
 		return err
 	}
-	if !got.claimed {
-		return fmt.Errorf("%w: %s/%s", domain.ErrRecordBusy, table, key)
-	}
-	e, err := edit(ctx, got.current)
+	io := c.io
+	defer io.drop(c)
+	e, err := edit(ctx, current)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storage.CommitTimeout)
 	defer cancel()
 	if err != nil {

@@ -100,20 +100,11 @@ func (c *claim) Held(ctx context.Context) error {
 // workers in any process update one record one at a time. A record another worker holds is
 // domain.ErrRecordBusy at once; a claim lost while update ran stores nothing and is ErrLockLost.
 func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
-	if s.isClosed() {
-		return closedErr
-	}
-	c := &claim{table: table, key: key, token: uuid.NewString(), s: s}
-	s.hold(c)
-	defer s.drop(c)
-	cur, got, err := s.take(ctx, c)
+	c, cur, err := s.claimRecord(ctx, table, key)
 	if err != nil {
-		s.release(c) // the claim may have been taken all the same
 		return err
 	}
-	if !got {
-		return fmt.Errorf("%w: %s/%s", domain.ErrRecordBusy, table, key)
-	}
+	defer s.drop(c)
 	next, err := update(ctx, cur, c)
 	var write *domain.Coupling
 	if err == nil {
@@ -126,6 +117,28 @@ func (s *Store) UpdateCoupling(ctx context.Context, table, key string, update fu
 		s.release(c)
 	}
 	return storage.UpdateOutcome(err, cerr, done, table, key)
+}
+
+// claimRecord claims one record and reads its coupling, for UpdateCoupling and EditCoupling; the
+// caller drops the claim (s.drop) when done. A record another worker holds is
+// domain.ErrRecordBusy.
+func (s *Store) claimRecord(ctx context.Context, table, key string) (*claim, domain.Coupling, error) {
+	if s.isClosed() {
+		return nil, domain.Coupling{}, closedErr
+	}
+	c := &claim{table: table, key: key, token: uuid.NewString(), s: s}
+	s.hold(c)
+	cur, got, err := s.take(ctx, c)
+	if err != nil {
+		s.release(c) // the claim may have been taken all the same
+		s.drop(c)
+		return nil, domain.Coupling{}, err
+	}
+	if !got {
+		s.drop(c)
+		return nil, domain.Coupling{}, fmt.Errorf("%w: %s/%s", domain.ErrRecordBusy, table, key)
+	}
+	return c, cur, nil
 }
 
 // take claims the record unless another live claim holds it, and reads its coupling after.
@@ -173,25 +186,30 @@ func (s *Store) commit(ctx context.Context, c *claim, next *domain.Coupling) (bo
 		if mine = n == 1; !mine || next == nil {
 			return nil
 		}
-		var rowID any
-		if next.RowID != uuid.Nil {
-			rowID = next.RowID.String()
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (table_name, source_key) DO UPDATE SET
-				row_id = excluded.row_id, entity = excluded.entity, version = excluded.version, status = excluded.status,
-				last_synced_at = excluded.last_synced_at, skipped = excluded.skipped, last_error_kind = excluded.last_error_kind,
-				failures = excluded.failures, last_attempt_at = excluded.last_attempt_at, row_version = excluded.row_version,
-				row_name = excluded.row_name, updated_at = excluded.updated_at`,
-			c.table, c.key, rowID, next.Entity, next.Version, string(next.Status), nanos(next.LastSyncedAt), next.Skipped,
-			string(next.LastErrorKind), next.Failures, nanos(next.LastAttemptAt), next.RowVersion, rowName(next.RowName), s.now().UnixNano())
-		if err != nil {
-			return fmt.Errorf("sqlite: write coupling %s/%s: %w", c.table, c.key, err)
-		}
-		return nil
+		return s.writeCoupling(ctx, tx, c.table, c.key, next)
 	})
 	return mine, err
+}
+
+// writeCoupling stores a record's coupling in tx: the one statement commits and edits share.
+func (s *Store) writeCoupling(ctx context.Context, tx *sql.Tx, table, key string, next *domain.Coupling) error {
+	var rowID any
+	if next.RowID != uuid.Nil {
+		rowID = next.RowID.String()
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (table_name, source_key) DO UPDATE SET
+			row_id = excluded.row_id, entity = excluded.entity, version = excluded.version, status = excluded.status,
+			last_synced_at = excluded.last_synced_at, skipped = excluded.skipped, last_error_kind = excluded.last_error_kind,
+			failures = excluded.failures, last_attempt_at = excluded.last_attempt_at, row_version = excluded.row_version,
+			row_name = excluded.row_name, updated_at = excluded.updated_at`,
+		table, key, rowID, next.Entity, next.Version, string(next.Status), nanos(next.LastSyncedAt), next.Skipped,
+		string(next.LastErrorKind), next.Failures, nanos(next.LastAttemptAt), next.RowVersion, rowName(next.RowName), s.now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("sqlite: write coupling %s/%s: %w", table, key, err)
+	}
+	return nil
 }
 
 // release gives a claim back by itself, after a claim or commit whose effect is unknown.
