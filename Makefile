@@ -31,7 +31,7 @@ test: test-env deps
 
 # The concurrent tests, three times over, as before resolving an issue.
 test-repeat: test-env deps
-	$(GO) test -race -count=3 ./cmd/... ./infra/postgres/... ./infra/sqlite/...
+	$(GO) test -race -count=3 ./cmd/... ./infra/postgres/... ./infra/sqlite/... ./consumers/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
