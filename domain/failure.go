@@ -44,6 +44,9 @@ const (
 	// KindAppRestricted is an application an administrator restricted from the Dataverse API:
 	// no privilege is missing.
 	KindAppRestricted Kind = "app_restricted"
+	// KindCurrencySetup is a source currency that cannot couple to Dataverse's currencies: the
+	// source's local currency is not the base currency, or a coupled currency is inactive.
+	KindCurrencySetup Kind = "currency_setup"
 
 	KindThrottled   Kind = "throttled"
 	KindServerError Kind = "server_error"

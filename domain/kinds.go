@@ -28,6 +28,7 @@ var kindTable = []struct {
 	{KindAuthentication, ClassSetup, "Authentication failed"},
 	{KindUserDisabled, ClassSetup, "User disabled or unlicensed"},
 	{KindAppRestricted, ClassSetup, "Application restricted from the API"},
+	{KindCurrencySetup, ClassSetup, "Currency setup"},
 	{KindSchemaMismatch, ClassSetup, "Schema mismatch"},
 	{KindOptionValueMissing, ClassSetup, "Option value missing"},
 	{KindMappingMissing, ClassSetup, "Mapping missing"},

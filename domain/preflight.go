@@ -76,14 +76,89 @@ func RequiredPrivileges(ms Mappings) []PrivilegeNeed {
 	return out
 }
 
-// Principal is who Dataverse says the integration user is (WhoAmI), and how it holds its roles.
+// Principal is who Dataverse says the integration user is (WhoAmI), and how it holds its roles:
+// its own (systemuserroles_association) and those of the teams it belongs to
+// (teammembership_association, teamroles_association).
 type Principal struct {
-	UserID         string
-	BusinessUnitID string
-	OrganizationID string
-	// Team names the team whose security role gives the user its privileges, when it holds them
-	// through a team rather than a role of its own: a missing privilege is added to that role.
-	Team string
+	UserID         string `json:"userId"`
+	BusinessUnitID string `json:"businessUnitId"`
+	OrganizationID string `json:"organizationId"`
+	Roles          []Role `json:"roles,omitempty"`
+	Teams          []Team `json:"teams,omitempty"`
+	// RolesUnknown says the roles and teams could not be read (the user lacks prvReadRole or
+	// prvReadTeam): a resolution then names no role or team.
+	RolesUnknown bool `json:"rolesUnknown,omitempty"`
+}
+
+// Role is a security role. A predefined one (it has a role template: System Administrator,
+// Basic User, …) is never advised to be widened: every user who holds it would gain the privilege.
+type Role struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Predefined bool   `json:"predefined,omitempty"`
+}
+
+// Team types, as Dataverse's team.teamtype has them.
+const (
+	TeamOwner       = 0
+	TeamAccess      = 1 // shares rows; it cannot hold a security role
+	TeamEntraGroup  = 2 // a Microsoft Entra ID security group team
+	TeamOfficeGroup = 3 // a Microsoft Entra ID Office group team
+)
+
+// Team is a team the user belongs to, with its roles. A business unit's default team (Default)
+// holds every user of the business unit: a role added to it reaches them all.
+type Team struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Type    int    `json:"type"`
+	Default bool   `json:"default,omitempty"`
+	Roles   []Role `json:"roles,omitempty"`
+	// Privileges are those its roles give (RetrieveTeamPrivileges); members inherit them.
+	Privileges map[string]bool `json:"-"`
+}
+
+// holdsRoles reports whether a team can hold roles and would be advised to: an access team
+// cannot, and a default team reaches every user of its business unit.
+func (t Team) holdsRoles() bool { return t.Type != TeamAccess && !t.Default }
+
+// roleSource is where a privilege the user lacks should be added: the team its privileges come
+// from when it holds none through a custom role of its own, else the user.
+func (p Principal) roleSource() *Team {
+	for _, r := range p.Roles {
+		if !r.Predefined {
+			return nil
+		}
+	}
+	var best *Team
+	for i := range p.Teams {
+		t := &p.Teams[i]
+		if !t.holdsRoles() || len(t.Roles) == 0 {
+			continue
+		}
+		if best == nil || len(t.Privileges) > len(best.Privileges) {
+			best = t
+		}
+	}
+	return best
+}
+
+// customRole is the first role that is not predefined, nil when there is none.
+func customRole(rs []Role) *Role {
+	for i := range rs {
+		if !rs[i].Predefined {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+func roleNames(rs []Role) string {
+	names := make([]string, 0, len(rs))
+	for _, r := range rs {
+		names = append(names, fmt.Sprintf("%q", r.Name))
+	}
+	return strings.Join(names, ", ")
 }
 
 // EntityInfo is what Dataverse's metadata says about one mapped entity; nil Attributes with
@@ -109,7 +184,29 @@ type PreflightInput struct {
 	Entities   map[string]EntityInfo // by logical name
 	// BaseCurrency is the ISO code of the environment's base currency, empty when unknown.
 	BaseCurrency string
+	// LocalCurrency is the source's local currency (DVSYNC_LOCAL_CURRENCY; Business Central's
+	// LCY), empty when not configured: then the base currency is not compared.
+	LocalCurrency string
+	// Coupled are the Dataverse currencies the source's currency records are coupled to; nil with
+	// CoupledSkipped saying why when the ledger could not be read (that part is skipped, not failed).
+	Coupled        []CoupledCurrency
+	CoupledSkipped string
+	// Warnings are what the check could not learn and went on without (logged, and printed by
+	// `dvsync doctor`), e.g. the roles when the user may not read them.
+	Warnings []string
 }
+
+// CoupledCurrency is one coupled currency record and what Dataverse holds of its row.
+type CoupledCurrency struct {
+	Table, Key string // the source record
+	RowID      string
+	Code       string // isocurrencycode
+	Found      bool   // the row exists (a deleted row is a destination_deleted error of its records)
+	Active     bool   // statecode 0
+}
+
+// CurrencyEntity is the Dataverse table of currencies; a mapping to it is the currency mapping.
+const CurrencyEntity = "transactioncurrency"
 
 // PreflightGap is one thing the setup lacks: a setup failure and the key it is kept under.
 type PreflightGap struct {
@@ -126,6 +223,9 @@ type PreflightReport struct {
 	// Checks are every check in the order made, passed or not, for `dvsync doctor` to print.
 	Checks   []PreflightCheck `json:"checks"`
 	Required []PrivilegeNeed  `json:"-"`
+	// Skipped are the parts not checked, with why: their gaps are neither found nor resolved.
+	Skipped  []string `json:"skipped,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // PreflightCheck is one thing a preflight checked, under the key a gap of it has.
@@ -153,7 +253,7 @@ const minStringLength = 1
 // gathers the input (infra/dataverse) and publishes the gaps.
 func Preflight(ms Mappings, in PreflightInput) PreflightReport {
 	rep := PreflightReport{Principal: in.Principal, BaseCurrency: in.BaseCurrency, Required: RequiredPrivileges(ms),
-		Gaps: []PreflightGap{}, Checks: []PreflightCheck{}}
+		Gaps: []PreflightGap{}, Checks: []PreflightCheck{}, Warnings: in.Warnings}
 	// check counts one check under its key, and keeps its gap when it has one.
 	check := func(key string, gap *Failure) {
 		rep.Checked++
@@ -162,6 +262,8 @@ func Preflight(ms Mappings, in PreflightInput) PreflightReport {
 			rep.Gaps = append(rep.Gaps, PreflightGap{Key: key, Failure: gap})
 		}
 	}
+	// Dataverse answered, so the application is not restricted from the API.
+	check(ApplicationKey, nil)
 	for _, table := range ms.Tables() {
 		m := ms[table]
 		info, ok := in.Entities[m.Entity]
@@ -193,7 +295,65 @@ func Preflight(ms Mappings, in PreflightInput) PreflightReport {
 		}
 		check(p.Entity+"/"+name, gap)
 	}
+	checkCurrencies(ms, in, &rep, check)
 	return rep
+}
+
+// CurrencyBaseKey is the key of the gap of a local currency that is not the base currency;
+// a coupled currency's gap is "currency/<key>".
+const CurrencyBaseKey = "currency/base"
+
+// checkCurrencies checks whether the source's currencies can couple to Dataverse's: the local
+// currency is the base currency (when configured and Dataverse says which it is), and every
+// coupled currency's row is active.
+func checkCurrencies(ms Mappings, in PreflightInput, rep *PreflightReport, check func(string, *Failure)) {
+	if in.LocalCurrency != "" && in.BaseCurrency != "" {
+		var gap *Failure
+		if !strings.EqualFold(in.LocalCurrency, in.BaseCurrency) {
+			gap = &Failure{
+				Class: ClassSetup, Kind: KindCurrencySetup,
+				Message: fmt.Sprintf("The source's local currency (DVSYNC_LOCAL_CURRENCY) is %s, but Dataverse's base currency is %s: "+
+					"records in the local currency, and those whose currency code is blank (which means the local currency), "+
+					"would be valued against %s, and dvsync does not convert amounts.", in.LocalCurrency, in.BaseCurrency, in.BaseCurrency),
+				Resolution: fmt.Sprintf("Dataverse's base currency cannot be changed once the environment is provisioned: sync to an "+
+					"environment provisioned with %s as its base currency, or, if the source's local currency is in fact %s, set "+
+					"DVSYNC_LOCAL_CURRENCY=%s; the next check clears this error.", in.LocalCurrency, in.BaseCurrency, in.BaseCurrency),
+				Details: map[string]string{"entity": CurrencyEntity, "local_currency": in.LocalCurrency, "base_currency": in.BaseCurrency, "problem": "base_currency"},
+			}
+		}
+		check(CurrencyBaseKey, gap)
+	}
+	if in.CoupledSkipped != "" {
+		rep.Skipped = append(rep.Skipped, "coupled currencies: "+in.CoupledSkipped)
+		return
+	}
+	for _, c := range in.Coupled {
+		if !c.Found {
+			continue
+		}
+		var gap *Failure
+		if !c.Active {
+			gap = &Failure{
+				Class: ClassSetup, Kind: KindCurrencySetup,
+				Message: fmt.Sprintf("The %s record %s is coupled to the Dataverse currency %s (%s), which is inactive: "+
+					"records in that currency would fail.", c.Table, c.Key, c.Code, c.RowID),
+				Resolution: fmt.Sprintf("In Dataverse, activate the currency %s (Settings > Currencies), or uncouple the %s record %s "+
+					"so that it couples to an active currency; the next check clears this error.", c.Code, c.Table, c.Key),
+				Details: map[string]string{"entity": CurrencyEntity, "table": c.Table, "key": c.Key, "row_id": c.RowID, "problem": "inactive_currency"},
+			}
+		}
+		check("currency/"+c.Key, gap)
+	}
+}
+
+// CurrencyTable is the source table mapped to Dataverse's currencies, "" when none is.
+func (ms Mappings) CurrencyTable() string {
+	for _, t := range ms.Tables() {
+		if ms[t].Entity == CurrencyEntity {
+			return t
+		}
+	}
+	return ""
 }
 
 // hasLookup reports whether the entity has the lookup a navigation property sets: a polymorphic
@@ -252,21 +412,58 @@ func missingAttribute(m Mapping, attr string) *Failure {
 }
 
 // MissingPrivilegeGap is the setup failure of a privilege the user lacks. Its resolution names
-// the exact role change: on the team's role when the user holds its roles through a team.
+// the exact role change: to the role of the team the user's privileges come from when it holds
+// them through a team (members inherit a team role's privileges), else to the user's own role;
+// a custom role, never a predefined one that others hold too. When the roles could not be read it
+// names neither.
 func MissingPrivilegeGap(p Principal, need PrivilegeNeed, name string) *Failure {
-	where := fmt.Sprintf("the security role of the application user %s", p.UserID)
-	if p.Team != "" {
-		where = fmt.Sprintf("the security role of the team %q the application user %s holds its roles through (not a role of the user)", p.Team, p.UserID)
+	priv := fmt.Sprintf("the %s privilege on the %s table (%s)", need.Verb, need.Entity, name)
+	details := map[string]string{"entity": need.Entity, "privilege": name, "verb": need.Verb, "user_id": p.UserID,
+		"tables": strings.Join(need.Tables, ",")}
+	var change string
+	switch team := p.roleSource(); {
+	case p.RolesUnknown:
+		change = fmt.Sprintf("give the application user %s %s at Organization level, in a custom security role it holds "+
+			"(its own, or one of an owner team it belongs to; its roles could not be read to say which)", p.UserID, priv)
+	case team != nil:
+		details["team"], details["team_id"] = team.Name, team.ID
+		if r := customRole(team.Roles); r != nil {
+			details["role"] = r.Name
+			change = fmt.Sprintf("add %s at Organization level to the role %q of the team %q "+
+				"(the application user %s's privileges come from that team, not from a role of the user)", priv, r.Name, team.Name, p.UserID)
+		} else {
+			change = fmt.Sprintf("add a custom security role with %s at Organization level to the team %q "+
+				"(the application user %s's privileges come from that team, not from a role of the user); "+
+				"do not widen its predefined roles %s, which other users hold too", priv, team.Name, p.UserID, roleNames(team.Roles))
+		}
+	default:
+		if r := customRole(p.Roles); r != nil {
+			details["role"] = r.Name
+			change = fmt.Sprintf("add %s at Organization level to the role %q of the application user %s", priv, r.Name, p.UserID)
+		} else {
+			change = fmt.Sprintf("assign the application user %s a custom security role with %s at Organization level", p.UserID, priv)
+			if len(p.Roles) > 0 {
+				change += fmt.Sprintf("; do not widen its predefined roles %s, which other users hold too", roleNames(p.Roles))
+			}
+		}
 	}
 	return &Failure{
 		Class: ClassSetup, Kind: KindMissingPrivilege,
 		Message: fmt.Sprintf("The integration user lacks %s (%s on %s), which the %s mapping needs; its records would fail.",
 			name, need.Verb, need.Entity, strings.Join(need.Tables, ", ")),
-		Resolution: fmt.Sprintf("In the Power Platform admin center, give %s the %s privilege on the %s table at Organization level (%s); the next check clears this error.",
-			where, need.Verb, need.Entity, name),
-		Details: map[string]string{"entity": need.Entity, "privilege": name, "verb": need.Verb, "user_id": p.UserID,
-			"team": p.Team, "tables": strings.Join(need.Tables, ",")},
+		Resolution: fmt.Sprintf("In the Power Platform admin center, %s; the next check clears this error.", change),
+		Details:    details,
 	}
+}
+
+// ApplicationKey is the key of the gap of an application restricted from the Dataverse API.
+const ApplicationKey = "application"
+
+// AppRestrictedReport is the report of a check that found the application restricted from the
+// API: no other check can run, so it checked that alone.
+func AppRestrictedReport(dv *DataverseError) PreflightReport {
+	return PreflightReport{Gaps: []PreflightGap{{Key: ApplicationKey, Failure: AppRestricted(dv)}}, Checked: 1,
+		Checks: []PreflightCheck{{Key: ApplicationKey}}}
 }
 
 // AppRestricted is the setup failure of an application an administrator restricted from the
@@ -292,21 +489,31 @@ func (r PreflightReport) ErrorEvents(id func(key string) string) []ErrorEvent {
 }
 
 // PreflightChecked is published to dvsync.errors.resolved.preflight after a check's gaps: the
-// projector resolves the open preflight errors whose key is not among Gaps and that were last
-// seen no later than At, so that an error reported by a later check on another worker stays.
+// projector resolves the open preflight errors whose key is among Keys (what the check looked
+// at) but not among Gaps, and that were last seen no later than At, so that an error reported by
+// a later check on another worker stays, and a partial check resolves nothing it did not check.
 // Its JSON has the table of a RecordSynced and no key, which tells the two apart.
 type PreflightChecked struct {
 	Table   string    `json:"table"` // always PreflightTable
 	Gaps    []string  `json:"gaps"`
+	Keys    []string  `json:"keys"`
 	Checked int       `json:"checked"`
 	At      time.Time `json:"at"`
 }
 
 // Outcome is the report as the message that resolves every preflight error it no longer finds.
 func (r PreflightReport) Outcome(at time.Time) PreflightChecked {
-	c := PreflightChecked{Table: PreflightTable, Gaps: make([]string, 0, len(r.Gaps)), Checked: r.Checked, At: at}
+	c := PreflightChecked{Table: PreflightTable, Gaps: make([]string, 0, len(r.Gaps)), Keys: make([]string, 0, len(r.Checks)),
+		Checked: r.Checked, At: at}
 	for _, g := range r.Gaps {
 		c.Gaps = append(c.Gaps, g.Key)
+	}
+	seen := map[string]bool{}
+	for _, k := range r.Checks {
+		if !seen[k.Key] {
+			seen[k.Key] = true
+			c.Keys = append(c.Keys, k.Key)
+		}
 	}
 	return c
 }
