@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,19 +141,44 @@ func (p *Projector) project(ctx context.Context, msg *message.Message) (waiting,
 	return waiting{}, nil
 }
 
-// resolvePreflight resolves the preflight errors a check no longer finds (a PreflightChecked: the
-// table of a resolution without a key). Like an error event it is taken as published: whoever may
-// publish on the error topics could also report gaps, and the next check corrects either.
+// resolvePreflight resolves the preflight errors a check looked at and no longer finds (a
+// PreflightChecked: the table of a resolution without a key). Like an error event it is taken as
+// published: whoever may publish on the error topics could also report gaps, and the next check
+// corrects either. What it cannot be trusted with is bounded: it resolves only among the keys it
+// lists, an outcome dated after it arrived counts as checked when it arrived (a future date
+// would otherwise resolve gaps later checks report), and one on another subject or with a NUL in
+// a key is kept as an invalid event.
 func (p *Projector) resolvePreflight(ctx context.Context, msg *message.Message, subject string) error {
 	var c domain.PreflightChecked
 	if err := json.Unmarshal(msg.Payload, &c); err != nil || c.Gaps == nil || c.At.IsZero() {
 		return p.store(ctx, p.unreadable(msg, subject, "a preflight outcome is not the JSON dvsync writes"), "")
 	}
+	if subject != natsjs.ResolvedSubject(domain.PreflightTable) {
+		return p.store(ctx, p.unreadable(msg, subject, "a preflight outcome came on "+subject+", not on "+natsjs.ResolvedSubject(domain.PreflightTable)), "")
+	}
+	for _, k := range append(slices.Clip(c.Gaps), c.Keys...) {
+		if strings.ContainsRune(k, 0) {
+			return p.store(ctx, p.unreadable(msg, subject, "a preflight outcome names a key with a NUL, which no check has"), "")
+		}
+	}
+	if arrived := arrival(msg); c.At.After(arrived) {
+		p.Log.Warn("a preflight outcome is dated after it arrived; it counts as checked when it arrived", "at", c.At, "arrived", arrived)
+		c.At = arrived
+	}
 	if err := p.Ledger.ResolvePreflight(ctx, c); err != nil {
 		return err
 	}
-	p.Log.Info("preflight checked", "gaps", len(c.Gaps), "checked", c.Checked, "at", c.At)
+	p.Log.Info("preflight checked", "gaps", len(c.Gaps), "keys", len(c.Keys), "checked", c.Checked, "at", c.At)
 	return nil
+}
+
+// arrival is when the errors stream stored the message (its timestamp, set by the server), or
+// now when the message does not say.
+func arrival(msg *message.Message) time.Time {
+	if ns, err := strconv.ParseInt(msg.Metadata.Get(metaTimestamp), 10, 64); err == nil && ns > 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Now().UTC()
 }
 
 // fallback decides about a message that could not be stored in full. PostgreSQL refusing its

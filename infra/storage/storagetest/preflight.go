@@ -12,8 +12,9 @@ import (
 	"github.com/dvsync/dvsync/infra/storage"
 )
 
-// A preflight error resolves when a check no longer finds it, and only then: a gap the check
-// still names stays open, and so does one seen after the check ran (a later check's).
+// A preflight error resolves when a check looked at it and no longer finds it, and only then: a
+// gap the check still names stays open, so does one the check did not look at (a partial
+// check), and so does one seen after the check ran (a later check's).
 func testResolvePreflightResolvesTheGapsACheckNoLongerFinds(t *testing.T, h Harness) {
 	s := h.Open(t, 0)
 	ctx := context.Background()
@@ -37,9 +38,17 @@ func testResolvePreflightResolvesTheGapsACheckNoLongerFinds(t *testing.T, h Harn
 		}
 		return page.Errors[0]
 	}
+	keys := []string{still, gone}
 	record(still, t0)
 	record(gone, t0)
-	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{still}, At: t0.Add(time.Second)}); err != nil {
+	// A check that did not look at the gap (the ledger down for the coupled currencies, say).
+	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, Keys: []string{"other"}, At: t0.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if e := status(gone); e.Status != storage.ErrorOpen {
+		t.Fatalf("a gap a check did not look at is %s", e.Status)
+	}
+	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{still}, Keys: keys, At: t0.Add(time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	if e := status(still); e.Status != storage.ErrorOpen {
@@ -50,13 +59,13 @@ func testResolvePreflightResolvesTheGapsACheckNoLongerFinds(t *testing.T, h Harn
 	}
 	// Seen again by a later check, it is not resolved by an earlier one that passed.
 	record(still, t0.Add(3*time.Second))
-	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, At: t0.Add(2 * time.Second)}); err != nil {
+	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, Keys: keys, At: t0.Add(2 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	if e := status(still); e.Status != storage.ErrorOpen || e.Occurrences != 2 {
 		t.Fatalf("after an earlier passing check: %s with %d occurrences; want open with 2", e.Status, e.Occurrences)
 	}
-	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, At: t0.Add(4 * time.Second)}); err != nil {
+	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, Keys: keys, At: t0.Add(4 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	if e := status(still); e.Status != storage.ErrorResolved {
@@ -69,7 +78,7 @@ func testResolvePreflightResolvesTheGapsACheckNoLongerFinds(t *testing.T, h Harn
 	if err := s.RecordError(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, At: t0.Add(5 * time.Second)}); err != nil {
+	if err := s.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, Keys: append(keys, rec), At: t0.Add(5 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	page, err := s.PageErrors(ctx, storage.ErrorFilter{Table: "customer", Key: rec, Limit: 10})
