@@ -109,6 +109,7 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	e.environmentRoutes(mux)
+	e.teamRoutes(mux)
 	mux.HandleFunc("POST /_emulator/tokens/revoke", func(w http.ResponseWriter, _ *http.Request) {
 		e.RevokeTokens()
 		w.WriteHeader(http.StatusNoContent)

@@ -64,6 +64,7 @@ type Emulator struct {
 	now          func() time.Time
 	prot         *protection
 	base         Currency     // the base currency Reset provisions
+	teams        *teamState   // teams and their roles (teams.go)
 	inFlight     atomic.Int64 // Web API requests being served, slow faults included
 	writes       atomic.Int64 // changes to rows and users, for Changes
 	// Tenant is the Entra ID tenant the token endpoint serves.
@@ -95,6 +96,7 @@ func (e *Emulator) Reset() {
 	e.apps, e.users, e.tokens = map[string]App{}, map[uuid.UUID]*user{}, map[string]token{}
 	e.privilegeIDs = map[string]uuid.UUID{}
 	e.businessUnit = uuid.NewSHA1(uuid.NameSpaceOID, []byte("business unit"))
+	e.teams = newTeamState(e.businessUnit)
 	for _, ent := range DefaultEntities() {
 		e.addEntityLocked(ent)
 	}
@@ -151,6 +153,7 @@ func (e *Emulator) addAppLocked(a App) {
 			u.privileges[privilegeName(v, ent)] = true
 		}
 	}
+	grantTeamReadsLocked(u)
 	e.users[a.UserID] = u
 }
 

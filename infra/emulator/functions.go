@@ -27,6 +27,9 @@ var (
 // serveFunction answers the functions and metadata routes; it reports whether seg was one. The
 // caller holds e.mu.
 func (e *Emulator) serveFunction(w http.ResponseWriter, r *http.Request, u *user, seg string) bool {
+	if e.serveTeams(w, r, u, seg) {
+		return true
+	}
 	if seg != "WhoAmI" && seg != "WhoAmI()" && seg != "organizations" && !strings.HasPrefix(seg, "systemusers(") && !strings.HasPrefix(seg, "EntityDefinitions") {
 		return false
 	}
@@ -89,9 +92,21 @@ func (e *Emulator) serveFunction(w http.ResponseWriter, r *http.Request, u *user
 }
 
 // retrieveUserPrivileges lists the privileges the user's role holds, each at the organization's
-// depth: an application user's role grants Global access.
+// depth (an application user's role grants Global access), and those it inherits from its teams'
+// roles only at Basic depth, as the function's reference says it returns them.
 func (e *Emulator) retrieveUserPrivileges(w http.ResponseWriter, r *http.Request, u *user) {
 	privs := []map[string]any{}
+	inherited := []string{}
+	for p := range e.teamPrivilegesLocked(u) {
+		if u.noRole || !u.privileges[p] {
+			inherited = append(inherited, p)
+		}
+	}
+	sort.Strings(inherited)
+	for _, p := range inherited {
+		privs = append(privs, map[string]any{"Depth": "Basic", "PrivilegeId": e.privilegeID(p).String(),
+			"BusinessUnitId": e.businessUnit.String(), "PrivilegeName": p})
+	}
 	if !u.noRole {
 		names := make([]string, 0, len(u.privileges))
 		for p := range u.privileges {
@@ -145,7 +160,7 @@ func (e *Emulator) retrievePrincipalAccess(w http.ResponseWriter, r *http.Reques
 	}
 	var rights []string
 	for _, a := range accessRights {
-		if !u.noRole && u.privileges[privilegeName(a.verb, ent)] {
+		if e.holdsLocked(u, privilegeName(a.verb, ent)) {
 			rights = append(rights, a.right)
 		}
 	}

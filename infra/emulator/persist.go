@@ -19,6 +19,7 @@ import (
 type snapshot struct {
 	Rows  map[string]map[uuid.UUID]row
 	Users map[uuid.UUID]userState
+	Teams *teamState
 }
 
 type userState struct {
@@ -33,7 +34,7 @@ func init() { gob.Register(uuid.UUID{}) }
 // Save writes the emulator's rows and users' privileges to w.
 func (e *Emulator) Save(w io.Writer) error {
 	e.mu.Lock()
-	snap := snapshot{Rows: e.rows, Users: map[uuid.UUID]userState{}}
+	snap := snapshot{Rows: e.rows, Users: map[uuid.UUID]userState{}, Teams: e.teams}
 	for id, u := range e.users {
 		snap.Users[id] = userState{Privileges: u.privileges, Disabled: u.disabled, NoRole: u.noRole, Restricted: u.restricted}
 	}
@@ -73,6 +74,9 @@ func (e *Emulator) Load(r io.Reader) error {
 			}
 			u.privileges, u.disabled, u.noRole, u.restricted = st.Privileges, st.Disabled, st.NoRole, st.Restricted
 		}
+	}
+	if snap.Teams != nil {
+		e.teams = snap.Teams.loaded()
 	}
 	versionCounter.Lock()
 	versionCounter.n = max(versionCounter.n, newest)

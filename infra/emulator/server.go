@@ -127,7 +127,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, errUserDisabled())
 	case u.restricted:
 		writeError(rec, r, errAppRestricted(u.clientID))
-	case u.noRole:
+	case !e.hasRoleLocked(u):
 		writeError(rec, r, errNoRoles(u))
 	case strings.TrimPrefix(r.URL.Path, apiPath) == "$batch" && r.Method == http.MethodPost:
 		e.serveBatch(rec, r, u)
@@ -268,7 +268,7 @@ func (e *Emulator) find(ent *Entity, key rowKey) uuid.UUID {
 
 func (e *Emulator) check(u *user, verb string, ent *Entity) *apiError {
 	p := privilegeName(verb, ent)
-	if !u.privileges[p] {
+	if !e.holdsLocked(u, p) {
 		return e.errPrivilege(u, p, ent)
 	}
 	return nil
