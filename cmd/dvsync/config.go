@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dvsync/dvsync/consumers/preflight"
 	"github.com/dvsync/dvsync/consumers/syncworker"
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/dataverse"
@@ -46,8 +47,15 @@ type Config struct {
 	// replicas share users.
 	SessionKey string
 	// PreflightEvery is how often a worker checks the setup again after its check at start
-	// (DVSYNC_PREFLIGHT_EVERY, 10m by default; 0 checks only at start).
+	// (DVSYNC_PREFLIGHT_EVERY, 10m by default; 0 never periodically, only at start).
 	PreflightEvery time.Duration
+	// PreflightStartTimeout bounds the check at a worker's start (DVSYNC_PREFLIGHT_START_TIMEOUT,
+	// 30s): past it the worker logs and consumes.
+	PreflightStartTimeout time.Duration
+	// LocalCurrency is the source's local currency code (DVSYNC_LOCAL_CURRENCY, Business
+	// Central's LCY): the preflight compares it with Dataverse's base currency, and a record's
+	// blank currency code means it.
+	LocalCurrency string
 	// envErrs are the environment's malformed values, for validate to report with the rest.
 	envErrs []error
 }
@@ -281,6 +289,8 @@ func defaultConfig() Config {
 	c.Worker.Lanes = e.integer("DVSYNC_WORKER_LANES", min(c.Worker.Lanes*max(1, len(c.Dataverse.Users())), maxLanes))
 	c.Worker.RetryBudget = e.duration("DVSYNC_RETRY_BUDGET", c.Worker.RetryBudget)
 	c.PreflightEvery = e.duration("DVSYNC_PREFLIGHT_EVERY", defaultPreflightEvery)
+	c.PreflightStartTimeout = e.duration("DVSYNC_PREFLIGHT_START_TIMEOUT", preflight.DefaultStartTimeout)
+	c.LocalCurrency = strings.TrimSpace(env("DVSYNC_LOCAL_CURRENCY", ""))
 	c.envErrs = e.errs
 	return c
 }
@@ -305,7 +315,8 @@ func (c *Config) flags(fs *flag.FlagSet, nats, db, dataverse, worker bool) {
 		fs.DurationVar(&c.Worker.HandleTimeout, "handle-timeout", c.Worker.HandleTimeout, "most time one change is held, retries included")
 		fs.IntVar(&c.Skip.After, "skip-after", c.Skip.After, "identical permanent failures in a row that skip a record; 0 never skips (DVSYNC_SKIP_AFTER)")
 		fs.DurationVar(&c.Skip.Probe, "skip-probe", c.Skip.Probe, "how often a skipped record is tried anyway, to find its cause gone; 0 never (DVSYNC_SKIP_PROBE)")
-		fs.DurationVar(&c.PreflightEvery, "preflight-every", c.PreflightEvery, "how often the setup is checked again after the check at start; 0 only at start (DVSYNC_PREFLIGHT_EVERY)")
+		fs.DurationVar(&c.PreflightEvery, "preflight-every", c.PreflightEvery, "how often the setup is checked again after the check at start; 0 never again, only at start (DVSYNC_PREFLIGHT_EVERY)")
+		fs.DurationVar(&c.PreflightStartTimeout, "preflight-start-timeout", c.PreflightStartTimeout, "most time the setup check at start holds up consuming (DVSYNC_PREFLIGHT_START_TIMEOUT)")
 		fs.DurationVar(&c.Worker.RetryBudget, "retry-budget", c.Worker.RetryBudget, "how long a transiently failing change is retried before it is parked as an error (DVSYNC_RETRY_BUDGET)")
 	}
 }
@@ -382,6 +393,10 @@ func (c Config) validate(nats, db, dataverse bool) error {
 	if _, err := logLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	// Dataverse's isocurrencycode holds at most 5 characters: a longer code could never match.
+	if n := len([]rune(c.LocalCurrency)); n > 5 {
+		errs = append(errs, fmt.Errorf("DVSYNC_LOCAL_CURRENCY %s has %d characters; a currency code has at most 5", shown(c.LocalCurrency), n))
+	}
 	// A negative value would silently mean "the default" or "never": say so instead.
 	for _, n := range []struct {
 		name     string
@@ -394,6 +409,7 @@ func (c Config) validate(nats, db, dataverse bool) error {
 		{"DVSYNC_SKIP_PROBE (--skip-probe)", c.Skip.Probe < 0},
 		{"DVSYNC_RETRY_BUDGET (--retry-budget)", c.Worker.RetryBudget < 0},
 		{"DVSYNC_PREFLIGHT_EVERY (--preflight-every)", c.PreflightEvery < 0},
+		{"DVSYNC_PREFLIGHT_START_TIMEOUT (--preflight-start-timeout)", c.PreflightStartTimeout < 0},
 	} {
 		if n.negative {
 			errs = append(errs, fmt.Errorf("%s is negative", n.name))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/dvsync/dvsync/consumers/preflight"
 	"github.com/dvsync/dvsync/domain"
 )
 
@@ -33,6 +34,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	rep, err := s.preflight(ctx)
+	s.metrics.PreflightChecks.WithLabelValues("demand", preflight.Outcome(rep, err)).Inc()
 	if err != nil {
 		return err
 	}
@@ -62,6 +64,12 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if !listed(rep.Checks, g.Key) {
 				fmt.Fprintf(stdout, "GAP  %s\n     %s\n     Fix: %s\n", termSafe(g.Key), termSafe(g.Failure.Message), termSafe(g.Failure.Resolution))
 			}
+		}
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(stdout, "WARN %s\n", termSafe(w))
+		}
+		for _, sk := range rep.Skipped {
+			fmt.Fprintf(stdout, "SKIP %s\n", termSafe(sk))
 		}
 		fmt.Fprintf(stdout, "%d checks, %d gaps\n", rep.Checked, len(rep.Gaps))
 	}

@@ -305,9 +305,10 @@ func (s *stack) runWorker(ctx context.Context) error {
 		defer sub.Unsubscribe() //nolint:errcheck // the connection closes after
 	}
 	// The setup is checked before the first record is consumed, so that a gap is reported before
-	// a record fails of it; the worker runs whatever the check finds.
+	// a record fails of it; the worker runs whatever the check finds, and past the start timeout
+	// without it.
 	ck := s.preflightChecker()
-	ck.Logged(ctx)
+	ck.Start(ctx)
 	close(s.startChecked)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ck.Run(gctx) })

@@ -107,20 +107,149 @@ func (c *Client) BaseCurrency(ctx context.Context) (string, error) {
 	return code, nil
 }
 
+// list reads a collection at path (a navigation property, say), under label in metrics.
+func (c *Client) list(ctx context.Context, label, path, sel string) ([]map[string]any, error) {
+	resp, err := c.do(ctx, http.MethodGet, label, path+"?$select="+sel, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	var page struct {
+		Value []map[string]any `json:"value"`
+	}
+	if err := json.Unmarshal(resp.body, &page); err != nil {
+		return nil, fmt.Errorf("dataverse: %s: %w", label, err)
+	}
+	return page.Value, nil
+}
+
+func roles(rows []map[string]any) []domain.Role {
+	out := make([]domain.Role, 0, len(rows))
+	for _, r := range rows {
+		// A predefined role (System Administrator, Basic User, …) is made from a role template.
+		out = append(out, domain.Role{ID: str(r["roleid"]), Name: str(r["name"]), Predefined: r["_roletemplateid_value"] != nil})
+	}
+	return out
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// Roles reads how a user holds its privileges: its own roles (systemuserroles_association, which
+// needs prvReadRole), its teams (teammembership_association, prvReadTeam), and each team's roles
+// and privileges (teamroles_association, RetrieveTeamPrivileges). An access team holds no role
+// and is listed without.
+func (c *Client) Roles(ctx context.Context, userID string) ([]domain.Role, []domain.Team, error) {
+	rows, err := c.list(ctx, "systemusers", "systemusers("+userID+")/systemuserroles_association", "roleid,name,_roletemplateid_value")
+	if err != nil {
+		return nil, nil, fmt.Errorf("dataverse: the user's roles: %w", err)
+	}
+	own := roles(rows)
+	rows, err = c.list(ctx, "systemusers", "systemusers("+userID+")/teammembership_association", "teamid,name,teamtype,isdefault")
+	if err != nil {
+		return nil, nil, fmt.Errorf("dataverse: the user's teams: %w", err)
+	}
+	teams := make([]domain.Team, 0, len(rows))
+	for _, r := range rows {
+		t := domain.Team{ID: str(r["teamid"]), Name: str(r["name"]), Default: r["isdefault"] == true}
+		if n, ok := r["teamtype"].(float64); ok {
+			t.Type = int(n)
+		}
+		if _, err := uuid.Parse(t.ID); err != nil {
+			return nil, nil, fmt.Errorf("dataverse: a team of the user has no id: %w", err)
+		}
+		if t.Type != domain.TeamAccess {
+			rs, err := c.list(ctx, "teams", "teams("+t.ID+")/teamroles_association", "roleid,name,_roletemplateid_value")
+			if err != nil {
+				return nil, nil, fmt.Errorf("dataverse: the roles of team %s: %w", t.Name, err)
+			}
+			t.Roles = roles(rs)
+			if len(t.Roles) > 0 {
+				if t.Privileges, err = c.TeamPrivileges(ctx, t.ID); err != nil {
+					return nil, nil, fmt.Errorf("dataverse: the privileges of team %s: %w", t.Name, err)
+				}
+			}
+		}
+		teams = append(teams, t)
+	}
+	return own, teams, nil
+}
+
+// TeamPrivileges returns the names of the privileges a team holds through its roles.
+func (c *Client) TeamPrivileges(ctx context.Context, teamID string) (map[string]bool, error) {
+	resp, err := c.do(ctx, http.MethodGet, "teams", "teams("+teamID+")/Microsoft.Dynamics.CRM.RetrieveTeamPrivileges", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		RolePrivileges []struct{ PrivilegeName string }
+	}
+	if err := json.Unmarshal(resp.body, &out); err != nil {
+		return nil, fmt.Errorf("dataverse: RetrieveTeamPrivileges: %w", err)
+	}
+	held := map[string]bool{}
+	for _, p := range out.RolePrivileges {
+		held[p.PrivilegeName] = true
+	}
+	return held, nil
+}
+
+// Currencies returns every currency of the environment by id: its ISO code and whether it is
+// active (an environment has a handful).
+func (c *Client) Currencies(ctx context.Context) (map[uuid.UUID]domain.CoupledCurrency, error) {
+	rows, err := c.Query(ctx, "transactioncurrencies", url.Values{"$select": {"transactioncurrencyid,isocurrencycode,statecode"}})
+	if err != nil {
+		return nil, err
+	}
+	out := map[uuid.UUID]domain.CoupledCurrency{}
+	for _, r := range rows {
+		id, err := uuid.Parse(str(r["transactioncurrencyid"]))
+		if err != nil {
+			continue
+		}
+		state, _ := r["statecode"].(float64)
+		out[id] = domain.CoupledCurrency{RowID: id.String(), Code: str(r["isocurrencycode"]), Found: true, Active: state == 0}
+	}
+	return out, nil
+}
+
+// PreflightOptions is what a preflight checks beyond Dataverse's own answers.
+type PreflightOptions struct {
+	// LocalCurrency is the source's local currency (DVSYNC_LOCAL_CURRENCY), compared with the
+	// base currency when set.
+	LocalCurrency string
+	// CurrencyCouplings are the coupled records of the currency table, whose rows must be active;
+	// CouplingsSkipped says why they are not known (the ledger did not answer): that part is then
+	// skipped, and nothing it would check is resolved.
+	CurrencyCouplings []domain.Coupling
+	CouplingsSkipped  string
+}
+
 // Preflight gathers what the mappings need from Dataverse and compares it (domain.Preflight). An
 // application restricted from the API is one gap, not an error: no other check can run then.
-func (c *Client) Preflight(ctx context.Context, ms domain.Mappings) (domain.PreflightReport, error) {
+// Roles and teams the user may not read leave the advice neutral, with a warning, and fail
+// nothing.
+func (c *Client) Preflight(ctx context.Context, ms domain.Mappings, opt PreflightOptions) (domain.PreflightReport, error) {
 	who, err := c.WhoAmI(ctx)
 	var dv *Error
 	if errors.As(err, &dv) && domain.NormalizeCode(dv.Code) == "0x80095ffc" {
-		return domain.PreflightReport{Gaps: []domain.PreflightGap{{Key: "application", Failure: domain.AppRestricted(dv)}}, Checked: 1}, nil
+		return domain.AppRestrictedReport(dv), nil
 	}
 	if err != nil {
 		return domain.PreflightReport{}, fmt.Errorf("dataverse: preflight: %w", err)
 	}
-	in := domain.PreflightInput{Principal: who, Entities: map[string]domain.EntityInfo{}}
+	in := domain.PreflightInput{Principal: who, Entities: map[string]domain.EntityInfo{}, LocalCurrency: opt.LocalCurrency}
 	if in.Privileges, err = c.UserPrivileges(ctx, who.UserID); err != nil {
 		return domain.PreflightReport{}, fmt.Errorf("dataverse: preflight: %w", err)
+	}
+	if in.Principal.Roles, in.Principal.Teams, err = c.Roles(ctx, who.UserID); err != nil {
+		if ctx.Err() != nil {
+			return domain.PreflightReport{}, fmt.Errorf("dataverse: preflight: %w", err)
+		}
+		in.Principal.Roles, in.Principal.Teams, in.Principal.RolesUnknown = nil, nil, true
+		in.Warnings = append(in.Warnings, "the roles and teams of the integration user could not be read (it needs prvReadRole and "+
+			"prvReadTeam for that), so resolutions name no role or team: "+err.Error())
 	}
 	for _, t := range ms.Tables() {
 		m := ms[t]
@@ -132,7 +261,22 @@ func (c *Client) Preflight(ctx context.Context, ms domain.Mappings) (domain.Pref
 		}
 	}
 	// The base currency is reported so that a mismatch with the source's currencies is visible;
-	// a Dataverse that does not say leaves it blank rather than failing the check.
+	// a Dataverse that does not say leaves it blank (and uncompared) rather than failing the check.
 	in.BaseCurrency, _ = c.BaseCurrency(ctx)
+	in.CoupledSkipped = opt.CouplingsSkipped
+	if len(opt.CurrencyCouplings) > 0 && in.CoupledSkipped == "" {
+		all, err := c.Currencies(ctx)
+		if err != nil {
+			return domain.PreflightReport{}, fmt.Errorf("dataverse: preflight: the currencies: %w", err)
+		}
+		for _, cp := range opt.CurrencyCouplings {
+			if cp.RowID == uuid.Nil {
+				continue
+			}
+			cur := all[cp.RowID]
+			cur.Table, cur.Key, cur.RowID = cp.Table, cp.Key, cp.RowID.String()
+			in.Coupled = append(in.Coupled, cur)
+		}
+	}
 	return domain.Preflight(ms, in), nil
 }

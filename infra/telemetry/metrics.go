@@ -32,6 +32,7 @@ type Metrics struct {
 	UserRequests      *prometheus.CounterVec   // user, status
 	UserThrottled     *prometheus.CounterVec   // user, code
 	TokenFailures     *prometheus.CounterVec   // user, reason (refused, unavailable)
+	PreflightChecks   *prometheus.CounterVec   // when (start, periodic, demand), outcome
 	BatchCalls        prometheus.Histogram
 	tables            map[string]bool
 }
@@ -81,6 +82,12 @@ func New(knownTables []string) *Metrics {
 		TokenFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_dataverse_token_failures_total",
 			Help: "Token requests to Microsoft Entra ID that failed, by application user and reason (refused: Entra ID said no, a wrong or expired secret most often; unavailable: no answer, a timeout or a 5xx)."},
 			[]string{"user", "reason"}),
+		PreflightChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_preflight_checks_total",
+			Help: "Setup checks (preflight) by when they ran (start: before a worker consumes; periodic: every DVSYNC_PREFLIGHT_EVERY; " +
+				"demand: dvsync doctor) and outcome (ok: no gap; gaps: at least one setup gap; failed: Dataverse did not answer in time " +
+				"or the outcome could not be published, so nothing was resolved; skipped: no gap found but a part was not checked, " +
+				"e.g. the coupled currencies while the ledger did not answer)."},
+			[]string{"when", "outcome"}),
 		BatchCalls: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dvsync_dataverse_batch_calls",
 			Help: "Sync calls carried by each request of the batched Dataverse port (1: sent alone).", Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000}}),
 		tables: map[string]bool{},
@@ -91,7 +98,7 @@ func New(knownTables []string) *Metrics {
 	}
 	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.ChangeLatency, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
 		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites, m.ErrorsUnstorable, m.UserRequests, m.UserThrottled,
-		m.TokenFailures, m.BatchCalls, buildInfo())
+		m.TokenFailures, m.PreflightChecks, m.BatchCalls, buildInfo())
 	// Counters start at zero for every label value known in advance: a series that appears only
 	// with its first increment hides that increment from rate() and increase(), and so from alerts.
 	for _, k := range KnownErrorKinds() {
@@ -99,6 +106,11 @@ func New(knownTables []string) *Metrics {
 	}
 	for _, cause := range []string{"data", "retries"} {
 		m.ErrorsUnstorable.WithLabelValues(cause)
+	}
+	for _, when := range []string{"start", "periodic", "demand"} {
+		for _, outcome := range []string{"ok", "gaps", "failed", "skipped"} {
+			m.PreflightChecks.WithLabelValues(when, outcome)
+		}
 	}
 	return m
 }
