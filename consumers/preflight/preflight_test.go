@@ -120,7 +120,10 @@ func TestASlowCheckAtStartIsGivenUpAfterTheStartTimeout(t *testing.T) {
 // Every 0 never checks periodically: Run returns at once.
 func TestNoPeriodicCheckWhenEveryIsZero(t *testing.T) {
 	called := false
-	ck := &preflight.Checker{Check: func(context.Context) (domain.PreflightReport, error) { called = true; return domain.PreflightReport{}, nil },
+	ck := &preflight.Checker{Check: func(context.Context) (domain.PreflightReport, error) {
+		called = true
+		return domain.PreflightReport{}, nil
+	},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if err := ck.Run(context.Background()); err != nil || called {
 		t.Fatalf("Run with Every 0: %v, checked %v", err, called)
