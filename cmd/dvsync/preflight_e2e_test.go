@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/emulator"
 	"github.com/dvsync/dvsync/infra/storage"
@@ -79,6 +81,89 @@ func TestRevokedPrivilegeIsAPreflightErrorUntilTheNextCheckPasses(t *testing.T) 
 	if code, out := doctor(); code != 0 || strings.Contains(out, "GAP") {
 		t.Fatalf("doctor without gaps: exit %d\n%s", code, out)
 	}
+}
+
+// A privilege the integration user holds only through an owner team's role, revoked from that
+// role, is a preflight setup error naming the team before any record is sent; granted again on
+// the team's role, the next check resolves it.
+func TestAPrivilegeRevokedFromTheTeamRoleNamesTheTeam(t *testing.T) {
+	const privilege = "prvCreateProduct"
+	key := "product/" + privilege
+	var role uuid.UUID
+	var writesBefore int64
+	h := startWith(t, options{workers: 1,
+		provision: func(emu *emulator.Emulator) {
+			user := emulator.DefaultApp.UserID
+			_, roles, err := emu.AddTeam(emulator.TeamSpec{Name: "Sales integration", Type: emulator.TeamOwner, Members: []uuid.UUID{user},
+				Roles: []emulator.RoleSpec{{Name: "DVSync sync", Privileges: []string{"*", "prvReadRole", "prvReadTeam"}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			role = roles[0]
+			// Its own role taken away, the user holds every privilege through the team alone.
+			if err := emu.SetRoleAssigned(user, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := emu.SetRolePrivilege(role, privilege, false); err != nil {
+				t.Fatal(err)
+			}
+			writesBefore = emu.Changes()
+		},
+		tweak: func(c *Config) { c.PreflightEvery = 200 * time.Millisecond }})
+	ctx := context.Background()
+	var found storage.StoredError
+	h.eventually("the preflight error of "+key, func() bool {
+		page, err := h.store.PageErrors(ctx, storage.ErrorFilter{Table: domain.PreflightTable, Key: key, Status: storage.ErrorOpen, Limit: 1})
+		if err != nil || len(page.Errors) == 0 {
+			return false
+		}
+		found = page.Errors[0]
+		return true
+	})
+	if found.Kind != domain.KindMissingPrivilege || found.Details["team"] != "Sales integration" || found.Details["role"] != "DVSync sync" ||
+		!strings.Contains(found.Resolution, `to the role "DVSync sync" of the team "Sales integration"`) ||
+		!strings.Contains(found.Resolution, "not from a role of the user") {
+		t.Fatalf("preflight error = %+v", found)
+	}
+	if n := h.emu.Changes(); n != writesBefore {
+		t.Fatalf("the emulator took %d writes before any record was sent", n-writesBefore)
+	}
+	if err := h.emu.SetRolePrivilege(role, privilege, true); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("the team's preflight error resolved by the next check", func() bool {
+		e, err := h.store.GetError(ctx, found.ID)
+		return err == nil && e.Status == storage.ErrorResolved
+	})
+}
+
+// A source whose local currency is not Dataverse's base currency is a currency_setup error before
+// any record is sent, saying which currency is the base; provisioned with that currency, the next
+// check resolves it.
+func TestALocalCurrencyThatIsNotTheBaseCurrencyIsASetupError(t *testing.T) {
+	h := startWith(t, options{workers: 1,
+		tweak: func(c *Config) { c.PreflightEvery = 200 * time.Millisecond; c.LocalCurrency = "EUR" }})
+	ctx := context.Background()
+	var found storage.StoredError
+	h.eventually("the currency setup error", func() bool {
+		page, err := h.store.PageErrors(ctx, storage.ErrorFilter{Table: domain.PreflightTable, Key: domain.CurrencyBaseKey, Status: storage.ErrorOpen, Limit: 1})
+		if err != nil || len(page.Errors) == 0 {
+			return false
+		}
+		found = page.Errors[0]
+		return true
+	})
+	if found.Kind != domain.KindCurrencySetup || found.Class != domain.ClassSetup || !strings.Contains(found.Message, "base currency is USD") ||
+		!strings.Contains(found.Message, "local currency (DVSYNC_LOCAL_CURRENCY) is EUR") {
+		t.Fatalf("currency error = %+v", found)
+	}
+	if err := h.emu.SetBaseCurrency(emulator.Currency{ISOCode: "EUR", Name: "Euro", Symbol: "€"}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("the currency error resolved by the next check", func() bool {
+		e, err := h.store.GetError(ctx, found.ID)
+		return err == nil && e.Status == storage.ErrorResolved
+	})
 }
 
 func hasKey(es []storage.StoredError, key string) bool {
