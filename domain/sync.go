@@ -56,6 +56,10 @@ type Syncer struct {
 	Classifier Classifier
 	Skip       SkipPolicy
 	Now        func() time.Time
+	// LocalCurrency is the source's local currency (DVSYNC_LOCAL_CURRENCY): a blank currency code
+	// means it, as in Business Central (LCY), so a lookup to the currency table with a blank code
+	// binds the currency record of that code instead of clearing. Empty: a blank code clears.
+	LocalCurrency string
 }
 
 // SkipPolicy is Business Central's skip rule, made smarter: a record that fails the same way
@@ -351,16 +355,23 @@ func versionText(v string) string {
 // not coupled is a failure, and nothing is sent to Dataverse.
 func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, attrs Attributes, out *Outcome) (*Failure, error) {
 	for _, l := range m.Lookups {
+		var value string
 		if raw, present := ev.Fields[l.Source]; present && (raw == nil || raw == "") {
-			attrs[l.Bind+"@odata.bind"] = nil // an emptied field clears the lookup
-			continue
-		}
-		value, ok, err := l.LookupValue(ev.Fields)
-		if err != nil {
-			return InvalidEvent(err.Error()), nil
-		}
-		if !ok {
-			continue
+			if s.LocalCurrency == "" || s.Mappings[l.Table].Entity != CurrencyEntity {
+				attrs[l.Bind+"@odata.bind"] = nil // an emptied field clears the lookup
+				continue
+			}
+			value = s.LocalCurrency
+			s.stage(out, "lookup", fmt.Sprintf("%s is blank: the local currency %s", l.Source, value))
+		} else {
+			v, ok, err := l.LookupValue(ev.Fields)
+			if err != nil {
+				return InvalidEvent(err.Error()), nil
+			}
+			if !ok {
+				continue
+			}
+			value = v
 		}
 		dep, err := s.Store.Coupling(ctx, l.Table, value)
 		if err != nil {

@@ -189,6 +189,24 @@ func TestUncoupledDependencyFailsWithoutCallingDataverse(t *testing.T) {
 	}
 }
 
+// With a local currency configured, a blank currency code means it (Business Central's LCY): the
+// lookup binds the local currency's row rather than clearing.
+func TestABlankCurrencyCodeIsTheLocalCurrency(t *testing.T) {
+	dv := &recorder{}
+	s, _ := newSyncer(dv)
+	s.LocalCurrency = "USD"
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": ""}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindDependencyNotCoupled || !strings.Contains(out.Failure.Message, "Currency Code USD") {
+		t.Fatalf("blank before the local currency is coupled: %+v", out.Failure)
+	}
+	mustSync(t, s, upsert("currency", "USD", 1, map[string]any{"code": "USD"}))
+	out = mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": ""}))
+	bind := dv.calls[len(dv.calls)-1].attrs["transactioncurrencyid@odata.bind"]
+	if out.Result != domain.ResultSynced || bind != "/transactioncurrencies("+domain.DeterministicRowID("currency", "USD").String()+")" {
+		t.Fatalf("outcome %+v, bind %v", out, bind)
+	}
+}
+
 func TestTransientFailuresAreReturnedNotRecorded(t *testing.T) {
 	dv := &recorder{errs: []error{&domain.DataverseError{Status: 429, Code: "0x80072322", RetryAfter: 3 * time.Second}}}
 	s, st := newSyncer(dv)

@@ -288,7 +288,7 @@ func (s *stack) runWorker(ctx context.Context) error {
 	w := &syncworker.Worker{
 		Consumer: consumer,
 		Syncer: &domain.Syncer{Mappings: s.mappings, Store: s.store, Dataverse: s.dv, Now: time.Now, Skip: s.cfg.Skip,
-			Classifier: domain.Classifier{IntegrationUser: s.integrationUser()}},
+			Classifier: domain.Classifier{IntegrationUser: s.integrationUser()}, LocalCurrency: s.cfg.LocalCurrency},
 		Outcomes: natsjs.Publisher{JS: s.js},
 		Config:   s.cfg.Worker,
 		Metrics:  s.metrics,
