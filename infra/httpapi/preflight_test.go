@@ -38,7 +38,7 @@ func TestSetupBannerAndPreflightAPIFollowTheOpenPreflightErrors(t *testing.T) {
 	if err := json.Unmarshal([]byte(api.body), &body); err != nil || api.status != 200 || body.OK || len(body.Errors) == 0 {
 		t.Fatalf("GET /api/v1/preflight: %d %s", api.status, api.body)
 	}
-	if err := ts.store.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, At: at.Add(time.Second)}); err != nil {
+	if err := ts.store.ResolvePreflight(ctx, domain.PreflightChecked{Table: domain.PreflightTable, Gaps: []string{}, Keys: []string{key}, At: at.Add(time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	if a := ts.do("GET", "/couplings", "", cookie); a.status != 200 || strings.Contains(a.body, `id="setup-banner"`) {
