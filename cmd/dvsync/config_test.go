@@ -27,6 +27,7 @@ var typedVariables = map[string]string{
 	"DVSYNC_REPLAY_DEPENDENTS":        "nope",
 	"DVSYNC_BATCH_SIZE":               "lots",
 	"DVSYNC_BATCH_LINGER":             "20", // milliseconds meant
+	"DVSYNC_PREFLIGHT_START_TIMEOUT":  "30", // seconds meant
 }
 
 // clearTypedVariables leaves the typed settings unset for a test, whatever the machine has.
@@ -38,6 +39,7 @@ func clearTypedVariables(t *testing.T) {
 	t.Setenv("DVSYNC_SESSION_KEY", "")
 	t.Setenv("DATAVERSE_CLIENTS", "")
 	t.Setenv("DATAVERSE_CLIENTS_FILE", "")
+	t.Setenv("DVSYNC_LOCAL_CURRENCY", "")
 }
 
 // A malformed value is a start-up error naming its variable, all of them at once, never a
@@ -99,6 +101,9 @@ func TestConfigReadsWellFormedEnvironment(t *testing.T) {
 	if err := c.validate(false, false, false); err != nil {
 		t.Fatal(err)
 	}
+	if c.PreflightStartTimeout != 30*time.Second || c.LocalCurrency != "" {
+		t.Fatalf("preflight defaults: start timeout %s, local currency %q", c.PreflightStartTimeout, c.LocalCurrency)
+	}
 	if c.Dataverse.RequestTimeout != 30*time.Second || c.Worker.Lanes != 1024 || !c.ReplayDependents || c.Dataverse.DuplicateDetection {
 		t.Fatalf("defaults: timeout %s, lanes %d, replay dependents %v, duplicate detection %v",
 			c.Dataverse.RequestTimeout, c.Worker.Lanes, c.ReplayDependents, c.Dataverse.DuplicateDetection)
@@ -110,10 +115,20 @@ func TestConfigReadsWellFormedEnvironment(t *testing.T) {
 	t.Setenv("DATAVERSE_DUPLICATE_DETECTION", "TRUE")
 	t.Setenv("DVSYNC_REPLAY_DEPENDENTS", "0") // was read as on: only "false" turned it off
 	t.Setenv("DVSYNC_LOG_LEVEL", " Warn\r")
+	t.Setenv("DVSYNC_PREFLIGHT_START_TIMEOUT", "5s")
+	t.Setenv("DVSYNC_LOCAL_CURRENCY", " EUR\r")
 	c = defaultConfig()
 	if err := c.validate(false, false, false); err != nil {
 		t.Fatal(err)
 	}
+	if c.PreflightStartTimeout != 5*time.Second || c.LocalCurrency != "EUR" {
+		t.Errorf("preflight: start timeout %s, local currency %q", c.PreflightStartTimeout, c.LocalCurrency)
+	}
+	t.Setenv("DVSYNC_LOCAL_CURRENCY", "EURO-X")
+	if err := defaultConfig().validate(false, false, false); err == nil || !strings.Contains(err.Error(), "DVSYNC_LOCAL_CURRENCY") {
+		t.Errorf("a currency code of 6 characters: %v", err)
+	}
+	t.Setenv("DVSYNC_LOCAL_CURRENCY", "EUR")
 	if l, err := logLevel(c.LogLevel); err != nil || l != slog.LevelWarn {
 		t.Errorf("log level %q: %v %v", c.LogLevel, l, err)
 	}
@@ -132,12 +147,13 @@ func TestConfigRefusesNegativeSettings(t *testing.T) {
 	t.Setenv("DATAVERSE_REQUEST_TIMEOUT", "-5s")
 	t.Setenv("DVSYNC_RETRY_BUDGET", "-1h")
 	t.Setenv("DATAVERSE_MAX_PARALLEL", "-1")
-	_, err := readConfig("worker", []string{"--skip-after", "-1", "--skip-probe", "-1m"}, io.Discard, false, false, false, true, nil)
+	_, err := readConfig("worker", []string{"--skip-after", "-1", "--skip-probe", "-1m", "--preflight-start-timeout", "-1s"}, io.Discard, false, false, false, true, nil)
 	if err == nil {
 		t.Fatal("negative settings are accepted")
 	}
 	for _, want := range []string{"DATAVERSE_REQUEST_TIMEOUT is negative", "DVSYNC_RETRY_BUDGET (--retry-budget) is negative",
-		"DATAVERSE_MAX_PARALLEL is negative", "DVSYNC_SKIP_AFTER (--skip-after) is negative", "DVSYNC_SKIP_PROBE (--skip-probe) is negative"} {
+		"DATAVERSE_MAX_PARALLEL is negative", "DVSYNC_SKIP_AFTER (--skip-after) is negative", "DVSYNC_SKIP_PROBE (--skip-probe) is negative",
+		"DVSYNC_PREFLIGHT_START_TIMEOUT (--preflight-start-timeout) is negative"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q:\n%v", want, err)
 		}

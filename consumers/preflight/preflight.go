@@ -107,6 +107,7 @@ func (c *Checker) Start(ctx context.Context) {
 // check that fails is logged and tried again at the next tick: the worker runs either way.
 func (c *Checker) Run(ctx context.Context) error {
 	if c.Every <= 0 {
+		c.Log.Info("periodic setup checks are off (DVSYNC_PREFLIGHT_EVERY is 0): the setup is checked only at start")
 		return nil
 	}
 	t := time.NewTicker(c.Every)
