@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 
 	"github.com/dvsync/dvsync/consumers/preflight"
 	"github.com/dvsync/dvsync/domain"
@@ -47,6 +49,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else {
 		fmt.Fprintf(stdout, "Integration user %s (business unit %s), base currency %s\n",
 			termSafe(rep.Principal.UserID), termSafe(rep.Principal.BusinessUnitID), termSafe(orDash(rep.BaseCurrency)))
+		if rep.Principal.UserID != "" {
+			fmt.Fprintf(stdout, "Roles: %s\n", termSafe(principalRoles(rep.Principal)))
+		}
 		gaps := map[string]int{}
 		for i, g := range rep.Gaps {
 			gaps[g.Key] = i
@@ -77,6 +82,41 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errSetupGaps(len(rep.Gaps))
 	}
 	return nil
+}
+
+// principalRoles says how the user holds its roles: its own, and each team's.
+func principalRoles(p domain.Principal) string {
+	if p.RolesUnknown {
+		return "could not be read (the user needs prvReadRole and prvReadTeam)"
+	}
+	names := func(rs []domain.Role) string {
+		if len(rs) == 0 {
+			return "none"
+		}
+		out := make([]string, 0, len(rs))
+		for _, r := range rs {
+			n := strconv.Quote(r.Name)
+			if r.Predefined {
+				n += " (predefined)"
+			}
+			out = append(out, n)
+		}
+		return strings.Join(out, ", ")
+	}
+	parts := []string{"own " + names(p.Roles)}
+	for _, t := range p.Teams {
+		kind := map[int]string{domain.TeamOwner: "owner team", domain.TeamAccess: "access team", domain.TeamEntraGroup: "Entra ID group team",
+			domain.TeamOfficeGroup: "Entra ID Office group team"}[t.Type]
+		if t.Default {
+			kind = "default team of the business unit"
+		}
+		if t.Type == domain.TeamAccess {
+			parts = append(parts, fmt.Sprintf("%s %q", kind, t.Name))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %q: %s", kind, t.Name, names(t.Roles)))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func listed(checks []domain.PreflightCheck, key string) bool {

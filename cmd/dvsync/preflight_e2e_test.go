@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +65,8 @@ func TestRevokedPrivilegeIsAPreflightErrorUntilTheNextCheckPasses(t *testing.T) 
 		code := run(ctx, []string{"doctor"}, &out, &errOut)
 		return code, out.String() + errOut.String()
 	}
-	if code, out := doctor(); code != 1 || !strings.Contains(out, "GAP  "+key) || !strings.Contains(out, "ok   account/prvCreateAccount") {
+	if code, out := doctor(); code != 1 || !strings.Contains(out, "GAP  "+key) || !strings.Contains(out, "ok   account/prvCreateAccount") ||
+		!strings.Contains(out, `Roles: own "Application user role `) {
 		t.Fatalf("doctor with a gap: exit %d\n%s", code, out)
 	}
 
@@ -173,4 +175,24 @@ func hasKey(es []storage.StoredError, key string) bool {
 		}
 	}
 	return false
+}
+
+// unreachableLedger is a ledger that does not answer.
+type unreachableLedger struct{ storage.Store }
+
+func (unreachableLedger) ListCouplings(context.Context, storage.CouplingFilter) ([]domain.Coupling, error) {
+	return nil, errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
+}
+
+// A ledger that does not answer skips the coupled currencies, saying why; it fails nothing.
+func TestTheCoupledCurrenciesAreSkippedWhenTheLedgerDoesNotAnswer(t *testing.T) {
+	s := &stack{mappings: domain.DefaultMappings(), store: unreachableLedger{}}
+	cs, skipped := s.currencyCouplings(context.Background())
+	if cs != nil || !strings.Contains(skipped, "the ledger did not answer") || !strings.Contains(skipped, "connection refused") {
+		t.Fatalf("couplings %v, skipped %q", cs, skipped)
+	}
+	s.store = nil
+	if _, skipped := s.currencyCouplings(context.Background()); skipped == "" {
+		t.Fatal("doctor, which reads no ledger, did not say it skipped the coupled currencies")
+	}
 }
