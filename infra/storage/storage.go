@@ -298,7 +298,15 @@ type CouplingEdit struct {
 	Target string
 	// Resolve, when not empty, resolves the record's open and replayed errors with this reason.
 	Resolve string
+	// ResolveClass, when not empty, resolves only the errors of this class (a manual Couple fixes
+	// the record's coupling errors, not its setup errors).
+	ResolveClass domain.Class
 }
+
+// A CouplingEdit whose Next couples the record to a row it was not coupled to claims that row
+// as a worker's sync does (domain.RecordLock.ClaimRow): EditCoupling fails with a
+// *domain.RowTakenError when another record is coupled to it, and with domain.ErrRowBusy (an
+// ErrRecordBusy) while another record's sync claims it.
 
 // Lease is how long a record claim may be relied on, by the worker's clock: a store's claims
 // keep one, extended by each claim or renewal that went through.
