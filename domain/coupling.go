@@ -105,8 +105,8 @@ type CouplingStore interface {
 	Coupling(ctx context.Context, table, key string) (Coupling, error)
 	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling, lock RecordLock) (Coupling, error)) error
 	// CouplingOfRow returns the record coupled to a Dataverse row of the entity (a live coupling:
-	// synced or failed); Exists is false when no record is. Match-based coupling asks it so that a
-	// row is never coupled to two records (already_coupled).
+	// synced or failed); Exists is false when no record is. A person's Couple asks it to refuse a
+	// taken row early; a sync relies on RecordLock.ClaimRow, which checks it atomically.
 	CouplingOfRow(ctx context.Context, entity string, row uuid.UUID) (Coupling, error)
 }
 
