@@ -58,3 +58,37 @@ func TestCoupleClearsTheSkipAndResolvesOnlyCouplingErrors(t *testing.T) {
 		t.Fatal("the couple and its resolved error are not in the audit log")
 	}
 }
+
+// A person's Couple of a row that a worker's sync of another record has just claimed is busy,
+// saying so, and couples nothing.
+func TestCoupleOfARowAWorkerIsCouplingIsBusy(t *testing.T) {
+	ts := newTestServer(t)
+	withCouplingActions(t, ts)
+	ctx := context.Background()
+	n := seeded.Add(1)
+	worker, person := fmt.Sprintf("CW%d-w", n), fmt.Sprintf("CW%d-p", n)
+	row := uuid.New()
+	claimed, release := make(chan error, 1), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- ts.store.UpdateCoupling(ctx, "customer", worker, func(ctx context.Context, c domain.Coupling, lock domain.RecordLock) (domain.Coupling, error) {
+			claimed <- lock.ClaimRow(ctx, "account", row)
+			<-release
+			return c, domain.ErrUnchanged
+		})
+	}()
+	if err := <-claimed; err != nil {
+		t.Fatal(err)
+	}
+	a := ts.do("POST", "/api/v1/couplings/customer/"+url.PathEscape(person)+"/couple", `{"row_id":"`+row.String()+`"}`, "Authorization: Bearer "+operatorToken)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if want := "a worker is coupling another record to this Dataverse row right now; try again in a moment"; a.status != http.StatusConflict || problemDetail(t, a) != want {
+		t.Fatalf("couple of a claimed row: %d %s, want 409 %q", a.status, a.body, want)
+	}
+	if c := couplingOf(t, ts, person); c.Exists {
+		t.Fatalf("a busy couple stored %+v", c)
+	}
+}
