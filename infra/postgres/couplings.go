@@ -411,7 +411,7 @@ func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, [
 // its result is false. A coupling the unique index on a row's live couplings refuses fails that
 // record alone, as a *domain.RowTakenError: the batch is tried again without it.
 func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []error) {
-	outs, errs := perItemOnDataError(cs, func(cs []commit) ([]bool, error) { return io.commitOnce(ctx, cs) })
+	outs, errs := io.commitEach(ctx, cs)
 	for i, err := range errs {
 		if isRowTaken(err) {
 			errs[i] = io.store.rowTaken(ctx, cs[i].next, err)
@@ -420,31 +420,34 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 	return outs, errs
 }
 
-func (io *couplingIO) commitOnce(ctx context.Context, cs []commit) ([]bool, error) {
-	n := len(cs)
-	// One array per column, for unnest.
-	tables, sources, tokens := make([]string, n), make([]string, n), make([]string, n)
-	entities, statuses, kinds, rowVersions, rowNames := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	writes, skipped, rowIDs := make([]bool, n), make([]bool, n), make([]*string, n)
-	versions, failures := make([]int64, n), make([]int32, n)
-	synced, attempted := make([]*time.Time, n), make([]*time.Time, n)
-	for i, c := range cs {
-		tables[i], sources[i], tokens[i] = c.claim.key.table, c.claim.key.key, c.claim.token.String()
-		if c.next == nil {
-			continue
+// commitEach is commitBatch's statement, run on the whole batch, or on each item alone when the
+// database refuses one of them (perItemOnDataError).
+func (io *couplingIO) commitEach(ctx context.Context, cs []commit) ([]bool, []error) {
+	return perItemOnDataError(cs, func(cs []commit) ([]bool, error) {
+		n := len(cs)
+		// One array per column, for unnest.
+		tables, sources, tokens := make([]string, n), make([]string, n), make([]string, n)
+		entities, statuses, kinds, rowVersions, rowNames := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		writes, skipped, rowIDs := make([]bool, n), make([]bool, n), make([]*string, n)
+		versions, failures := make([]int64, n), make([]int32, n)
+		synced, attempted := make([]*time.Time, n), make([]*time.Time, n)
+		for i, c := range cs {
+			tables[i], sources[i], tokens[i] = c.claim.key.table, c.claim.key.key, c.claim.token.String()
+			if c.next == nil {
+				continue
+			}
+			next := c.next
+			writes[i] = true
+			if next.RowID != uuid.Nil {
+				id := next.RowID.String()
+				rowIDs[i] = &id
+			}
+			entities[i], versions[i], statuses[i] = next.Entity, next.Version, string(next.Status)
+			synced[i], skipped[i], kinds[i] = optionalTime(next.LastSyncedAt), next.Skipped, string(next.LastErrorKind)
+			failures[i], attempted[i], rowVersions[i] = int32(next.Failures), optionalTime(next.LastAttemptAt), next.RowVersion
+			rowNames[i] = rowName(next.RowName)
 		}
-		next := c.next
-		writes[i] = true
-		if next.RowID != uuid.Nil {
-			id := next.RowID.String()
-			rowIDs[i] = &id
-		}
-		entities[i], versions[i], statuses[i] = next.Entity, next.Version, string(next.Status)
-		synced[i], skipped[i], kinds[i] = optionalTime(next.LastSyncedAt), next.Skipped, string(next.LastErrorKind)
-		failures[i], attempted[i], rowVersions[i] = int32(next.Failures), optionalTime(next.LastAttemptAt), next.RowVersion
-		rowNames[i] = rowName(next.RowName)
-	}
-	rows, err := io.store.pool.Query(ctx, `
+		rows, err := io.store.pool.Query(ctx, `
 			WITH items AS (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bool[], $5::uuid[], $6::text[], $7::bigint[],
 					$8::text[], $9::timestamptz[], $10::bool[], $11::text[], $12::int[], $13::timestamptz[], $14::text[], $15::text[])
@@ -478,27 +481,28 @@ func (io *couplingIO) commitOnce(ctx context.Context, cs []commit) ([]bool, erro
 					row_version = EXCLUDED.row_version, row_name = EXCLUDED.row_name, updated_at = now()
 				RETURNING 1)
 			SELECT token::text FROM released`,
-		tables, sources, tokens, writes, rowIDs, entities, versions, statuses, synced, skipped, kinds, failures, attempted, rowVersions, rowNames)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: write couplings: %w", err)
-	}
-	mine := map[string]bool{}
-	for rows.Next() {
-		var token string
-		if err := rows.Scan(&token); err != nil {
-			rows.Close()
+			tables, sources, tokens, writes, rowIDs, entities, versions, statuses, synced, skipped, kinds, failures, attempted, rowVersions, rowNames)
+		if err != nil {
 			return nil, fmt.Errorf("postgres: write couplings: %w", err)
 		}
-		mine[token] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: write couplings: %w", err)
-	}
-	out := make([]bool, n)
-	for i, t := range tokens {
-		out[i] = mine[t]
-	}
-	return out, nil
+		mine := map[string]bool{}
+		for rows.Next() {
+			var token string
+			if err := rows.Scan(&token); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("postgres: write couplings: %w", err)
+			}
+			mine[token] = true
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("postgres: write couplings: %w", err)
+		}
+		out := make([]bool, n)
+		for i, t := range tokens {
+			out[i] = mine[t]
+		}
+		return out, nil
+	})
 }
 
 // perItemOnDataError runs run on the whole batch; when the database refuses a value (one record's
