@@ -307,7 +307,6 @@ type CouplingEdit struct {
 	ResolveClass domain.Class
 }
 
-
 // Lease is how long a record claim may be relied on, by the worker's clock: a store's claims
 // keep one, extended by each claim or renewal that went through.
 type Lease struct {
