@@ -71,8 +71,10 @@ func errVersionMismatch() *apiError {
 	return &apiError{412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided.", "ConcurrencyVersionMismatch"}
 }
 
+// errSegment is the 404 of an unknown entity set or path segment, with the code the Web API sends
+// (0x80060888 in published responses; Power Automate shows 0x8006088a for the same message).
 func errSegment(seg string) *apiError {
-	return &apiError{404, "0x8006088a", fmt.Sprintf("Resource not found for the segment '%s'.", seg), "CrmHttpError"}
+	return &apiError{404, "0x80060888", fmt.Sprintf("Resource not found for the segment '%s'.", seg), "CrmHttpError"}
 }
 
 func errBadKey(ent *Entity) *apiError {

@@ -501,6 +501,10 @@ func (e *Emulator) apply(ent *Entity, r row, wr write) {
 			r[attr] = *id
 		}
 	}
+	if ent.LogicalName == "contact" {
+		fullName(r)
+	}
+	e.defaultCurrency(ent, r)
 	now := e.now().UTC().Format(time.RFC3339)
 	if r["createdon"] == nil {
 		r["createdon"] = now

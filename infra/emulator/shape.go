@@ -395,3 +395,37 @@ func refID(v any) uuid.UUID {
 	}
 	return uuid.Nil
 }
+
+// fullName computes a contact's fullname from its name parts, as Dataverse does with the
+// default "First Last" format (Dataverse computes the column; a written value does not stay).
+func fullName(r row) {
+	var parts []string
+	for _, k := range []string{"firstname", "middlename", "lastname"} {
+		if s, _ := r[k].(string); s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if len(parts) > 0 {
+		r["fullname"] = strings.Join(parts, " ")
+	} else {
+		delete(r, "fullname")
+	}
+}
+
+// defaultCurrency gives a row holding a money value the base currency when it names none, as
+// Dataverse does (it takes the user's currency, which the emulator's users do not set).
+// https://learn.microsoft.com/power-apps/developer/data-platform/transaction-currency-currency-entity
+func (e *Emulator) defaultCurrency(ent *Entity, r row) {
+	if ent.Attributes["transactioncurrencyid"].Type != Lookup || r["transactioncurrencyid"] != nil {
+		return
+	}
+	if _, ok := e.rows["transactioncurrency"][baseCurrencyID]; !ok {
+		return
+	}
+	for k, v := range r {
+		if v != nil && ent.Attributes[k].Type == Money {
+			r["transactioncurrencyid"] = baseCurrencyID
+			return
+		}
+	}
+}
