@@ -556,6 +556,9 @@ func (e *Emulator) create(w http.ResponseWriter, r *http.Request, u *user, ent *
 	if err != nil {
 		return err
 	}
+	if err := e.checkRepresentation(r, ent); err != nil {
+		return err
+	}
 	if err := e.check(u, "Create", ent); err != nil {
 		return err
 	}
@@ -594,7 +597,7 @@ func missing(ent *Entity, key rowKey) *apiError {
 // Prefer: return=representation.
 func (e *Emulator) written(w http.ResponseWriter, r *http.Request, ent *Entity, id uuid.UUID, statusWithBody int) *apiError {
 	w.Header().Set("OData-EntityId", entityURL(r, ent, id))
-	if strings.Contains(strings.Join(r.Header.Values("Prefer"), ","), "return=representation") {
+	if wantsRepresentation(r) {
 		sh, err := e.shapeOf(r, ent)
 		if err != nil {
 			return err
@@ -616,6 +619,9 @@ func (e *Emulator) written(w http.ResponseWriter, r *http.Request, ent *Entity, 
 func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *Entity, key rowKey) *apiError {
 	wr, err := e.decode(r, ent)
 	if err != nil {
+		return err
+	}
+	if err := e.checkRepresentation(r, ent); err != nil {
 		return err
 	}
 	id := e.find(ent, key)
@@ -710,7 +716,7 @@ func (e *Emulator) get(w http.ResponseWriter, r *http.Request, u *user, ent *Ent
 // the Read privilege.
 func (e *Emulator) matching(r *http.Request, ent *Entity) ([]map[string]any, *apiError) {
 	var cond filter
-	if f := r.URL.Query().Get("$filter"); f != "" {
+	if f := odataQuery(r).Get("$filter"); f != "" {
 		var err error
 		if cond, err = parseFilter(f); err != nil {
 			return nil, errBadRequest("Syntax error in $filter: " + err.Error())
@@ -753,7 +759,7 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *En
 	if err := e.check(u, "Read", ent); err != nil {
 		return err
 	}
-	q := r.URL.Query()
+	q := odataQuery(r)
 	sh, aerr := e.shapeOf(r, ent)
 	if aerr != nil {
 		return aerr
@@ -822,7 +828,7 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *En
 }
 
 func selectOf(r *http.Request) []string {
-	s := r.URL.Query().Get("$select")
+	s := odataQuery(r).Get("$select")
 	if s == "" {
 		return nil
 	}

@@ -3,6 +3,7 @@ package emulator
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,7 +45,7 @@ type expansion struct {
 
 // shapeOf reads a request's $select and $expand against ent.
 func (e *Emulator) shapeOf(r *http.Request, ent *Entity) (shape, *apiError) {
-	q := r.URL.Query()
+	q := odataQuery(r)
 	sh, err := e.parseShape(ent, q.Get("$select"), q.Get("$expand"))
 	if err != nil {
 		return sh, err
@@ -428,4 +429,38 @@ func (e *Emulator) defaultCurrency(ent *Entity, r row) {
 			return
 		}
 	}
+}
+
+func wantsRepresentation(r *http.Request) bool {
+	return strings.Contains(strings.Join(r.Header.Values("Prefer"), ","), "return=representation")
+}
+
+// checkRepresentation fails a write whose $select or $expand for the returned row names an
+// unknown property before anything is written, as the OData layer reads the URL first.
+func (e *Emulator) checkRepresentation(r *http.Request, ent *Entity) *apiError {
+	if !wantsRepresentation(r) {
+		return nil
+	}
+	_, err := e.shapeOf(r, ent)
+	return err
+}
+
+// odataQuery reads a URL's query options. OData separates the options of an $expand item with
+// ';' (…$expand=primarycontactid($select=fullname;$expand=…)), which url.ParseQuery refuses as a
+// separator and drops the whole option for, so only '&' separates here.
+func odataQuery(r *http.Request) url.Values {
+	q := url.Values{}
+	for _, kv := range strings.Split(r.URL.RawQuery, "&") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		k, err1 := url.QueryUnescape(k)
+		v, err2 := url.QueryUnescape(v)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		q.Add(k, v)
+	}
+	return q
 }

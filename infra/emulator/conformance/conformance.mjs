@@ -324,6 +324,25 @@ const checks = {
     assert.equal(resp.headers.get("odata-version"), "4.0");
     assert.equal(resp.headers.get("content-type"), "application/json; odata.metadata=minimal");
   },
+  "nested $expand of lookups, with $select at each level": async () => {
+    const sched = await api.create({ collection: "uomschedules", data: { name: "Volume", baseuomname: "litre" } });
+    const units = await api.retrieveMultiple({ collection: "uoms", select: ["name"], filter: `_uomscheduleid_value eq ${sched}` });
+    const id = await api.create({ collection: "products", data: { name: "Milk", "defaultuomid@odata.bind": `/uoms(${units.value[0].uomid})` } });
+    const row = await api.retrieve({ collection: "products", key: id, select: ["name"],
+      expand: [{ property: "defaultuomid", select: ["name"], expand: [{ property: "uomscheduleid", select: ["name"] }] }] });
+    assert.equal(row.defaultuomid.name, "litre");
+    assert.equal(row.defaultuomid.uomscheduleid.name, "Volume");
+    assert.equal(row.defaultuomid.quantity, undefined);
+  },
+  // https://learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-operations-using-web-api
+  "$batch with more than 1000 requests: 400, and nothing runs": async () => {
+    api.startBatch();
+    for (let i = 0; i < 1001; i++) api.create({ collection: "accounts", data: { name: `Over ${i}`, address1_city: "OverTheLimit" } });
+    const err = await expectError(() => api.executeBatch());
+    const first = Array.isArray(err) ? err[0] : err;
+    assert.equal(first.status, 400);
+    assert.equal(await api.count({ collection: "accounts", filter: "address1_city eq 'OverTheLimit'" }), 0);
+  },
 };
 
 let failed = 0;
