@@ -69,7 +69,10 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 		"ext_expires_in": int(ttl.Seconds()), "access_token": tok})
 }
 
-// authenticate returns the caller, or answers 401 as Dataverse does and returns nil.
+// authenticate returns the caller, or answers 401 as Dataverse does and returns nil: an empty
+// body and the WWW-Authenticate challenge naming the tenant's authority and the environment.
+// The body is empty in real answers: dynamics-web-api, whose "Unexpected Error" means exactly
+// that, reported it for a real 401 (github.com/AleksandrRogov/DynamicsWebApi/issues/4).
 func (e *Emulator) authenticate(w http.ResponseWriter, r *http.Request) *user {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	e.mu.Lock()

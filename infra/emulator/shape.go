@@ -262,7 +262,9 @@ func (e *Emulator) annotate(ent *Entity, raw row, out map[string]any, patterns [
 				if target == nil {
 					continue
 				}
-				set(prop, formattedValue, name)
+				if name != nil {
+					set(prop, formattedValue, name)
+				}
 				set(prop, associatedNavigation, nav)
 				set(prop, lookupLogicalName, target.LogicalName)
 				continue

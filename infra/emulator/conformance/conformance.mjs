@@ -343,6 +343,20 @@ const checks = {
     assert.equal(first.status, 400);
     assert.equal(await api.count({ collection: "accounts", filter: "address1_city eq 'OverTheLimit'" }), 0);
   },
+  // https://learn.microsoft.com/power-apps/developer/data-platform/webapi/compose-http-requests-handle-errors
+  "error details annotations come only with a preference that names them": async () => {
+    const missingId = "00000000-0000-0000-0000-00000000beef";
+    const name = "@Microsoft.PowerApps.CDS.ErrorDetails.ApiExceptionMessageName";
+    const all = await expectError(() => api.retrieve({ collection: "accounts", key: missingId, includeAnnotations: "*" }));
+    assert.equal(all[name], "ObjectDoesNotExist");
+    assert.match(all["@Microsoft.PowerApps.CDS.HelpLink"], /error=Microsoft\.Crm\.CrmException%3a80040217/);
+    const cds = await expectError(() => api.retrieve({ collection: "accounts", key: missingId, includeAnnotations: "Microsoft.PowerApps.CDS.*" }));
+    assert.equal(cds[name], "ObjectDoesNotExist");
+    const other = await expectError(() => api.retrieve({ collection: "accounts", key: missingId, includeAnnotations: "OData.Community.Display.V1.FormattedValue" }));
+    assert.equal(other[name], undefined);
+    const none = await expectError(() => api.retrieve({ collection: "accounts", key: missingId }));
+    assert.equal(none[name], undefined);
+  },
 };
 
 let failed = 0;
