@@ -357,6 +357,27 @@ const checks = {
     const none = await expectError(() => api.retrieve({ collection: "accounts", key: missingId }));
     assert.equal(none[name], undefined);
   },
+  // https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api
+  "If-Match with a stale ETag: 412 0x80060882; If-None-Match: * on an existing row: 412 0x80040237": async () => {
+    const strict = new DynamicsWebApi({ serverUrl: env.DATAVERSE_URL, onTokenRefresh: async () => token, dataApi: { version: "9.2" }, propagateErrors: true });
+    const row = await api.create({ collection: "accounts", data: { name: "Versioned" }, returnRepresentation: true });
+    await api.update({ collection: "accounts", key: row.accountid, data: { name: "Versioned, moved on" } });
+    assert.equal(await api.update({ collection: "accounts", key: row.accountid, data: { name: "Stale" }, ifmatch: row["@odata.etag"] }), false);
+    const stale = await expectError(() => strict.update({ collection: "accounts", key: row.accountid, data: { name: "Stale" }, ifmatch: row["@odata.etag"] }));
+    assert.equal(stale.status, 412);
+    assert.equal(stale.code, "0x80060882");
+    assert.equal(stale.message, "The version of the existing record doesn't match the RowVersion property provided.");
+    const exists = await expectError(() => strict.upsert({ collection: "accounts", key: row.accountid, data: { name: "Again" }, ifnonematch: "*" }));
+    assert.equal(exists.status, 412);
+    assert.equal(exists.code, "0x80040237");
+    assert.equal(exists.message, "A record with matching key values already exists.");
+    const gone = await expectError(() => strict.update({ collection: "accounts", key: "00000000-0000-0000-0000-00000000f00d", data: { name: "Nobody" } }));
+    assert.equal(gone.status, 404);
+    assert.equal(gone.code, "0x80040217");
+    const updated = await api.update({ collection: "accounts", key: row.accountid, data: { name: "Represented" }, returnRepresentation: true, select: ["name"] });
+    assert.equal(updated.name, "Represented");
+    assert.equal(updated.telephone1, undefined);
+  },
 };
 
 let failed = 0;
