@@ -169,8 +169,7 @@ func rowsAfter(keys []orderKey, rows []map[string]any, last map[string]any) []ma
 	return rows[i:]
 }
 
-// nextLinkAfter is the request's URL for the page after one that began with first and ended
-// with last.
+// nextLinkAfter is the request's URL with token, the paging cookie of the page it answered.
 func nextLinkAfter(base string, q url.Values, token string) string {
 	q2 := url.Values{}
 	for k, v := range q {
