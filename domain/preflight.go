@@ -313,8 +313,8 @@ func checkCurrencies(ms Mappings, in PreflightInput, rep *PreflightReport, check
 			gap = &Failure{
 				Class: ClassSetup, Kind: KindCurrencySetup,
 				Message: fmt.Sprintf("The source's local currency (DVSYNC_LOCAL_CURRENCY) is %s, but Dataverse's base currency is %s: "+
-					"records in the local currency, and those whose currency code is blank (which means the local currency), "+
-					"would be valued against %s, and dvsync does not convert amounts.", in.LocalCurrency, in.BaseCurrency, in.BaseCurrency),
+					"Dataverse reports every amount in %s, and dvsync does not convert the amounts the source keeps in its local "+
+					"currency (a customer's credit limit in LCY, say).", in.LocalCurrency, in.BaseCurrency, in.BaseCurrency),
 				Resolution: fmt.Sprintf("Dataverse's base currency cannot be changed once the environment is provisioned: sync to an "+
 					"environment provisioned with %s as its base currency, or, if the source's local currency is in fact %s, set "+
 					"DVSYNC_LOCAL_CURRENCY=%s; the next check clears this error.", in.LocalCurrency, in.BaseCurrency, in.BaseCurrency),
