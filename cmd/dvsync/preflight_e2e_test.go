@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/emulator"
@@ -194,5 +195,43 @@ func TestTheCoupledCurrenciesAreSkippedWhenTheLedgerDoesNotAnswer(t *testing.T) 
 	s.store = nil
 	if _, skipped := s.currencyCouplings(context.Background()); skipped == "" {
 		t.Fatal("doctor, which reads no ledger, did not say it skipped the coupled currencies")
+	}
+}
+
+// A Dataverse that hangs on the setup check at start holds the worker up no longer than
+// DVSYNC_PREFLIGHT_START_TIMEOUT: it logs, counts the check as failed, and consumes.
+func TestASlowSetupCheckAtStartDoesNotHoldUpConsuming(t *testing.T) {
+	h := start(t, 0)
+	cfg := h.cfg
+	cfg.PreflightStartTimeout = 300 * time.Millisecond
+	s := newStack(cfg, h.projector.log)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if err := connectAll(ctx, s, true); err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	// The check's first request (WhoAmI) hangs for longer than the test waits for the start.
+	if err := h.emu.InjectFault(emulator.Fault{Kind: "slow", Delay: 8 * time.Second, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.runWorker(ctx) }()
+	select {
+	case <-s.startChecked:
+	case err := <-done:
+		t.Fatalf("the worker stopped at start: %v", err)
+	case <-time.After(6 * time.Second):
+		t.Fatal("the setup check at start held the worker up past its start timeout")
+	}
+	if n := testutil.ToFloat64(s.metrics.PreflightChecks.WithLabelValues("start", "failed")); n != 1 {
+		t.Fatalf("dvsync_preflight_checks_total{when=start,outcome=failed} = %v", n)
+	}
+	key := h.key("SLOWSTART")
+	h.publish("currency", key, 1, map[string]any{"code": isoCode(key), "displayName": "Slow start"})
+	h.waitCoupled("currency", key, 1)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("worker: %v", err)
 	}
 }
