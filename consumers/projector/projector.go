@@ -161,6 +161,10 @@ func (p *Projector) resolvePreflight(ctx context.Context, msg *message.Message, 
 			return p.store(ctx, p.unreadable(msg, subject, "a preflight outcome names a key with a NUL, which no check has"), "")
 		}
 	}
+	if c.Keys == nil {
+		// An outcome of a dvsync from before outcomes named their keys: it resolves nothing.
+		p.Log.Warn("a preflight outcome names no keys it checked, so it resolves nothing; the workers' next checks will", "at", c.At)
+	}
 	if arrived := arrival(msg); c.At.After(arrived) {
 		p.Log.Warn("a preflight outcome is dated after it arrived; it counts as checked when it arrived", "at", c.At, "arrived", arrived)
 		c.At = arrived

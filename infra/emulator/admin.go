@@ -42,6 +42,7 @@ import (
 //	POST   /_emulator/seed                   a seed file {"<table>":[rows]}: load existing rows (see LoadSeed)
 //	POST   /_emulator/base-currency          {"isoCurrencyCode":"EUR","currencyName":"Euro","currencySymbol":"€"}:
 //	                                         provision another base currency (USD by default)
+//	POST   /_emulator/teams, /_emulator/roles/{id}/privileges: teams and their roles (see teamRoutes)
 //	POST   /_emulator/apps/{clientId}/restrict  restrict the app from the Dataverse API (every request answers 403
 //	                                         0x80095ffc); .../unrestrict lifts it
 //
