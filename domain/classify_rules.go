@@ -24,13 +24,15 @@ func rx(s string) *regexp.Regexp { return regexp.MustCompile(`(?i)` + s) }
 // ("An error occurred while validating input parameters", "plug-in") that other causes carry.
 var byMessage = []messageRule{
 	{"app restricted by an administrator", rx(`Access to (the )?Dataverse API is restricted for this application|application .{0,80}is restricted from (accessing )?(the )?(Dataverse|API)|restricted from the Dataverse API`), setup(KindAppRestricted)},
-	{"missing privilege", rx(`is missing '?prv\w+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)`), setup(KindMissingPrivilege)},
+	{"missing privilege", rx(`is missing '?prv\w+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)|(don['’]t|doesn['’]t|do not|does not) have permission to`), setup(KindMissingPrivilege)},
 
 	// A fault of the service's configuration answers 500 with no code; retrying does not heal it.
 	{"plug-in assembly missing", rx(`Could not load (file or )?assembly|Unable to load (the )?plug-?in (assembly|type)|plug-?in assembly .{0,80}(not found|does not exist|could not be found)|PluginAssembly .{0,80}(Does Not Exist|not found)|Assembly must be registered in isolation|Unable to find (the )?plug-?in type`), setup(KindCustomLogic)},
-	{"environment read-only or in administration mode", rx(`organization (database )?is (in )?read[- ]?only( mode)?|\bThe (Dynamics 365 )?organization\b[^.=]{0,60}is (currently )?disabled|not in (an )?enabled state|(organization|environment|instance) is (in )?(administration|admin) mode|(organization|environment|instance) (is )?(disabled|suspended)|environment is read[- ]?only|is in read-only mode`), setup(KindDataverseUnavailable)},
+	{"environment read-only or in administration mode", rx(`organization (database )?is (in )?read[- ]?only( mode)?|\bThe (Dynamics 365 )?organization\b[^.=]{0,60}is (currently )?disabled|not in (an )?enabled state|(organization|environment|instance) is (in )?(administration|admin) mode|(organization|environment|instance) (is )?(disabled|suspended)|environment is read[- ]?only|is in read-only mode|ServiceActivationException`), setup(KindDataverseUnavailable)},
 
+	{"plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)},
 	{"SQL deadlock", rx(`Sql Number: 1205\b|deadlock`), transient(KindServerError)},
+	{"resource locked", rx(`another request is currently using the resource|Cannot obtain lock|could not obtain lock`), transient(KindServerError)},
 	{"SQL timeout", rx(`SQL timeout expired|Execution Timeout Expired|Sql Number: -2\b`), transient(KindServerError)},
 	{"service protection", rx(`Number of (concurrent )?requests exceeded the limit|Combined execution time of incoming requests exceeded|concurrent requests exceeded|Rate limit is exceeded|Too many requests|TooManyRequests|request(s)? (was|were|has been|have been) throttled|throttling`), transient(KindThrottled)},
 	{"gateway page", rx(`<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service( Temporarily)? Unavailable|Gateway Time-?out)|\bBad Gateway\b|Service Temporarily Unavailable|Gateway Time-?out|The service is unavailable|HTTP Error 50[234]|upstream connect error|no healthy upstream`), transient(KindServerError)},
@@ -39,23 +41,23 @@ var byMessage = []messageRule{
 	{"server busy or unavailable", rx(`no Sandbox (Worker processes|Hosts) are currently available|is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|Service Unavailable`), transient(KindServerError)},
 
 	{"row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist`), coupling(KindDestinationDeleted)},
-	{"duplicate", rx(`duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated|Cannot insert duplicate`), coupling(KindDuplicateRecord)},
-	{"row version changed", rx(`doesn['’]t match the RowVersion`), coupling(KindUpdateConflict)},
+	{"duplicate", rx(`duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated|Cannot insert duplicate|requires that this set of attributes contains unique values`), coupling(KindDuplicateRecord)},
+	{"row version changed", rx(`doesn['’]t match the RowVersion|has more recent data, so this record was ignored`), coupling(KindUpdateConflict)},
 	{"delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)},
 	{"record state conflict", rx(stateConflict), coupling(KindStateConflict)},
 	{"value out of range or too long", rx(outOfRange), coupling(KindInvalidData)},
 	{"value of the wrong type", rx(wrongType), coupling(KindInvalidData)},
 	{"option value missing", rx(`picklist value is out of the range|value is out of range|is not a valid (option|picklist) value|option set value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)},
-	{"schema mismatch", rx(`Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found|untyped value in non-open type|Could not find (an )?entity (with|named)|entity .{0,40} does not exist in the metadata cache|(attribute|column) .{0,60} does not exist`), setup(KindSchemaMismatch)},
+	{"schema mismatch", rx(`Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found|untyped value in non-open type|when reading a top-level resource|is not enabled for Web ?Api|Could not find (an )?entity (with|named)|entity .{0,40} does not exist in the metadata cache|(attribute|column) .{0,60} does not exist`), setup(KindSchemaMismatch)},
 	{"input parameters invalid", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)`), coupling(KindInvalidData)},
 	{"user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization)|no license|not licensed`), setup(KindUserDisabled)},
-	{"Entra ID", rx(`AADSTS\d+|invalid_client|unauthorized_client|invalid_scope|invalid_resource|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|only an admin(istrator)? can grant|(has|have) not consented|admin(istrator)? consent|from (an )?external identity provider`), setup(KindAuthentication)},
+	{"Entra ID", rx(`AADSTS\d+|invalid_client|unauthorized_client|invalid_scope|invalid_resource|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|only an admin(istrator)? can grant|(has|have) not consented|admin(istrator)? consent|from (an )?external identity provider|MSIS\d{4}|OAuthInvalidResourceException`), setup(KindAuthentication)},
 	{"custom logic", rx(`ISV code aborted|Business Process Error|plug-?in|custom (workflow|action)|InvalidPluginExecutionException|Microsoft\.Crm\.Sandbox|SandboxCodeUnit`), setup(KindCustomLogic)},
 }
 
 // transport is a connection that failed below HTTP, as .NET, Go and Node word it, in the
 // languages Windows words socket errors in (Dataverse and its SDKs pass them on translated).
-const transport = `forcibly closed|(Unexpected )?(response|status) code 0\b|socket operation|connection (was )?reset|ECONNRESET|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EPIPE|broken pipe|` +
+const transport = `forcibly closed|remote name could not be resolved|NameResolution|error occurred while receiving the HTTP response|Only one usage of each socket address|Unable to connect to the remote server|(Unexpected )?(response|status) code 0\b|socket operation|connection (was )?reset|ECONNRESET|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EPIPE|broken pipe|` +
 	`No such host is known|no such host|Name or service not known|getaddrinfo|name resolution|` +
 	`underlying connection was closed|A connection attempt failed|actively refused|connection refused|SocketException|` +
 	`TLS handshake|SSL connection could not be established|Unable to read data from the transport connection|` +
@@ -81,7 +83,7 @@ const deleteBlocked = `object you tried to delete is associated with another obj
 	`cannot be deleted because (it is|it's) (associated|referenced|used|being used)|` +
 	`(can ?not|can['’]t|unable to) delete .{0,120}(because|since) .{0,80}(associated|referenced|related|in use|used by|depend)|` +
 	`DELETE statement conflicted with the REFERENCE constraint|restrict(ed)? (delete|cascade)|cascade (delete|relationship) .{0,60}(restrict|prevent)|` +
-	`is referenced by (another|other) (record|row|object)s?|(being used|in use|used) (by|in) .{0,60}(cannot|can['’]t|can not) be deleted|could not be deleted because of an association`
+	`is referenced by (another|other) (record|row|object)s?|(being used|in use|used) (by|in) .{0,60}(cannot|can['’]t|can not) be deleted|could not be deleted because of an association|(can ?not|can['’]t|unable to) delete .{0,80}(because it has|which (owns|has)|that (owns|has)) `
 
 // stateConflict is a write refused because of the row's state or its parent's.
 const stateConflict = `is not in a state that allows|can ?not be used to set the state of|(status|state) of the \w+ does not allow|` +
@@ -94,7 +96,7 @@ const stateConflict = `is not in a state that allows|can ?not be used to set the
 	`(quote|order|invoice|contract) .{0,40}(cannot|can['’]t) be (edited|updated|modified|revised|activated|deleted)|` +
 	`not valid (state|status)( code)? transition|invalid state (code|transition)|` +
 	`(Deactivated|inactive|disabled|closed) (object|record|row|parent)s? (cannot|can['’]t|can not)|under an? (disabled|inactive|deactivated|closed) parent|because it is in (an? )?\w+ state|` +
-	`The entity is inactive|Cannot (update|perform this operation on) an inactive|record is inactive|is in an inactive state`
+	`The entity is inactive|Cannot (update|perform this operation on) an inactive|not in (an? )?(active|editable|draft|open) state|record is inactive|is in an inactive state`
 
 // outOfRange is a value outside what the column takes: dates before 1753 (1900 for date-only),
 // integers, decimals and money outside their minimum and maximum, text longer than the column.
@@ -103,7 +105,7 @@ const outOfRange = `exceeded the maximum allowed length|is outside the valid ran
 	`(less|greater|smaller|larger|lower|higher) than the (minimum|maximum)( allowed| permitted)? (value|date|amount|length)|` +
 	`(minimum|maximum) (allowed )?(value|length|amount) (for|of) .{0,80}(is|was) (exceeded|not met)|` +
 	`(value|amount) .{0,60}(must be|should be) (between|less than|greater than|at (most|least))|` +
-	`Arithmetic overflow|Expected value between|is not a valid status code for state code|would create a loop in|loop (exists )?in .{0,30}hierarchy|(connect|associate|link|relate) a record to itself|too large or too small for an? (Int32|Int64|Decimal|Double)|` +
+	`Arithmetic overflow|(less|greater|smaller|larger|lower|higher) than (the )?(minimum|maximum|min|max)|m[ia]n[iu]mum value supported|Expected value between|is not a valid status code for state code|would create a loop in|loop (exists )?in .{0,30}hierarchy|(connect|associate|link|relate) a record to itself|too large or too small for an? (Int32|Int64|Decimal|Double)|` +
 	`String or binary data would be truncated|exceeds the maximum length|is (too long|longer than)`
 
 // wrongType is a value of a type the column does not take, or one that does not convert.

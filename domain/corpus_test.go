@@ -58,7 +58,7 @@ func (c corpusEntry) asError(t testing.TB) *domain.DataverseError {
 // minCorpus and minClassAccuracy are the bar of issue 12: at least 150 public errors, each class
 // sorted right at least 98 % of the time.
 const (
-	minCorpus        = 60
+	minCorpus        = 150
 	minClassAccuracy = 0.98
 )
 
