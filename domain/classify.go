@@ -143,8 +143,11 @@ func ClassifyDataverse(err error) *Failure {
 }
 
 // matchMessage is the first message rule that matches.
-func matchMessage(msg string) (rule, bool) {
+func matchMessage(status int, msg string) (rule, bool) {
 	for _, p := range byMessage {
+		if p.serverSide && status != 0 && status < 500 {
+			continue
+		}
 		if p.re.MatchString(msg) {
 			return p.rule, true
 		}
@@ -201,7 +204,7 @@ func (c Classifier) classifyDataverse(dv *DataverseError) *Failure {
 		r, ok = byName[dv.MessageName()]
 	}
 	if !ok {
-		r, ok = matchMessage(dv.Message)
+		r, ok = matchMessage(dv.Status, dv.Message)
 	}
 	if !ok {
 		r, ok = byStatus(dv)

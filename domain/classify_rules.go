@@ -10,9 +10,18 @@ type messageRule struct {
 	name string
 	re   *regexp.Regexp
 	rule
+	// serverSide, when set, limits the rule to answers with no status or a 5xx: an HTML page
+	// with a 404 is a wrong URL, not a gateway failing.
+	serverSide bool
 }
 
 func rx(s string) *regexp.Regexp { return regexp.MustCompile(`(?i)` + s) }
+
+func on(name string, re *regexp.Regexp, r rule) messageRule {
+	return messageRule{name: name, re: re, rule: r}
+}
+
+func (m messageRule) serverOnly() messageRule { m.serverSide = true; return m }
 
 // byMessage is tried in order; the first match decides. The order is who acts, most specific
 // first: an administrator's block on the app before a missing privilege (the message of one
@@ -23,36 +32,36 @@ func rx(s string) *regexp.Regexp { return regexp.MustCompile(`(?i)` + s) }
 // blocked delete, bad value) before the schema, and the schema before the generic wrappers
 // ("An error occurred while validating input parameters", "plug-in") that other causes carry.
 var byMessage = []messageRule{
-	{"app restricted by an administrator", rx(`Access to (the )?Dataverse API is restricted for this application|application .{0,80}is restricted from (accessing )?(the )?(Dataverse|API)|restricted from the Dataverse API`), setup(KindAppRestricted)},
-	{"missing privilege", rx(`is missing '?prv\w+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)|(don['’]t|doesn['’]t|do not|does not) have permission to`), setup(KindMissingPrivilege)},
+	on("app restricted by an administrator", rx(`Access to (the )?Dataverse API is restricted for this application|application .{0,80}is restricted from (accessing )?(the )?(Dataverse|API)|restricted from the Dataverse API`), setup(KindAppRestricted)),
+	on("missing privilege", rx(`is missing '?prv\w+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)|(don['’]t|doesn['’]t|do not|does not) have permission to`), setup(KindMissingPrivilege)),
 
 	// A fault of the service's configuration answers 500 with no code; retrying does not heal it.
-	{"plug-in assembly missing", rx(`Could not load (file or )?assembly|Unable to load (the )?plug-?in (assembly|type)|plug-?in assembly .{0,80}(not found|does not exist|could not be found)|PluginAssembly .{0,80}(Does Not Exist|not found)|Assembly must be registered in isolation|Unable to find (the )?plug-?in type`), setup(KindCustomLogic)},
-	{"environment read-only or in administration mode", rx(`organization (database )?is (in )?read[- ]?only( mode)?|\bThe (Dynamics 365 )?organization\b[^.=]{0,60}is (currently )?disabled|not in (an )?enabled state|(organization|environment|instance) is (in )?(administration|admin) mode|(organization|environment|instance) (is )?(disabled|suspended)|environment is read[- ]?only|is in read-only mode|ServiceActivationException`), setup(KindDataverseUnavailable)},
+	on("plug-in assembly missing", rx(`Could not load (file or )?assembly|Unable to load (the )?plug-?in (assembly|type)|plug-?in assembly .{0,80}(not found|does not exist|could not be found)|PluginAssembly .{0,80}(Does Not Exist|not found)|Assembly must be registered in isolation|Unable to find (the )?plug-?in type`), setup(KindCustomLogic)),
+	on("environment read-only or in administration mode", rx(`organization (database )?is (in )?read[- ]?only( mode)?|\bThe (Dynamics 365 )?organization\b[^.=]{0,60}is (currently )?disabled|not in (an )?enabled state|(organization|environment|instance) is (in )?(administration|admin) mode|(organization|environment|instance) (is )?(disabled|suspended)|environment is read[- ]?only|is in read-only mode|ServiceActivationException`), setup(KindDataverseUnavailable)),
 
-	{"plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)},
-	{"SQL deadlock", rx(`Sql Number: 1205\b|deadlock`), transient(KindServerError)},
-	{"resource locked", rx(`another request is currently using the resource|Cannot obtain lock|could not obtain lock`), transient(KindServerError)},
-	{"SQL timeout", rx(`SQL timeout expired|Execution Timeout Expired|Sql Number: -2\b`), transient(KindServerError)},
-	{"service protection", rx(`Number of (concurrent )?requests exceeded the limit|Combined execution time of incoming requests exceeded|concurrent requests exceeded|Rate limit is exceeded|Too many requests|TooManyRequests|request(s)? (was|were|has been|have been) throttled|throttling`), transient(KindThrottled)},
-	{"gateway page", rx(`<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service( Temporarily)? Unavailable|Gateway Time-?out)|\bBad Gateway\b|Service Temporarily Unavailable|Gateway Time-?out|The service is unavailable|HTTP Error 50[234]|upstream connect error|no healthy upstream`), transient(KindServerError)},
-	{"transport failure", rx(transport), transient(KindNetwork)},
-	{"timeout", rx(timeouts), transient(KindTimeout)},
-	{"server busy or unavailable", rx(`no Sandbox (Worker processes|Hosts) are currently available|is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|Service Unavailable`), transient(KindServerError)},
+	on("plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)),
+	on("SQL deadlock", rx(`Sql Number: 1205\b|deadlock`), transient(KindServerError)),
+	on("resource locked", rx(`another request is currently using the resource|Cannot obtain lock|could not obtain lock`), transient(KindServerError)),
+	on("SQL timeout", rx(`SQL timeout expired|Execution Timeout Expired|Sql Number: -2\b`), transient(KindServerError)),
+	on("service protection", rx(`Number of (concurrent )?requests exceeded the limit|Combined execution time of incoming requests exceeded|concurrent requests exceeded|Rate limit is exceeded|Too many requests|TooManyRequests|request(s)? (was|were|has been|have been) throttled|throttling`), transient(KindThrottled)),
+	on("gateway page", rx(`<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service( Temporarily)? Unavailable|Gateway Time-?out)|\bBad Gateway\b|Service Temporarily Unavailable|Gateway Time-?out|The service is unavailable|HTTP Error 50[234]|upstream connect error|no healthy upstream`), transient(KindServerError)).serverOnly(),
+	on("transport failure", rx(transport), transient(KindNetwork)),
+	on("timeout", rx(timeouts), transient(KindTimeout)),
+	on("server busy or unavailable", rx(`no Sandbox (Worker processes|Hosts) are currently available|is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|Service Unavailable`), transient(KindServerError)),
 
-	{"row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist`), coupling(KindDestinationDeleted)},
-	{"duplicate", rx(`duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated|Cannot insert duplicate|requires that this set of attributes contains unique values`), coupling(KindDuplicateRecord)},
-	{"row version changed", rx(`doesn['’]t match the RowVersion|has more recent data, so this record was ignored`), coupling(KindUpdateConflict)},
-	{"delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)},
-	{"record state conflict", rx(stateConflict), coupling(KindStateConflict)},
-	{"value out of range or too long", rx(outOfRange), coupling(KindInvalidData)},
-	{"value of the wrong type", rx(wrongType), coupling(KindInvalidData)},
-	{"option value missing", rx(`picklist value is out of the range|value is out of range|is not a valid (option|picklist) value|option set value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)},
-	{"schema mismatch", rx(`Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found|untyped value in non-open type|when reading a top-level resource|is not enabled for Web ?Api|Could not find (an )?entity (with|named)|entity .{0,40} does not exist in the metadata cache|(attribute|column) .{0,60} does not exist`), setup(KindSchemaMismatch)},
-	{"input parameters invalid", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)`), coupling(KindInvalidData)},
-	{"user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization)|no license|not licensed`), setup(KindUserDisabled)},
-	{"Entra ID", rx(`AADSTS\d+|invalid_client|unauthorized_client|invalid_scope|invalid_resource|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|only an admin(istrator)? can grant|(has|have) not consented|admin(istrator)? consent|from (an )?external identity provider|MSIS\d{4}|OAuthInvalidResourceException`), setup(KindAuthentication)},
-	{"custom logic", rx(`ISV code aborted|Business Process Error|plug-?in|custom (workflow|action)|InvalidPluginExecutionException|Microsoft\.Crm\.Sandbox|SandboxCodeUnit`), setup(KindCustomLogic)},
+	on("row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist`), coupling(KindDestinationDeleted)),
+	on("duplicate", rx(`duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated|Cannot insert duplicate|requires that this set of attributes contains unique values`), coupling(KindDuplicateRecord)),
+	on("row version changed", rx(`doesn['’]t match the RowVersion|has more recent data, so this record was ignored`), coupling(KindUpdateConflict)),
+	on("delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)),
+	on("record state conflict", rx(stateConflict), coupling(KindStateConflict)),
+	on("value out of range or too long", rx(outOfRange), coupling(KindInvalidData)),
+	on("value of the wrong type", rx(wrongType), coupling(KindInvalidData)),
+	on("option value missing", rx(`picklist value is out of the range|value is out of range|is not a valid (option|picklist) value|option set value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)),
+	on("schema mismatch", rx(`Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found|untyped value in non-open type|when reading a top-level resource|is not enabled for Web ?Api|Could not find (an )?entity (with|named)|entity .{0,40} does not exist in the metadata cache|(attribute|column) .{0,60} does not exist`), setup(KindSchemaMismatch)),
+	on("input parameters invalid", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)`), coupling(KindInvalidData)),
+	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization)|no license|not licensed`), setup(KindUserDisabled)),
+	on("Entra ID", rx(`AADSTS\d+|invalid_client|unauthorized_client|invalid_scope|invalid_resource|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|only an admin(istrator)? can grant|(has|have) not consented|admin(istrator)? consent|from (an )?external identity provider|MSIS\d{4}|OAuthInvalidResourceException`), setup(KindAuthentication)),
+	on("custom logic", rx(`ISV code aborted|Business Process Error|plug-?in|custom (workflow|action)|InvalidPluginExecutionException|Microsoft\.Crm\.Sandbox|SandboxCodeUnit`), setup(KindCustomLogic)),
 }
 
 // transport is a connection that failed below HTTP, as .NET, Go and Node word it, in the
