@@ -33,7 +33,7 @@ func (m messageRule) serverOnly() messageRule { m.serverSide = true; return m }
 // ("An error occurred while validating input parameters", "plug-in") that other causes carry.
 var byMessage = []messageRule{
 	on("app restricted by an administrator", rx(`Access to (the )?Dataverse API is restricted for this application|application .{0,80}is restricted from (accessing )?(the )?(Dataverse|API)|restricted from the Dataverse API`), setup(KindAppRestricted)),
-	on("missing privilege", rx(`is missing '?prv\w+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)|(don['’]t|doesn['’]t|do not|does not) have permission to`), setup(KindMissingPrivilege)),
+	on("missing privilege", rx(`is missing '?prv\S+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)|(don['’]t|doesn['’]t|do not|does not) have permission to`), setup(KindMissingPrivilege)),
 
 	// A fault of the service's configuration answers 500 with no code; retrying does not heal it.
 	on("plug-in assembly missing", rx(`Could not load (file or )?assembly|Unable to load (the )?plug-?in (assembly|type)|plug-?in assembly .{0,80}(not found|does not exist|could not be found)|PluginAssembly .{0,80}(Does Not Exist|not found)|Assembly must be registered in isolation|Unable to find (the )?plug-?in type`), setup(KindCustomLogic)),
@@ -54,12 +54,14 @@ var byMessage = []messageRule{
 	on("row version changed", rx(`doesn['’]t match the RowVersion|has more recent data, so this record was ignored`), coupling(KindUpdateConflict)),
 	on("delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)),
 	on("record state conflict", rx(stateConflict), coupling(KindStateConflict)),
+	// An option set's range lists its accepted values: the column lacks an option, the administrator's.
+	on("option value outside the column's options", rx(`is outside the valid range\. Accepted Values`), setup(KindOptionValueMissing)),
 	on("value out of range or too long", rx(outOfRange), coupling(KindInvalidData)),
 	on("value of the wrong type", rx(wrongType), coupling(KindInvalidData)),
 	on("option value missing", rx(`picklist value is out of the range|value is out of range|is not a valid (option|picklist) value|option set value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)),
 	on("schema mismatch", rx(`Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found|untyped value in non-open type|when reading a top-level resource|is not enabled for Web ?Api|Could not find (an )?entity (with|named)|entity .{0,40} does not exist in the metadata cache|(attribute|column) .{0,60} does not exist`), setup(KindSchemaMismatch)),
 	on("input parameters invalid", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)`), coupling(KindInvalidData)),
-	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization)|no license|not licensed`), setup(KindUserDisabled)),
+	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization|the environment['’]s security group)|no license|not licensed`), setup(KindUserDisabled)),
 	on("Entra ID", rx(`AADSTS\d+|invalid_client|unauthorized_client|invalid_scope|invalid_resource|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|only an admin(istrator)? can grant|(has|have) not consented|admin(istrator)? consent|from (an )?external identity provider|MSIS\d{4}|OAuthInvalidResourceException`), setup(KindAuthentication)),
 	on("custom logic", rx(`ISV code aborted|Business Process Error|plug-?in|custom (workflow|action)|InvalidPluginExecutionException|Microsoft\.Crm\.Sandbox|SandboxCodeUnit`), setup(KindCustomLogic)),
 }
