@@ -53,6 +53,8 @@ var byMessage = []messageRule{
 	on("duplicate", rx(`duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated|Cannot insert duplicate|requires that this set of attributes contains unique values`), coupling(KindDuplicateRecord)),
 	on("row version changed", rx(`doesn['’]t match the RowVersion|has more recent data, so this record was ignored`), coupling(KindUpdateConflict)),
 	on("delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)),
+	// Writing a column Dataverse keeps read-only is the mapping's fault, not the row's state.
+	on("read-only column", rx(`(attribute|field|column|property) '?[\w.]+'? .{0,40}(is read[- ]?only|cannot be (set|updated|modified) because it is read[- ]?only)`), setup(KindSchemaMismatch)),
 	on("record state conflict", rx(stateConflict), coupling(KindStateConflict)),
 	// An option set's range lists its accepted values: the column lacks an option, the administrator's.
 	on("option value outside the column's options", rx(`is outside the valid range\. Accepted Values`), setup(KindOptionValueMissing)),
@@ -68,7 +70,7 @@ var byMessage = []messageRule{
 
 // transport is a connection that failed below HTTP, as .NET, Go and Node word it, in the
 // languages Windows words socket errors in (Dataverse and its SDKs pass them on translated).
-const transport = `forcibly closed|remote name could not be resolved|NameResolution|error occurred while receiving the HTTP response|Only one usage of each socket address|Unable to connect to the remote server|(Unexpected )?(response|status) code 0\b|socket operation|connection (was )?reset|ECONNRESET|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EPIPE|broken pipe|` +
+const transport = `forcibly closed|closed the transport stream|remote name could not be resolved|NameResolution|error occurred while receiving the HTTP response|Only one usage of each socket address|Unable to connect to the remote server|(Unexpected )?(response|status) code 0\b|socket operation|connection (was )?reset|ECONNRESET|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EPIPE|broken pipe|` +
 	`No such host is known|no such host|Name or service not known|getaddrinfo|name resolution|` +
 	`underlying connection was closed|A connection attempt failed|actively refused|connection refused|SocketException|` +
 	`TLS handshake|SSL connection could not be established|Unable to read data from the transport connection|` +
@@ -85,7 +87,7 @@ const transport = `forcibly closed|remote name could not be resolved|NameResolut
 	`リモート ホストに強制的に切断|远程主机强迫关闭`
 
 // timeouts is a request that took too long, in the same languages.
-const timeouts = `timed? ?out|time-out|timeout|operation was cancell?ed|task was cancell?ed|deadline exceeded|` +
+const timeouts = `\btime(d ?|-| )?out|Timeout(Exception|Error|Expired)|timeout expired|operation was cancell?ed|task was cancell?ed|deadline exceeded|` +
 	`Zeitüberschreitung|Zeitlimit|délai d'attente|d[ée]lai .{0,20}expiré|tiempo de espera|tempo limite|tempo esgotado|` +
 	`time-out|verlopen tijd|tempo scaduto|limit czasu|время ожидания|тайм-аут|таймаут|タイムアウト|超时`
 

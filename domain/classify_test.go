@@ -71,6 +71,7 @@ func TestTransientFailuresAreToldByTheirMessage(t *testing.T) {
 		"read tcp 10.0.0.4:51234->20.50.2.1:443: read: connection reset by peer":                                     domain.KindNetwork,
 		"No such host is known. (contoso.crm4.dynamics.com:443)":                                                     domain.KindNetwork,
 		"The underlying connection was closed: An unexpected error occurred on a send.":                              domain.KindNetwork,
+		"Authentication failed because the remote party has closed the transport stream.":                            domain.KindNetwork,
 		"net/http: TLS handshake timeout":                                                                            domain.KindNetwork,
 		"Eine vorhandene Verbindung wurde vom Remotehost geschlossen":                                                domain.KindNetwork,
 		"Une connexion existante a dû être fermée par l'hôte distant":                                                domain.KindNetwork,
@@ -118,6 +119,10 @@ func TestA500ThatNamesAConfigurationFaultIsSetup(t *testing.T) {
 	}
 	if f := domain.ClassifyDataverse(&domain.DataverseError{Status: 500}); f.Class != domain.ClassTransient {
 		t.Errorf("a bare 500 is %s/%s, want transient", f.Class, f.Kind)
+	}
+	// A word that only contains "time out" is no timeout.
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Status: 500, Code: "0x8004ffee", Message: "The runtime output was empty."}); f.Transient() {
+		t.Errorf("\"runtime output\" is %s/%s, want no timeout", f.Class, f.Kind)
 	}
 }
 
