@@ -33,6 +33,8 @@ func TestClassifyDataverse(t *testing.T) {
 		{"503 from the gateway", &domain.DataverseError{Status: 503, Message: "Service Unavailable"}, domain.ClassTransient, domain.KindServerError},
 		{"SQL deadlock", &domain.DataverseError{Status: 500, Code: "0x80044150", Message: "Sql Number: 1205"}, domain.ClassTransient, domain.KindServerError},
 		{"OData property error", &domain.DataverseError{Status: 400, Code: "0x0", Message: "Could not find a property named 'x'"}, domain.ClassSetup, domain.KindSchemaMismatch},
+		{"entity not in the metadata", &domain.DataverseError{Status: 404, Code: "0x80041102", Message: "The entity with a name = 'acount' with namemapping = 'Logical' was not found in the MetadataCache."}, domain.ClassSetup, domain.KindSchemaMismatch},
+		{"delete blocked by a reference", &domain.DataverseError{Status: 400, Code: "0x80040227", Message: "The object you tried to delete is associated with another object and cannot be deleted."}, domain.ClassCoupling, domain.KindDeleteBlocked},
 		{"401", &domain.DataverseError{Status: 401}, domain.ClassSetup, domain.KindAuthentication},
 		{"unknown code", &domain.DataverseError{Status: 400, Code: "0x8004ffff", Message: "Something new"}, domain.ClassSetup, domain.KindUnknown},
 		{"wrapped", fmt.Errorf("PATCH accounts(x): %w", &domain.DataverseError{Status: 403, Code: "0x80040220", Message: older}), domain.ClassSetup, domain.KindMissingPrivilege},
