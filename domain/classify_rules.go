@@ -24,13 +24,15 @@ func on(name string, re *regexp.Regexp, r rule) messageRule {
 func (m messageRule) serverOnly() messageRule { m.serverSide = true; return m }
 
 // byMessage is tried in order; the first match decides. The order is who acts, most specific
-// first: an administrator's block on the app before a missing privilege (the message of one
-// can mention the other); a fault of the service's configuration before the transient rules
-// (a 500 that retrying does not heal); the transient families (throttling, gateway pages,
-// transport and timeouts, in several languages) before the record's rules, since a network
-// failure's text can quote the request; the record's own causes (row gone, duplicate, state,
-// blocked delete, bad value) before the schema, and the schema before the generic wrappers
-// ("An error occurred while validating input parameters", "plug-in") that other causes carry.
+// first: an administrator's block on the app before a missing privilege (the message of one can
+// mention the other); a fault of the service's configuration (a 500 that retrying does not heal);
+// deadlocks, locks and throttling, which heal by themselves even when a plug-in passes them on;
+// then a plug-in's own failure (its 2-minute limit is its author's to fix, not a timeout); then
+// gateway pages, transport failures and timeouts, in several languages, before the record's
+// rules, since a network failure's text can quote the request; the record's own causes (row gone,
+// duplicate, state, blocked delete, bad value) before the schema, and the schema before the
+// generic wrappers ("An error occurred while validating input parameters", "plug-in") that other
+// causes carry.
 var byMessage = []messageRule{
 	on("app restricted by an administrator", rx(`Access to (the )?Dataverse API is restricted for this application|application .{0,80}is restricted from (accessing )?(the )?(Dataverse|API)|restricted from the Dataverse API`), setup(KindAppRestricted)),
 	on("missing privilege", rx(`is missing '?prv\S+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)|(don['’]t|doesn['’]t|do not|does not) have permission to`), setup(KindMissingPrivilege)),
@@ -39,11 +41,12 @@ var byMessage = []messageRule{
 	on("plug-in assembly missing", rx(`Could not load (file or )?assembly|Unable to load (the )?plug-?in (assembly|type)|plug-?in assembly .{0,80}(not found|does not exist|could not be found)|PluginAssembly .{0,80}(Does Not Exist|not found)|Assembly must be registered in isolation|Unable to find (the )?plug-?in type`), setup(KindCustomLogic)),
 	on("environment read-only or in administration mode", rx(`organization (database )?is (in )?read[- ]?only( mode)?|\bThe (Dynamics 365 )?organization\b[^.=]{0,60}is (currently )?disabled|not in (an )?enabled state|(organization|environment|instance) is (in )?(administration|admin) mode|(organization|environment|instance) (is )?(disabled|suspended)|environment is read[- ]?only|is in read-only mode|ServiceActivationException`), setup(KindDataverseUnavailable)),
 
-	on("plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)),
+	// A deadlock, a lock or throttling heals by itself even when a plug-in passes it on.
 	on("SQL deadlock", rx(`Sql Number: 1205\b|deadlock`), transient(KindServerError)),
 	on("resource locked", rx(`another request is currently using the resource|Cannot obtain lock|could not obtain lock`), transient(KindServerError)),
 	on("SQL timeout", rx(`SQL timeout expired|Execution Timeout Expired|Sql Number: -2\b`), transient(KindServerError)),
 	on("service protection", rx(`Number of (concurrent )?requests exceeded the limit|Combined execution time of incoming requests exceeded|concurrent requests exceeded|Rate limit is exceeded|Too many requests|TooManyRequests|request(s)? (was|were|has been|have been) throttled|throttling`), transient(KindThrottled)),
+	on("plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)),
 	on("gateway page", rx(`<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service( Temporarily)? Unavailable|Gateway Time-?out)|\bBad Gateway\b|Service Temporarily Unavailable|Gateway Time-?out|The service is unavailable|HTTP Error 50[234]|upstream connect error|no healthy upstream`), transient(KindServerError)).serverOnly(),
 	on("transport failure", rx(transport), transient(KindNetwork)),
 	on("timeout", rx(timeouts), transient(KindTimeout)),

@@ -96,6 +96,13 @@ func TestTransientFailuresAreToldByTheirMessage(t *testing.T) {
 			t.Errorf("%q: classified %s/%s, want transient/%s", msg, f.Class, f.Kind, kind)
 		}
 	}
+	// A deadlock a plug-in passes on heals by itself; a plug-in's own time limit is its author's.
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Message: "Unexpected exception from plug-in (Execute): Contoso.Plugin: System.ServiceModel.FaultException: Sql error: Sql Number: 1205"}); f.Kind != domain.KindServerError {
+		t.Errorf("a deadlock passed on by a plug-in is %s/%s, want transient/server_error", f.Class, f.Kind)
+	}
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Message: "Unexpected exception from plug-in (Execute): Contoso.Plugin: System.TimeoutException: Couldn't complete execution of the Contoso.Plugin plug-in within the 2-minute limit."}); f.Kind != domain.KindCustomLogic {
+		t.Errorf("a plug-in's own timeout is %s/%s, want setup/custom_logic", f.Class, f.Kind)
+	}
 	// An HTML page with a 404 is a wrong URL, not a gateway failing: nobody retries it for a day.
 	if f := domain.ClassifyDataverse(&domain.DataverseError{Status: 404, Message: "<html><head><title>404 - File or directory not found.</title></head><body><h2>Server Error</h2></body></html>"}); f.Transient() {
 		t.Errorf("an HTML 404 page is %s/%s, want a setup error", f.Class, f.Kind)
