@@ -328,8 +328,12 @@ func (c Classifier) resolution(f *Failure) string {
 			if d["privilege"] != "" {
 				what = "the " + d["privilege"] + " privilege"
 			}
-			return fmt.Sprintf("In Dataverse, sign in as an administrator and add a security role with %s to the team with Id=%s "+
-				"(the privilege is missing on the team, not on %s: a role of the user does not fix it); then retry.", what, d["user_id"], c.user())
+			team := "the team the message names"
+			if d["user_id"] != "" {
+				team = "the team with Id=" + d["user_id"]
+			}
+			return fmt.Sprintf("In Dataverse, sign in as an administrator and add a security role with %s to %s "+
+				"(the privilege is missing on the team, not on %s: a role of the user does not fix it); then retry.", what, team, c.user())
 		}
 		if d["privilege"] != "" {
 			what := d["privilege"]
