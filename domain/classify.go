@@ -229,7 +229,7 @@ var (
 	reRowMissing = regexp.MustCompile(`(?:Entity '(\w*)'|(\w+)) With Ids? = ([0-9a-fA-F-]{36}) (?:Does|Do) Not Exist`)
 	reTooLong    = regexp.MustCompile(`length of the '(\w+)' attribute of the '(\w+)' entity exceeded the maximum allowed length of '(\d+)'`)
 	reRange      = regexp.MustCompile(`value (?:.{0,60}? )?of '(\w+)' on record of type '(\w+)'`)
-	reAttribute  = regexp.MustCompile(`(?i)(?:attribute|field|column|property)(?: named)? '([\w.]+)'|'([\w.]+)' (?:attribute|field|column|property)|(?:attribute|field|column|property) ([a-z_]\w*[_]\w*)|Parameter name: (\w+)`)
+	reAttribute  = regexp.MustCompile(`(?i)(?:attribute|field|column|property)(?: named)? '([\w.]+)'|'([\w.]+)' (?:attribute|field|column|property)|(?:attribute|field|column|property) ([a-z_]\w*[_]\w*)|Parameter name: (\w+)|format for (\w+) is invalid`)
 	reEdmType    = regexp.MustCompile(`expected type '(Edm\.\w+)'|valid (Edm\.\w+)`)
 	reEntityKey  = regexp.MustCompile(`Entity Key (.+?) violated`)
 	reProperty   = regexp.MustCompile(`(?:property named|undeclared property) '([\w@.]+)'(?: on type 'Microsoft\.Dynamics\.CRM\.(\w+)')?`)
@@ -272,7 +272,7 @@ func details(f *Failure) {
 		} else if m := reRange.FindStringSubmatch(msg); m != nil {
 			d["attribute"], d["entity"] = m[1], m[2]
 		} else if m := reAttribute.FindStringSubmatch(msg); m != nil {
-			d["attribute"] = m[1] + m[2] + m[3] + m[4]
+			d["attribute"] = m[1] + m[2] + m[3] + m[4] + m[5]
 		}
 		if m := reEdmType.FindStringSubmatch(msg); m != nil {
 			d["expected_type"] = m[1] + m[2]

@@ -210,6 +210,10 @@ func TestStateConflictsAndBlockedDeletesAreTheUsers(t *testing.T) {
 	if f.Details["attribute"] != "birthdate" || !strings.Contains(f.Resolution, "birthdate") {
 		t.Errorf("the attribute is not named: %v, %s", f.Details, f.Resolution)
 	}
+	f = domain.ClassifyDataverse(&domain.DataverseError{Status: 400, Message: "The date-time format for birthdate is invalid, or value is outside the supported range."})
+	if f.Details["attribute"] != "birthdate" {
+		t.Errorf("the attribute of a date out of range is not named: %v", f.Details)
+	}
 	f = domain.ClassifyDataverse(&domain.DataverseError{Status: 400, Message: "Cannot convert the literal 'abc' to the expected type 'Edm.Decimal'."})
 	if f.Details["expected_type"] != "Edm.Decimal" {
 		t.Errorf("the expected type is not named: %v", f.Details)
