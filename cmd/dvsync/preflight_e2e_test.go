@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +234,34 @@ func TestASlowSetupCheckAtStartDoesNotHoldUpConsuming(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("worker: %v", err)
+	}
+}
+
+// With DVSYNC_LOCAL_CURRENCY, a customer whose currency code is blank is in the local currency (as
+// in Business Central): its account's currency is the local currency's row, here the base
+// currency it coupled to by match; the setup check finds no currency gap.
+func TestABlankCurrencyCodeBindsTheLocalCurrency(t *testing.T) {
+	lcy := strings.ToUpper(uuid.NewString()[:5])
+	h := startWith(t, options{workers: 1,
+		provision: func(emu *emulator.Emulator) {
+			if err := emu.SetBaseCurrency(emulator.Currency{ISOCode: lcy, Name: "Local", Symbol: "¤"}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		tweak: func(c *Config) { c.LocalCurrency = lcy }})
+	base, _ := h.emu.BaseCurrency()
+	h.publish("currency", lcy, 1, map[string]any{"code": lcy, "displayName": "Local"})
+	if c := h.waitCoupled("currency", lcy, 1); c.RowID != base {
+		t.Fatalf("the local currency coupled to %s, want the base currency %s", c.RowID, base)
+	}
+	cust := h.key("BLANKCUR")
+	h.publish("customer", cust, 1, map[string]any{"number": cust, "displayName": "Blank currency", "currencyCode": ""})
+	c := h.waitCoupled("customer", cust, 1)
+	if row := h.row("accounts", c.RowID); row["_transactioncurrencyid_value"] != base.String() {
+		t.Fatalf("account = %v; want the local currency %s", row, base)
+	}
+	rep, err := h.workers[0].preflight(context.Background())
+	if err != nil || !rep.OK() || !slices.ContainsFunc(rep.Checks, func(c domain.PreflightCheck) bool { return c.Key == "currency/"+lcy && c.OK }) {
+		t.Fatalf("the setup check with the local currency as the base and coupled: %+v %v", rep, err)
 	}
 }
