@@ -45,6 +45,12 @@ func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, 
 	if tag.RowsAffected() == 0 {
 		return false, nil
 	}
+	if paused {
+		// A pause ends the table's backlog period: what waits now is not a load or a catch-up.
+		if _, err := endBacklog(ctx, tx, table); err != nil {
+			return false, fmt.Errorf("postgres: %s %s: %w", action, table, err)
+		}
+	}
 	target := table
 	if !paused {
 		target = fmt.Sprintf("%s (%d changes waiting)", table, backlog)

@@ -43,6 +43,12 @@ func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, 
 			return nil
 		}
 		changed = true
+		if paused {
+			// A pause ends the table's backlog period: what waits now is not a load or a catch-up.
+			if _, err := s.endBacklog(ctx, tx, table); err != nil {
+				return fmt.Errorf("sqlite: %s %s: %w", action, table, err)
+			}
+		}
 		target := table
 		if !paused {
 			target = fmt.Sprintf("%s (%d changes waiting)", table, backlog)

@@ -75,6 +75,8 @@ type Store interface {
 	CaughtUp(ctx context.Context, table string) (bool, error)
 	// TableStates are the tables ever paused, by name.
 	TableStates(ctx context.Context) ([]TableState, error)
+	// ProgressStore is long work's progress (h-progress, progress.go).
+	ProgressStore
 
 	// Ping checks the database answers, for health checks.
 	Ping(ctx context.Context) error
