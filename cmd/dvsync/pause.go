@@ -28,7 +28,8 @@ type tablePauses struct {
 	js       jetstream.JetStream
 	nc       *nats.Conn
 	mappings domain.Mappings
-	now      func() time.Time
+	// view is the cached reading of JetStream that every status view shares (progress.go).
+	view *streamView
 }
 
 func (p tablePauses) Pause(ctx context.Context, table, actor string) (bool, error) {
@@ -49,7 +50,15 @@ func (p tablePauses) Resume(ctx context.Context, table, actor string) (bool, err
 	if err != nil {
 		return false, err
 	}
+	pos, err := natsjs.WorkerPosition(ctx, p.js)
+	if err != nil {
+		return false, err
+	}
 	changed, err := p.store.ResumeTable(ctx, table, actor, backlog)
+	if changed && err == nil && backlog > 0 {
+		// The catch-up is a backlog period, counted from here by the workers like any other.
+		_, err = p.store.StartBacklog(ctx, table, storage.BacklogCatchingUp, backlog, pos.Delivered)
+	}
 	p.notify(changed)
 	return changed, err
 }
@@ -66,36 +75,39 @@ func (p tablePauses) States(ctx context.Context) ([]httpapi.TableRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	byTable := map[string]storage.TableState{}
-	for _, st := range stored {
-		byTable[st.Table] = st
+	periods, err := p.store.BacklogPeriods(ctx)
+	if err != nil {
+		return nil, err
 	}
+	byTable, paused := map[string]storage.TableState{}, map[string]bool{}
+	for _, st := range stored {
+		byTable[st.Table], paused[st.Table] = st, st.Paused
+	}
+	open := map[string]storage.BacklogPeriod{}
+	for _, pr := range periods {
+		open[pr.Table] = pr
+	}
+	// A status without the waiting counts beats no status: NATS may be away for a moment.
+	waiting, werr := p.view.waiting(ctx, paused)
 	var out []httpapi.TableRun
 	for _, table := range p.mappings.Tables() {
 		run := httpapi.TableRun{Table: table, State: httpapi.StateRunning}
-		st, ok := byTable[table]
-		if ok {
+		if st, ok := byTable[table]; ok {
 			since := st.Since
 			run.Since, run.By = &since, st.By
 		}
-		if ok && (st.Paused || st.CatchingUp) {
+		pr, inPeriod := open[table]
+		switch {
+		case paused[table]:
 			run.State = httpapi.StatePaused
-			if !st.Paused {
-				run.State = httpapi.StateCatchingUp
-			}
-			// Counted for these tables only: one small JetStream request each.
-			if n, err := natsjs.TableBacklog(ctx, p.js, table); err == nil {
-				run.Backlog = &n
-				if run.State == httpapi.StateCatchingUp {
-					pr := httpapi.CatchUp(st.ResumeBacklog, n, st.Since, p.now())
-					run.Progress = &pr
-					if n == 0 {
-						if _, err := p.store.CaughtUp(ctx, table); err == nil {
-							run.State = httpapi.StateRunning
-						}
-					}
-				}
-			}
+		case inPeriod:
+			// A period's counts are the store's, the same in every replica.
+			run.State = string(pr.Kind)
+			left, progress := pr.Left, periodProgress(pr)
+			run.Backlog, run.Progress = &left, &progress
+		}
+		if n, ok := waiting[table]; ok && werr == nil && run.Backlog == nil {
+			run.Backlog = &n
 		}
 		out = append(out, run)
 	}

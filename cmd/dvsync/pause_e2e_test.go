@@ -74,7 +74,7 @@ func TestPausedTableWaitsAndCatchesUpInOrder(t *testing.T) {
 		t.Fatalf("dvsync status = %d:\n%s%s", rc, out.String(), errOut.String())
 	}
 	// The page shows it paused; an operator resumes it with its button.
-	if page := get(t, signIn(t, base, testViewerToken), base+"/tables", 200); !strings.Contains(page, "<td>currency</td><td>paused</td>") || strings.Contains(page, "Resume</button>") {
+	if page := get(t, signIn(t, base, testViewerToken), base+"/tables", 200); !strings.Contains(page, `<td>currency</td><td data-state="table:currency">paused</td>`) || strings.Contains(page, "Resume</button>") {
 		t.Fatalf("a viewer's tables page:\n%s", page)
 	}
 	operator := signIn(t, base, testOperatorToken)

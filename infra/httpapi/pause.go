@@ -124,10 +124,16 @@ func (s *Server) tableStates(ctx context.Context, out map[string]any) {
 		return
 	}
 	out["table_states"] = states
+	if runs, err := s.latestRuns(ctx); err != nil {
+		s.logWarn("reading the coupling runs", err)
+	} else if runs != nil {
+		out["coupling_runs"] = runs
+	}
 }
 
 // tablesRoutes are the tables page and its pause and resume buttons (without Pauses, none).
 func (s *Server) tablesRoutes(mux *http.ServeMux) {
+	s.progressPageRoutes(mux)
 	if s.Pauses == nil {
 		return
 	}
