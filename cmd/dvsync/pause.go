@@ -170,14 +170,8 @@ func printTableStates(stdout io.Writer, states []httpapi.TableRun) error {
 		if t.Backlog != nil {
 			waiting = fmt.Sprint(*t.Backlog)
 		}
-		if p := t.Progress; p != nil {
-			progress = fmt.Sprintf("%d/%d (%d%%)", p.Done, p.Total, p.Percent())
-			if p.Rate > 0 {
-				progress += fmt.Sprintf(", %.1f/s", p.Rate)
-			}
-			if p.LeftSeconds != nil {
-				progress += ", " + (time.Duration(*p.LeftSeconds) * time.Second).Round(time.Second).String() + " left"
-			}
+		if t.Progress != nil {
+			progress = progressText(*t.Progress)
 		}
 		if t.Since != nil {
 			since = t.Since.Local().Format("2006-01-02 15:04:05")
@@ -186,6 +180,44 @@ func printTableStates(stdout io.Writer, states []httpapi.TableRun) error {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", termSafe(t.Table), strings.ReplaceAll(t.State, "_", " "), waiting, progress, since)
+	}
+	return tw.Flush()
+}
+
+// progressText is done / total with the rate and the time left, as the page's bar says it.
+func progressText(p httpapi.Progress) string {
+	if p.Counting() {
+		return "counting…"
+	}
+	out := fmt.Sprintf("%d/%d (%d%%)", p.Done, p.Total, p.Percent())
+	if p.Rate > 0 {
+		out += fmt.Sprintf(", %.1f/s", p.Rate)
+	}
+	if p.LeftSeconds != nil {
+		out += ", " + (time.Duration(*p.LeftSeconds) * time.Second).Round(time.Second).String() + " left"
+	}
+	return out
+}
+
+// printCouplingRuns is the coupling runs' part of `dvsync status`: each table's newest run.
+func printCouplingRuns(stdout io.Writer, runs []httpapi.RunView) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COUPLING RUN	STATE	PROGRESS	COUPLED	CREATED	FAILED	STARTED")
+	for _, r := range runs {
+		progress := "-"
+		if r.State == "running" || !r.Progress.Counting() {
+			progress = progressText(r.Progress)
+		}
+		state := r.State
+		if r.Failure != "" && r.Failure != "interrupted" {
+			state += ": " + termSafe(r.Failure)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s by %s\n", termSafe(r.Table), state, progress, r.Coupled, r.Created, r.Failed,
+			r.StartedAt.Local().Format("2006-01-02 15:04:05"), termSafe(r.By))
 	}
 	return tw.Flush()
 }
