@@ -43,7 +43,9 @@ func TestCouplingRunsAreListedAndASecondStartIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := 40
-	t.Cleanup(func() { _ = ts.store.FinishCouplingRun(context.Background(), run.ID, storage.RunCounts{Total: &total}, "") })
+	t.Cleanup(func() {
+		_ = ts.store.FinishCouplingRun(context.Background(), run.ID, storage.RunCounts{Total: &total}, "")
+	})
 	if err := ts.store.BeatCouplingRun(ctx, run.ID, storage.RunCounts{Total: &total, Done: 10, Coupled: 7, Created: 2, Failed: 1}); err != nil {
 		t.Fatal(err)
 	}
