@@ -12,7 +12,6 @@ import (
 
 	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/infra/httpapi"
-	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
 // checks are the dependencies /healthz reports on (liveness).
@@ -75,19 +74,9 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 			return err
 		}
 		api.Coupling = actions
-		api.Pauses = tablePauses{store: s.store, js: s.js, nc: s.nc, mappings: actions.Mappings,
-			view: &streamView{js: s.js, tables: actions.Mappings.Tables(), ttl: streamViewTTL}}
-		api.Lag = func(ctx context.Context) (uint64, error) {
-			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
-			if err != nil {
-				return 0, err
-			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				return 0, err
-			}
-			return info.NumPending + uint64(info.NumAckPending), nil
-		}
+		view := &streamView{js: s.js, tables: actions.Mappings.Tables(), ttl: streamViewTTL}
+		api.Pauses = tablePauses{store: s.store, js: s.js, nc: s.nc, mappings: actions.Mappings, view: view}
+		api.Lag = view.lag
 	}
 	return serve(ctx, ln, api.Handler())
 }

@@ -52,31 +52,69 @@ func (p streamPosition) FromAckFloor(ctx context.Context, table string) (uint64,
 // watching the page cost NATS one reading per TTL, not one per poll.
 const streamViewTTL = 2500 * time.Millisecond
 
-// streamView is a cached reading of what waits per table: the paused tables' backlog after the
-// ack floor (their changes were handed out and nak'd), the others' after the delivered position.
+// streamView is a cached reading of JetStream for the status views: what waits per table (the
+// paused tables' backlog after the ack floor, since their changes were handed out and nak'd; the
+// others' after the delivered position) and the consumer's lag.
 type streamView struct {
 	js     jetstream.JetStream
 	tables []string
 	ttl    time.Duration
 
-	group singleflight.Group
-	mu    sync.Mutex
-	at    time.Time
-	last  map[string]uint64
+	group   singleflight.Group
+	mu      sync.Mutex
+	entries map[string]viewEntry
 }
 
-func (v *streamView) waiting(ctx context.Context, paused map[string]bool) (map[string]uint64, error) {
-	v.mu.Lock()
-	if v.last != nil && time.Since(v.at) < v.ttl {
-		defer v.mu.Unlock()
-		return v.last, nil
+type viewEntry struct {
+	at    time.Time
+	value any
+}
+
+// get answers key's reading from the cache while it is younger than the TTL; otherwise one
+// caller reads it for all who ask meanwhile.
+func (v *streamView) get(ctx context.Context, key string, read func(ctx context.Context) (any, error)) (any, error) {
+	if value, ok := v.cached(key); ok {
+		return value, nil
 	}
-	v.mu.Unlock()
-	out, err, _ := v.group.Do("view", func() (any, error) {
+	out, err, _ := v.group.Do(key, func() (any, error) {
+		// Again: a reading may have ended between the look above and this call.
+		if value, ok := v.cached(key); ok {
+			return value, nil
+		}
 		// Its own deadline: the first viewer's request ending must not fail the others'.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		pos, err := natsjs.WorkerPosition(rctx, v.js)
+		value, err := read(rctx)
+		if err != nil {
+			return nil, err
+		}
+		v.mu.Lock()
+		if v.entries == nil {
+			v.entries = map[string]viewEntry{}
+		}
+		v.entries[key] = viewEntry{at: time.Now(), value: value}
+		v.mu.Unlock()
+		return value, nil
+	})
+	return out, err
+}
+
+func (v *streamView) cached(key string) (any, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.entries[key]
+	return e.value, ok && time.Since(e.at) < v.ttl
+}
+
+func (v *streamView) waiting(ctx context.Context, paused map[string]bool) (map[string]uint64, error) {
+	key := "waiting"
+	for _, table := range v.tables {
+		if paused[table] {
+			key += " " + table
+		}
+	}
+	out, err := v.get(ctx, key, func(ctx context.Context) (any, error) {
+		pos, err := natsjs.WorkerPosition(ctx, v.js)
 		if err != nil {
 			return nil, err
 		}
@@ -84,24 +122,33 @@ func (v *streamView) waiting(ctx context.Context, paused map[string]bool) (map[s
 		for _, table := range v.tables {
 			var n uint64
 			if paused[table] {
-				n, err = natsjs.TableBacklog(rctx, v.js, table)
+				n, err = natsjs.TableBacklog(ctx, v.js, table)
 			} else {
-				n, err = natsjs.TableWaiting(rctx, v.js, table, pos.Delivered)
+				n, err = natsjs.TableWaiting(ctx, v.js, table, pos.Delivered)
 			}
 			if err != nil {
 				return nil, err
 			}
 			m[table] = n
 		}
-		v.mu.Lock()
-		v.last, v.at = m, time.Now()
-		v.mu.Unlock()
 		return m, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out.(map[string]uint64), nil
+}
+
+// lag is the changes the workers have not acked yet, for the status's consumer_lag.
+func (v *streamView) lag(ctx context.Context) (uint64, error) {
+	out, err := v.get(ctx, "lag", func(ctx context.Context) (any, error) {
+		pos, err := natsjs.WorkerPosition(ctx, v.js)
+		return pos.Lag, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return out.(uint64), nil
 }
 
 // periodProgress is a backlog period's progress, all from the store: the same in every replica.

@@ -41,6 +41,8 @@ type Position struct {
 	// FirstSeq is the stream's oldest change: past a backlog period's start, the stream was
 	// purged or recreated.
 	FirstSeq uint64
+	// Lag is the changes not acked yet: not handed out, and handed out but not acked.
+	Lag uint64
 }
 
 // WorkerPosition reads the workers' consumer's position and the stream's first sequence.
@@ -53,7 +55,8 @@ func WorkerPosition(ctx context.Context, js jetstream.JetStream) (Position, erro
 	if err != nil {
 		return Position{}, fmt.Errorf("natsjs: workers' position: %w", err)
 	}
-	return Position{Delivered: info.Delivered.Stream, AckFloor: info.AckFloor.Stream, FirstSeq: st.CachedInfo().State.FirstSeq}, nil
+	return Position{Delivered: info.Delivered.Stream, AckFloor: info.AckFloor.Stream, FirstSeq: st.CachedInfo().State.FirstSeq,
+		Lag: info.NumPending + uint64(max(info.NumAckPending, 0))}, nil
 }
 
 // TableWaiting counts the table's changes stored after delivered: not handed to any worker yet.
