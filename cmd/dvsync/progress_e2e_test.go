@@ -186,6 +186,12 @@ func TestCouplingRunsShowTheirProgress(t *testing.T) {
 	if running.By != "otto" || *running.Total != k || running.Done >= k || running.Progress.Total != k {
 		t.Fatalf("the running run = %+v", running)
 	}
+	// The coupled-records page shows the run with its bar (the script moves it on).
+	page := get(t, signIn(t, base, testViewerToken), base+"/couplings?table=customer", 200)
+	if !regexp.MustCompile(`<td data-state="run:customer">running</td>\s*<td data-progress="run:customer">(<progress max="` + fmt.Sprint(k) + `" value="\d+"|counting…)`).MatchString(page) ||
+		!strings.Contains(page, `<script src="/assets/progress.js" defer></script>`) {
+		t.Fatalf("the coupled-records page while the run runs:\n%s", page)
+	}
 	var problem struct{ Detail string }
 	if code := call(t, "POST", base+"/api/v1/couplings/customer/match?wait=1s", testOperatorToken, nil, &problem); code != http.StatusConflict ||
 		!strings.Contains(problem.Detail, "in progress") {
