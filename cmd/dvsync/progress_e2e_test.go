@@ -188,7 +188,7 @@ func TestCouplingRunsShowTheirProgress(t *testing.T) {
 	}
 	// The coupled-records page shows the run with its bar (the script moves it on).
 	page := get(t, signIn(t, base, testViewerToken), base+"/couplings?table=customer", 200)
-	if !regexp.MustCompile(`<td data-state="run:customer">running</td>\s*<td data-progress="run:customer">(<progress max="` + fmt.Sprint(k) + `" value="\d+"|counting…)`).MatchString(page) ||
+	if !regexp.MustCompile(`<td data-state="run:customer">running</td>\s*<td data-progress="run:customer">(<progress max="`+fmt.Sprint(k)+`" value="\d+"|counting…)`).MatchString(page) ||
 		!strings.Contains(page, `<script src="/assets/progress.js" defer></script>`) {
 		t.Fatalf("the coupled-records page while the run runs:\n%s", page)
 	}
