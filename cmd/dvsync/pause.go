@@ -54,11 +54,8 @@ func (p tablePauses) Resume(ctx context.Context, table, actor string) (bool, err
 	if err != nil {
 		return false, err
 	}
-	changed, err := p.store.ResumeTable(ctx, table, actor, backlog)
-	if changed && err == nil && backlog > 0 {
-		// The catch-up is a backlog period, counted from here by the workers like any other.
-		_, err = p.store.StartBacklog(ctx, table, storage.BacklogCatchingUp, backlog, pos.Delivered)
-	}
+	// The catch-up is a backlog period, counted from here by the workers like any other.
+	changed, err := p.store.ResumeTable(ctx, table, actor, backlog, pos.Delivered)
 	p.notify(changed)
 	return changed, err
 }

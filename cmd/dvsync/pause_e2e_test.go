@@ -22,7 +22,7 @@ func TestPausedTableWaitsAndCatchesUpInOrder(t *testing.T) {
 	h := startWith(t, options{workers: 1, tweak: func(c *Config) { c.Worker.PausedDelay = 300 * time.Millisecond }})
 	base := h.api()
 	t.Cleanup(func() { // the database outlives the test: no other test may find currency paused
-		_, _ = h.store.ResumeTable(context.Background(), "currency", "cleanup", 0)
+		_, _ = h.store.ResumeTable(context.Background(), "currency", "cleanup", 0, 0)
 	})
 	var res map[string]any
 	if code := call(t, "POST", base+"/api/v1/tables/currency/pause", testViewerToken, nil, &res); code != 403 {

@@ -52,10 +52,10 @@ func TestARunningTablesBacklogShowsItsLoadingProgress(t *testing.T) {
 	base := h.api()
 	// Dataverse answers slowly, so the backlog lasts long enough to watch; fast again at the end.
 	h.emu.SetLatency(emulator.Latency{PerRequest: 800 * time.Millisecond})
-	const n = 80
+	const n = 200
 	var keys []string
 	for i := range n {
-		k := h.key(fmt.Sprintf("L%02d", i))
+		k := h.key(fmt.Sprintf("L%03d", i))
 		keys = append(keys, k)
 		h.publish("currency", k, 1, map[string]any{"code": isoCode(k), "displayName": "Load " + k, "symbol": "L"})
 	}

@@ -16,12 +16,13 @@ import (
 
 func big(n uint64) int64 { return int64(min(n, 1<<62)) }
 
+const startBacklog = `INSERT INTO backlog_periods (table_name, kind, total, left_now, start_seq)
+	VALUES ($1, $2, $3, $3, $4) ON CONFLICT (table_name) WHERE ended_at IS NULL DO NOTHING`
+
 // StartBacklog opens a backlog period unless one is open; the partial unique index keeps two
 // workers from opening two.
 func (s *Store) StartBacklog(ctx context.Context, table string, kind storage.BacklogKind, total, startSeq uint64) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `INSERT INTO backlog_periods (table_name, kind, total, left_now, start_seq)
-		VALUES ($1, $2, $3, $3, $4) ON CONFLICT (table_name) WHERE ended_at IS NULL DO NOTHING`,
-		table, string(kind), big(total), big(startSeq))
+	tag, err := s.pool.Exec(ctx, startBacklog, table, string(kind), big(total), big(startSeq))
 	if err != nil {
 		return false, fmt.Errorf("postgres: start backlog of %s: %w", table, err)
 	}

@@ -14,15 +14,24 @@ func big(n uint64) int64 { return int64(min(n, 1<<62)) }
 
 // StartBacklog opens a backlog period unless one is open.
 func (s *Store) StartBacklog(ctx context.Context, table string, kind storage.BacklogKind, total, startSeq uint64) (bool, error) {
-	now := s.now().UnixNano()
-	res, err := s.db.ExecContext(ctx, `INSERT INTO backlog_periods (table_name, kind, started_at, updated_at, total, left_now, start_seq)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (table_name) WHERE ended_at IS NULL DO NOTHING`,
-		table, string(kind), now, now, big(total), big(total), big(startSeq))
+	n, err := s.startBacklog(ctx, s.db, table, kind, total, startSeq)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: start backlog of %s: %w", table, err)
 	}
-	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+func (s *Store) startBacklog(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, table string, kind storage.BacklogKind, total, startSeq uint64) (int64, error) {
+	now := s.now().UnixNano()
+	res, err := db.ExecContext(ctx, `INSERT INTO backlog_periods (table_name, kind, started_at, updated_at, total, left_now, start_seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (table_name) WHERE ended_at IS NULL DO NOTHING`,
+		table, string(kind), now, now, big(total), big(total), big(startSeq))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // TickBacklog adds done and stores left on the open period.

@@ -36,6 +36,11 @@ CREATE TABLE coupling_runs (
 CREATE UNIQUE INDEX coupling_runs_unfinished ON coupling_runs (table_name) WHERE finished_at IS NULL;
 CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
 
+-- A resume's catch-up is a backlog period now: table_pauses keeps the pause alone.
+ALTER TABLE table_pauses DROP COLUMN catching_up, DROP COLUMN resume_backlog;
+
 -- +goose Down
+ALTER TABLE table_pauses ADD COLUMN catching_up boolean NOT NULL DEFAULT false,
+    ADD COLUMN resume_backlog bigint NOT NULL DEFAULT 0;
 DROP TABLE coupling_runs;
 DROP TABLE backlog_periods;
