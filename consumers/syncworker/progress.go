@@ -35,6 +35,8 @@ type Progress struct {
 	inHand map[string]int
 	acked  map[string]uint64
 	ticks  int
+	// synced remembers the tables found synced: a table that synced once never loads again.
+	synced map[string]bool
 }
 
 // BacklogStore is the part of the store Progress uses.
@@ -110,6 +112,20 @@ func (p *Progress) take() (map[string]int, map[string]uint64) {
 	}
 	p.ticks++
 	return inHand, acked
+}
+
+func (p *Progress) isSynced(ctx context.Context, table string) (bool, error) {
+	if p.synced[table] {
+		return true, nil
+	}
+	synced, err := p.Store.Synced(ctx, table)
+	if synced {
+		if p.synced == nil {
+			p.synced = map[string]bool{}
+		}
+		p.synced[table] = true
+	}
+	return synced, err
 }
 
 // Run counts every Every until ctx ends.
@@ -195,18 +211,16 @@ func (p *Progress) Tick(ctx context.Context) error {
 		if left == 0 {
 			continue
 		}
+		synced, err := p.isSynced(ctx, table)
+		if err != nil {
+			return err
+		}
 		kind := storage.BacklogCatchingUp
-		if left < max(p.Threshold, 1) {
-			synced, err := p.Store.Synced(ctx, table)
-			if err != nil {
-				return err
-			}
-			if synced {
-				continue // a small backlog of a table that runs: no progress to show
-			}
+		switch {
+		case !synced:
 			kind = storage.BacklogLoading
-		} else if synced, err := p.Store.Synced(ctx, table); err == nil && !synced {
-			kind = storage.BacklogLoading
+		case left < max(p.Threshold, 1):
+			continue // a small backlog of a table that runs: no progress to show
 		}
 		if _, err := p.Store.StartBacklog(ctx, table, kind, left, delivered); err != nil {
 			return err
