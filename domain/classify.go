@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	// redact is a leaf package of pure text rules (no I/O): the one place credential removal lives.
+	"github.com/dvsync/dvsync/infra/redact"
 )
 
 // Classifier sorts failures for the person who can fix them. It is pure and table-driven: the
@@ -56,7 +59,7 @@ var byCode = map[string]rule{
 	"0x80060892": coupling(KindDuplicateRecord),
 	"0x80040333": coupling(KindDuplicateRecord), // duplicate detection, answered with 500
 	"0x80060882": coupling(KindUpdateConflict),  // ConcurrencyVersionMismatch
-	"0x80040227": coupling(KindUpdateConflict),  // CannotDeleteDueToAssociation
+	"0x80040227": coupling(KindDeleteBlocked),   // CannotDeleteDueToAssociation (a restrict relationship)
 	"0x80044331": coupling(KindInvalidData),     // StringLengthTooLong
 	"0x8004432f": coupling(KindInvalidData),     // IntegerValueOutOfRange
 	"0x80044330": coupling(KindInvalidData),     // DecimalValueOutOfRange
@@ -102,31 +105,6 @@ var byName = map[string]rule{
 	"IsvAborted":                               setup(KindCustomLogic),
 }
 
-// pattern sorts by message when neither code nor name decided.
-type pattern struct {
-	re *regexp.Regexp
-	rule
-}
-
-var byMessage = []pattern{
-	{regexp.MustCompile(`(?i)is missing '?prv\w+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right`), setup(KindMissingPrivilege)},
-	{regexp.MustCompile(`(?i)Sql Number: 1205\b|deadlock`), transient(KindServerError)},
-	{regexp.MustCompile(`(?i)SQL timeout expired|Execution Timeout Expired|Sql Number: -2\b`), transient(KindServerError)},
-	{regexp.MustCompile(`(?i)timed out|operation has timed-out`), transient(KindTimeout)},
-	{regexp.MustCompile(`(?i)no Sandbox (Worker processes|Hosts) are currently available|is not currently available|Please (try|retry)( the connection)? again|Please retry`), transient(KindServerError)},
-	{regexp.MustCompile(`(?i)With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist`), coupling(KindDestinationDeleted)},
-	{regexp.MustCompile(`(?i)duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated`), coupling(KindDuplicateRecord)},
-	{regexp.MustCompile(`(?i)doesn't match the RowVersion`), coupling(KindUpdateConflict)},
-	{regexp.MustCompile(`(?i)exceeded the maximum allowed length|is outside the valid range|contains one or more invalid characters`), coupling(KindInvalidData)},
-	{regexp.MustCompile(`(?i)Cannot convert the literal|Cannot convert a primitive value|was not recognized as a valid Edm\.`), coupling(KindInvalidData)},
-	{regexp.MustCompile(`(?i)picklist value is out of the range|value is out of range`), setup(KindOptionValueMissing)},
-	{regexp.MustCompile(`(?i)Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found`), setup(KindSchemaMismatch)},
-	{regexp.MustCompile(`(?i)is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization)|no license|not licensed`), setup(KindUserDisabled)},
-	{regexp.MustCompile(`(?i)AADSTS\d+|invalid_client|unauthorized_client|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed`), setup(KindAuthentication)},
-	{regexp.MustCompile(`(?i)Number of (concurrent )?requests exceeded the limit|Combined execution time of incoming requests exceeded`), transient(KindThrottled)},
-	{regexp.MustCompile(`(?i)ISV code aborted|Business Process Error|plug-?in`), setup(KindCustomLogic)},
-}
-
 // Classify sorts any error the sync meets. A *Failure is returned as it is; Dataverse's errors
 // and unreachability are sorted by the tables; context deadlines are transient; any other error
 // (the coupling store, most often) is a transient internal failure, bounded by the retry budget.
@@ -164,6 +142,60 @@ func ClassifyDataverse(err error) *Failure {
 	return nil
 }
 
+// matchMessage is the first message rule that matches.
+func matchMessage(status int, msg string) (rule, bool) {
+	for _, p := range byMessage {
+		if p.serverSide && status != 0 && status < 500 {
+			continue
+		}
+		if p.re.MatchString(msg) {
+			return p.rule, true
+		}
+	}
+	return rule{}, false
+}
+
+// byStatus sorts by HTTP status what neither code, name nor message decided.
+func byStatus(dv *DataverseError) (rule, bool) {
+	switch {
+	case dv.Status == 429:
+		return transient(KindThrottled), true
+	case dv.Status == 502 || dv.Status == 503 || dv.Status == 504:
+		return transient(KindServerError), true
+	case dv.Status == 401:
+		return setup(KindAuthentication), true
+	case dv.Status == 403:
+		return setup(KindMissingPrivilege), true
+	case dv.Status >= 500 && dv.Code == "":
+		// A gateway or front end failed before Dataverse answered; a configuration fault of the
+		// service that also answers so was caught by its message rule above.
+		return transient(KindServerError), true
+	}
+	return rule{}, false
+}
+
+// unclassified is the fallback when no rule knows the error: the safest choice for the person is
+// an administrator's error that says what dvsync could not tell and shows Dataverse's words
+// (without credentials), never a retry loop nor a user's error they cannot act on.
+func (c Classifier) unclassified(dv *DataverseError) *Failure {
+	raw := redact.Text(dv.Message)
+	if strings.TrimSpace(raw) == "" {
+		raw = "(no message)"
+	}
+	code, details := "none", map[string]string{"status": fmt.Sprint(dv.Status)}
+	if dv.Code != "" {
+		code, details["code"] = dv.Code, dv.Code
+	}
+	return &Failure{
+		Class: ClassSetup, Kind: KindUnknown, Dataverse: dv, RetryAfter: dv.RetryAfter, unclassified: true,
+		Message: fmt.Sprintf("dvsync could not tell whether this Dataverse error (HTTP %d, code %s) needs an administrator, a change of the record "+
+			"or only a retry: no classifier rule knows it. Dataverse said: %s", dv.Status, code, raw),
+		Resolution: "Read Dataverse's message: fix the cause in Dataverse, in the mapping or in the source record, then retry. " +
+			"Report the message to dvsync's maintainers so that a rule learns it.",
+		Details: details,
+	}
+}
+
 func (c Classifier) classifyDataverse(dv *DataverseError) *Failure {
 	f := &Failure{Dataverse: dv, RetryAfter: dv.RetryAfter, Message: dv.Message, Details: map[string]string{}}
 	// A generic SQL error (0x80044150) is in no table: its SQL number decides, by message.
@@ -172,28 +204,13 @@ func (c Classifier) classifyDataverse(dv *DataverseError) *Failure {
 		r, ok = byName[dv.MessageName()]
 	}
 	if !ok {
-		for _, p := range byMessage {
-			if p.re.MatchString(dv.Message) {
-				r, ok = p.rule, true
-				break
-			}
-		}
+		r, ok = matchMessage(dv.Status, dv.Message)
 	}
 	if !ok {
-		switch {
-		case dv.Status == 429:
-			r = transient(KindThrottled)
-		case dv.Status == 502 || dv.Status == 503 || dv.Status == 504:
-			r = transient(KindServerError)
-		case dv.Status == 401:
-			r = setup(KindAuthentication)
-		case dv.Status == 403:
-			r = setup(KindMissingPrivilege)
-		case dv.Status >= 500 && dv.Code == "":
-			r = transient(KindServerError) // a gateway or front end failed before Dataverse answered
-		default:
-			r = setup(KindUnknown)
-		}
+		r, ok = byStatus(dv)
+	}
+	if !ok {
+		return c.unclassified(dv)
 	}
 	f.Class, f.Kind = r.class, r.kind
 	details(f)
@@ -211,7 +228,9 @@ var (
 	reCheckPriv  = regexp.MustCompile(`UserId: ([0-9a-fA-F-]{36}) and Privilege: (prv\w+)`)
 	reRowMissing = regexp.MustCompile(`(?:Entity '(\w*)'|(\w+)) With Ids? = ([0-9a-fA-F-]{36}) (?:Does|Do) Not Exist`)
 	reTooLong    = regexp.MustCompile(`length of the '(\w+)' attribute of the '(\w+)' entity exceeded the maximum allowed length of '(\d+)'`)
-	reRange      = regexp.MustCompile(`(?:value of|value [^ ]+ of) '(\w+)' on record of type '(\w+)' is outside the valid range`)
+	reRange      = regexp.MustCompile(`value (?:.{0,60}? )?of '(\w+)' on record of type '(\w+)'`)
+	reAttribute  = regexp.MustCompile(`(?i)(?:attribute|field|column|property)(?: named)? '([\w.]+)'|'([\w.]+)' (?:attribute|field|column|property)|(?:attribute|field|column|property) ([a-z_]\w*[_]\w*)|Parameter name: (\w+)|format for (\w+) is invalid`)
+	reEdmType    = regexp.MustCompile(`expected type '(Edm\.\w+)'|valid (Edm\.\w+)`)
 	reEntityKey  = regexp.MustCompile(`Entity Key (.+?) violated`)
 	reProperty   = regexp.MustCompile(`(?:property named|undeclared property) '([\w@.]+)'(?: on type 'Microsoft\.Dynamics\.CRM\.(\w+)')?`)
 	reSegment    = regexp.MustCompile(`segment '([^']+)'`)
@@ -252,6 +271,15 @@ func details(f *Failure) {
 			d["attribute"], d["entity"], d["limit"] = m[1], m[2], m[3]
 		} else if m := reRange.FindStringSubmatch(msg); m != nil {
 			d["attribute"], d["entity"] = m[1], m[2]
+		} else if m := reAttribute.FindStringSubmatch(msg); m != nil {
+			d["attribute"] = m[1] + m[2] + m[3] + m[4] + m[5]
+		}
+		if m := reEdmType.FindStringSubmatch(msg); m != nil {
+			d["expected_type"] = m[1] + m[2]
+		}
+	case KindStateConflict, KindDeleteBlocked:
+		if e := reEntity.FindStringSubmatch(msg); e != nil {
+			d["entity"] = e[1]
 		}
 	case KindDuplicateRecord:
 		if m := reEntityKey.FindStringSubmatch(msg); m != nil {
@@ -293,6 +321,20 @@ func (c Classifier) resolution(f *Failure) string {
 	d := f.Details
 	switch f.Kind {
 	case KindMissingPrivilege:
+		if d["principal"] == "team" {
+			// Dataverse checked a team's roles (an owner team, or a group team the user acts
+			// through): a role given to the user directly does not reach the team's check.
+			what := "the privilege the message names"
+			if d["privilege"] != "" {
+				what = "the " + d["privilege"] + " privilege"
+			}
+			team := "the team the message names"
+			if d["user_id"] != "" {
+				team = "the team with Id=" + d["user_id"]
+			}
+			return fmt.Sprintf("In Dataverse, sign in as an administrator and add a security role with %s to %s "+
+				"(the privilege is missing on the team, not on %s: a role of the user does not fix it); then retry.", what, team, c.user())
+		}
 		if d["privilege"] != "" {
 			what := d["privilege"]
 			if d["verb"] != "" && d["entity"] != "" {
@@ -308,7 +350,7 @@ func (c Classifier) resolution(f *Failure) string {
 		return "An administrator restricted this application from the Dataverse API: ask them to lift the restriction on its application id " +
 			"in the Power Platform admin center. It is not a missing privilege: changing roles does not help."
 	case KindAuthentication:
-		return "Check the Entra ID tenant, client id and client secret (or certificate) dvsync uses, that the secret has not expired, and that an application user exists in Dataverse for the app."
+		return entraResolution(d["aadsts"])
 	case KindDestinationDeleted:
 		if d["row_id"] != "" {
 			return fmt.Sprintf("The Dataverse %s row %s no longer exists: %s.", d["entity"], d["row_id"], rowDeletedActions)
@@ -323,7 +365,21 @@ func (c Classifier) resolution(f *Failure) string {
 		if d["attribute"] != "" && d["limit"] != "" {
 			return fmt.Sprintf("Shorten the value written to %s.%s to at most %s characters in the source record; it syncs when it changes.", d["entity"], d["attribute"], d["limit"])
 		}
-		return "Correct the value the message names in the source record; it syncs when it changes."
+		what := "the value the message names"
+		if d["attribute"] != "" {
+			what = "the value written to " + d["attribute"]
+		}
+		if d["expected_type"] != "" {
+			what += " (Dataverse expects " + d["expected_type"] + ")"
+		}
+		return "Correct " + what + " in the source record: Dataverse refuses values outside its ranges (dates before 1753, numbers beyond the column's minimum or maximum, text longer than the column) " +
+			"and values of another type; it syncs when it changes."
+	case KindStateConflict:
+		return "The Dataverse row (or its parent) is in a state that does not allow this change: closed, resolved, inactive or read-only. " +
+			"Reopen or reactivate it in Dataverse if the change must land, or leave the record unchanged in the source; then retry the record."
+	case KindDeleteBlocked:
+		return "Dataverse does not delete the row because other rows refer to it (a relationship that restricts deletion): remove or reassign those rows in Dataverse, " +
+			"or set the mapping's onDelete to deactivate or uncouple; then retry the record."
 	case KindOptionValueMissing:
 		return "Add the missing option value to the Dataverse column, or map the source value to an existing option."
 	case KindSchemaMismatch:

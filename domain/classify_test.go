@@ -3,6 +3,7 @@ package domain_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/dvsync/dvsync/domain"
@@ -32,6 +33,8 @@ func TestClassifyDataverse(t *testing.T) {
 		{"503 from the gateway", &domain.DataverseError{Status: 503, Message: "Service Unavailable"}, domain.ClassTransient, domain.KindServerError},
 		{"SQL deadlock", &domain.DataverseError{Status: 500, Code: "0x80044150", Message: "Sql Number: 1205"}, domain.ClassTransient, domain.KindServerError},
 		{"OData property error", &domain.DataverseError{Status: 400, Code: "0x0", Message: "Could not find a property named 'x'"}, domain.ClassSetup, domain.KindSchemaMismatch},
+		{"entity not in the metadata", &domain.DataverseError{Status: 404, Code: "0x80041102", Message: "The entity with a name = 'acount' with namemapping = 'Logical' was not found in the MetadataCache."}, domain.ClassSetup, domain.KindSchemaMismatch},
+		{"delete blocked by a reference", &domain.DataverseError{Status: 400, Code: "0x80040227", Message: "The object you tried to delete is associated with another object and cannot be deleted."}, domain.ClassCoupling, domain.KindDeleteBlocked},
 		{"401", &domain.DataverseError{Status: 401}, domain.ClassSetup, domain.KindAuthentication},
 		{"unknown code", &domain.DataverseError{Status: 400, Code: "0x8004ffff", Message: "Something new"}, domain.ClassSetup, domain.KindUnknown},
 		{"wrapped", fmt.Errorf("PATCH accounts(x): %w", &domain.DataverseError{Status: 403, Code: "0x80040220", Message: older}), domain.ClassSetup, domain.KindMissingPrivilege},
@@ -59,5 +62,187 @@ func TestMissingPrivilegeDetailsAreParsed(t *testing.T) {
 		if f.Details[k] != v {
 			t.Errorf("details[%s] = %q, want %q", k, f.Details[k], v)
 		}
+	}
+}
+
+// Server, gateway and connection failures are told by their message when the status is missing,
+// in the languages Windows and .NET word them in.
+func TestTransientFailuresAreToldByTheirMessage(t *testing.T) {
+	cases := map[string]domain.Kind{
+		"System.Net.Sockets.SocketException (10054): An existing connection was forcibly closed by the remote host.": domain.KindNetwork,
+		"read tcp 10.0.0.4:51234->20.50.2.1:443: read: connection reset by peer":                                     domain.KindNetwork,
+		"No such host is known. (contoso.crm4.dynamics.com:443)":                                                     domain.KindNetwork,
+		"The underlying connection was closed: An unexpected error occurred on a send.":                              domain.KindNetwork,
+		"Authentication failed because the remote party has closed the transport stream.":                            domain.KindNetwork,
+		"net/http: TLS handshake timeout":                                                                            domain.KindNetwork,
+		"Eine vorhandene Verbindung wurde vom Remotehost geschlossen":                                                domain.KindNetwork,
+		"Une connexion existante a dû être fermée par l'hôte distant":                                                domain.KindNetwork,
+		"Se ha forzado la interrupción de una conexión existente por el host remoto":                                 domain.KindNetwork,
+		"Foi forçado o cancelamento de uma conexão existente pelo host remoto":                                       domain.KindNetwork,
+		"Een bestaande verbinding is geforceerd verbroken door de externe host":                                      domain.KindNetwork,
+		"The request channel timed out while waiting for a reply after 00:02:00.":                                    domain.KindTimeout,
+		"The operation was canceled.":                                                                                domain.KindTimeout,
+		"Zeitüberschreitung beim Warten auf die Antwort":                                                             domain.KindTimeout,
+		"Le délai d'attente de l'opération a expiré":                                                                 domain.KindTimeout,
+		"Se agotó el tiempo de espera de la operación":                                                               domain.KindTimeout,
+		"O tempo limite da operação foi atingido":                                                                    domain.KindTimeout,
+		"<html><head><title>502 - Bad Gateway</title></head><body></body></html>":                                    domain.KindServerError,
+		"Number of requests exceeded the limit of 6000 over time window of 300 seconds.":                             domain.KindThrottled,
+		"Combined execution time of incoming requests exceeded limit of 1,200,000 milliseconds":                      domain.KindThrottled,
+	}
+	for msg, kind := range cases {
+		f := domain.ClassifyDataverse(&domain.DataverseError{Message: msg})
+		if f.Class != domain.ClassTransient || f.Kind != kind {
+			t.Errorf("%q: classified %s/%s, want transient/%s", msg, f.Class, f.Kind, kind)
+		}
+	}
+	// A deadlock a plug-in passes on heals by itself; a plug-in's own time limit is its author's.
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Message: "Unexpected exception from plug-in (Execute): Contoso.Plugin: System.ServiceModel.FaultException: Sql error: Sql Number: 1205"}); f.Kind != domain.KindServerError {
+		t.Errorf("a deadlock passed on by a plug-in is %s/%s, want transient/server_error", f.Class, f.Kind)
+	}
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Message: "Unexpected exception from plug-in (Execute): Contoso.Plugin: System.TimeoutException: Couldn't complete execution of the Contoso.Plugin plug-in within the 2-minute limit."}); f.Kind != domain.KindCustomLogic {
+		t.Errorf("a plug-in's own timeout is %s/%s, want setup/custom_logic", f.Class, f.Kind)
+	}
+	// An HTML page with a 404 is a wrong URL, not a gateway failing: nobody retries it for a day.
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Status: 404, Message: "<html><head><title>404 - File or directory not found.</title></head><body><h2>Server Error</h2></body></html>"}); f.Transient() {
+		t.Errorf("an HTML 404 page is %s/%s, want a setup error", f.Class, f.Kind)
+	}
+}
+
+// A 500 with no code is a gateway failing, unless its message names a fault of the service's
+// configuration, which retrying does not heal.
+func TestA500ThatNamesAConfigurationFaultIsSetup(t *testing.T) {
+	cases := []struct {
+		msg  string
+		want domain.Kind
+	}{
+		{"Could not load file or assembly 'Contoso.Plugins, Version=1.0.0.0, Culture=neutral, PublicKeyToken=null' or one of its dependencies.", domain.KindCustomLogic},
+		{"The organization database is in read-only mode.", domain.KindDataverseUnavailable},
+		{"The Dynamics 365 organization you are attempting to access is currently disabled.", domain.KindDataverseUnavailable},
+	}
+	for _, tc := range cases {
+		f := domain.ClassifyDataverse(&domain.DataverseError{Status: 500, Message: tc.msg})
+		if f.Class != domain.ClassSetup || f.Kind != tc.want {
+			t.Errorf("%q: classified %s/%s, want setup/%s", tc.msg, f.Class, f.Kind, tc.want)
+		}
+	}
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Status: 500}); f.Class != domain.ClassTransient {
+		t.Errorf("a bare 500 is %s/%s, want transient", f.Class, f.Kind)
+	}
+	// A word that only contains "time out" is no timeout.
+	if f := domain.ClassifyDataverse(&domain.DataverseError{Status: 500, Code: "0x8004ffee", Message: "The runtime output was empty."}); f.Transient() {
+		t.Errorf("\"runtime output\" is %s/%s, want no timeout", f.Class, f.Kind)
+	}
+}
+
+// A team principal's missing privilege is fixed on the team, not on the integration user.
+func TestATeamsMissingPrivilegeIsFixedOnTheTeam(t *testing.T) {
+	msg := "Principal team (Id=7a1b2c3d-1111-2222-3333-444455556666, type=9, roleCount=0) is missing prvReadAccount privilege (Id=886b280c-6396-4d56-a0a3-2c1b0a50ceb0)"
+	f := domain.Classifier{IntegrationUser: "dvsync-integration"}.Classify(&domain.DataverseError{Status: 403, Code: "0x80040220", Message: msg})
+	if f.Kind != domain.KindMissingPrivilege || f.Details["principal"] != "team" || f.Details["principal_type"] != "9" {
+		t.Fatalf("classified %s/%s with %v", f.Class, f.Kind, f.Details)
+	}
+	for _, want := range []string{"to the team with Id=7a1b2c3d-1111-2222-3333-444455556666", "prvReadAccount", "not on the integration user dvsync-integration"} {
+		if !strings.Contains(f.Resolution, want) {
+			t.Errorf("the resolution does not say %q: %s", want, f.Resolution)
+		}
+	}
+	user := domain.ClassifyDataverse(&domain.DataverseError{Status: 403, Code: "0x80040220",
+		Message: "Principal user (Id=0d3ff1f6-2f3c-e611-80e1-c4346bac3990, type=8) is missing prvReadAccount privilege (Id=886b280c-6396-4d56-a0a3-2c1b0a50ceb0)"})
+	if strings.Contains(user.Resolution, "team") {
+		t.Errorf("a user's missing privilege is told to a team: %s", user.Resolution)
+	}
+}
+
+// An application an administrator restricted from the API is told by its message too, and is
+// not a missing privilege even with a 403 and no code.
+func TestAnAppRestrictedByAnAdministratorIsToldByItsMessage(t *testing.T) {
+	f := domain.ClassifyDataverse(&domain.DataverseError{Status: 403,
+		Message: "Access to Dataverse API is restricted for this application Id : '1cab452e-c5f4-4fc9-8efb-28d54031db71'. Please contact your administrator for more information."})
+	if f.Kind != domain.KindAppRestricted || !strings.Contains(f.Resolution, "not a missing privilege") {
+		t.Fatalf("classified %s/%s: %s", f.Class, f.Kind, f.Resolution)
+	}
+}
+
+// Entra ID failures name the scope and DATAVERSE_URL, the usual cause, and what the code's family asks.
+func TestEntraIDResolutionsNameTheScopeAndTheEnvironmentURL(t *testing.T) {
+	cases := map[string]string{
+		"AADSTS500011: The resource principal named https://contoso.crm.dynamics.com/api was not found in the tenant named Contoso.": "does not know the resource",
+		"AADSTS70011: The provided value for the input parameter 'scope' is not valid.":                                              "refused the scope",
+		"AADSTS7000215: Invalid client secret provided.":                                                                             "DATAVERSE_CLIENT_SECRET",
+		"AADSTS700016: Application with identifier '1cab452e' was not found in the directory 'Contoso'.":                             "DATAVERSE_CLIENT_ID",
+		"AADSTS90002: Tenant 'contoso.onmicrosoft.co' not found.":                                                                    "DATAVERSE_TENANT_ID",
+		"AADSTS99999: Something Entra ID has not said before.":                                                                       "AADSTS99999",
+	}
+	for msg, family := range cases {
+		f := domain.ClassifyDataverse(&domain.DataverseError{Status: 401, Message: msg})
+		if f.Kind != domain.KindAuthentication {
+			t.Errorf("%q: classified %s/%s", msg, f.Class, f.Kind)
+			continue
+		}
+		for _, want := range []string{family, "https://<org>.crm.dynamics.com/.default", "DATAVERSE_URL"} {
+			if !strings.Contains(f.Resolution, want) {
+				t.Errorf("%q: the resolution does not say %q: %s", msg, want, f.Resolution)
+			}
+		}
+	}
+}
+
+// Record state conflicts and deletes blocked by a reference are the user's, by their shape.
+func TestStateConflictsAndBlockedDeletesAreTheUsers(t *testing.T) {
+	cases := map[string]domain.Kind{
+		"This case has already been resolved. Close and reopen the case record to see the updates.":                              domain.KindStateConflict,
+		"The detail cannot be updated because the parent is not editable.":                                                       domain.KindStateConflict,
+		"The quote cannot be updated because it is read-only.":                                                                   domain.KindStateConflict,
+		"The object you tried to delete is associated with another object and cannot be deleted.":                                domain.KindDeleteBlocked,
+		"The DELETE statement conflicted with the REFERENCE constraint \"FK_account_contact\".":                                  domain.KindDeleteBlocked,
+		"The date-time format for birthdate is invalid, or value is outside the supported range.":                                domain.KindInvalidData,
+		"Cannot convert the literal 'abc' to the expected type 'Edm.Decimal'.":                                                   domain.KindInvalidData,
+		"A validation error occurred. The value 1/1/0001 of 'birthdate' on record of type 'contact' is outside the valid range.": domain.KindInvalidData,
+	}
+	for msg, kind := range cases {
+		f := domain.ClassifyDataverse(&domain.DataverseError{Status: 400, Message: msg})
+		if f.Class != domain.ClassCoupling || f.Kind != kind || f.Resolution == "" {
+			t.Errorf("%q: classified %s/%s, want coupling/%s", msg, f.Class, f.Kind, kind)
+		}
+	}
+	f := domain.ClassifyDataverse(&domain.DataverseError{Status: 400, Message: "A validation error occurred. The value 1/1/0001 of 'birthdate' on record of type 'contact' is outside the valid range."})
+	if f.Details["attribute"] != "birthdate" || !strings.Contains(f.Resolution, "birthdate") {
+		t.Errorf("the attribute is not named: %v, %s", f.Details, f.Resolution)
+	}
+	f = domain.ClassifyDataverse(&domain.DataverseError{Status: 400, Message: "The date-time format for birthdate is invalid, or value is outside the supported range."})
+	if f.Details["attribute"] != "birthdate" {
+		t.Errorf("the attribute of a date out of range is not named: %v", f.Details)
+	}
+	f = domain.ClassifyDataverse(&domain.DataverseError{Status: 400, Message: "Cannot convert the literal 'abc' to the expected type 'Edm.Decimal'."})
+	if f.Details["expected_type"] != "Edm.Decimal" {
+		t.Errorf("the expected type is not named: %v", f.Details)
+	}
+}
+
+// When no rule knows an error the fallback says so, shows Dataverse's words without credentials,
+// and is marked for the unclassified-errors counter.
+func TestAnErrorNoRuleKnowsIsAnUnclassifiedSetupError(t *testing.T) {
+	f := domain.ClassifyDataverse(&domain.DataverseError{Status: 400, Code: "0x8004ffee",
+		Message: "The frobnicator declined: client_secret=s3cr3t-value was refused."})
+	if f.Class != domain.ClassSetup || f.Kind != domain.KindUnknown || !f.Unclassified() {
+		t.Fatalf("classified %s/%s, unclassified %v", f.Class, f.Kind, f.Unclassified())
+	}
+	for _, want := range []string{"could not tell", "HTTP 400", "0x8004ffee", "The frobnicator declined"} {
+		if !strings.Contains(f.Message, want) {
+			t.Errorf("the message does not say %q: %s", want, f.Message)
+		}
+	}
+	if strings.Contains(f.Message, "s3cr3t-value") {
+		t.Errorf("the message shows a secret: %s", f.Message)
+	}
+	if f.Dataverse == nil || f.Details["code"] != "0x8004ffee" {
+		t.Errorf("the Dataverse error is not kept: %+v", f)
+	}
+	if k := domain.ClassifyDataverse(&domain.DataverseError{Status: 403, Code: "0x80040220", Message: "x"}); k.Unclassified() {
+		t.Error("a known code is marked unclassified")
+	}
+	if k := domain.Unprocessable(errors.New("db down"), 3); k.Unclassified() {
+		t.Error("a failure dvsync made itself is marked unclassified")
 	}
 }

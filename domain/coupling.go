@@ -79,6 +79,24 @@ var ErrStoreRejected = errors.New("the coupling store cannot hold this record's 
 // and the caller tries again shortly (the other worker is done within its handle timeout).
 var ErrRecordBusy = errors.New("the record is being synced by another worker")
 
+// ErrRowBusy is RecordLock.ClaimRow finding the row claimed by another record whose sync is under
+// way: it matches ErrRecordBusy, so that the caller tries again shortly and then finds the row
+// coupled to that record (already_coupled) or free (its sync failed).
+var ErrRowBusy = fmt.Errorf("%w: its Dataverse row is being coupled to another record", ErrRecordBusy)
+
+// RowTakenError is a Dataverse row coupled to another record. Business Central couples a row to
+// at most one record: the second record gets already_coupled, naming the first.
+type RowTakenError struct {
+	Entity string
+	Row    uuid.UUID
+	// Other is the record the row is coupled to (Table, Key, RowName).
+	Other Coupling
+}
+
+func (e *RowTakenError) Error() string {
+	return fmt.Sprintf("the %s row %s is already coupled to %s/%s", e.Entity, e.Row, e.Other.Table, e.Other.Key)
+}
+
 // CouplingStore keeps couplings. UpdateCoupling runs update while no other worker (in this
 // process or another) can update the same record, and stores what it returns; when update
 // returns an error nothing is stored. When another worker holds the record it may return
@@ -87,8 +105,8 @@ type CouplingStore interface {
 	Coupling(ctx context.Context, table, key string) (Coupling, error)
 	UpdateCoupling(ctx context.Context, table, key string, update func(ctx context.Context, current Coupling, lock RecordLock) (Coupling, error)) error
 	// CouplingOfRow returns the record coupled to a Dataverse row of the entity (a live coupling:
-	// synced or failed); Exists is false when no record is. Match-based coupling asks it so that a
-	// row is never coupled to two records (already_coupled).
+	// synced or failed); Exists is false when no record is. A person's Couple asks it to refuse a
+	// taken row early; a sync relies on RecordLock.ClaimRow, which checks it atomically.
 	CouplingOfRow(ctx context.Context, entity string, row uuid.UUID) (Coupling, error)
 }
 
@@ -98,6 +116,13 @@ type CouplingStore interface {
 // worker that lost the record never overwrites what the new holder wrote.
 type RecordLock interface {
 	Held(ctx context.Context) error
+	// ClaimRow claims a Dataverse row for the record before the record is coupled to it (a row
+	// it matched, creates or adopts), atomically with the check that no other record is coupled to
+	// the row: two records can never both take one row. The claim lasts as long as the record's
+	// and is dropped when the record's coupling is stored or its claim released. It is a
+	// *RowTakenError when another record is coupled to the row, ErrRowBusy when another record
+	// holds a claim on it (try again later), ErrLockLost-like when the record's claim is gone.
+	ClaimRow(ctx context.Context, entity string, row uuid.UUID) error
 }
 
 // rowNamespace seeds the deterministic row ids dvsync gives the rows it creates.

@@ -28,6 +28,13 @@ const (
 	KindNoMatch              Kind = "no_match"         // match-based coupling found no row, and may not create one
 	KindMultipleMatches      Kind = "multiple_matches" // match-based coupling found several rows
 	KindAlreadyCoupled       Kind = "already_coupled"  // the one match is coupled to another record
+	// KindStateConflict is a write Dataverse refuses because of the row's state (closed,
+	// resolved, inactive, read-only, or its parent is): the user reopens the row or stops
+	// changing the record.
+	KindStateConflict Kind = "state_conflict"
+	// KindDeleteBlocked is a delete Dataverse refuses because other rows refer to the row
+	// (a restrict relationship).
+	KindDeleteBlocked Kind = "delete_blocked"
 
 	KindMissingPrivilege     Kind = "missing_privilege"
 	KindAuthentication       Kind = "authentication"
@@ -73,6 +80,8 @@ type Failure struct {
 	// RetryAfter is the least wait before a transient failure is tried again (Dataverse's
 	// Retry-After), zero when it gave none.
 	RetryAfter time.Duration `json:"-"`
+	// unclassified marks the classifier's fallback: no rule knew the Dataverse error.
+	unclassified bool
 }
 
 func (f *Failure) Error() string { return fmt.Sprintf("%s/%s: %s", f.Class, f.Kind, f.Message) }
@@ -84,6 +93,12 @@ func (f *Failure) Unwrap() error {
 	}
 	return f.Dataverse
 }
+
+// Unclassified reports whether no rule of the classifier knew the Dataverse error: the failure is
+// the safe fallback (setup/unknown with the raw message), counted so that operators see how often
+// the classifier lacks a rule. It is not kept in error events: it is known where the worker
+// classifies.
+func (f *Failure) Unclassified() bool { return f.unclassified }
 
 // Transient reports whether the failure heals by itself and must be retried, not reported.
 func (f *Failure) Transient() bool { return f.Class == ClassTransient }
@@ -201,7 +216,7 @@ func Crashed(panicked any) *Failure {
 // userKinds are the kinds a user fixes; every other permanent kind is the administrator's.
 var userKinds = map[Kind]bool{KindDependencyNotCoupled: true, KindDestinationDeleted: true, KindSourceDeleted: true,
 	KindDuplicateRecord: true, KindUpdateConflict: true, KindInvalidData: true,
-	KindNoMatch: true, KindMultipleMatches: true, KindAlreadyCoupled: true}
+	KindNoMatch: true, KindMultipleMatches: true, KindAlreadyCoupled: true, KindStateConflict: true, KindDeleteBlocked: true}
 
 // ClassOf is the class of a permanent failure kind.
 func ClassOf(k Kind) Class {

@@ -17,9 +17,58 @@ type memStore struct {
 	mu       sync.Mutex
 	rows     map[string]domain.Coupling
 	lockLost error // what Held answers
+	// rowClaims are the rows claimed by records in flight (entity/row -> table/key), as a
+	// store's row claims; a test adds one to stand for another worker's sync under way.
+	rowClaims map[string]string
+	// claimed counts the rows claimed, by entity/row.
+	claimed map[string]int
+	// beforeCommit, when set, runs after an update and before what it returned is stored.
+	beforeCommit func()
 }
 
-func newMemStore() *memStore { return &memStore{rows: map[string]domain.Coupling{}} }
+func newMemStore() *memStore {
+	return &memStore{rows: map[string]domain.Coupling{}, rowClaims: map[string]string{}, claimed: map[string]int{}}
+}
+
+// memLock is a memStore's hold on one record.
+type memLock struct {
+	s          *memStore
+	table, key string
+}
+
+// Held is held unless a test says the lock was lost.
+func (l memLock) Held(context.Context) error { return l.s.lockLost }
+
+// ClaimRow claims the row as the stores do: taken when another record is coupled to it, busy
+// when another record claimed it.
+func (l memLock) ClaimRow(_ context.Context, entity string, row uuid.UUID) error {
+	s := l.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lockLost != nil {
+		return s.lockLost
+	}
+	id, me := entity+"/"+row.String(), l.table+"/"+l.key
+	if other := s.coupledTo(entity, row, me); other != nil {
+		return &domain.RowTakenError{Entity: entity, Row: row, Other: *other}
+	}
+	if holder, ok := s.rowClaims[id]; ok && holder != me {
+		return domain.ErrRowBusy
+	}
+	s.rowClaims[id] = me
+	s.claimed[id]++
+	return nil
+}
+
+// coupledTo is the record other than me coupled to the row; s.mu is held.
+func (s *memStore) coupledTo(entity string, row uuid.UUID, me string) *domain.Coupling {
+	for k, c := range s.rows {
+		if k != me && c.Entity == entity && c.RowID == row && c.Coupled() {
+			return &c
+		}
+	}
+	return nil
+}
 
 func (s *memStore) Coupling(_ context.Context, table, key string) (domain.Coupling, error) {
 	s.mu.Lock()
@@ -32,22 +81,32 @@ func (s *memStore) Coupling(_ context.Context, table, key string) (domain.Coupli
 
 func (s *memStore) UpdateCoupling(ctx context.Context, table, key string, update func(context.Context, domain.Coupling, domain.RecordLock) (domain.Coupling, error)) error {
 	cur, _ := s.Coupling(ctx, table, key)
-	next, err := update(ctx, cur, s)
+	next, err := update(ctx, cur, memLock{s: s, table: table, key: key})
+	if s.beforeCommit != nil {
+		s.beforeCommit()
+	}
+	me := table + "/" + key
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, holder := range s.rowClaims { // dropped with the commit or release
+		if holder == me {
+			delete(s.rowClaims, id)
+		}
+	}
 	if errors.Is(err, domain.ErrUnchanged) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	// The stores' unique index on live couplings of a row.
+	if other := s.coupledTo(next.Entity, next.RowID, me); next.Coupled() && other != nil {
+		return &domain.RowTakenError{Entity: next.Entity, Row: next.RowID, Other: *other}
+	}
 	next.Exists = true
-	s.mu.Lock()
-	s.rows[table+"/"+key] = next
-	s.mu.Unlock()
+	s.rows[me] = next
 	return nil
 }
-
-// Held is the memStore's lock: held unless a test says it was lost.
-func (s *memStore) Held(context.Context) error { return s.lockLost }
 
 // call is one request the sync made of Dataverse.
 type call struct {

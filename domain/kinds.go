@@ -23,6 +23,8 @@ var kindTable = []struct {
 	{KindNoMatch, ClassCoupling, "No match"},
 	{KindMultipleMatches, ClassCoupling, "Multiple matches"},
 	{KindAlreadyCoupled, ClassCoupling, "Match already coupled"},
+	{KindStateConflict, ClassCoupling, "Record state conflict"},
+	{KindDeleteBlocked, ClassCoupling, "Delete blocked by a reference"},
 
 	{KindMissingPrivilege, ClassSetup, "Missing privilege"},
 	{KindAuthentication, ClassSetup, "Authentication failed"},

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -97,15 +98,16 @@ const maxCandidates = 5
 // match is what match-based coupling found for a record before its lock was taken.
 type match struct {
 	row     *FoundRow // the one match
-	failure *Failure  // multiple_matches or already_coupled
+	failure *Failure  // multiple_matches, or a Dataverse failure of the lookup
 	// none: nothing matched (or the record has no values for any group): create, or no_match.
 	none     bool
 	criteria string // what was looked for, for messages
 }
 
 // findMatch looks for the record's Dataverse row by the mapping's match groups. It runs before
-// the lock (it asks Dataverse and reads another record's coupling); the closure acts on it only
-// if the record is still without a row then. A non-nil error is transient.
+// the lock (it asks Dataverse); the closure acts on it only if the record is still without a row
+// then, and claims the row it found first (already_coupled when another record has it). A
+// non-nil error is transient.
 func (s *Syncer) findMatch(ctx context.Context, m Mapping, ev ChangeEvent, attrs Attributes, out *Outcome) (*match, error) {
 	groups := m.MatchGroups()
 	if len(groups) == 0 {
@@ -152,15 +154,8 @@ func (s *Syncer) findMatch(ctx context.Context, m Mapping, ev ChangeEvent, attrs
 			}
 			return &match{failure: MultipleMatches(ev, m, criteria, rows), criteria: criteria}, nil
 		}
-		row := rows[0]
-		other, err := s.Store.CouplingOfRow(ctx, m.Entity, row.ID)
-		if err != nil {
-			return nil, fmt.Errorf("read coupling of %s row %s: %w", m.Entity, row.ID, err)
-		}
-		if other.Exists && other.Coupled() && (other.Table != ev.Table || other.Key != ev.Key) {
-			return &match{failure: AlreadyCoupled(ev, m, row, other), criteria: criteria}, nil
-		}
-		return &match{row: &row, criteria: criteria}, nil
+		// Whether another record has the row is decided under the lock, when the row is claimed.
+		return &match{row: &rows[0], criteria: criteria}, nil
 	}
 	return &match{none: true, criteria: strings.Join(tried, "; or ")}, nil
 }
@@ -214,6 +209,9 @@ func (s *Syncer) applyMatch(ctx context.Context, w rowWriter, m Mapping, ev Chan
 	}
 	row := found.row
 	ref := m.Row(row.ID)
+	if next, taken, err := s.claimRow(ctx, w, m, ev, cur, *row); taken || err != nil {
+		return next, true, err
+	}
 	out.Match = MatchCoupled
 	version := row.Version
 	// The row keeps the name it was found with unless the update sends another.
@@ -242,6 +240,24 @@ func (s *Syncer) applyMatch(ctx context.Context, w rowWriter, m Mapping, ev Chan
 	}
 	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row.ID, Entity: m.Entity, RowName: name, RowVersion: version, Version: ev.Version,
 		Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, true, nil
+}
+
+// claimRow claims the row for the record before it is coupled to it (see RecordLock.ClaimRow).
+// taken is true when another record is coupled to the row: next then records already_coupled. An
+// error (the row busy in another record's sync, the lock lost) stores nothing: the change is
+// tried again.
+func (s *Syncer) claimRow(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, cur Coupling, row FoundRow) (next Coupling, taken bool, err error) {
+	err = w.lock.ClaimRow(ctx, m.Entity, row.ID)
+	var other *RowTakenError
+	if !errors.As(err, &other) {
+		return cur, false, err
+	}
+	if row.Name == "" {
+		row.Name = other.Other.RowName
+	}
+	s.stage(w.out, "couple", fmt.Sprintf("%s is coupled to %s/%s", named(m.Row(row.ID), row.Name), other.Other.Table, other.Other.Key))
+	next, err = s.fail(w.out, cur, m, AlreadyCoupled(ev, m, row, other.Other))
+	return next, true, err
 }
 
 // NoMatch is the coupling failure for a record that matches no row while its mapping does not

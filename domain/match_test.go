@@ -2,6 +2,7 @@ package domain_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -174,5 +175,106 @@ func TestATransientLookupFailureIsRetried(t *testing.T) {
 	}
 	if ops(dv.calls) != "match" {
 		t.Fatalf("calls = %s; nothing is created after a failed lookup", ops(dv.calls))
+	}
+}
+
+// A matched row is claimed under the record's lock before it is written: a row another record's
+// sync has claimed is busy (tried again later, nothing written), and a claimed row is free again
+// once the record's coupling is stored.
+func TestAMatchedRowIsClaimedBeforeItIsWritten(t *testing.T) {
+	row := uuid.New()
+	dv := &recorder{matches: map[string][]domain.FoundRow{"accounts": {{ID: row, Name: "Adatum"}}}}
+	s, st := newMatchSyncer(dv)
+	id := "account/" + row.String()
+	st.rowClaims[id] = "customer/C9" // another record's sync under way
+	_, err := s.Sync(context.Background(), upsert("customer", "C1", 1, map[string]any{"number": "C1"}))
+	if !errors.Is(err, domain.ErrRowBusy) || !errors.Is(err, domain.ErrRecordBusy) {
+		t.Fatalf("sync of a record whose match is claimed: %v, want ErrRowBusy (an ErrRecordBusy)", err)
+	}
+	if ops(dv.calls) != "match" {
+		t.Fatalf("calls = %s; nothing may be written to a row another record claimed", ops(dv.calls))
+	}
+	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.Exists {
+		t.Fatalf("coupling = %+v; a busy row stores nothing", c)
+	}
+	delete(st.rowClaims, id) // the other sync failed and released its claim
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1"}))
+	if out.Result != domain.ResultSynced || out.RowID != row || st.claimed[id] != 1 {
+		t.Fatalf("outcome = %+v, claims %v; want synced to the row after claiming it once", out, st.claimed)
+	}
+	if len(st.rowClaims) != 0 {
+		t.Fatalf("row claims after the commit: %v; want none", st.rowClaims)
+	}
+}
+
+// The row a record creates is claimed too when another record could find it (its mapping
+// couples by match), and not when nobody else can (a mapping without match fields, the record's
+// own deterministic id): the initial load pays for a claim only where it protects something.
+func TestACreatedRowIsClaimedWhenAnotherRecordCouldFindIt(t *testing.T) {
+	dv := &recorder{}
+	s, st := newMatchSyncer(dv)
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1"}))
+	own := domain.DeterministicRowID("customer", "C1")
+	if out.Match != domain.MatchCreated || st.claimed["account/"+own.String()] != 1 {
+		t.Fatalf("outcome %+v, claims %v; want the created row claimed", out, st.claimed)
+	}
+	var plain string
+	for table, m := range s.Mappings {
+		if len(m.MatchGroups()) == 0 && len(m.Lookups) == 0 {
+			plain = table
+			break
+		}
+	}
+	if plain == "" {
+		t.Fatal("no default mapping without match fields and lookups")
+	}
+	m := s.Mappings[plain]
+	out = mustSync(t, s, upsert(plain, "P1", 1, map[string]any{}))
+	if out.Result != domain.ResultSynced || st.claimed[m.Entity+"/"+domain.DeterministicRowID(plain, "P1").String()] != 0 {
+		t.Fatalf("%s: outcome %+v, claims %v; want created without a row claim", plain, out, st.claimed)
+	}
+}
+
+// A record whose created row is already another record's (a person coupled that record to it)
+// fails already_coupled before anything is written.
+func TestACreatedRowCoupledToAnotherRecordIsAlreadyCoupled(t *testing.T) {
+	dv := &recorder{}
+	s, st := newMatchSyncer(dv)
+	own := domain.DeterministicRowID("customer", "C1")
+	st.rows["customer/OTHER"] = domain.Coupling{Table: "customer", Key: "OTHER", Entity: "account", RowID: own, RowName: "Fabrikam",
+		Status: domain.CouplingSynced, Exists: true}
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1"}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindAlreadyCoupled || out.Failure.Details["coupled_key"] != "OTHER" ||
+		!strings.Contains(out.Failure.Message, `account "Fabrikam"`) {
+		t.Fatalf("outcome = %+v; want already_coupled naming customer/OTHER and the row", out)
+	}
+	if ops(dv.calls) != "match" {
+		t.Fatalf("calls = %s; want no write", ops(dv.calls))
+	}
+	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.Coupled() || c.LastErrorKind != domain.KindAlreadyCoupled {
+		t.Fatalf("coupling = %+v; want uncoupled with already_coupled", c)
+	}
+}
+
+// When the store refuses the coupling at commit (another record was coupled to the row after
+// this one claimed it: a stalled worker's claim ran out), the change is already_coupled, not an
+// error retried for ever, and the record is not coupled.
+func TestACouplingRefusedAtCommitIsAlreadyCoupled(t *testing.T) {
+	row := uuid.New()
+	dv := &recorder{matches: map[string][]domain.FoundRow{"accounts": {{ID: row, Name: "Adatum"}}}}
+	s, st := newMatchSyncer(dv)
+	st.beforeCommit = func() {
+		st.mu.Lock()
+		st.rows["customer/C2"] = domain.Coupling{Table: "customer", Key: "C2", Entity: "account", RowID: row, Status: domain.CouplingSynced, Exists: true}
+		st.mu.Unlock()
+		st.beforeCommit = nil
+	}
+	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1"}))
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindAlreadyCoupled || out.Failure.Details["coupled_key"] != "C2" ||
+		out.RowID != uuid.Nil || out.ResolvesErrors {
+		t.Fatalf("outcome = %+v; want already_coupled naming customer/C2", out)
+	}
+	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.Coupled() {
+		t.Fatalf("coupling = %+v; the refused coupling is not stored", c)
 	}
 }

@@ -138,6 +138,16 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 		}
 		return s.applyUpsert(ctx, w, m, ev, cur, attrs)
 	})
+	var taken *RowTakenError
+	if errors.As(err, &taken) {
+		// The store refused the coupling at commit: another record was coupled to the row after
+		// this record claimed it (its claim had run out under a stalled worker). Nothing was stored:
+		// the record stays without the row, and its change is reported as already_coupled.
+		s.stage(&out, "couple", fmt.Sprintf("%s row %s is coupled to %s/%s: the coupling was refused", taken.Entity, taken.Row, taken.Other.Table, taken.Other.Key))
+		row := FoundRow{ID: taken.Row, Name: taken.Other.RowName}
+		out.Result, out.Failure, out.RowID, out.ResolvesErrors, out.Match = ResultFailed, AlreadyCoupled(ev, m, row, taken.Other), uuid.Nil, false, ""
+		return out, nil
+	}
 	return out, err
 }
 
@@ -244,6 +254,11 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 			}
 		}
 	} else {
+		if rowFindable(m, ev, row) {
+			if next, taken, err := s.claimRow(ctx, w, m, ev, cur, FoundRow{ID: row}); taken || err != nil {
+				return next, err
+			}
+		}
 		// Created with the deterministic id: a redelivery after a crash finds the row it created.
 		s.stage(out, "dataverse", "create "+ref.String())
 		version, err = w.create(ctx, ref, attrs)
@@ -259,6 +274,15 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 	out.ResolvesErrors = cur.Status == CouplingFailed || cur.LastErrorKind != "" || !cur.Coupled()
 	return Coupling{Table: ev.Table, Key: ev.Key, RowID: row, Entity: m.Entity, RowName: m.RowName(attrs, name), RowVersion: version,
 		Version: ev.Version, Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
+}
+
+// rowFindable reports whether another record could take the row the record is about to create
+// or adopt, so that the row is claimed first: a row of a mapping that couples by match (another
+// record's match may find it), or one that is not the record's own deterministic id (a row it had
+// before). The record's own new row of a mapping without match fields is found by nobody else;
+// only a person's Couple names it, and then the store refuses the later of the two couplings.
+func rowFindable(m Mapping, ev ChangeEvent, row uuid.UUID) bool {
+	return len(m.MatchGroups()) > 0 || row != DeterministicRowID(ev.Table, ev.Key)
 }
 
 // named is a row's reference for the call stack, with its primary name when known.

@@ -104,6 +104,9 @@ func ref(table, key string) string { return table + " " + key }
 
 // Couple couples a record to an existing Dataverse row, as Business Central's "Set Up Coupling"
 // does: refused when the row is coupled to another record or the record to a row already. The
+// store claims the row as a worker's sync does, so that a worker matching another record to the
+// row at the same moment cannot couple it too. The record's coupling errors are resolved and its
+// skip and failure count cleared (its setup errors stay: a coupling does not fix them). The
 // record's next change updates the row; Sync now sends its newest one.
 func (a *Actions) Couple(ctx context.Context, table, key string, row uuid.UUID, actor string) (Result, error) {
 	res := Result{Table: table, Key: key, Action: domain.ActionCouple.Command}
@@ -129,8 +132,7 @@ func (a *Actions) Couple(ctx context.Context, table, key string, row uuid.UUID, 
 		if other, err := a.Store.CouplingOfRow(ctx, m.Entity, row); err != nil {
 			return storage.CouplingEdit{}, err
 		} else if other.Exists && (other.Table != table || other.Key != key) {
-			return storage.CouplingEdit{}, refuse("Cannot couple %s to this %s record, because the %s record is already coupled to %s.",
-				ref(table, key), m.Entity, m.Entity, ref(other.Table, other.Key))
+			return storage.CouplingEdit{}, alreadyCoupled(table, key, m.Entity, other)
 		}
 		switch {
 		case cur.Coupled() && cur.RowID == row:
@@ -144,11 +146,17 @@ func (a *Actions) Couple(ctx context.Context, table, key string, row uuid.UUID, 
 		next := cur
 		next.Table, next.Key, next.RowID, next.Entity, next.RowVersion = table, key, row, m.Entity, version
 		next.RowName = "" // another row's; the record's next sync sends this one's
+		next.Skipped, next.LastErrorKind, next.Failures = false, "", 0
 		if next.Status != domain.CouplingFailed {
 			next.Status = domain.CouplingSynced
 		}
-		return storage.CouplingEdit{Next: &next, Target: fmt.Sprintf("%s/%s to %s %s", table, key, m.Entity, row)}, nil
+		return storage.CouplingEdit{Next: &next, Target: fmt.Sprintf("%s/%s to %s %s", table, key, m.Entity, row),
+			Resolve: "the record was coupled by " + actor, ResolveClass: domain.ClassCoupling}, nil
 	})
+	var taken *domain.RowTakenError
+	if errors.As(err, &taken) { // coupled to another record since the check above
+		return res, alreadyCoupled(table, key, m.Entity, taken.Other)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -156,6 +164,12 @@ func (a *Actions) Couple(ctx context.Context, table, key string, row uuid.UUID, 
 	res.Message = fmt.Sprintf("%s is coupled to %s %s; its next change updates that row (%s sends its newest change now).",
 		ref(table, key), m.Entity, row, domain.ActionSyncNow.Button)
 	return res, nil
+}
+
+// alreadyCoupled is Business Central's refusal of a row coupled to another record.
+func alreadyCoupled(table, key, entity string, other domain.Coupling) error {
+	return refuse("Cannot couple %s to this %s record, because the %s record is already coupled to %s.",
+		ref(table, key), entity, entity, ref(other.Table, other.Key))
 }
 
 // Uncouple removes the record's link to its Dataverse row; the row stays in Dataverse, and the

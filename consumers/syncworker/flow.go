@@ -222,6 +222,10 @@ func (w *Worker) report(ctx context.Context, log *slog.Logger, j job, f *domain.
 		}
 	}
 	w.Metrics.SyncErrors.WithLabelValues(string(f.Class), string(f.Kind), w.Metrics.Table(ev.Table)).Inc()
+	if f.Unclassified() {
+		// Counted once it is reported: no classifier rule knew the error, so one is missing.
+		w.Metrics.Unclassified.WithLabelValues(w.Metrics.Table(ev.Table)).Inc()
+	}
 	w.ack(log, j, outcome)
 }
 

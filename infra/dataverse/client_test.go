@@ -161,7 +161,7 @@ func TestErrorsCarryDataverseCodesAndMessages(t *testing.T) {
 		{"unknown entity set", func() error {
 			_, err := c.Query(ctx, "acounts", url.Values{})
 			return err
-		}, 404, "0x8006088a", "Resource not found for the segment 'acounts'."},
+		}, 404, "0x80060888", "Resource not found for the segment 'acounts'."},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

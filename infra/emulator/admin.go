@@ -38,6 +38,7 @@ import (
 //	                                         reset: requests admitted, records they carried, execution time (what the
 //	                                         limits count), 429 answers by code, the limits in force (see Stats)
 //	POST   /_emulator/tokens/revoke          invalidate every token issued (the next request answers 401)
+//	POST   /_emulator/tokens/lifetime        {"lifetime":"2s"}: lifetime of tokens issued from now on (see tokens.go)
 //	POST   /_emulator/seed                   a seed file {"<table>":[rows]}: load existing rows (see LoadSeed)
 //	POST   /_emulator/base-currency          {"isoCurrencyCode":"EUR","currencyName":"Euro","currencySymbol":"€"}:
 //	                                         provision another base currency (USD by default)
@@ -109,6 +110,7 @@ func (e *Emulator) adminRoutes(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	e.environmentRoutes(mux)
+	e.tokenRoutes(mux)
 	mux.HandleFunc("POST /_emulator/tokens/revoke", func(w http.ResponseWriter, _ *http.Request) {
 		e.RevokeTokens()
 		w.WriteHeader(http.StatusNoContent)

@@ -26,6 +26,10 @@ func (e *Emulator) serveBatch(w http.ResponseWriter, r *http.Request, u *user) {
 		writeError(w, r, errBadRequest("The batch request must have a multipart/mixed Content-Type with a boundary."))
 		return
 	}
+	if err := checkBatchSize(r, params["boundary"]); err != nil {
+		writeError(w, r, err)
+		return
+	}
 	continueOnError := strings.Contains(strings.Join(r.Header.Values("Prefer"), ","), "odata.continue-on-error")
 	var out bytes.Buffer
 	mw := multipart.NewWriter(&out)

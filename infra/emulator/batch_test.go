@@ -132,7 +132,7 @@ func TestBatchPartsAnswerAsSingleRequests(t *testing.T) {
 	}{
 		{"create with a given id", func(string) request {
 			return request{"PATCH", "accounts(" + newID + ")?$select=accountid", `{"name":"New","accountnumber":"N1"}`, append([]string{"If-None-Match", "*"}, represent...)}
-		}, 201, "", "@odata.etag,accountid"},
+		}, 201, "", "@odata.context,@odata.etag,accountid"},
 		{"create of an existing id", func(string) request {
 			return request{"PATCH", "accounts(" + existingID + ")?$select=accountid", `{"name":"Again"}`, append([]string{"If-None-Match", "*"}, represent...)}
 		}, 412, "0x80040237", "error"},
@@ -141,7 +141,7 @@ func TestBatchPartsAnswerAsSingleRequests(t *testing.T) {
 		}, 412, keyTaken, "error"},
 		{"update at the current version", func(etag string) request {
 			return request{"PATCH", "accounts(" + existingID + ")?$select=accountid", `{"name":"Updated"}`, append([]string{"If-Match", etag}, represent...)}
-		}, 200, "", "@odata.etag,accountid"},
+		}, 200, "", "@odata.context,@odata.etag,accountid"},
 		{"update at a stale version", func(string) request {
 			return request{"PATCH", "accounts(" + existingID + ")?$select=accountid", `{"name":"Stale"}`, append([]string{"If-Match", `W/"1"`}, represent...)}
 		}, 412, "0x80060882", "error"},

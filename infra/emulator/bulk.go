@@ -66,7 +66,7 @@ func (e *Emulator) bulk(w http.ResponseWriter, r *http.Request, u *user, ent *En
 		if create {
 			verb, id = "Create", key.id
 			if id == uuid.Nil {
-				id = uuid.New()
+				id = newRowID()
 			}
 			for k, v := range key.alt {
 				wr.attrs[k] = v

@@ -32,7 +32,10 @@ type Attribute struct {
 	Type      AttrType `json:"type"`
 	MaxLength int      `json:"maxLength,omitempty"` // strings
 	Options   []int    `json:"options,omitempty"`   // picklists, states and statuses
-	Targets   []string `json:"targets,omitempty"`   // lookups: target entity logical names
+	// Labels are the options' labels, for their formatted values; an option without one is
+	// formatted as its number (state and status default to Active and Inactive).
+	Labels  map[int]string `json:"labels,omitempty"`
+	Targets []string       `json:"targets,omitempty"` // lookups: target entity logical names
 	// MinValue and MaxValue bound numbers; nil means the type's own range.
 	MinValue *float64 `json:"minValue,omitempty"`
 	MaxValue *float64 `json:"maxValue,omitempty"`

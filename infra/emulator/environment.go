@@ -131,7 +131,7 @@ func (e *Emulator) seedRow(ent *Entity, body map[string]any) error {
 	if aerr != nil {
 		return aerr
 	}
-	id := uuid.New()
+	id := newRowID()
 	if s, ok := wr.attrs[ent.PrimaryID].(string); ok {
 		id = uuid.MustParse(s)
 		if _, exists := e.rows[ent.LogicalName][id]; exists {

@@ -71,8 +71,10 @@ func errVersionMismatch() *apiError {
 	return &apiError{412, "0x80060882", "The version of the existing record doesn't match the RowVersion property provided.", "ConcurrencyVersionMismatch"}
 }
 
+// errSegment is the 404 of an unknown entity set or path segment, with the code the Web API sends
+// (0x80060888 in published responses; Power Automate shows 0x8006088a for the same message).
 func errSegment(seg string) *apiError {
-	return &apiError{404, "0x8006088a", fmt.Sprintf("Resource not found for the segment '%s'.", seg), "CrmHttpError"}
+	return &apiError{404, "0x80060888", fmt.Sprintf("Resource not found for the segment '%s'.", seg), "CrmHttpError"}
 }
 
 func errBadKey(ent *Entity) *apiError {
@@ -99,27 +101,24 @@ const annotationPrefix = "@Microsoft.PowerApps.CDS."
 
 func writeError(w http.ResponseWriter, r *http.Request, a *apiError) {
 	body := map[string]any{"code": a.code, "message": a.msg}
-	if wantsAnnotations(r) && a.name != "" {
+	if patterns := includeAnnotations(r); patterns != nil && a.name != "" {
 		category := "ClientError"
 		if a.status >= 500 {
 			category = "SystemFailure"
 		}
-		body[annotationPrefix+"ErrorDetails.ApiExceptionCategory"] = category
-		body[annotationPrefix+"ErrorDetails.ApiExceptionMessageName"] = a.name
-		body[annotationPrefix+"ErrorDetails.ApiExceptionHttpStatusCode"] = fmt.Sprint(a.status)
-		body[annotationPrefix+"HelpLink"] = "http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm.CrmException%3a" +
-			strings.TrimPrefix(a.code, "0x") + "&client=platform"
+		// Only the terms the preference names ("*", "Microsoft.PowerApps.CDS.*", or one by one).
+		set := func(term string, v string) {
+			if wanted(patterns, strings.TrimPrefix(annotationPrefix, "@")+term) {
+				body[annotationPrefix+term] = v
+			}
+		}
+		set("ErrorDetails.ApiExceptionCategory", category)
+		set("ErrorDetails.ApiExceptionMessageName", a.name)
+		set("ErrorDetails.ApiExceptionHttpStatusCode", fmt.Sprint(a.status))
+		set("HelpLink", "http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm.CrmException%3a"+
+			strings.TrimPrefix(a.code, "0x")+"&client=platform")
 	}
 	writeJSON(w, a.status, map[string]any{"error": body})
-}
-
-func wantsAnnotations(r *http.Request) bool {
-	for _, p := range r.Header.Values("Prefer") {
-		if strings.Contains(p, "odata.include-annotations") {
-			return true
-		}
-	}
-	return false
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

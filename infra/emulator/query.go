@@ -3,8 +3,6 @@ package emulator
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode"
@@ -300,32 +298,6 @@ func parseLiteral(s string) (any, error) {
 	return literal(toks[0])
 }
 
-// orderBy sorts rows by "$orderby=a asc,b desc"; rows without a value sort first, as SQL's NULLs do.
-func orderBy(rows []map[string]any, spec string) error {
-	type key struct {
-		prop string
-		desc bool
-	}
-	var keys []key
-	for _, part := range strings.Split(spec, ",") {
-		f := strings.Fields(part)
-		if len(f) == 0 || len(f) > 2 || (len(f) == 2 && f[1] != "asc" && f[1] != "desc") {
-			return fmt.Errorf("invalid $orderby clause %q", part)
-		}
-		keys = append(keys, key{f[0], len(f) == 2 && f[1] == "desc"})
-	}
-	sort.SliceStable(rows, func(i, j int) bool {
-		for _, k := range keys {
-			c := compareValues(rows[i][k.prop], rows[j][k.prop])
-			if c != 0 {
-				return (c < 0) != k.desc
-			}
-		}
-		return false
-	})
-	return nil
-}
-
 func compareValues(a, b any) int {
 	switch {
 	case a == nil && b == nil:
@@ -372,31 +344,4 @@ func maxPageSize(prefer []string) int {
 		}
 	}
 	return 5000
-}
-
-// skipToken is the paging cookie of page n, in the form Dataverse uses.
-func skipToken(page int) string {
-	return fmt.Sprintf(`<cookie pagenumber="%d" istracking="False" />`, page)
-}
-
-func pageOf(token string) int {
-	if token == "" {
-		return 1
-	}
-	i := strings.Index(token, `pagenumber="`)
-	if i < 0 {
-		return 1
-	}
-	n, _ := strconv.Atoi(strings.SplitN(token[i+len(`pagenumber="`):], `"`, 2)[0])
-	return max(n, 1)
-}
-
-// nextLink is the request's URL for page n.
-func nextLink(base string, q url.Values, page int) string {
-	q2 := url.Values{}
-	for k, v := range q {
-		q2[k] = v
-	}
-	q2.Set("$skiptoken", skipToken(page))
-	return base + "?" + strings.ReplaceAll(q2.Encode(), "+", "%20")
 }

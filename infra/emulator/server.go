@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -70,7 +69,10 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 		"ext_expires_in": int(ttl.Seconds()), "access_token": tok})
 }
 
-// authenticate returns the caller, or answers 401 as Dataverse does and returns nil.
+// authenticate returns the caller, or answers 401 as Dataverse does and returns nil: an empty
+// body and the WWW-Authenticate challenge naming the tenant's authority and the environment.
+// The body is empty in real answers: dynamics-web-api, whose "Unexpected Error" means exactly
+// that, reported it for a real 401 (github.com/AleksandrRogov/DynamicsWebApi/issues/4).
 func (e *Emulator) authenticate(w http.ResponseWriter, r *http.Request) *user {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	e.mu.Lock()
@@ -163,6 +165,14 @@ func (e *Emulator) dispatch(w http.ResponseWriter, r *http.Request, u *user) {
 	if set, action, ok := strings.Cut(seg, "/Microsoft.Dynamics.CRM."); ok && r.Method == http.MethodPost {
 		if ent, known := e.sets[set]; known {
 			if err := e.bulk(w, r, u, ent, action); err != nil {
+				writeError(w, r, err)
+			}
+			return
+		}
+	}
+	if set, ok := strings.CutSuffix(seg, "/$count"); ok && r.Method == http.MethodGet {
+		if ent, known := e.sets[set]; known {
+			if err := e.count(w, r, u, ent); err != nil {
 				writeError(w, r, err)
 			}
 			return
@@ -494,6 +504,10 @@ func (e *Emulator) apply(ent *Entity, r row, wr write) {
 			r[attr] = *id
 		}
 	}
+	if ent.LogicalName == "contact" {
+		fullName(r)
+	}
+	e.defaultCurrency(ent, r)
 	now := e.now().UTC().Format(time.RFC3339)
 	if r["createdon"] == nil {
 		r["createdon"] = now
@@ -545,10 +559,13 @@ func (e *Emulator) create(w http.ResponseWriter, r *http.Request, u *user, ent *
 	if err != nil {
 		return err
 	}
+	if err := e.checkRepresentation(r, ent); err != nil {
+		return err
+	}
 	if err := e.check(u, "Create", ent); err != nil {
 		return err
 	}
-	id := uuid.New()
+	id := newRowID()
 	if s, ok := wr.attrs[ent.PrimaryID].(string); ok {
 		id = uuid.MustParse(s)
 		if _, exists := e.rows[ent.LogicalName][id]; exists {
@@ -583,9 +600,19 @@ func missing(ent *Entity, key rowKey) *apiError {
 // Prefer: return=representation.
 func (e *Emulator) written(w http.ResponseWriter, r *http.Request, ent *Entity, id uuid.UUID, statusWithBody int) *apiError {
 	w.Header().Set("OData-EntityId", entityURL(r, ent, id))
-	if strings.Contains(strings.Join(r.Header.Values("Prefer"), ","), "return=representation") {
-		w.Header().Set("Preference-Applied", "return=representation")
-		writeJSON(w, statusWithBody, render(ent, e.rows[ent.LogicalName][id], selectOf(r)))
+	if wantsRepresentation(r) {
+		sh, err := e.shapeOf(r, ent)
+		if err != nil {
+			return err
+		}
+		applied := "return=representation"
+		if sh.annotations != nil {
+			applied += "," + annotationsApplied(sh.annotations)
+		}
+		w.Header().Set("Preference-Applied", applied)
+		out := e.shapeRow(ent, e.rows[ent.LogicalName][id], sh)
+		out["@odata.context"] = fmt.Sprintf("%s%s$metadata#%s%s/$entity", baseURL(r), apiPath, ent.EntitySet, sh.contextSelection())
+		writeJSON(w, statusWithBody, out)
 		return nil
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -595,6 +622,9 @@ func (e *Emulator) written(w http.ResponseWriter, r *http.Request, ent *Entity, 
 func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *Entity, key rowKey) *apiError {
 	wr, err := e.decode(r, ent)
 	if err != nil {
+		return err
+	}
+	if err := e.checkRepresentation(r, ent); err != nil {
 		return err
 	}
 	id := e.find(ent, key)
@@ -608,7 +638,7 @@ func (e *Emulator) patch(w http.ResponseWriter, r *http.Request, u *user, ent *E
 		}
 		id = key.id
 		if key.alt != nil {
-			id = uuid.New()
+			id = newRowID()
 			for k, v := range key.alt { // key values from the URL win on create
 				wr.attrs[k] = v
 			}
@@ -659,13 +689,72 @@ func (e *Emulator) get(w http.ResponseWriter, r *http.Request, u *user, ent *Ent
 	if err := e.check(u, "Read", ent); err != nil {
 		return err
 	}
+	sh, aerr := e.shapeOf(r, ent)
+	if aerr != nil {
+		return aerr
+	}
 	id := e.find(ent, key)
 	if id == uuid.Nil {
 		return missing(ent, key)
 	}
-	out := render(ent, e.rows[ent.LogicalName][id], selectOf(r))
-	out["@odata.context"] = fmt.Sprintf("%s%s$metadata#%s/$entity", baseURL(r), apiPath, ent.EntitySet)
+	raw := e.rows[ent.LogicalName][id]
+	// A conditional GET of an unchanged row is 304, except with $expand or annotations, whose
+	// related values the ETag does not cover.
+	// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api
+	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == etag(raw) && sh.expand == nil && sh.annotations == nil {
+		w.Header().Set("ETag", inm)
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	out := e.shapeRow(ent, raw, sh)
+	out["@odata.context"] = fmt.Sprintf("%s%s$metadata#%s%s/$entity", baseURL(r), apiPath, ent.EntitySet, sh.contextSelection())
+	if sh.annotations != nil {
+		w.Header().Set("Preference-Applied", annotationsApplied(sh.annotations))
+	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// matching returns the rendered rows of ent that a request's $filter keeps; the caller checked
+// the Read privilege.
+func (e *Emulator) matching(r *http.Request, ent *Entity) ([]map[string]any, *apiError) {
+	var cond filter
+	if f := odataQuery(r).Get("$filter"); f != "" {
+		var err error
+		if cond, err = parseFilter(f); err != nil {
+			return nil, errBadRequest("Syntax error in $filter: " + err.Error())
+		}
+		if aerr := checkFilter(ent, cond); aerr != nil {
+			return nil, aerr
+		}
+	}
+	all := make([]map[string]any, 0, len(e.rows[ent.LogicalName]))
+	for _, rw := range e.rows[ent.LogicalName] {
+		full := render(ent, rw, nil)
+		if cond == nil || cond.match(full) {
+			all = append(all, full)
+		}
+	}
+	return all, nil
+}
+
+// maxCount is the most @odata.count and /$count report for a standard table.
+// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows
+const maxCount = 5000
+
+// count answers GET /<entityset>/$count: the number of rows matching $filter, as text/plain.
+func (e *Emulator) count(w http.ResponseWriter, r *http.Request, u *user, ent *Entity) *apiError {
+	if err := e.check(u, "Read", ent); err != nil {
+		return err
+	}
+	all, err := e.matching(r, ent)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("OData-Version", "4.0")
+	w.WriteHeader(http.StatusOK)
+	_, _ = fmt.Fprint(w, min(len(all), maxCount))
 	return nil
 }
 
@@ -673,13 +762,10 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *En
 	if err := e.check(u, "Read", ent); err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	var cond filter
-	if f := q.Get("$filter"); f != "" {
-		var err error
-		if cond, err = parseFilter(f); err != nil {
-			return errBadRequest("Syntax error in $filter: " + err.Error())
-		}
+	q := odataQuery(r)
+	sh, aerr := e.shapeOf(r, ent)
+	if aerr != nil {
+		return aerr
 	}
 	top := -1
 	if t := q.Get("$top"); t != "" {
@@ -689,41 +775,55 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *En
 		}
 		top = n
 	}
-	all := make([]map[string]any, 0, len(e.rows[ent.LogicalName]))
-	for _, rw := range e.rows[ent.LogicalName] {
-		full := render(ent, rw, nil)
-		if cond == nil || cond.match(full) {
-			all = append(all, full)
-		}
+	keys, err := orderKeys(ent, q.Get("$orderby"))
+	if err != nil {
+		return errBadRequest(err.Error())
 	}
-	// Without $orderby, rows come in the order they were created, as a stable page order needs.
-	sort.Slice(all, func(i, j int) bool { return all[i]["versionnumber"].(int64) < all[j]["versionnumber"].(int64) })
-	if ob := q.Get("$orderby"); ob != "" {
-		if err := orderBy(all, ob); err != nil {
-			return errBadRequest(err.Error())
-		}
+	if aerr := checkOrder(ent, keys); aerr != nil {
+		return aerr
+	}
+	all, aerr := e.matching(r, ent)
+	if aerr != nil {
+		return aerr
+	}
+	sortRows(keys, all)
+	body := map[string]any{"@odata.context": fmt.Sprintf("%s%s$metadata#%s%s", baseURL(r), apiPath, ent.EntitySet, sh.contextSelection())}
+	if q.Get("$count") == "true" {
+		// The count is of the rows matching $filter, whatever the page size or $top.
+		body["@odata.count"] = min(len(all), maxCount)
 	}
 	if top >= 0 && top < len(all) {
 		all = all[:top]
 	}
-	body := map[string]any{"@odata.context": fmt.Sprintf("%s%s$metadata#%s", baseURL(r), apiPath, ent.EntitySet)}
-	if q.Get("$count") == "true" {
-		body["@odata.count"] = min(len(all), 5000)
+	page := 1
+	if tok := q.Get("$skiptoken"); tok != "" {
+		last, aerr := afterCookie(ent, keys, tok)
+		if aerr != nil {
+			return aerr
+		}
+		page = pageNumber(tok)
+		all = rowsAfter(keys, all, last)
 	}
 	size := maxPageSize(r.Header.Values("Prefer"))
-	page := pageOf(q.Get("$skiptoken"))
-	from := min((page-1)*size, len(all))
-	to := min(from+size, len(all))
-	if to < len(all) {
-		body["@odata.nextLink"] = nextLink(baseURL(r)+apiPath+ent.EntitySet, q, page+1)
+	rows := all[:min(size, len(all))]
+	if len(rows) < len(all) {
+		tok := pagingCookie(ent, keys, page, rows[0], rows[len(rows)-1])
+		body["@odata.nextLink"] = nextLinkAfter(baseURL(r)+apiPath+ent.EntitySet, q, tok)
 	}
+	var applied []string
 	if size < 5000 {
-		w.Header().Set("Preference-Applied", fmt.Sprintf("odata.maxpagesize=%d", size))
+		applied = append(applied, fmt.Sprintf("odata.maxpagesize=%d", size))
 	}
-	sel := selectOf(r)
-	value := make([]map[string]any, 0, to-from)
-	for _, full := range all[from:to] {
-		value = append(value, project(ent, full, sel))
+	if sh.annotations != nil {
+		applied = append(applied, annotationsApplied(sh.annotations))
+	}
+	if applied != nil {
+		w.Header().Set("Preference-Applied", strings.Join(applied, ","))
+	}
+	value := make([]map[string]any, 0, len(rows))
+	for _, full := range rows {
+		id := uuid.MustParse(full[ent.PrimaryID].(string))
+		value = append(value, e.shapeRow(ent, e.rows[ent.LogicalName][id], sh))
 	}
 	body["value"] = value
 	writeJSON(w, http.StatusOK, body)
@@ -731,7 +831,7 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, u *user, ent *En
 }
 
 func selectOf(r *http.Request) []string {
-	s := r.URL.Query().Get("$select")
+	s := odataQuery(r).Get("$select")
 	if s == "" {
 		return nil
 	}
@@ -769,24 +869,15 @@ func kept(ent *Entity, sel []string) map[string]bool {
 	}
 	keep := map[string]bool{ent.PrimaryID: true, "@odata.etag": true}
 	for _, s := range sel {
-		keep[strings.TrimSpace(s)] = true
-	}
-	return keep
-}
-
-// project keeps the selected columns of a rendered row, the primary id and the etag.
-func project(ent *Entity, full map[string]any, sel []string) map[string]any {
-	keep := kept(ent, sel)
-	if keep == nil {
-		return full
-	}
-	out := make(map[string]any, len(keep))
-	for k, v := range full {
-		if keep[k] {
-			out[k] = v
+		s = strings.TrimSpace(s)
+		keep[s] = true
+		// A money column comes with the row's currency, which gives the amount its meaning.
+		// https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns
+		if ent.Attributes[s].Type == Money && ent.Attributes["transactioncurrencyid"].Type == Lookup {
+			keep["_transactioncurrencyid_value"] = true
 		}
 	}
-	return out
+	return keep
 }
 
 func toFloat(v any) (float64, bool) {

@@ -97,6 +97,8 @@ func actionFailure(err error) (int, string, string) {
 		return http.StatusConflict, "Refused", refused.Message
 	case errors.Is(err, coupling.ErrUnknownTable):
 		return http.StatusNotFound, "Not found", "no mapping covers this table"
+	case errors.Is(err, domain.ErrRowBusy):
+		return http.StatusConflict, "Busy", "a worker is coupling another record to this Dataverse row right now; try again in a moment"
 	case errors.Is(err, domain.ErrRecordBusy):
 		return http.StatusConflict, "Busy", "a worker is syncing the record right now; try again in a moment"
 	case errors.Is(err, errNoActions):

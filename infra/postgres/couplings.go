@@ -183,7 +183,7 @@ func (c *claim) Held(ctx context.Context) error {
 func (io *couplingIO) release(c *claim) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, _ = io.store.pool.Exec(ctx, `DELETE FROM record_claims WHERE token = $1`, c.token.String())
+	_, _ = io.store.pool.Exec(ctx, `WITH rows AS (DELETE FROM row_claims WHERE token = $1) DELETE FROM record_claims WHERE token = $1`, c.token.String())
 }
 
 type claimed struct {
@@ -204,6 +204,8 @@ type couplingIO struct {
 	reads   *microbatch.Batcher[recordKey, domain.Coupling]
 	claims  *microbatch.Batcher[*claim, claimed]
 	commits *microbatch.Batcher[commit, bool]
+	// rowClaims are the rows records claim before they are coupled to them (match.go).
+	rowClaims *microbatch.Batcher[rowClaim, struct{}]
 
 	mu   sync.Mutex
 	held map[*claim]struct{}
@@ -221,6 +223,7 @@ func (s *Store) couplingIO() *couplingIO {
 		io.reads = microbatch.New(batchConfig, io.readBatch)
 		io.claims = microbatch.New(batchConfig, io.claimBatch)
 		io.commits = microbatch.New(batchConfig, io.commitBatch)
+		io.rowClaims = microbatch.New(batchConfig, io.rowClaimBatch)
 		io.wg.Add(1)
 		go io.renew()
 		s.io = io
@@ -235,6 +238,7 @@ func (io *couplingIO) close() {
 	io.reads.Close()
 	io.claims.Close()
 	io.commits.Close()
+	io.rowClaims.Close()
 	close(io.quit)
 	io.wg.Wait()
 }
@@ -402,9 +406,23 @@ func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, [
 	})
 }
 
-// commitBatch stores the couplings of a batch and releases its claims in one statement. A record
-// whose claim is no longer this worker's is neither stored nor released: its result is false.
+// commitBatch stores the couplings of a batch and releases its claims (and their row claims) in
+// one statement. A record whose claim is no longer this worker's is neither stored nor released:
+// its result is false. A coupling the unique index on a row's live couplings refuses fails that
+// record alone, as a *domain.RowTakenError: the batch is tried again without it.
 func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []error) {
+	outs, errs := io.commitEach(ctx, cs)
+	for i, err := range errs {
+		if isRowTaken(err) {
+			errs[i] = io.store.rowTaken(ctx, cs[i].next, err)
+		}
+	}
+	return outs, errs
+}
+
+// commitEach is commitBatch's statement, run on the whole batch, or on each item alone when the
+// database refuses one of them (perItemOnDataError).
+func (io *couplingIO) commitEach(ctx context.Context, cs []commit) ([]bool, []error) {
 	return perItemOnDataError(cs, func(cs []commit) ([]bool, error) {
 		n := len(cs)
 		// One array per column, for unnest.
@@ -443,6 +461,12 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 				DELETE FROM record_claims r USING mine m
 				WHERE r.table_name = m.table_name AND r.source_key = m.source_key
 				RETURNING r.token),
+			rows_mine AS (
+				SELECT rc.entity, rc.row_id FROM row_claims rc JOIN items i ON rc.token = i.tok JOIN mine m ON m.table_name = i.t AND m.source_key = i.k
+				ORDER BY rc.entity, rc.row_id -- locked in key order, as claimRows locks them
+				FOR UPDATE OF rc),
+			rows_released AS (
+				DELETE FROM row_claims rc USING rows_mine m WHERE rc.entity = m.entity AND rc.row_id = m.row_id),
 			written AS (
 				INSERT INTO couplings (table_name, source_key, `+couplingColumns+`, updated_at)
 				SELECT i.t, i.k, i.row_id, i.entity, i.version, i.status, i.last_synced_at, i.skipped, i.last_error_kind,
@@ -482,14 +506,15 @@ func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []e
 }
 
 // perItemOnDataError runs run on the whole batch; when the database refuses a value (one record's
-// data it cannot hold) it runs each item alone, so that only that record is rejected.
+// data it cannot hold, or a second coupling of a row) it runs each item alone, so that only that
+// record is rejected.
 func perItemOnDataError[In, Out any](items []In, run func([]In) ([]Out, error)) ([]Out, []error) {
 	outs, err := run(items)
 	errs := make([]error, len(items))
 	if err == nil {
 		return outs, errs
 	}
-	if !IsDataError(err) || len(items) == 1 {
+	if !IsDataError(err) && !isRowTaken(err) || len(items) == 1 {
 		outs = make([]Out, len(items))
 		for i := range errs {
 			errs[i] = rejected(err)

@@ -30,15 +30,17 @@ func (s *Store) EditCoupling(ctx context.Context, table, key, actor, action stri
 		}
 		return err
 	}
-	if err := s.storeEdit(cctx, c, actor, action, e); err != nil {
+	if err := s.storeEdit(cctx, c, current, actor, action, e); err != nil {
 		io.release(c)
 		return err
 	}
 	return nil
 }
 
-// storeEdit releases the claim and stores the edit, only while the claim is still c's.
-func (s *Store) storeEdit(ctx context.Context, c *claim, actor, action string, e storage.CouplingEdit) error {
+// storeEdit releases the claim and stores the edit, only while the claim is still c's. An edit
+// that couples the record to a row new to it claims the row first, in the transaction (see
+// claimRows), and the unique index on a row's live couplings has the last word.
+func (s *Store) storeEdit(ctx context.Context, c *claim, current domain.Coupling, actor, action string, e storage.CouplingEdit) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: edit coupling: %w", err)
@@ -51,6 +53,18 @@ func (s *Store) storeEdit(ctx context.Context, c *claim, actor, action string, e
 	}
 	if tag.RowsAffected() != 1 {
 		return fmt.Errorf("%w: %s/%s: nothing stored", storage.ErrLockLost, table, key)
+	}
+	if n := e.Next; n != nil && !e.Remove && n.Coupled() && !(current.Coupled() && current.Entity == n.Entity && current.RowID == n.RowID) {
+		errs, err := claimRows(ctx, tx, []rowClaim{{claim: c, entity: n.Entity, row: n.RowID}})
+		if err == nil {
+			err = errs[0]
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM row_claims WHERE token = $1`, c.token.String()); err != nil {
+			return fmt.Errorf("postgres: edit coupling %s/%s: %w", table, key, err)
+		}
 	}
 	switch {
 	case e.Remove:
@@ -72,14 +86,18 @@ func (s *Store) storeEdit(ctx context.Context, c *claim, actor, action string, e
 			table, key, rowID, n.Entity, n.Version, string(n.Status), optionalTime(n.LastSyncedAt), n.Skipped,
 			string(n.LastErrorKind), n.Failures, optionalTime(n.LastAttemptAt), n.RowVersion, rowName(n.RowName))
 	}
+	if isRowTaken(err) {
+		return s.rowTaken(context.WithoutCancel(ctx), e.Next, err)
+	}
 	if err != nil {
 		return rejected(fmt.Errorf("postgres: edit coupling %s/%s: %w", table, key, err))
 	}
 	var resolved int64
 	if e.Resolve != "" {
 		tag, err := tx.Exec(ctx, `UPDATE sync_errors SET status = 'resolved', resolved_at = now(), resolved_reason = $3
-			WHERE table_name = $1 AND md5(source_key) = md5($2) AND source_key = $2 AND status IN ('open', 'replayed')`,
-			table, key, e.Resolve)
+			WHERE table_name = $1 AND md5(source_key) = md5($2) AND source_key = $2 AND status IN ('open', 'replayed')
+			AND ($4 = '' OR class = $4)`,
+			table, key, e.Resolve, string(e.ResolveClass))
 		if err != nil {
 			return fmt.Errorf("postgres: resolve %s/%s: %w", table, key, err)
 		}

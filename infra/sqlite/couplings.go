@@ -173,8 +173,9 @@ func (s *Store) take(ctx context.Context, c *claim) (domain.Coupling, bool, erro
 	return cur, got, nil
 }
 
-// commit releases the claim, and stores next with it when not nil, only while the claim is still
-// this worker's: false when it is not.
+// commit releases the claim and its row claims, and stores next with it when not nil, only while
+// the claim is still this worker's: false when it is not. A coupling the unique index on a row's
+// live couplings refuses is a *domain.RowTakenError.
 func (s *Store) commit(ctx context.Context, c *claim, next *domain.Coupling) (bool, error) {
 	mine := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -183,11 +184,20 @@ func (s *Store) commit(ctx context.Context, c *claim, next *domain.Coupling) (bo
 			return fmt.Errorf("sqlite: release %s/%s: %w", c.table, c.key, err)
 		}
 		n, _ := res.RowsAffected()
-		if mine = n == 1; !mine || next == nil {
+		if mine = n == 1; !mine {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM row_claims WHERE token = ?`, c.token); err != nil {
+			return fmt.Errorf("sqlite: release %s/%s: %w", c.table, c.key, err)
+		}
+		if next == nil {
 			return nil
 		}
 		return s.writeCoupling(ctx, tx, c.table, c.key, next)
 	})
+	if isRowTaken(err) {
+		return false, s.rowTaken(ctx, next, err)
+	}
 	return mine, err
 }
 
@@ -216,7 +226,11 @@ func (s *Store) writeCoupling(ctx context.Context, tx *sql.Tx, table, key string
 func (s *Store) release(c *claim) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, _ = s.db.ExecContext(ctx, `DELETE FROM record_claims WHERE token = ?`, c.token)
+	_ = s.inTx(ctx, func(tx *sql.Tx) error {
+		_, _ = tx.ExecContext(ctx, `DELETE FROM row_claims WHERE token = ?`, c.token)
+		_, err := tx.ExecContext(ctx, `DELETE FROM record_claims WHERE token = ?`, c.token)
+		return err
+	})
 }
 
 func (s *Store) hold(c *claim) { s.mu.Lock(); s.held[c] = struct{}{}; s.mu.Unlock() }

@@ -290,7 +290,11 @@ type OpenErrors struct {
 }
 
 // CouplingEdit is what an EditCoupling edit decided: the coupling to store (or to delete), the
-// audit entry's target, and whether the record's open errors are resolved with it.
+// audit entry's target, and whether the record's open errors are resolved with it. An edit whose
+// Next couples the record to a row it was not coupled to claims that row as a worker's sync does
+// (domain.RecordLock.ClaimRow): EditCoupling fails with a *domain.RowTakenError when another
+// record is coupled to it, and with domain.ErrRowBusy (an ErrRecordBusy) while another record's
+// sync claims it.
 type CouplingEdit struct {
 	// Next is stored unless it is nil (nothing stored: the action is audited only) or Remove is set.
 	Next *domain.Coupling
@@ -300,6 +304,9 @@ type CouplingEdit struct {
 	Target string
 	// Resolve, when not empty, resolves the record's open and replayed errors with this reason.
 	Resolve string
+	// ResolveClass, when not empty, resolves only the errors of this class (a manual Couple fixes
+	// the record's coupling errors, not its setup errors).
+	ResolveClass domain.Class
 }
 
 // Lease is how long a record claim may be relied on, by the worker's clock: a store's claims

@@ -22,6 +22,7 @@ type Metrics struct {
 	HandleDuration    *prometheus.HistogramVec // table
 	ChangeLatency     *prometheus.HistogramVec // table
 	SyncErrors        *prometheus.CounterVec   // class, kind, table
+	Unclassified      *prometheus.CounterVec   // table
 	TransientRetries  *prometheus.CounterVec   // table, kind
 	DataverseRequests *prometheus.CounterVec   // method, status
 	DataverseDuration *prometheus.HistogramVec // method
@@ -56,6 +57,9 @@ func New(knownTables []string) *Metrics {
 		SyncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_sync_errors_total",
 			Help: "Permanent sync failures published to the error topics, by class and kind."},
 			[]string{"class", "kind", "table"}),
+		Unclassified: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_unclassified_errors_total",
+			Help: "Dataverse errors no classifier rule knew, reported as setup/unknown with Dataverse's message, by table: a rule is missing."},
+			[]string{"table"}),
 		TransientRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_transient_retries_total",
 			Help: "Transient failures retried in process or by redelivery."}, []string{"table", "kind"}),
 		DataverseRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dvsync_dataverse_requests_total",
@@ -88,8 +92,9 @@ func New(knownTables []string) *Metrics {
 	for _, t := range knownTables {
 		m.tables[t] = true
 		m.Overwrites.WithLabelValues(t)
+		m.Unclassified.WithLabelValues(t)
 	}
-	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.ChangeLatency, m.SyncErrors, m.TransientRetries, m.DataverseRequests,
+	reg.MustRegister(m.EventsHandled, m.HandleDuration, m.ChangeLatency, m.SyncErrors, m.Unclassified, m.TransientRetries, m.DataverseRequests,
 		m.DataverseDuration, m.ErrorsProjected, m.Replays, m.Overwrites, m.ErrorsUnstorable, m.UserRequests, m.UserThrottled,
 		m.TokenFailures, m.BatchCalls, buildInfo())
 	// Counters start at zero for every label value known in advance: a series that appears only
@@ -142,7 +147,7 @@ func KnownErrorKinds() []domain.Kind {
 		domain.KindDuplicateRecord, domain.KindUpdateConflict, domain.KindInvalidData, domain.KindMissingPrivilege,
 		domain.KindAuthentication, domain.KindUserDisabled, domain.KindSchemaMismatch, domain.KindOptionValueMissing,
 		domain.KindMappingMissing, domain.KindInvalidEvent, domain.KindDataverseUnavailable, domain.KindUnknown,
-		domain.KindCustomLogic}
+		domain.KindCustomLogic, domain.KindStateConflict, domain.KindDeleteBlocked}
 }
 
 var labelValue = regexp.MustCompile(`^[a-z][a-z_]{0,39}$`)

@@ -120,3 +120,48 @@ func testEditCouplingStoresRemovesAndAudits(t *testing.T, h Harness) {
 		t.Fatalf("audit log of the edits:\n%s\nwant:\n%s", strings.Join(actions, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// A person's Couple resolves the record's open coupling errors only (ResolveClass): its setup
+// errors are not fixed by a coupling and stay open.
+func testACoupleResolvesOnlyCouplingErrors(t *testing.T, h Harness) {
+	s := h.Open(t, 0)
+	ctx := context.Background()
+	key := "MC" + uuid.NewString()[:8]
+	row := uuid.New()
+	recordChecked(t, s, errorEvent(key, "coupling", 2)) // dependency_not_coupled: class coupling
+	setup := errorEvent(key, "setup", 2)
+	setup.Failure = *domain.MappingMissing("customer")
+	recordChecked(t, s, setup)
+	err := s.EditCoupling(ctx, "customer", key, "ada", "couple", func(_ context.Context, cur domain.Coupling) (storage.CouplingEdit, error) {
+		next := cur
+		next.RowID, next.Entity, next.Status, next.RowVersion = row, "account", domain.CouplingSynced, domain.AnyVersion
+		return storage.CouplingEdit{Next: &next, Target: "customer/" + key, Resolve: "coupled by ada", ResolveClass: domain.ClassCoupling}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListErrors(ctx, storage.ErrorFilter{Table: "customer", Key: key})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("errors: %d, %v; want two", len(list), err)
+	}
+	for _, e := range list {
+		want := storage.ErrorOpen
+		if e.Class == domain.ClassCoupling {
+			want = storage.ErrorResolved
+		}
+		if e.Status != want {
+			t.Fatalf("%s error (%s) after a Couple: %s, want %s", e.Class, e.Kind, e.Status, want)
+		}
+	}
+	entries, err := s.Audit(ctx, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, a := range entries {
+		found = found || a.Actor == "ada" && a.Target == "customer/"+key+"; 1 errors resolved"
+	}
+	if !found {
+		t.Fatalf("no audit entry naming the one resolved error: %+v", entries)
+	}
+}

@@ -1,0 +1,132 @@
+package domain
+
+import "regexp"
+
+// messageRule sorts an error by the shape of Dataverse's message, when neither its hex code nor
+// its exception name decided. Each rule is named (the name is in tests and in the README's
+// account of the order) and matches a family of messages, not one message: Dataverse words the
+// same cause many ways, in the user's language, and wraps it in plug-in and SDK text.
+type messageRule struct {
+	name string
+	re   *regexp.Regexp
+	rule
+	// serverSide, when set, limits the rule to answers with no status or a 5xx: an HTML page
+	// with a 404 is a wrong URL, not a gateway failing.
+	serverSide bool
+}
+
+func rx(s string) *regexp.Regexp { return regexp.MustCompile(`(?i)` + s) }
+
+func on(name string, re *regexp.Regexp, r rule) messageRule {
+	return messageRule{name: name, re: re, rule: r}
+}
+
+func (m messageRule) serverOnly() messageRule { m.serverSide = true; return m }
+
+// byMessage is tried in order; the first match decides. The order is who acts, most specific
+// first: an administrator's block on the app before a missing privilege (the message of one can
+// mention the other); a fault of the service's configuration (a 500 that retrying does not heal);
+// deadlocks, locks and throttling, which heal by themselves even when a plug-in passes them on;
+// then a plug-in's own failure (its 2-minute limit is its author's to fix, not a timeout); then
+// gateway pages, transport failures and timeouts, in several languages, before the record's
+// rules, since a network failure's text can quote the request; the record's own causes (row gone,
+// duplicate, state, blocked delete, bad value) before the schema, and the schema before the
+// generic wrappers ("An error occurred while validating input parameters", "plug-in") that other
+// causes carry.
+var byMessage = []messageRule{
+	on("app restricted by an administrator", rx(`Access to (the )?Dataverse API is restricted for this application|application .{0,80}is restricted from (accessing )?(the )?(Dataverse|API)|restricted from the Dataverse API`), setup(KindAppRestricted)),
+	on("missing privilege", rx(`is missing '?prv\S+'? privilege|CrmCheckPrivilege failed|SecLib::(CheckPrivilege|AccessCheckEx) failed|does not have \w+ right|(don['’]t|doesn['’]t|do not|does not) have (the )?(required )?\S{0,40} ?privilege|required privilege \(prv\w+\)|(don['’]t|doesn['’]t|do not|does not) have permission to`), setup(KindMissingPrivilege)),
+
+	// A fault of the service's configuration answers 500 with no code; retrying does not heal it.
+	on("plug-in assembly missing", rx(`Could not load (file or )?assembly|Unable to load (the )?plug-?in (assembly|type)|plug-?in assembly .{0,80}(not found|does not exist|could not be found)|PluginAssembly .{0,80}(Does Not Exist|not found)|Assembly must be registered in isolation|Unable to find (the )?plug-?in type`), setup(KindCustomLogic)),
+	on("environment read-only or in administration mode", rx(`organization (database )?is (in )?read[- ]?only( mode)?|\bThe (Dynamics 365 )?organization\b[^.=]{0,60}is (currently )?disabled|not in (an )?enabled state|(organization|environment|instance) is (in )?(administration|admin) mode|(organization|environment|instance) (is )?(disabled|suspended)|environment is read[- ]?only|is in read-only mode|ServiceActivationException`), setup(KindDataverseUnavailable)),
+
+	// A deadlock, a lock or throttling heals by itself even when a plug-in passes it on.
+	on("SQL deadlock", rx(`Sql Number: 1205\b|deadlock`), transient(KindServerError)),
+	on("resource locked", rx(`another request is currently using the resource|Cannot obtain lock|could not obtain lock`), transient(KindServerError)),
+	on("SQL timeout", rx(`SQL timeout expired|Execution Timeout Expired|Sql Number: -2\b`), transient(KindServerError)),
+	on("service protection", rx(`Number of (concurrent )?requests exceeded the limit|Combined execution time of incoming requests exceeded|concurrent requests exceeded|Rate limit is exceeded|Too many requests|TooManyRequests|request(s)? (was|were|has been|have been) throttled|throttling`), transient(KindThrottled)),
+	on("plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)),
+	on("gateway page", rx(`<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service( Temporarily)? Unavailable|Gateway Time-?out)|\bBad Gateway\b|Service Temporarily Unavailable|Gateway Time-?out|The service is unavailable|HTTP Error 50[234]|upstream connect error|no healthy upstream`), transient(KindServerError)).serverOnly(),
+	on("transport failure", rx(transport), transient(KindNetwork)),
+	on("timeout", rx(timeouts), transient(KindTimeout)),
+	on("server busy or unavailable", rx(`no Sandbox (Worker processes|Hosts) are currently available|is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|Service Unavailable`), transient(KindServerError)),
+
+	on("row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist`), coupling(KindDestinationDeleted)),
+	on("duplicate", rx(`duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated|Cannot insert duplicate|requires that this set of attributes contains unique values`), coupling(KindDuplicateRecord)),
+	on("row version changed", rx(`doesn['’]t match the RowVersion|has more recent data, so this record was ignored`), coupling(KindUpdateConflict)),
+	on("delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)),
+	// Writing a column Dataverse keeps read-only is the mapping's fault, not the row's state.
+	on("read-only column", rx(`(attribute|field|column|property) '?[\w.]+'? .{0,40}(is read[- ]?only|cannot be (set|updated|modified) because it is read[- ]?only)`), setup(KindSchemaMismatch)),
+	on("record state conflict", rx(stateConflict), coupling(KindStateConflict)),
+	// An option set's range lists its accepted values: the column lacks an option, the administrator's.
+	on("option value outside the column's options", rx(`is outside the valid range\. Accepted Values`), setup(KindOptionValueMissing)),
+	on("value out of range or too long", rx(outOfRange), coupling(KindInvalidData)),
+	on("value of the wrong type", rx(wrongType), coupling(KindInvalidData)),
+	on("option value missing", rx(`picklist value is out of the range|value is out of range|is not a valid (option|picklist) value|option set value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)),
+	on("schema mismatch", rx(`Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found|untyped value in non-open type|when reading a top-level resource|is not enabled for Web ?Api|Could not find (an )?entity (with|named)|entity .{0,60}(does not exist|was not found) in the MetadataCache|(attribute|column) .{0,60} does not exist`), setup(KindSchemaMismatch)),
+	on("input parameters invalid", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)`), coupling(KindInvalidData)),
+	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization|the environment['’]s security group)|no license|not licensed`), setup(KindUserDisabled)),
+	on("Entra ID", rx(`AADSTS\d+|invalid_client|unauthorized_client|invalid_scope|invalid_resource|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|only an admin(istrator)? can grant|(has|have) not consented|admin(istrator)? consent|from (an )?external identity provider|MSIS\d{4}|OAuthInvalidResourceException`), setup(KindAuthentication)),
+	on("custom logic", rx(`ISV code aborted|Business Process Error|plug-?in|custom (workflow|action)|InvalidPluginExecutionException|Microsoft\.Crm\.Sandbox|SandboxCodeUnit`), setup(KindCustomLogic)),
+}
+
+// transport is a connection that failed below HTTP, as .NET, Go and Node word it, in the
+// languages Windows words socket errors in (Dataverse and its SDKs pass them on translated).
+const transport = `forcibly closed|closed the transport stream|remote name could not be resolved|NameResolution|error occurred while receiving the HTTP response|Only one usage of each socket address|Unable to connect to the remote server|(Unexpected )?(response|status) code 0\b|socket operation|connection (was )?reset|ECONNRESET|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EPIPE|broken pipe|` +
+	`No such host is known|no such host|Name or service not known|getaddrinfo|name resolution|` +
+	`underlying connection was closed|A connection attempt failed|actively refused|connection refused|SocketException|` +
+	`TLS handshake|SSL connection could not be established|Unable to read data from the transport connection|` +
+	`An error occurred while sending the request|unexpected EOF|connection (was )?(closed|aborted|terminated)|` +
+	// German, French, Spanish, Portuguese, Dutch, Italian, Polish, Russian, Japanese, Chinese.
+	`vom Remotehost geschlossen|zugrunde liegende Verbindung wurde geschlossen|Verbindungsversuch ist fehlgeschlagen|Der angegebene Host ist unbekannt|` +
+	`fermée par l'h[ôo]te distant|connexion sous-jacente a été fermée|tentative de connexion a échoué|Hôte inconnu|` +
+	`interrupción de una conexión existente|conexión subyacente|intento de conexión|No se puede resolver|` +
+	`cancelamento de uma conexão existente|conexão subjacente|tentativa de conexão falhou|Host desconhecido|` +
+	`geforceerd (verbroken|gesloten)|onderliggende verbinding is gesloten|verbindingspoging is mislukt|` +
+	`interrotta forzatamente dall'host remoto|connessione sottostante|` +
+	`zamknięte przez zdalnego hosta|` +
+	`принудительно разорвал|` +
+	`リモート ホストに強制的に切断|远程主机强迫关闭`
+
+// timeouts is a request that took too long, in the same languages.
+const timeouts = `\btime(d ?|-| )?out|Timeout(Exception|Error|Expired)|timeout expired|operation was cancell?ed|task was cancell?ed|deadline exceeded|` +
+	`Zeitüberschreitung|Zeitlimit|délai d'attente|d[ée]lai .{0,20}expiré|tiempo de espera|tempo limite|tempo esgotado|` +
+	`time-out|verlopen tijd|tempo scaduto|limit czasu|время ожидания|тайм-аут|таймаут|タイムアウト|超时`
+
+// deleteBlocked is a delete refused because other rows refer to the row.
+const deleteBlocked = `object you tried to delete is associated with another object|` +
+	`cannot be deleted because (it is|it's) (associated|referenced|used|being used)|` +
+	`(can ?not|can['’]t|unable to) delete .{0,120}(because|since) .{0,80}(associated|referenced|related|in use|used by|depend)|` +
+	`DELETE statement conflicted with the REFERENCE constraint|restrict(ed)? (delete|cascade)|cascade (delete|relationship) .{0,60}(restrict|prevent)|` +
+	`is referenced by (another|other) (record|row|object)s?|(being used|in use|used) (by|in) .{0,60}(cannot|can['’]t|can not) be deleted|could not be deleted because of an association|(can ?not|can['’]t|unable to) delete .{0,80}(because it has|which (owns|has)|that (owns|has)) `
+
+// stateConflict is a write refused because of the row's state or its parent's.
+const stateConflict = `is not in a state that allows|can ?not be used to set the state of|(status|state) of the \w+ does not allow|` +
+	`already (been )?(resolved|closed|cancell?ed|completed|fulfilled|inactive|deactivated|won|lost|invoiced|submitted|approved|activated)|` +
+	`(record|row|entity|object|case|quote|order|invoice|opportunity|incident|contract|activity) (is|was) (closed|inactive|read[- ]?only|resolved|cancell?ed|not editable)|` +
+	`(cannot|can['’]t|can not|unable to) be (modified|updated|edited|changed|saved) because (it|the record|its parent|the parent .{0,40}) is|` +
+	`because it is read[- ]?only|is read[- ]?only and cannot be|record is read[- ]?only|parent .{0,60}(is not editable|is read[- ]?only|is inactive|is closed|not in an? (editable|active) state)|` +
+	`(can ?not|can['’]t|unable to) (update|edit|modify|change) (a |an |the )?(closed|inactive|resolved|cancell?ed|completed|deactivated|read[- ]?only|fulfilled|won|lost|active)\b|` +
+	`\b(quote|order|invoice|salesorder|opportunity)\b .{0,60}(is|has been) (active|closed|won|lost|fulfilled|invoiced|revised|cancell?ed)|` +
+	`(quote|order|invoice|contract) .{0,40}(cannot|can['’]t) be (edited|updated|modified|revised|activated|deleted)|` +
+	`not valid (state|status)( code)? transition|invalid state (code|transition)|` +
+	`(Deactivated|inactive|disabled|closed) (object|record|row|parent)s? (cannot|can['’]t|can not)|under an? (disabled|inactive|deactivated|closed) parent|because it is in (an? )?\w+ state|` +
+	`The entity is inactive|Cannot (update|perform this operation on) an inactive|not in (an? )?(active|editable|draft|open) state|record is inactive|is in an inactive state`
+
+// outOfRange is a value outside what the column takes: dates before 1753 (1900 for date-only),
+// integers, decimals and money outside their minimum and maximum, text longer than the column.
+const outOfRange = `exceeded the maximum allowed length|is outside the valid range|contains one or more invalid characters|` +
+	`SqlDateTime overflow|1/1/1753|1753-01-01|January 1, 1753|date.{0,40}(is )?(out of|outside the) (the )?(valid |supported )?range|` +
+	`(less|greater|smaller|larger|lower|higher) than the (minimum|maximum)( allowed| permitted)? (value|date|amount|length)|` +
+	`(minimum|maximum) (allowed )?(value|length|amount) (for|of) .{0,80}(is|was) (exceeded|not met)|` +
+	`(value|amount) .{0,60}(must be|should be) (between|less than|greater than|at (most|least))|` +
+	`Arithmetic overflow|(less|greater|smaller|larger|lower|higher) than (the )?(minimum|maximum|min|max)|m[ia]n[iu]mum value supported|Expected value between|is not a valid status code for state code|would create a loop in|loop (exists )?in .{0,30}hierarchy|(connect|associate|link|relate) a record to itself|too large or too small for an? (Int32|Int64|Decimal|Double)|` +
+	`String or binary data would be truncated|exceeds the maximum length|is (too long|longer than)`
+
+// wrongType is a value of a type the column does not take, or one that does not convert.
+const wrongType = `Cannot convert the literal|Cannot convert a primitive value|was not recognized as a valid (Edm\.|DateTime|date|Boolean|number)|` +
+	`Incorrect attribute value type|attribute .{0,80}expects (a )?value of type|Invalid cast from|Input string was not in a correct format|` +
+	`Guid should contain 32 digits|Unrecognized 'Edm\.\w+' literal|not a valid (Edm\.)?(Guid|DateTime|DateTimeOffset|Decimal|Int32|Int64|Double|Boolean)|` +
+	`The value .{0,120} is not valid for|is not a valid value for|type conversion|conversion (of|from) .{0,60} failed|Conversion failed|` +
+	`expected type 'Edm\.\w+'|does not match the expected type`
