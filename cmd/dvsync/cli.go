@@ -438,6 +438,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		ConsumerLag *uint64            `json:"consumer_lag"`
 		States      []httpapi.TableRun `json:"table_states"`
+		Runs        []httpapi.RunView  `json:"coupling_runs"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return err
@@ -457,5 +458,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if st.ConsumerLag != nil {
 		fmt.Fprintf(stdout, "changes waiting for the workers: %d\n", *st.ConsumerLag)
 	}
-	return printTableStates(stdout, st.States)
+	if err := printTableStates(stdout, st.States); err != nil {
+		return err
+	}
+	return printCouplingRuns(stdout, st.Runs)
 }

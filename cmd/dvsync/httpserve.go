@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/infra/httpapi"
-	"github.com/dvsync/dvsync/infra/natsjs"
 )
 
 // checks are the dependencies /healthz reports on (liveness).
@@ -65,24 +65,18 @@ func (s *stack) serveHTTP(ctx context.Context, ln net.Listener, tokens *httpapi.
 		api.SessionKey, _ = s.cfg.sessionKey()
 		replayer := &replay.Replayer{Store: s.store, JS: s.js, Log: s.log.With("component", "replay"), Metrics: s.metrics}
 		api.Replay = replayer
-		api.CoupleRun = couplingRunner{replayer: replayer, ledger: s.store}
+		var runs sync.WaitGroup
+		defer runs.Wait() // the coupling runs started in the background end with ctx
+		api.CoupleRun = recordedRuns{couplingRunner: couplingRunner{replayer: replayer, ledger: s.store}, store: s.store,
+			beat: coupleRunBeat, base: ctx, wg: &runs}
 		actions, err := s.couplingActions(replayer)
 		if err != nil {
 			return err
 		}
 		api.Coupling = actions
-		api.Pauses = tablePauses{store: s.store, js: s.js, nc: s.nc, mappings: actions.Mappings, now: time.Now}
-		api.Lag = func(ctx context.Context) (uint64, error) {
-			c, err := s.js.Consumer(ctx, natsjs.ChangesStream, natsjs.WorkerConsumer)
-			if err != nil {
-				return 0, err
-			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				return 0, err
-			}
-			return info.NumPending + uint64(info.NumAckPending), nil
-		}
+		view := &streamView{js: s.js, tables: actions.Mappings.Tables(), ttl: streamViewTTL}
+		api.Pauses = tablePauses{store: s.store, js: s.js, nc: s.nc, mappings: actions.Mappings, view: view}
+		api.Lag = view.lag
 	}
 	return serve(ctx, ln, api.Handler())
 }

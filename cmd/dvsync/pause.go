@@ -28,7 +28,8 @@ type tablePauses struct {
 	js       jetstream.JetStream
 	nc       *nats.Conn
 	mappings domain.Mappings
-	now      func() time.Time
+	// view is the cached reading of JetStream that every status view shares (progress.go).
+	view *streamView
 }
 
 func (p tablePauses) Pause(ctx context.Context, table, actor string) (bool, error) {
@@ -49,7 +50,12 @@ func (p tablePauses) Resume(ctx context.Context, table, actor string) (bool, err
 	if err != nil {
 		return false, err
 	}
-	changed, err := p.store.ResumeTable(ctx, table, actor, backlog)
+	pos, err := natsjs.WorkerPosition(ctx, p.js)
+	if err != nil {
+		return false, err
+	}
+	// The catch-up is a backlog period, counted from here by the workers like any other.
+	changed, err := p.store.ResumeTable(ctx, table, actor, backlog, pos.Delivered)
 	p.notify(changed)
 	return changed, err
 }
@@ -66,36 +72,39 @@ func (p tablePauses) States(ctx context.Context) ([]httpapi.TableRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	byTable := map[string]storage.TableState{}
-	for _, st := range stored {
-		byTable[st.Table] = st
+	periods, err := p.store.BacklogPeriods(ctx)
+	if err != nil {
+		return nil, err
 	}
+	byTable, paused := map[string]storage.TableState{}, map[string]bool{}
+	for _, st := range stored {
+		byTable[st.Table], paused[st.Table] = st, st.Paused
+	}
+	open := map[string]storage.BacklogPeriod{}
+	for _, pr := range periods {
+		open[pr.Table] = pr
+	}
+	// A status without the waiting counts beats no status: NATS may be away for a moment.
+	waiting, werr := p.view.waiting(ctx, paused)
 	var out []httpapi.TableRun
 	for _, table := range p.mappings.Tables() {
 		run := httpapi.TableRun{Table: table, State: httpapi.StateRunning}
-		st, ok := byTable[table]
-		if ok {
+		if st, ok := byTable[table]; ok {
 			since := st.Since
 			run.Since, run.By = &since, st.By
 		}
-		if ok && (st.Paused || st.CatchingUp) {
+		pr, inPeriod := open[table]
+		switch {
+		case paused[table]:
 			run.State = httpapi.StatePaused
-			if !st.Paused {
-				run.State = httpapi.StateCatchingUp
-			}
-			// Counted for these tables only: one small JetStream request each.
-			if n, err := natsjs.TableBacklog(ctx, p.js, table); err == nil {
-				run.Backlog = &n
-				if run.State == httpapi.StateCatchingUp {
-					pr := httpapi.CatchUp(st.ResumeBacklog, n, st.Since, p.now())
-					run.Progress = &pr
-					if n == 0 {
-						if _, err := p.store.CaughtUp(ctx, table); err == nil {
-							run.State = httpapi.StateRunning
-						}
-					}
-				}
-			}
+		case inPeriod:
+			// A period's counts are the store's, the same in every replica.
+			run.State = string(pr.Kind)
+			left, progress := pr.Left, periodProgress(pr)
+			run.Backlog, run.Progress = &left, &progress
+		}
+		if n, ok := waiting[table]; ok && werr == nil && run.Backlog == nil {
+			run.Backlog = &n
 		}
 		out = append(out, run)
 	}
@@ -158,14 +167,8 @@ func printTableStates(stdout io.Writer, states []httpapi.TableRun) error {
 		if t.Backlog != nil {
 			waiting = fmt.Sprint(*t.Backlog)
 		}
-		if p := t.Progress; p != nil {
-			progress = fmt.Sprintf("%d/%d (%d%%)", p.Done, p.Total, p.Percent())
-			if p.Rate > 0 {
-				progress += fmt.Sprintf(", %.1f/s", p.Rate)
-			}
-			if p.LeftSeconds != nil {
-				progress += ", " + (time.Duration(*p.LeftSeconds) * time.Second).Round(time.Second).String() + " left"
-			}
+		if t.Progress != nil {
+			progress = progressText(*t.Progress)
 		}
 		if t.Since != nil {
 			since = t.Since.Local().Format("2006-01-02 15:04:05")
@@ -174,6 +177,44 @@ func printTableStates(stdout io.Writer, states []httpapi.TableRun) error {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", termSafe(t.Table), strings.ReplaceAll(t.State, "_", " "), waiting, progress, since)
+	}
+	return tw.Flush()
+}
+
+// progressText is done / total with the rate and the time left, as the page's bar says it.
+func progressText(p httpapi.Progress) string {
+	if p.Counting() {
+		return "counting…"
+	}
+	out := fmt.Sprintf("%d/%d (%d%%)", p.Done, p.Total, p.Percent())
+	if p.Rate > 0 {
+		out += fmt.Sprintf(", %.1f/s", p.Rate)
+	}
+	if p.LeftSeconds != nil {
+		out += ", " + (time.Duration(*p.LeftSeconds) * time.Second).Round(time.Second).String() + " left"
+	}
+	return out
+}
+
+// printCouplingRuns is the coupling runs' part of `dvsync status`: each table's newest run.
+func printCouplingRuns(stdout io.Writer, runs []httpapi.RunView) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COUPLING RUN	STATE	PROGRESS	COUPLED	CREATED	FAILED	STARTED")
+	for _, r := range runs {
+		progress := "-"
+		if r.State == "running" || !r.Progress.Counting() {
+			progress = progressText(r.Progress)
+		}
+		state := r.State
+		if r.Failure != "" && r.Failure != "interrupted" {
+			state += ": " + termSafe(r.Failure)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s by %s\n", termSafe(r.Table), state, progress, r.Coupled, r.Created, r.Failed,
+			r.StartedAt.Local().Format("2006-01-02 15:04:05"), termSafe(r.By))
 	}
 	return tw.Flush()
 }

@@ -22,7 +22,7 @@ func TestPausedTableWaitsAndCatchesUpInOrder(t *testing.T) {
 	h := startWith(t, options{workers: 1, tweak: func(c *Config) { c.Worker.PausedDelay = 300 * time.Millisecond }})
 	base := h.api()
 	t.Cleanup(func() { // the database outlives the test: no other test may find currency paused
-		_, _ = h.store.ResumeTable(context.Background(), "currency", "cleanup", 0)
+		_, _ = h.store.ResumeTable(context.Background(), "currency", "cleanup", 0, 0)
 	})
 	var res map[string]any
 	if code := call(t, "POST", base+"/api/v1/tables/currency/pause", testViewerToken, nil, &res); code != 403 {
@@ -74,7 +74,7 @@ func TestPausedTableWaitsAndCatchesUpInOrder(t *testing.T) {
 		t.Fatalf("dvsync status = %d:\n%s%s", rc, out.String(), errOut.String())
 	}
 	// The page shows it paused; an operator resumes it with its button.
-	if page := get(t, signIn(t, base, testViewerToken), base+"/tables", 200); !strings.Contains(page, "<td>currency</td><td>paused</td>") || strings.Contains(page, "Resume</button>") {
+	if page := get(t, signIn(t, base, testViewerToken), base+"/tables", 200); !strings.Contains(page, `<td>currency</td><td data-state="table:currency">paused</td>`) || strings.Contains(page, "Resume</button>") {
 		t.Fatalf("a viewer's tables page:\n%s", page)
 	}
 	operator := signIn(t, base, testOperatorToken)

@@ -295,6 +295,7 @@ func (s *stack) runWorker(ctx context.Context) error {
 		Log:      s.log.With("component", "worker"),
 		Pauses:   s.pauses(),
 	}
+	w.Progress = s.progress(w.Pauses)
 	s.pausesView.Store(w.Pauses)
 	if s.nc != nil {
 		// A notice from the API: read the paused tables now rather than at the next refresh.

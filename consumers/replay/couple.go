@@ -50,6 +50,15 @@ const maxRunRecords = 5000
 // to wait for every record's outcome and counts them; a record is "created" when its row has the
 // id dvsync creates rows with, "coupled" when it is a row that existed.
 func (r *Replayer) CoupleTable(ctx context.Context, ledger Lister, table, actor string, wait time.Duration) (CouplingRun, error) {
+	return r.CoupleTableWatched(ctx, ledger, table, actor, wait, nil)
+}
+
+// CoupleTableWatched is CoupleTable telling watch, when not nil, the run's counts so far: while
+// it lists its records (Listed false) and after every look at their outcomes (h-progress).
+func (r *Replayer) CoupleTableWatched(ctx context.Context, ledger Lister, table, actor string, wait time.Duration, watch func(run CouplingRun, listed bool)) (CouplingRun, error) {
+	if watch == nil {
+		watch = func(CouplingRun, bool) {}
+	}
 	run := CouplingRun{Table: table, Results: []RunRecord{}}
 	type pendingRecord struct {
 		i      int
@@ -90,12 +99,14 @@ func (r *Replayer) CoupleTable(ctx context.Context, ledger Lister, table, actor 
 			pending = append(pending, pendingRecord{i: len(run.Results), before: before})
 			run.Results = append(run.Results, rec)
 		}
+		watch(run.count(), false)
 		if page.Next == "" {
 			break
 		}
 		f.Cursor = page.Next
 	}
 	run.Records = len(run.Results)
+	watch(run.count(), true)
 	deadline := time.Now().Add(wait)
 	for len(pending) > 0 {
 		left := pending[:0]
@@ -118,6 +129,7 @@ func (r *Replayer) CoupleTable(ctx context.Context, ledger Lister, table, actor 
 			}
 		}
 		pending = left
+		watch(run.count(), true)
 		if len(pending) == 0 || !time.Now().Before(deadline) {
 			break
 		}

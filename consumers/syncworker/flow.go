@@ -305,6 +305,7 @@ func (w *Worker) ack(log *slog.Logger, j job, outcome string) {
 	if err := j.msg.Ack(); err != nil {
 		log.Warn("ack not sent; the change will be redelivered and found stale", "err", err)
 	}
+	w.Progress.ackedOne(j.msg.Subject())
 	table := w.Metrics.Table(j.event.Table)
 	w.Metrics.EventsHandled.WithLabelValues(table, outcome).Inc()
 	if !j.meta.Timestamp.IsZero() {

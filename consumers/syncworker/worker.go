@@ -66,13 +66,17 @@ type Config struct {
 	// PausedDelay is the nak delay of a paused table's change: how long after a resume its
 	// changes start again at most, and how often each of them comes back while paused.
 	PausedDelay time.Duration
+	// ProgressEvery is how often the tables' backlog is counted for its progress; a backlog of
+	// BacklogThreshold changes or more is shown as a catch-up (h-progress).
+	ProgressEvery    time.Duration
+	BacklogThreshold uint64
 }
 
 // DefaultConfig fits natsjs.DefaultTopology.
 func DefaultConfig() Config {
 	return Config{Lanes: 1024, HandleTimeout: 45 * time.Second, AckWait: 30 * time.Second, MaxDeliver: 200, QueueDepth: 2,
 		ShutdownGrace: 15 * time.Second, RedeliveryDelay: ExponentialDelay(5*time.Second, 10*time.Minute), RetryBudget: 24 * time.Hour,
-		PausedDelay: 15 * time.Second}
+		PausedDelay: 15 * time.Second, ProgressEvery: 2 * time.Second, BacklogThreshold: 100}
 }
 
 // ExponentialDelay doubles from first up to max.
@@ -98,6 +102,8 @@ type Worker struct {
 	Log      *slog.Logger
 	// Pauses, when set, holds the changes of paused tables in the stream (h-pause).
 	Pauses *Pauses
+	// Progress, when set, keeps the tables' backlog periods (h-progress).
+	Progress *Progress
 }
 
 // job is a fetched message with its decoded event, or the reason it could not be decoded.
@@ -149,6 +155,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer pw.Wait()
 		defer stopPauses()
 	}
+	if w.Progress != nil {
+		var pw sync.WaitGroup
+		pctx, stopProgress := context.WithCancel(ctx)
+		pw.Go(func() { w.Progress.Run(pctx) })
+		defer pw.Wait()
+		defer stopProgress()
+	}
 
 	depth := max(w.Config.QueueDepth, 1)
 	capacity := w.Config.Lanes * depth
@@ -171,6 +184,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.handleSafely(work, j)
 				}
 				held.release(j.msg)
+				w.Progress.released(j.msg.Subject())
 				slots.Release(1)
 			}
 		}(lanes[i])
@@ -220,6 +234,7 @@ func (w *Worker) fetch(ctx context.Context, n int, held *heartbeat, lanes []*lan
 			held.release(msg)
 			continue
 		}
+		w.Progress.held(msg.Subject())
 		j := w.decode(msg)
 		lanes[w.lane(j)].push(j)
 		dispatched++

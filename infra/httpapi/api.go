@@ -34,7 +34,7 @@ type Replayer interface {
 
 // allRoutes are the routes of the API: routes and the coupling actions' (couplings.go).
 func allRoutes() []route {
-	return append(append(append([]route{}, routes...), couplingRoutes...), pauseRoutes...)
+	return append(append(append(append([]route{}, routes...), couplingRoutes...), pauseRoutes...), progressRoutes...)
 }
 
 //go:embed openapi.yaml

@@ -44,6 +44,9 @@ func (s *Server) coupleTable(w http.ResponseWriter, r *http.Request, p Principal
 		return
 	}
 	run, err := s.CoupleRun.CoupleTable(r.Context(), table, p.Name, wait)
+	if runInProgress(w, table, err) {
+		return
+	}
 	if err != nil {
 		s.unavailable(w, err)
 		return
@@ -87,6 +90,10 @@ func (s *Server) coupleForm(w http.ResponseWriter, r *http.Request, d pageData) 
 	}
 	if s.CoupleRun == nil {
 		http.Error(w, "This server does not run coupling runs.", http.StatusServiceUnavailable)
+		return
+	}
+	if rs := s.runStarter(); rs != nil {
+		s.startRunForm(w, r, rs, table, d.User) // in the background: the page shows its progress
 		return
 	}
 	run, err := s.CoupleRun.CoupleTable(r.Context(), table, d.User, pageRunWait)

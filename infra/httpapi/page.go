@@ -82,6 +82,7 @@ type pageData struct {
 	Couplings []domain.Coupling
 	Audit     []storage.AuditEntry
 	States    []TableRun
+	Runs      []RunView // a table's coupling runs (progress.go)
 	Source    sourceView
 
 	Question, Action, Button, Back string
@@ -327,6 +328,8 @@ var flashes = map[string]string{
 	"deleted":                       "Error {id} deleted.",
 	"deleted_many":                  "{n} errors deleted.",
 	"replayed_shown":                "{n} of {of} errors replayed.",
+	"coupling_run_started":          "Coupling run started: its progress shows below, and in dvsync status.",
+	"coupling_run_busy":             "A coupling run of this table is in progress already: its progress shows below.",
 	"coupling_run":                  "Coupling run: {n} records without a row sent again: {coupled} coupled, {created} created, {failed} failed, {pending} still running.",
 }
 
@@ -516,6 +519,7 @@ func (s *Server) couplingsPage(w http.ResponseWriter, r *http.Request, d pageDat
 	d.Return = "/couplings?" + q.Encode()
 	d.Tables = withCurrent(domain.KnownTables, f.Table)
 	d.CStatuses = []string{"", "synced", "failed", "deleted", "uncoupled"}
+	d.Runs = s.runsOf(r.Context(), f.Table)
 	s.render(w, "couplings.html", d)
 }
 

@@ -12,7 +12,7 @@ type TablePauses interface {
 	// Pause and Resume report whether the state changed; ErrUnknownTable for a table no mapping has.
 	Pause(ctx context.Context, table, actor string) (bool, error)
 	Resume(ctx context.Context, table, actor string) (bool, error)
-	// States is every mapped table's state, with the backlog of those paused or catching up.
+	// States is every mapped table's state with its changes waiting, and a backlog period's progress.
 	States(ctx context.Context) ([]TableRun, error)
 }
 
@@ -33,9 +33,11 @@ type TableRun struct {
 	// Since and By: the last pause or resume (absent for a table never paused).
 	Since *time.Time `json:"since,omitempty"`
 	By    string     `json:"by,omitempty"`
-	// Backlog is the changes of the table waiting in the stream (paused or catching up only).
+	// Backlog is the table's changes waiting: a paused table's after the workers' ack floor, a
+	// running one's after their delivered position, and during a backlog period what is left of it
+	// (handed-out changes not acked yet included). Absent when JetStream could not be read.
 	Backlog *uint64 `json:"backlog,omitempty"`
-	// Progress is the catch-up's since the resume.
+	// Progress is a load's or catch-up's (a backlog period) since it began.
 	Progress *Progress `json:"progress,omitempty"`
 }
 
@@ -54,18 +56,6 @@ func (p Progress) Percent() int {
 		return 100
 	}
 	return int(min(p.Done*100/p.Total, 100))
-}
-
-// CatchUp is the progress of a catch-up that began at since with total changes waiting, now that
-// left are.
-func CatchUp(total, left uint64, since, now time.Time) Progress {
-	p := Progress{Total: total, Done: total - min(left, total)}
-	if el := now.Sub(since).Seconds(); el > 0 && p.Done > 0 {
-		p.Rate = float64(p.Done) / el
-		s := float64(total-p.Done) / p.Rate
-		p.LeftSeconds = &s
-	}
-	return p
 }
 
 // pauseRoutes are the pause and resume routes (registered in allRoutes).
@@ -124,10 +114,16 @@ func (s *Server) tableStates(ctx context.Context, out map[string]any) {
 		return
 	}
 	out["table_states"] = states
+	if runs, err := s.latestRuns(ctx); err != nil {
+		s.logWarn("reading the coupling runs", err)
+	} else if runs != nil {
+		out["coupling_runs"] = runs
+	}
 }
 
 // tablesRoutes are the tables page and its pause and resume buttons (without Pauses, none).
 func (s *Server) tablesRoutes(mux *http.ServeMux) {
+	s.progressPageRoutes(mux)
 	if s.Pauses == nil {
 		return
 	}

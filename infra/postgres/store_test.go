@@ -89,5 +89,16 @@ func TestContract(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		AgeCouplingRuns: func(t *testing.T, table string, d time.Duration) {
+			admin, err := pgx.Connect(context.Background(), dbURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer admin.Close(context.Background())
+			if _, err := admin.Exec(context.Background(), `UPDATE coupling_runs SET started_at = started_at - make_interval(secs => $2),
+				heartbeat_at = heartbeat_at - make_interval(secs => $2) WHERE table_name = $1`, table, d.Seconds()); err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
 }

@@ -10,15 +10,15 @@ import (
 
 // PauseTable pauses a table; the change and its audit entry are one transaction.
 func (s *Store) PauseTable(ctx context.Context, table, actor string) (bool, error) {
-	return s.setPause(ctx, table, actor, true, 0)
+	return s.setPause(ctx, table, actor, true, 0, 0)
 }
 
-// ResumeTable resumes a paused table, keeping its backlog at resume for the catch-up's progress.
-func (s *Store) ResumeTable(ctx context.Context, table, actor string, backlog uint64) (bool, error) {
-	return s.setPause(ctx, table, actor, false, backlog)
+// ResumeTable resumes a paused table and opens its catch-up period when changes wait.
+func (s *Store) ResumeTable(ctx context.Context, table, actor string, backlog, startSeq uint64) (bool, error) {
+	return s.setPause(ctx, table, actor, false, backlog, startSeq)
 }
 
-func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, backlog uint64) (bool, error) {
+func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, backlog, startSeq uint64) (bool, error) {
 	action := map[bool]string{true: "pause", false: "resume"}[paused]
 	changed := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -27,14 +27,11 @@ func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, 
 		now := s.now().UnixNano()
 		if paused {
 			res, err = tx.ExecContext(ctx, `INSERT INTO table_pauses (table_name, paused, changed_at, changed_by) VALUES (?, 1, ?, ?)
-				ON CONFLICT (table_name) DO UPDATE SET paused = 1, changed_at = excluded.changed_at, changed_by = excluded.changed_by,
-					catching_up = 0, resume_backlog = 0
+				ON CONFLICT (table_name) DO UPDATE SET paused = 1, changed_at = excluded.changed_at, changed_by = excluded.changed_by
 				WHERE NOT table_pauses.paused`, table, now, actor)
 		} else {
-			b := int64(min(backlog, 1<<62))
-			res, err = tx.ExecContext(ctx, `UPDATE table_pauses SET paused = 0, changed_at = ?, changed_by = ?,
-					catching_up = ? > 0, resume_backlog = ?
-				WHERE table_name = ? AND paused`, now, actor, b, b, table)
+			res, err = tx.ExecContext(ctx, `UPDATE table_pauses SET paused = 0, changed_at = ?, changed_by = ?
+				WHERE table_name = ? AND paused`, now, actor, table)
 		}
 		if err != nil {
 			return fmt.Errorf("sqlite: %s %s: %w", action, table, err)
@@ -43,6 +40,16 @@ func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, 
 			return nil
 		}
 		changed = true
+		// A pause ends the table's backlog period (what waits then is no load); a resume opens its
+		// catch-up, in the transaction that changes the state.
+		if paused {
+			_, err = s.endBacklog(ctx, tx, table)
+		} else if backlog > 0 {
+			_, err = s.startBacklog(ctx, tx, table, storage.BacklogCatchingUp, backlog, startSeq)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: %s %s: %w", action, table, err)
+		}
 		target := table
 		if !paused {
 			target = fmt.Sprintf("%s (%d changes waiting)", table, backlog)
@@ -52,20 +59,9 @@ func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, 
 	return changed, err
 }
 
-// CaughtUp ends a resumed table's catch-up.
-func (s *Store) CaughtUp(ctx context.Context, table string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE table_pauses SET catching_up = 0 WHERE table_name = ? AND catching_up AND NOT paused`, table)
-	if err != nil {
-		return false, fmt.Errorf("sqlite: caught up %s: %w", table, err)
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
-}
-
 // TableStates are the tables ever paused.
 func (s *Store) TableStates(ctx context.Context) ([]storage.TableState, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT table_name, paused, changed_at, changed_by, catching_up, resume_backlog
-		FROM table_pauses ORDER BY table_name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT table_name, paused, changed_at, changed_by FROM table_pauses ORDER BY table_name`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: table states: %w", err)
 	}
@@ -74,11 +70,10 @@ func (s *Store) TableStates(ctx context.Context) ([]storage.TableState, error) {
 	for rows.Next() {
 		var st storage.TableState
 		var at sql.NullInt64
-		var backlog int64
-		if err := rows.Scan(&st.Table, &st.Paused, &at, &st.By, &st.CatchingUp, &backlog); err != nil {
+		if err := rows.Scan(&st.Table, &st.Paused, &at, &st.By); err != nil {
 			return nil, fmt.Errorf("sqlite: table states: %w", err)
 		}
-		st.Since, st.ResumeBacklog = fromNanos(at), uint64(max(backlog, 0))
+		st.Since = fromNanos(at)
 		out = append(out, st)
 	}
 	if err := rows.Err(); err != nil {

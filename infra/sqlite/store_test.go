@@ -38,6 +38,17 @@ func TestContract(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		AgeCouplingRuns: func(t *testing.T, table string, d time.Duration) {
+			db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(`UPDATE coupling_runs SET started_at = started_at - ?1, heartbeat_at = heartbeat_at - ?1 WHERE table_name = ?2`,
+				d.Nanoseconds(), table); err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
 }
 

@@ -68,13 +68,15 @@ type Store interface {
 	// Pause and resume per table (h-pause): a paused table's changes wait in the changes stream
 	// (the workers nak them with a delay) until it is resumed. Each change of state is audited in
 	// the transaction that stores it; asking for the state a table is in already changes nothing
-	// and reports false. ResumeTable keeps backlog, the table's waiting changes when it resumed,
-	// for the catch-up's progress; CaughtUp ends the catch-up (false when there was none).
+	// and reports false. PauseTable ends the table's backlog period; ResumeTable opens its
+	// catch-up period (ProgressStore) when backlog, the table's waiting changes, is not 0, with
+	// startSeq the workers' consumer's delivered position then.
 	PauseTable(ctx context.Context, table, actor string) (bool, error)
-	ResumeTable(ctx context.Context, table, actor string, backlog uint64) (bool, error)
-	CaughtUp(ctx context.Context, table string) (bool, error)
+	ResumeTable(ctx context.Context, table, actor string, backlog, startSeq uint64) (bool, error)
 	// TableStates are the tables ever paused, by name.
 	TableStates(ctx context.Context) ([]TableState, error)
+	// ProgressStore is long work's progress (h-progress, progress.go).
+	ProgressStore
 
 	// Ping checks the database answers, for health checks.
 	Ping(ctx context.Context) error
@@ -351,7 +353,7 @@ func UpdateOutcome(updateErr, commitErr error, stored bool, table, key string) e
 	return nil
 }
 
-// TableState is whether a table is paused, or catching up after a resume (h-pause). A table
+// TableState is whether a table is paused (h-pause); a catch-up is a BacklogPeriod. A table
 // never paused has none: it runs.
 type TableState struct {
 	Table  string
@@ -359,7 +361,4 @@ type TableState struct {
 	// Since is when it was paused, or resumed; By who did it.
 	Since time.Time
 	By    string
-	// CatchingUp is a resumed table whose backlog at resume (ResumeBacklog) is not handled yet.
-	CatchingUp    bool
-	ResumeBacklog uint64
 }

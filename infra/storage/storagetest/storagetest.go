@@ -31,6 +31,9 @@ type Harness struct {
 	// ExpireClaims makes the claims on records with this key run out now, as if their worker had
 	// stalled past its lease.
 	ExpireClaims func(t *testing.T, key string)
+	// AgeCouplingRuns moves the table's coupling runs' times back by d, as if their process had
+	// died that long ago (nil skips the stale-run cases).
+	AgeCouplingRuns func(t *testing.T, table string, d time.Duration)
 }
 
 // Run runs the suite.
@@ -72,6 +75,8 @@ func Run(t *testing.T, h Harness) {
 		{"ResolvePreflightResolvesTheGapsACheckNoLongerFinds", testResolvePreflightResolvesTheGapsACheckNoLongerFinds},
 		{"RowNameRoundTrips", testRowNameRoundTrips},
 		{"PauseResumeAndCatchUpAreStoredAndAudited", testPauseResumeAndCatchUpAreStoredAndAudited},
+		{"BacklogPeriodsOpenCountAndEnd", testBacklogPeriodsOpenCountAndEnd},
+		{"CouplingRunsOnePerTableWithHeartbeats", testCouplingRunsOnePerTableWithHeartbeats},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
 	}

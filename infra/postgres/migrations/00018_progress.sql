@@ -1,0 +1,46 @@
+-- +goose Up
+-- Long work's progress (issue 11 item 5). A backlog period is a table's first load or catch-up:
+-- opened and counted by the workers, read alike by every serve replica. At most one is open per
+-- table; ended ones stay for a while as history.
+CREATE TABLE backlog_periods (
+    id         bigserial   PRIMARY KEY,
+    table_name text        NOT NULL,
+    kind       text        NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    total      bigint      NOT NULL,
+    done       bigint      NOT NULL DEFAULT 0,
+    left_now   bigint      NOT NULL,
+    start_seq  bigint      NOT NULL,
+    ended_at   timestamptz
+);
+CREATE UNIQUE INDEX backlog_periods_open ON backlog_periods (table_name) WHERE ended_at IS NULL;
+
+-- A coupling run of a table: one unfinished per table (a stale one is marked interrupted before
+-- another starts); its heartbeat says it is alive.
+CREATE TABLE coupling_runs (
+    id           bigserial   PRIMARY KEY,
+    table_name   text        NOT NULL,
+    started_by   text        NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    failure      text        NOT NULL DEFAULT '',
+    total        integer,
+    done         integer     NOT NULL DEFAULT 0,
+    coupled      integer     NOT NULL DEFAULT 0,
+    created      integer     NOT NULL DEFAULT 0,
+    failed       integer     NOT NULL DEFAULT 0,
+    skipped      integer     NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX coupling_runs_unfinished ON coupling_runs (table_name) WHERE finished_at IS NULL;
+CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
+
+-- A resume's catch-up is a backlog period now: table_pauses keeps the pause alone.
+ALTER TABLE table_pauses DROP COLUMN catching_up, DROP COLUMN resume_backlog;
+
+-- +goose Down
+ALTER TABLE table_pauses ADD COLUMN catching_up boolean NOT NULL DEFAULT false,
+    ADD COLUMN resume_backlog bigint NOT NULL DEFAULT 0;
+DROP TABLE coupling_runs;
+DROP TABLE backlog_periods;

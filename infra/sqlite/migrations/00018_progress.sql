@@ -1,0 +1,44 @@
+-- +goose Up
+-- Long work's progress: backlog periods and coupling runs (see the PostgreSQL migration). Times
+-- are Unix nanoseconds of the store's clock.
+CREATE TABLE backlog_periods (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    started_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    total      INTEGER NOT NULL,
+    done       INTEGER NOT NULL DEFAULT 0,
+    left_now   INTEGER NOT NULL,
+    start_seq  INTEGER NOT NULL,
+    ended_at   INTEGER
+);
+CREATE UNIQUE INDEX backlog_periods_open ON backlog_periods (table_name) WHERE ended_at IS NULL;
+
+CREATE TABLE coupling_runs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name   TEXT    NOT NULL,
+    started_by   TEXT    NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    finished_at  INTEGER,
+    failure      TEXT    NOT NULL DEFAULT '',
+    total        INTEGER,
+    done         INTEGER NOT NULL DEFAULT 0,
+    coupled      INTEGER NOT NULL DEFAULT 0,
+    created      INTEGER NOT NULL DEFAULT 0,
+    failed       INTEGER NOT NULL DEFAULT 0,
+    skipped      INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX coupling_runs_unfinished ON coupling_runs (table_name) WHERE finished_at IS NULL;
+CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
+
+-- A resume's catch-up is a backlog period now: table_pauses keeps the pause alone.
+ALTER TABLE table_pauses DROP COLUMN catching_up;
+ALTER TABLE table_pauses DROP COLUMN resume_backlog;
+
+-- +goose Down
+ALTER TABLE table_pauses ADD COLUMN catching_up INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE table_pauses ADD COLUMN resume_backlog INTEGER NOT NULL DEFAULT 0;
+DROP TABLE coupling_runs;
+DROP TABLE backlog_periods;

@@ -1,0 +1,115 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ProgressStore keeps long work's progress (issue 11 item 5) where every `serve` replica reads the
+// same: a table's backlog periods (a first load or a catch-up) and the coupling runs. The store
+// stamps every time itself (PostgreSQL's clock, or the embedded store's one process clock), so
+// that a rate is never computed from two machines' clocks.
+type ProgressStore interface {
+	// StartBacklog opens a backlog period of the table unless one is open, and reports whether it
+	// opened one. total is the backlog at the start; startSeq the workers' consumer's delivered
+	// stream sequence then, so a stream recreated since (its sequences start again) ends it.
+	StartBacklog(ctx context.Context, table string, kind BacklogKind, total, startSeq uint64) (bool, error)
+	// TickBacklog adds done (changes acked since the last tick) to the table's open period and
+	// stores left, the backlog now; without an open period it does nothing.
+	TickBacklog(ctx context.Context, table string, done, left uint64) error
+	// EndBacklog ends the table's open period (false when there was none). PauseTable ends it too,
+	// in its own transaction.
+	EndBacklog(ctx context.Context, table string) (bool, error)
+	// BacklogPeriods are the open periods, by table.
+	BacklogPeriods(ctx context.Context) ([]BacklogPeriod, error)
+
+	// StartCouplingRun records a coupling run of the table as started by actor. While another run
+	// of the table is unfinished and beating, it fails with ErrRunInProgress; an unfinished run
+	// whose heartbeat is older than StaleRunAfter is marked interrupted and the new one starts.
+	StartCouplingRun(ctx context.Context, table, actor string) (CouplingRunRecord, error)
+	// BeatCouplingRun stores a running run's counts and its heartbeat.
+	BeatCouplingRun(ctx context.Context, id int64, c RunCounts) error
+	// FinishCouplingRun stores a run's last counts and ends it; failure, when not empty, says why
+	// it could not finish.
+	FinishCouplingRun(ctx context.Context, id int64, c RunCounts, failure string) error
+	// CouplingRuns are the table's runs (every table's when table is ""), newest first.
+	CouplingRuns(ctx context.Context, table string, limit int) ([]CouplingRunRecord, error)
+}
+
+// BacklogKind is why a table has a backlog period.
+type BacklogKind string
+
+const (
+	// BacklogLoading is a first load: nothing of the table was synced when its backlog began.
+	BacklogLoading BacklogKind = "loading"
+	// BacklogCatchingUp is a backlog above the threshold, or what waited while the table was paused.
+	BacklogCatchingUp BacklogKind = "catching_up"
+)
+
+// BacklogPeriod is a table's open backlog period.
+type BacklogPeriod struct {
+	Table string
+	Kind  BacklogKind
+	// StartedAt is when it opened, UpdatedAt when a worker last counted it (both the store's clock).
+	StartedAt, UpdatedAt time.Time
+	// Total is the backlog when it opened; Done the changes acked since; Left the backlog at the
+	// last count, handed-out changes included.
+	Total, Done, Left uint64
+	StartSeq          uint64
+}
+
+// StaleRunAfter is how old an unfinished coupling run's heartbeat may be before the run counts
+// as interrupted (its process died): runs beat every few seconds.
+const StaleRunAfter = time.Minute
+
+// ErrRunInProgress is a coupling run started while another one of the table runs.
+var ErrRunInProgress = errors.New("a coupling run of this table is in progress")
+
+// RunCounts are a coupling run's counts so far. Total is nil while the run is still listing its
+// records.
+type RunCounts struct {
+	Total   *int `json:"total"`
+	Done    int  `json:"done"`
+	Coupled int  `json:"coupled"`
+	Created int  `json:"created"`
+	Failed  int  `json:"failed"`
+	Skipped int  `json:"skipped"`
+}
+
+// Coupling run states.
+const (
+	RunRunning     = "running"
+	RunFinished    = "finished"
+	RunFailed      = "failed"
+	RunInterrupted = "interrupted"
+)
+
+// CouplingRunRecord is one stored coupling run.
+type CouplingRunRecord struct {
+	ID          int64      `json:"id"`
+	Table       string     `json:"table"`
+	By          string     `json:"by"`
+	State       string     `json:"state"`
+	StartedAt   time.Time  `json:"started_at"`
+	HeartbeatAt time.Time  `json:"heartbeat_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	Failure     string     `json:"failure,omitempty"`
+	RunCounts
+}
+
+// RunState is a stored run's state from its columns: stale tells an unfinished run whose
+// heartbeat is older than StaleRunAfter.
+func RunState(finished bool, failure string, stale bool) string {
+	switch {
+	case finished && failure == "":
+		return RunFinished
+	case finished && failure == RunInterrupted:
+		return RunInterrupted
+	case finished:
+		return RunFailed
+	case stale:
+		return RunInterrupted
+	}
+	return RunRunning
+}
