@@ -543,7 +543,10 @@ func TestSpentRetriesBecomeADataverseUnavailableSetupError(t *testing.T) {
 	cur := h.key("PLN")
 	h.publish("currency", cur, 1, map[string]any{"code": isoCode(cur)})
 	e := h.waitError("currency", cur, domain.KindDataverseUnavailable)
-	if e.Class != domain.ClassSetup || e.Details["attempts"] != "2" || e.Details["last_kind"] != string(domain.KindServerError) ||
+	// Parked on the 2nd delivery; a park whose error event could not be published within the
+	// handle timeout (a loaded machine) is redelivered and parks again, with the higher count.
+	attempts, _ := strconv.Atoi(e.Details["attempts"])
+	if e.Class != domain.ClassSetup || attempts < 2 || e.Details["last_kind"] != string(domain.KindServerError) ||
 		e.Event == nil {
 		t.Fatalf("stored error = %+v", e)
 	}
