@@ -220,13 +220,13 @@ func (c Classifier) classifyDataverse(dv *DataverseError) *Failure {
 
 var (
 	// The principal's id may be redacted in reports (<guid>); its attributes may nest parentheses
-	// ("accessMode=1(Setup/Stub user ...)"), so the match runs lazily up to "is missing".
-	rePrivilege  = regexp.MustCompile(`Principal (user|team) \(Id=([^,)]+)(?:, type=(\d+))?(.*?)\)*,? is missing '?(prv(Create|Read|Write|Delete|AppendTo|Append|Assign|Share)?(\w+?))'? privilege`)
+	// ("accessMode=1(Setup/Stub user ...)") and span lines, so the match runs lazily up to "is missing".
+	rePrivilege  = regexp.MustCompile(`(?s)Principal (user|team) \(Id=([^,)]+)(?:, type=(\d+))?(.*?)\)*,?\s+is missing '?(prv(Create|Read|Write|Delete|AppendTo|Append|Assign|Share)?(\w+?))'? privilege`)
 	reSecLib     = regexp.MustCompile(`SecLib::\w+ failed\. User: ([0-9a-fA-F-]{36}), PrivilegeName: (prv\w+)`)
 	reAccessMode = regexp.MustCompile(`accessMode='?([^',)]+)`)
 	reEntity     = regexp.MustCompile(`for entity '(\w+)'`)
 	reCheckPriv  = regexp.MustCompile(`UserId: ([0-9a-fA-F-]{36}) and Privilege: (prv\w+)`)
-	reRowMissing = regexp.MustCompile(`(?:Entity '(\w*)'|(\w+)) (?:With Ids? = |\(Id ?= ?)([0-9a-fA-F-]{36})(?: (?:Does|Do) Not Exist|\)[^.]{0,200}(?:doesn['’]t|does not) exist)`)
+	reRowMissing = regexp.MustCompile(`(?:Entity '(\w*)'|(\w+)) With Ids? = ([0-9a-fA-F-]{36}) (?:Does|Do) Not Exist`)
 	reTooLong    = regexp.MustCompile(`length of the '(\w+)' attribute of the '(\w+)' entity exceeded the maximum allowed length of '(\d+)'`)
 	reRange      = regexp.MustCompile(`value (?:.{0,60}? )?of '(\w+)' on record of type '(\w+)'`)
 	reAttribute  = regexp.MustCompile(`(?i)(?:attribute|field|column|property)(?: named)? '([\w.]+)'|'([\w.]+)' (?:attribute|field|column|property)|(?:attribute|field|column|property) ([a-z_]\w*[_]\w*)|Parameter(?: name)?: (?:Required (?:field|attribute|column) )?(\w+)|format for (\w+) is invalid`)

@@ -90,8 +90,9 @@ const privilege = `is missing '?prv\S+'? privilege|CrmCheckPrivilege failed|SecL
 	`can only be (\w+ ){0,2}by (an? |the )?[\w ]{0,40}?(administrator|admin)s?\b|only (an? |the )?[\w ]{0,30}?administrators? (can|may|is allowed|are allowed)|requires? (the )?(System Administrator|System Customizer|administrator) (role|privilege)s?`
 
 // messageSecurity is WCF refusing the organization service's answer for its security (a token,
-// a clock out of step, a certificate), as .NET words it in English and translated.
-const messageSecurity = `unsecured or incorrectly secured fault|error occurred when verifying security for the message|security timestamp is (invalid|stale)|security token could not be (authenticated|authorized)|` +
+// a clock out of step, a certificate), as .NET words it in English and translated; the pointer to
+// the inner FaultException, which only that message carries, reads the same in every language.
+const messageSecurity = `unsecured or incorrectly secured fault|(inner|intern)\w* FaultException|FaultException intern\w*|error occurred when verifying security for the message|security timestamp is (invalid|stale)|security token could not be (authenticated|authorized)|` +
 	`ungesicherter oder (falsch|nicht korrekt) gesicherter|non protetto o protetto in modo non corretto|non s[ée]curis[ée]e? ou (mal|incorrectement) s[ée]curis[ée]e?|` +
 	`(no seguro|no protegido) o (protegido|asegurado) (incorrectamente|de forma incorrecta)|não (segura|protegida) ou (segura|protegida) incorretamente|onbeveiligde of onjuist beveiligde`
 
