@@ -55,7 +55,7 @@ var byMessage = []messageRule{
 	// The sandbox service not starting or not there is the platform's; a sandbox worker that
 	// crashed or timed out ran the plug-in's code, the plug-in's author's.
 	on("sandbox service unavailable", rx(`Sandbox (Client|Host|Service)s? .{0,60}(encountered an error|(is|are) (currently )?(not |un)available|could not be (reached|contacted|started)|failed to (start|initiali[sz]e)|not responding)|no Sandbox (Worker processes|Hosts|Clients?) (are|is) currently available`), transient(KindServerError)),
-	on("plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)),
+	on("plug-in failed", rx(`Unexpected exception from plug-?in|unexpected error occurred from ISV code|ISV code aborted|Sandbox Worker process (crashed|terminated|exited|stopped)|(typically|likely|probably) (due to|caused by) an error in the plug-?in code|Couldn['’]t complete execution of the .{0,200}(plug-?in|custom activity)`), setup(KindCustomLogic)),
 	on("gateway page", rx(gateway), transient(KindServerError)).serverOnly(),
 	on("transport failure", rx(transport), transient(KindNetwork)),
 	on("timeout", rx(timeouts), transient(KindTimeout)),
