@@ -62,21 +62,21 @@ var byMessage = []messageRule{
 	on("server busy or unavailable", rx(`is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|Service Unavailable`), transient(KindServerError)),
 
 	on("row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist|\(Id ?= ?[0-9a-fA-F{}-]{36,38}\)[^.]{0,200}(doesn['’]t|does not) exist|(record|row) with (the )?(id|key) .{0,80}(doesn['’]t|does not) exist`), coupling(KindDestinationDeleted)),
-	on("duplicate", rx(`duplicate key|matching key values already exists|duplicate of the current record|Entity Key .* violated|Cannot insert duplicate|requires that this set of attributes contains unique values`), coupling(KindDuplicateRecord)),
+	on("duplicate", rx(duplicate), coupling(KindDuplicateRecord)),
 	on("row version changed", rx(`(doesn['’]t|does not) match the RowVersion|RowVersion .{0,40}(mismatch|(doesn['’]t|does not) match)|has more recent (data|changes)|version of the (existing )?record (doesn['’]t|does not) match`), coupling(KindUpdateConflict)),
 	on("delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)),
 	// Writing a column Dataverse keeps read-only is the mapping's fault, not the row's state.
 	on("read-only column", rx(`(attribute|field|column|property) '?[\w.]+'? .{0,40}(is read[- ]?only|cannot be (set|updated|modified) because it is read[- ]?only)`), setup(KindSchemaMismatch)),
 	on("record state conflict", rx(stateConflict), coupling(KindStateConflict)),
-	// A choice column's range lists its accepted values, or the column is a choice by its name
-	// (Dataverse names its choice columns …code: gendercode, statuscode, industrycode): the column
-	// lacks an option, the administrator's.
-	on("option value outside the column's options", rx(`is outside the valid range\. Accepted Values|of '\w+code' on record of type '\w+' is outside the valid range`), setup(KindOptionValueMissing)),
+	// A value a choice column has no option for is the administrator's (add the option or map the
+	// value), before the ranges of numbers: a choice's range lists its accepted values, or the
+	// column is a choice by its name (Dataverse names its choice columns …code: gendercode,
+	// statuscode, industrycode).
+	on("option value not among the column's options", rx(`is outside the valid range\. Accepted Values|of '\w+code' on record of type '\w+' is outside the valid range|picklist value is out of the range|value is out of range|is not a valid (option|picklist|choice) value|(option set|choice) value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)),
 	on("value out of range or too long", rx(outOfRange), coupling(KindInvalidData)),
 	on("state, status or hierarchy combination not allowed", rx(`is not a valid status code for state code|would create a loop in|loop (exists )?in .{0,30}hierarchy|(connect|associate|link|relate) a record to itself`), coupling(KindInvalidData)),
 	on("value of the wrong type", rx(wrongType), coupling(KindInvalidData)),
 	on("required value missing", rx(requiredMissing), coupling(KindInvalidData)),
-	on("option value missing", rx(`picklist value is out of the range|value is out of range|is not a valid (option|picklist) value|option set value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)),
 	on("schema mismatch", rx(schema), setup(KindSchemaMismatch)),
 	on("invalid value", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)|\bInvalid (\w+ ){1,3}(value|type|mask)s?\b`), coupling(KindInvalidData)),
 	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization|the environment['’]s security group)|no license|not licensed|needs at least one security role|(has|have) not (yet )?been (fully )?configured for this user|(does not|doesn['’]t) have any security roles?`), setup(KindUserDisabled)),
@@ -104,6 +104,10 @@ const gateway = `<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service(
 // counts: requests, execution time, concurrency.
 const throttled = `(Number of|Combined execution time of) .{0,120}exceeded (the )?(allowed )?limit|concurrent requests .{0,60}exceeded|Decrease (the )?number of concurrent requests|` +
 	`Rate limit is exceeded|Too ?many ?(concurrent )?requests|RequestsThrottled|request(s)? (was|were|has been|have been) throttled|throttling`
+
+// duplicate is a row Dataverse has already: an alternate key, a duplicate-detection rule, a unique index.
+const duplicate = `duplicate (key|record|row)s?\b|duplicate of the current record|(matching|same) key values? already exists?|Entity Key .* violated|Cannot insert duplicate|` +
+	`requires that this set of attributes contains unique values|Violation of (UNIQUE|PRIMARY) KEY|unique (constraint|index)|already exists with the same (key|values?)`
 
 // requiredMissing is a write that lacks a value Dataverse requires: a required column, the id of
 // a lookup whose table was given, a parameter the message names as null or empty.
