@@ -59,7 +59,7 @@ var byMessage = []messageRule{
 	on("gateway page", rx(gateway), transient(KindServerError)).serverOnly(),
 	on("transport failure", rx(transport), transient(KindNetwork)),
 	on("timeout", rx(timeouts), transient(KindTimeout)),
-	on("server busy or unavailable", rx(`is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|Service Unavailable`), transient(KindServerError)),
+	on("server busy or unavailable", rx(`is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|(Service|Server) Unavailable`), transient(KindServerError)),
 
 	on("row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist|\(Id ?= ?[0-9a-fA-F{}-]{36,38}\)[^.]{0,200}(doesn['’]t|does not) exist|(record|row) with (the )?(id|key) .{0,80}(doesn['’]t|does not) exist`), coupling(KindDestinationDeleted)),
 	on("duplicate", rx(duplicate), coupling(KindDuplicateRecord)),
@@ -78,8 +78,8 @@ var byMessage = []messageRule{
 	on("value of the wrong type", rx(wrongType), coupling(KindInvalidData)),
 	on("required value missing", rx(requiredMissing), coupling(KindInvalidData)),
 	on("schema mismatch", rx(schema), setup(KindSchemaMismatch)),
-	on("invalid value", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)|\bInvalid (\w+ ){1,3}(value|type|mask)s?\b`), coupling(KindInvalidData)),
-	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization|the environment['’]s security group)|no license|not licensed|needs at least one security role|(has|have) not (yet )?been (fully )?configured for this user|(does not|doesn['’]t) have any security roles?`), setup(KindUserDisabled)),
+	on("invalid value", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)|value (for|of) (the )?(attribute|field|column|property)\b.{0,60}\bis (not valid|invalid)|\bInvalid (\w+ ){1,3}(value|type|mask)s?\b`), coupling(KindInvalidData)),
+	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization|the environment['’]s security group)|no license|not licensed|needs at least one security role|no (security )?roles (are )?assigned|(has|have) not (yet )?been (fully )?configured for this user|(does not|doesn['’]t) have any security roles?`), setup(KindUserDisabled)),
 	on("Entra ID", rx(`invalid_client|unauthorized_client|invalid_scope|invalid_resource|invalid_grant|interaction_required|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|from (an )?external identity provider|MSIS\d{4}|OAuthInvalidResourceException`), setup(KindAuthentication)),
 	on("custom logic", rx(`ISV code aborted|Business Process Error|plug-?in|custom (workflow|action)|InvalidPluginExecutionException|Microsoft\.Crm\.Sandbox|SandboxCodeUnit`), setup(KindCustomLogic)),
 }
@@ -98,12 +98,12 @@ const messageSecurity = `unsecured or incorrectly secured fault|(inner|intern)\w
 
 // gateway is a page a gateway or front end answers with when Dataverse behind it failed.
 const gateway = `<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service( Temporarily)? Unavailable|Gateway Time-?out)|\bBad Gateway\b|Service Temporarily Unavailable|Gateway Time-?out|The service is unavailable|HTTP Error 50[234]|` +
-	`upstream connect error|no healthy upstream|(response|reply) from (an? |the )?upstream|upstream (server|service|host) (did not|failed|is unavailable|timed out)|(did not|didn['’]t|failed to) receive a (timely )?response from`
+	`returned an error: \(50[234]\)|upstream connect error|no healthy upstream|(response|reply) from (an? |the )?upstream|upstream (server|service|host) (did not|failed|is unavailable|timed out)|(did not|didn['’]t|failed to) receive a (timely )?response from`
 
 // throttled is Dataverse's (and the Power Platform's) service protection limits, by any of their
 // counts: requests, execution time, concurrency.
 const throttled = `(Number of|Combined execution time of) .{0,120}exceeded (the )?(allowed )?limit|concurrent requests .{0,60}exceeded|Decrease (the )?number of concurrent requests|` +
-	`Rate limit is exceeded|Too ?many ?(concurrent )?requests|RequestsThrottled|request(s)? (was|were|has been|have been) throttled|throttling`
+	`(exceeded|exceeds|reached) (the |its |your )?(rate|request|API) limit|(rate|request|API) limit (was |has been |is )?(exceeded|reached)|Too ?many ?(concurrent )?requests|RequestsThrottled|request(s)? (was|were|has been|have been) throttled|throttling`
 
 // duplicate is a row Dataverse has already: an alternate key, a duplicate-detection rule, a unique index.
 const duplicate = `duplicate (key|record|row)s?\b|duplicate of the current record|(matching|same) key values? already exists?|Entity Key .* violated|Cannot insert duplicate|` +
@@ -118,7 +118,7 @@ const requiredMissing = `Value cannot be null|(can ?not|must not|may not) be (nu
 
 // schema is the mapping naming a table, column, key, property or lookup Dataverse does not have.
 const schema = `Could not find a property named|undeclared property|Resource not found for the segment|URI segment .* is invalid|Invalid url value .* for lookup property|not a defined key|key in the request URI is not valid|Error identified in Payload|Stream was not readable|Invalid property '.*' was found|untyped value in non-open type|when reading a top-level resource|is not enabled for Web ?Api|` +
-	`Could not find (an )?entity (with|named)|entity .{0,60}(does not exist|was not found) in the MetadataCache|(attribute|column) .{0,60} does not exist|` +
+	`Could not find (an? )?(entity|attribute|relationship|column|property|table) (with|named)|(entity|attribute|column|relationship|option ?set)\b.{0,80}(does not exist|was not found) in the MetadataCache|(attribute|column) .{0,60} does not exist|is not a (valid|declared) (navigation )?property|` +
 	`(entity|table) (doesn['’]t|does not) (contain|have) (an? )?(attribute|column|field|property)|(attribute|column|field|property) '[\w.@]+' (wasn['’]t|was not|is not|could not be|cannot be) found|no (attribute|column|field|property) (named|with (the )?name)|` +
 	`Invalid (entity|attribute|column|table|relationship|property) (name|type)\b`
 
@@ -131,7 +131,7 @@ const transport = `forcibly closed|closed the transport stream|remote name could
 	`network-related or instance-specific error|transport-level error|(could not|can ?not|unable to) open a connection to SQL Server|physical connection is not usable|connection is broken and recovery is not possible|` +
 	// A TLS peer that could not be verified: a proxy inspecting TLS, an expired or untrusted certificate.
 	`certificate (has expired|is not (yet )?valid|verify failed|signed by unknown authority)|unable to (get|verify) (the )?(local )?(issuer|first|leaf)\b|self[- ]signed certificate|x509: |UNABLE_TO_(GET|VERIFY)_\w+|CERT_(HAS_EXPIRED|UNTRUSTED|NOT_YET_VALID)|remote certificate is invalid|trust relationship for the SSL/TLS|SSL/TLS secure channel|` +
-	`actively refused|connection refused|SocketException|` +
+	`actively refused|connection refused|SocketException|: EOF\b|GOAWAY|server closed idle connection|use of closed network connection|http2: (client connection lost|stream closed)|` +
 	`TLS handshake|SSL connection could not be established|Unable to read data from the transport connection|` +
 	`An error occurred while sending the request|unexpected EOF|connection (was )?(closed|aborted|terminated)|` +
 	// German, French, Spanish, Portuguese, Dutch, Italian, Polish, Russian, Japanese, Chinese.

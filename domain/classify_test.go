@@ -312,6 +312,16 @@ func TestMessageFamiliesAreToldByTheirShape(t *testing.T) {
 		"The gateway did not receive a timely response from the upstream server.":                                                server,
 		"Number of concurrent requests exceeded the limit of 52.":                                                                throttled,
 		"Combined execution time of incoming requests exceeded limit of 1,200,000 milliseconds over time window of 300 seconds.": throttled,
+		"You have exceeded the rate limit. Try again later":                                                                      throttled,
+		"The remote server returned an error: (503) Server Unavailable.":                                                         server,
+		"Post \"https://contoso.crm.dynamics.com/api/data/v9.2/accounts\": EOF":                                                  network,
+		"http2: server sent GOAWAY and closed the connection":                                                                    network,
+		// The schema's other objects, and users with no role in the SDK's words.
+		"The attribute with AttributeId = 2f1c7e8a-0d4b-4c3e-9a6f-1b2c3d4e5f60 was not found in the MetadataCache.": schema,
+		"'new_parent' is not a valid navigation property.":                                                          schema,
+		"Could not find a relationship named account_contacts.":                                                     schema,
+		"SecLib::RetrievePrivilegeForUser failed - no roles are assigned to user.":                                  noRole,
+		"The specified value for attribute emailaddress1 is not valid.":                                             invalid,
 	}
 	for msg, w := range cases {
 		f := domain.ClassifyDataverse(&domain.DataverseError{Message: msg})
