@@ -142,6 +142,11 @@ const transport = `forcibly closed|closed the transport stream|remote name could
 	`geforceerd (verbroken|gesloten)|onderliggende verbinding is gesloten|verbindingspoging is mislukt|` +
 	`interrotta forzatamente dall'host remoto|connessione sottostante|` +
 	`zamknięte przez zdalnego hosta|` +
+	// The remote name not resolved, the remote server not reached, SQL Server's network error,
+	// translated; "SSL/TLS" stays in every language.
+	`Remotename konnte nicht aufgel[öo]st werden|nom distant n'a pas pu être résolu|nome remoto não pôde ser resolvido|externe naam kan niet worden omgezet|risolvere il nome remoto|` +
+	`Verbindung mit dem Remoteserver|se connecter au serveur distant|conectar con el servidor remoto|conectar-se ao servidor remoto|connettersi al server remoto|verbinding maken met de externe server|` +
+	`Netzwerkbezogener oder instanzspezifischer Fehler|erreur liée au réseau ou spécifique à l'instance|error relacionado con la red o específico de la instancia|SSL/TLS|` +
 	`принудительно разорвал|` +
 	`リモート ホストに強制的に切断|远程主机强迫关闭`
 

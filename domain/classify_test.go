@@ -316,6 +316,8 @@ func TestMessageFamiliesAreToldByTheirShape(t *testing.T) {
 		"The remote server returned an error: (503) Server Unavailable.":                                                         server,
 		"Post \"https://contoso.crm.dynamics.com/api/data/v9.2/accounts\": EOF":                                                  network,
 		"http2: server sent GOAWAY and closed the connection":                                                                    network,
+		"Die Anfrage wurde abgebrochen: Es konnte kein geschützter SSL/TLS-Kanal erstellt werden.":                               network,
+		"Impossible de se connecter au serveur distant":                                                                          network,
 		// The schema's other objects, and users with no role in the SDK's words.
 		"The attribute with AttributeId = 2f1c7e8a-0d4b-4c3e-9a6f-1b2c3d4e5f60 was not found in the MetadataCache.": schema,
 		"'new_parent' is not a valid navigation property.":                                                          schema,
