@@ -61,7 +61,7 @@ var byMessage = []messageRule{
 	on("timeout", rx(timeouts), transient(KindTimeout)),
 	on("server busy or unavailable", rx(`is not currently available|Please (try|retry)( the connection)? again|Please retry|try again later|server is busy|unable to process the request due to an internal error|Internal Server Error|temporarily unavailable|(Service|Server) Unavailable`), transient(KindServerError)),
 
-	on("row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist|\(Id ?= ?[0-9a-fA-F{}-]{36,38}\)[^.]{0,200}(doesn['’]t|does not) exist|(record|row) with (the )?(id|key) .{0,80}(doesn['’]t|does not) exist`), coupling(KindDestinationDeleted)),
+	on("row does not exist", rx(`With Ids? = .{0,80}?(Does|Do) Not Exist|A record with the specified key values does not exist|\(Id ?= ?[0-9a-fA-F{}-]{36,38}\)[^.]{0,200}(doesn['’]t|does not) exist|(record|row) with (the )?(id|key) .{0,80}(doesn['’]t|does not) exist|(specified|requested|referenced|parent|related|target) (record|row)s? (does not|doesn['’]t|no longer) exists?|lookup\b.{0,60}(could not|cannot|can['’]t) be (resolved|found)`), coupling(KindDestinationDeleted)),
 	on("duplicate", rx(duplicate), coupling(KindDuplicateRecord)),
 	on("row version changed", rx(`(doesn['’]t|does not) match the RowVersion|RowVersion .{0,40}(mismatch|(doesn['’]t|does not) match)|has more recent (data|changes)|version of the (existing )?record (doesn['’]t|does not) match`), coupling(KindUpdateConflict)),
 	on("delete blocked by a reference", rx(deleteBlocked), coupling(KindDeleteBlocked)),
@@ -74,11 +74,11 @@ var byMessage = []messageRule{
 	// statuscode, industrycode).
 	on("option value not among the column's options", rx(`is outside the valid range\. Accepted Values|of '\w+code' on record of type '\w+' is outside the valid range|picklist value is out of the range|value is out of range|is not a valid (option|picklist|choice) value|(option set|choice) value .{0,40}(is not valid|does not exist)`), setup(KindOptionValueMissing)),
 	on("value out of range or too long", rx(outOfRange), coupling(KindInvalidData)),
-	on("state, status or hierarchy combination not allowed", rx(`is not a valid status code for state code|would create a loop in|loop (exists )?in .{0,30}hierarchy|(connect|associate|link|relate) a record to itself`), coupling(KindInvalidData)),
+	on("state, status or hierarchy combination not allowed", rx(`is not a valid status code for state code|(status( reason| code)?|statuscode)\b.{0,40}\bnot (a )?valid (for|with) (the |its )?(state|status)|would create a loop in|loop (exists )?in .{0,30}hierarchy|(connect|associate|link|relate) a record to itself`), coupling(KindInvalidData)),
 	on("value of the wrong type", rx(wrongType), coupling(KindInvalidData)),
 	on("required value missing", rx(requiredMissing), coupling(KindInvalidData)),
 	on("schema mismatch", rx(schema), setup(KindSchemaMismatch)),
-	on("invalid value", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)|value (for|of) (the )?(attribute|field|column|property)\b.{0,60}\bis (not valid|invalid)|\bInvalid (\w+ ){1,3}(value|type|mask)s?\b`), coupling(KindInvalidData)),
+	on("invalid value", rx(`An error occurred while validating input parameters|is not valid for (the )?(attribute|field|column|property)|value (for|of) (the )?(attribute|field|column|property)\b.{0,60}\bis (not valid|invalid)|Invalid (e-?mail|phone|url|web ?site|postal code|zip code)\b|(e-?mail|phone|url) (address |number )?.{0,30}\bis (not valid|invalid)|(can ?not|can['’]t|must not|should not) be (earlier|later|before|after) (than )?|\bInvalid (\w+ ){1,3}(value|type|mask)s?\b`), coupling(KindInvalidData)),
 	on("user disabled or unlicensed", rx(`is disabled|not been assigned any (roles|licen[cs]e)|not a member of (any business unit|the organization|the environment['’]s security group)|no license|not licensed|needs at least one security role|no (security )?roles (are )?assigned|(has|have) not (yet )?been (fully )?configured for this user|(does not|doesn['’]t) have any security roles?`), setup(KindUserDisabled)),
 	on("Entra ID", rx(`invalid_client|unauthorized_client|invalid_scope|invalid_resource|invalid_grant|interaction_required|client secret keys .*expired|Application with identifier .* was not found|token is expired|authentication failed|request is unauthorized with client authentication scheme|resource principal named .{0,200} was not found|from (an )?external identity provider|MSIS\d{4}|OAuthInvalidResourceException`), setup(KindAuthentication)),
 	on("custom logic", rx(`ISV code aborted|Business Process Error|plug-?in|custom (workflow|action)|InvalidPluginExecutionException|Microsoft\.Crm\.Sandbox|SandboxCodeUnit`), setup(KindCustomLogic)),
@@ -113,7 +113,7 @@ const duplicate = `duplicate (key|record|row)s?\b|duplicate of the current recor
 // a lookup whose table was given, a parameter the message names as null or empty.
 const requiredMissing = `Value cannot be null|(can ?not|must not|may not) be (null|empty)|` +
 	`Required (field|attribute|column|value|parameter)s? .{0,60}(is|are) (missing|empty|not (set|provided|specified))|(is|are) (a )?required (field|attribute|column)s?\b|` +
-	`A value (is required|must be (provided|specified)) for|complete the required (steps|fields)|(field|attribute|column)s? .{0,40}(is|are) required\b|` +
+	`A value (is required|must be (provided|specified)) for|must be set to a non-null value|must (have|be given) a value|complete the required (steps|fields)|(field|attribute|column)s? .{0,40}(is|are) required\b|` +
 	`Expected non[- ]?empty (guid|value|string|id)|\b(ID|Id|identifier|guid) (was|is) (missing|empty)|Guid\.Empty`
 
 // schema is the mapping naming a table, column, key, property or lookup Dataverse does not have.
@@ -163,7 +163,9 @@ const deleteBlocked = `object you tried to delete is associated with another obj
 	`is referenced by (another|other) (record|row|object)s?|(being used|in use|used) (by|in) .{0,60}(cannot|can['’]t|can not) be deleted|could not be deleted because of an association|(can ?not|can['’]t|unable to) delete .{0,80}(because it has|which (owns|has)|that (owns|has)) `
 
 // stateConflict is a write refused because of the row's state or its parent's.
-const stateConflict = `is not in a state that allows|can ?not be used to set the state of|(status|state) of the \w+ does not allow|` +
+const stateConflict = `is not in a state that allows|` +
+	`(associate|link|relate|assign|set|use|add|attach)( to)? (an? |the )?(inactive|closed|deactivated|resolved|cancell?ed|completed) (record|row|parent|\w+)\b|` +
+	`(record|row|parent|target)\b[^.]{0,60}\b(is|was) (currently )?(inactive|deactivated|closed)\b|can ?not be used to set the state of|(status|state) of the \w+ does not allow|` +
 	`already (been )?(resolved|closed|cancell?ed|completed|fulfilled|inactive|deactivated|won|lost|invoiced|submitted|approved|activated)|` +
 	`(record|row|entity|object|case|quote|order|invoice|opportunity|incident|contract|activity) (is|was) (closed|inactive|read[- ]?only|resolved|cancell?ed|not editable)|` +
 	`(cannot|can['’]t|can not|unable to) be (modified|updated|edited|changed|saved) because (it|the record|its parent|the parent .{0,40}) is|` +

@@ -324,6 +324,15 @@ func TestMessageFamiliesAreToldByTheirShape(t *testing.T) {
 		"Could not find a relationship named account_contacts.":                                                     schema,
 		"SecLib::RetrievePrivilegeForUser failed - no roles are assigned to user.":                                  noRole,
 		"The specified value for attribute emailaddress1 is not valid.":                                             invalid,
+		// The record's own causes in other words: an inactive row used, a row or lookup gone, values out of order.
+		"Cannot associate an inactive record.":                                             {domain.ClassCoupling, domain.KindStateConflict},
+		"The parent account record is inactive.":                                           {domain.ClassCoupling, domain.KindStateConflict},
+		"The specified parent record does not exist.":                                      rowGone,
+		"The lookup value 'Contoso' could not be resolved.":                                rowGone,
+		"The attribute customerid must be set to a non-null value.":                        invalid,
+		"The end date cannot be earlier than the start date.":                              invalid,
+		"Invalid e-mail address. For more information, contact your system administrator.": invalid,
+		"The status reason is not valid for the state.":                                    invalid,
 	}
 	for msg, w := range cases {
 		f := domain.ClassifyDataverse(&domain.DataverseError{Message: msg})
