@@ -291,6 +291,8 @@ func TestMessageFamiliesAreToldByTheirShape(t *testing.T) {
 		"Vom anderen Teilnehmer wurde ein ungesicherter oder falsch gesicherter Fehler empfangen. Fehlercode und Details finden Sie in der inneren FaultException.":                      auth,
 		"Une erreur non sécurisée ou incorrectement sécurisée a été reçue de l'autre partie. Consultez l'exception FaultException interne pour obtenir le code d'erreur et des détails.": auth,
 		"invalid_grant: AADSTS50173: The provided grant has expired due to it being revoked.":                                                                                            auth,
+		"Invalid client secret provided.": auth,
+		"Bearer error=\"invalid_token\", error_description=\"The access token is missing or invalid\"": auth,
 		// Actions only an administrator's role may take; users without any role.
 		"This operation can only be performed by a System Administrator.":                          privilege,
 		"Only a global administrator can approve this mailbox.":                                    privilege,
