@@ -105,8 +105,9 @@ const gateway = `<(!DOCTYPE )?html|\b(502|503|504)\b.{0,40}(Bad Gateway|Service(
 const throttled = `(Number of|Combined execution time of) .{0,120}exceeded (the )?(allowed )?limit|concurrent requests .{0,60}exceeded|Decrease (the )?number of concurrent requests|` +
 	`(exceeded|exceeds|reached) (the |its |your )?(rate|request|API) limit|(rate|request|API) limit (was |has been |is )?(exceeded|reached)|Too ?many ?(concurrent )?requests|RequestsThrottled|request(s)? (was|were|has been|have been) throttled|throttling`
 
-// duplicate is a row Dataverse has already: an alternate key, a duplicate-detection rule, a unique index.
-const duplicate = `duplicate (key|record|row)s?\b|duplicate of the current record|(matching|same) key values? already exists?|Entity Key .* violated|Cannot insert duplicate|` +
+// duplicate is a row Dataverse has already: an alternate key, a duplicate-detection rule, a unique
+// index (not a request that names one record twice, which is dvsync's own).
+const duplicate = `duplicate key\b|duplicate (record|row) (already )?exists|duplicate records? (were |was )?(found|detected)|duplicate of the current record|(matching|same) key values? already exists?|Entity Key .* violated|Cannot insert duplicate|` +
 	`requires that this set of attributes contains unique values|Violation of (UNIQUE|PRIMARY) KEY|unique (constraint|index)|already exists with the same (key|values?)`
 
 // requiredMissing is a write that lacks a value Dataverse requires: a required column, the id of
