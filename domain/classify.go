@@ -220,8 +220,8 @@ func (c Classifier) classifyDataverse(dv *DataverseError) *Failure {
 
 var (
 	// The principal's id may be redacted in reports (<guid>); its attributes may nest parentheses
-	// ("accessMode=1(Setup/Stub user ...)"), so the match runs lazily up to "is missing".
-	rePrivilege  = regexp.MustCompile(`Principal (user|team) \(Id=([^,)]+)(?:, type=(\d+))?(.*?)\)*,? is missing '?(prv(Create|Read|Write|Delete|AppendTo|Append|Assign|Share)?(\w+?))'? privilege`)
+	// ("accessMode=1(Setup/Stub user ...)") and span lines, so the match runs lazily up to "is missing".
+	rePrivilege  = regexp.MustCompile(`(?s)Principal (user|team) \(Id=([^,)]+)(?:, type=(\d+))?(.*?)\)*,?\s+is missing '?(prv(Create|Read|Write|Delete|AppendTo|Append|Assign|Share)?(\w+?))'? privilege`)
 	reSecLib     = regexp.MustCompile(`SecLib::\w+ failed\. User: ([0-9a-fA-F-]{36}), PrivilegeName: (prv\w+)`)
 	reAccessMode = regexp.MustCompile(`accessMode='?([^',)]+)`)
 	reEntity     = regexp.MustCompile(`for entity '(\w+)'`)
@@ -229,13 +229,16 @@ var (
 	reRowMissing = regexp.MustCompile(`(?:Entity '(\w*)'|(\w+)) With Ids? = ([0-9a-fA-F-]{36}) (?:Does|Do) Not Exist`)
 	reTooLong    = regexp.MustCompile(`length of the '(\w+)' attribute of the '(\w+)' entity exceeded the maximum allowed length of '(\d+)'`)
 	reRange      = regexp.MustCompile(`value (?:.{0,60}? )?of '(\w+)' on record of type '(\w+)'`)
-	reAttribute  = regexp.MustCompile(`(?i)(?:attribute|field|column|property)(?: named)? '([\w.]+)'|'([\w.]+)' (?:attribute|field|column|property)|(?:attribute|field|column|property) ([a-z_]\w*[_]\w*)|Parameter name: (\w+)|format for (\w+) is invalid`)
+	reAttribute  = regexp.MustCompile(`(?i)(?:attribute|field|column|property)(?: named)? '([\w.]+)'|'([\w.]+)' (?:attribute|field|column|property)|(?:attribute|field|column|property) ([a-z_]\w*[_]\w*)|Parameter(?: name)?: (?:Required (?:field|attribute|column) )?(\w+)|format for (\w+) is invalid`)
 	reEdmType    = regexp.MustCompile(`expected type '(Edm\.\w+)'|valid (Edm\.\w+)`)
 	reEntityKey  = regexp.MustCompile(`Entity Key (.+?) violated`)
 	reProperty   = regexp.MustCompile(`(?:property named|undeclared property) '([\w@.]+)'(?: on type 'Microsoft\.Dynamics\.CRM\.(\w+)')?`)
-	reSegment    = regexp.MustCompile(`segment '([^']+)'`)
-	reSQLNumber  = regexp.MustCompile(`Sql Number: (-?\d+)`)
-	reAADSTS     = regexp.MustCompile(`AADSTS(\d+)`)
+	// "'account' entity doesn't contain attribute with Name = 'foo'", "Property 'id' wasn't found in account entity".
+	reNoColumn  = regexp.MustCompile(`'(\w+)' entity (?:doesn['’]t|does not) contain (?:an? )?(?:attribute|column|field|property) with Name = '([\w.@]+)'`)
+	reNotFound  = regexp.MustCompile(`(?i)(?:attribute|column|field|property) '([\w.@]+)' (?:wasn['’]t|was not|is not|could not be|cannot be) found(?: (?:in|on) (?:the )?'?(\w+)'? (?:entity|table))?`)
+	reSegment   = regexp.MustCompile(`segment '([^']+)'`)
+	reSQLNumber = regexp.MustCompile(`Sql Number: (-?\d+)`)
+	reAADSTS    = regexp.MustCompile(`AADSTS(\d+)`)
 )
 
 // details parses what the person acting needs out of Dataverse's message.
@@ -287,6 +290,10 @@ func details(f *Failure) {
 		}
 	case KindSchemaMismatch:
 		if m := reProperty.FindStringSubmatch(msg); m != nil {
+			d["attribute"], d["entity"] = m[1], m[2]
+		} else if m := reNoColumn.FindStringSubmatch(msg); m != nil {
+			d["entity"], d["attribute"] = m[1], m[2]
+		} else if m := reNotFound.FindStringSubmatch(msg); m != nil {
 			d["attribute"], d["entity"] = m[1], m[2]
 		} else if m := reSegment.FindStringSubmatch(msg); m != nil {
 			d["segment"] = m[1]
@@ -340,12 +347,21 @@ func (c Classifier) resolution(f *Failure) string {
 			if d["verb"] != "" && d["entity"] != "" {
 				what = fmt.Sprintf("%s (%s on %s)", d["privilege"], d["verb"], d["entity"])
 			}
-			return fmt.Sprintf("In Dataverse, sign in as an administrator and add the %s privilege to a security role of %s (Id=%s); then retry.",
+			res := fmt.Sprintf("In Dataverse, sign in as an administrator and add the %s privilege to a security role of %s (Id=%s); then retry.",
 				what, c.user(), d["user_id"])
+			if d["licence_hint"] != "" {
+				// A stub user's privileges are filtered until it has a licence: a role it has already does not count.
+				res += " Dataverse reports a stub or unlicensed user: if its roles have the privilege already, assign it a licence (or a full access mode)."
+			}
+			return res
 		}
-		return fmt.Sprintf("In Dataverse, give %s a security role with the privilege the message names; then retry.", c.user())
+		return fmt.Sprintf("In Dataverse, give %s a security role with the privilege (or the administrator's role) the message names; then retry.", c.user())
 	case KindUserDisabled:
-		return fmt.Sprintf("In Dataverse, enable %s, give it a security role (and a licence if it is not an application user); then retry.", c.user())
+		return fmt.Sprintf("In Dataverse, enable the user the message names (%s, or the owner a record is assigned to), give it a security role "+
+			"(and a licence if it is not an application user); then retry.", c.user())
+	case KindDataverseUnavailable:
+		return "The Dataverse environment is disabled, read-only, in administration mode or its services do not start: check its state in the " +
+			"Power Platform admin center (an administrator's change, an update or a restore in progress); then retry."
 	case KindAppRestricted:
 		return "An administrator restricted this application from the Dataverse API: ask them to lift the restriction on its application id " +
 			"in the Power Platform admin center. It is not a missing privilege: changing roles does not help."

@@ -246,3 +246,108 @@ func TestAnErrorNoRuleKnowsIsAnUnclassifiedSetupError(t *testing.T) {
 		t.Error("a failure dvsync made itself is marked unclassified")
 	}
 }
+
+// Each message family is told by its shape, not by one sentence: these are other wordings of the
+// families held-out batch 2 showed (other columns, tables, hosts, languages and wrappers).
+func TestMessageFamiliesAreToldByTheirShape(t *testing.T) {
+	type want struct {
+		class domain.Class
+		kind  domain.Kind
+	}
+	var (
+		invalid   = want{domain.ClassCoupling, domain.KindInvalidData}
+		rowGone   = want{domain.ClassCoupling, domain.KindDestinationDeleted}
+		schema    = want{domain.ClassSetup, domain.KindSchemaMismatch}
+		auth      = want{domain.ClassSetup, domain.KindAuthentication}
+		privilege = want{domain.ClassSetup, domain.KindMissingPrivilege}
+		noRole    = want{domain.ClassSetup, domain.KindUserDisabled}
+		option    = want{domain.ClassSetup, domain.KindOptionValueMissing}
+		down      = want{domain.ClassSetup, domain.KindDataverseUnavailable}
+		plugin    = want{domain.ClassSetup, domain.KindCustomLogic}
+		network   = want{domain.ClassTransient, domain.KindNetwork}
+		server    = want{domain.ClassTransient, domain.KindServerError}
+		throttled = want{domain.ClassTransient, domain.KindThrottled}
+	)
+	cases := map[string]want{
+		// A required value missing: a null parameter, a required column, a lookup without its id.
+		"Value cannot be null.\r\nParameter name: value":                                            invalid,
+		"The required field 'ordernumber' is missing.":                                              invalid,
+		"A value must be provided for the required column Last Name.":                               invalid,
+		"Expected non-empty Guid.":                                                                  invalid,
+		"The lookup's entity type was set, but the ID is empty.":                                    invalid,
+		"To move to the next stage, complete the required fields.":                                  invalid,
+		"Could not cast or convert from System.String to System.Int32.":                             invalid,
+		"Unable to cast object of type 'System.String' to type 'Microsoft.Xrm.Sdk.OptionSetValue'.": invalid,
+		"The date format for 31.12.2024 is invalid.":                                                invalid,
+		"Invalid Participation Type Mask":                                                           invalid,
+		// A column the table lacks, in the SDK's and the Web API's words.
+		"'contact' entity doesn't contain attribute with Name = 'new_foo' and NameMapping = 'Logical'.": schema,
+		"Attribute 'new_code' was not found in the account entity":                                      schema,
+		"Invalid attribute name": schema,
+		// A related row gone, by its id.
+		"The account (Id = 2f1c7e8a-0d4b-4c3e-9a6f-1b2c3d4e5f60) in the \"account_contacts\" relationship with the contact (Id = 3a2b1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d) doesn't exist.": rowGone,
+		// WCF refusing the answer for its security, in other languages.
+		"An unsecured or incorrectly secured fault was received from the other party. See the inner FaultException for the fault code and detail.":                                       auth,
+		"Vom anderen Teilnehmer wurde ein ungesicherter oder falsch gesicherter Fehler empfangen. Fehlercode und Details finden Sie in der inneren FaultException.":                      auth,
+		"Une erreur non sécurisée ou incorrectement sécurisée a été reçue de l'autre partie. Consultez l'exception FaultException interne pour obtenir le code d'erreur et des détails.": auth,
+		"invalid_grant: AADSTS50173: The provided grant has expired due to it being revoked.":                                                                                            auth,
+		"Invalid client secret provided.": auth,
+		"Bearer error=\"invalid_token\", error_description=\"The access token is missing or invalid\"": auth,
+		// Actions only an administrator's role may take; users without any role.
+		"This operation can only be performed by a System Administrator.":                          privilege,
+		"Only a global administrator can approve this mailbox.":                                    privilege,
+		"The owner does not have any security roles. Assign a security role to the user.":          noRole,
+		"The value of 'industrycode' on record of type 'account' is outside the valid range.":      option,
+		"The service '/XRMServices/2011/Organization.svc' cannot be activated due to an exception": down,
+		"Could not load file or assembly 'Contoso.Plugins' or one of its dependencies.":            plugin,
+		// The sandbox service's own failure heals; a worker that crashed ran the plug-in's code.
+		"The plug-in execution failed because the Sandbox Host is not available.":                                                         server,
+		"The plug-in execution failed because the Sandbox Worker process crashed. This is typically due to an error in the plug-in code.": plugin,
+		// Transport, TLS and SQL connection failures, in Node's, Go's, .NET's and SQL Server's words.
+		"request to https://contoso.crm.dynamics.com/api/data/v9.2/accounts failed, reason: socket hang up":                         network,
+		"Post \"https://contoso.crm.dynamics.com/api/data/v9.2/accounts\": x509: certificate signed by unknown authority":           network,
+		"The remote certificate is invalid according to the validation procedure.":                                                  network,
+		"Could not establish trust relationship for the SSL/TLS secure channel with authority 'contoso.crm.dynamics.com'.":          network,
+		"A transport-level error has occurred when receiving results from the server. (provider: TCP Provider, error: 0 - Unknown)": network,
+		// Locks, gateways and service protection in their other counts.
+		"Failed to acquire lock on resource 'OrgCache' within 30000 ms.":                                                         server,
+		"The gateway did not receive a timely response from the upstream server.":                                                server,
+		"Number of concurrent requests exceeded the limit of 52.":                                                                throttled,
+		"Combined execution time of incoming requests exceeded limit of 1,200,000 milliseconds over time window of 300 seconds.": throttled,
+		"You have exceeded the rate limit. Try again later":                                                                      throttled,
+		"The remote server returned an error: (503) Server Unavailable.":                                                         server,
+		"Post \"https://contoso.crm.dynamics.com/api/data/v9.2/accounts\": EOF":                                                  network,
+		"http2: server sent GOAWAY and closed the connection":                                                                    network,
+		"Die Anfrage wurde abgebrochen: Es konnte kein geschützter SSL/TLS-Kanal erstellt werden.":                               network,
+		"Impossible de se connecter au serveur distant":                                                                          network,
+		// The schema's other objects, and users with no role in the SDK's words.
+		"The attribute with AttributeId = 2f1c7e8a-0d4b-4c3e-9a6f-1b2c3d4e5f60 was not found in the MetadataCache.": schema,
+		"'new_parent' is not a valid navigation property.":                                                          schema,
+		"Could not find a relationship named account_contacts.":                                                     schema,
+		"SecLib::RetrievePrivilegeForUser failed - no roles are assigned to user.":                                  noRole,
+		"The specified value for attribute emailaddress1 is not valid.":                                             invalid,
+		// The record's own causes in other words: an inactive row used, a row or lookup gone, values out of order.
+		"Cannot associate an inactive record.":                                             {domain.ClassCoupling, domain.KindStateConflict},
+		"The parent account record is inactive.":                                           {domain.ClassCoupling, domain.KindStateConflict},
+		"The specified parent record does not exist.":                                      rowGone,
+		"The lookup value 'Contoso' could not be resolved.":                                rowGone,
+		"The attribute customerid must be set to a non-null value.":                        invalid,
+		"The end date cannot be earlier than the start date.":                              invalid,
+		"Invalid e-mail address. For more information, contact your system administrator.": invalid,
+		"The status reason is not valid for the state.":                                    invalid,
+	}
+	for msg, w := range cases {
+		f := domain.ClassifyDataverse(&domain.DataverseError{Message: msg})
+		if f.Class != w.class || f.Kind != w.kind {
+			t.Errorf("%q: classified %s/%s, want %s/%s", msg, f.Class, f.Kind, w.class, w.kind)
+		}
+	}
+	f := domain.ClassifyDataverse(&domain.DataverseError{Message: "'contact' entity doesn't contain attribute with Name = 'new_foo' and NameMapping = 'Logical'."})
+	if f.Details["entity"] != "contact" || f.Details["attribute"] != "new_foo" {
+		t.Errorf("the table and column are not named: %v", f.Details)
+	}
+	f = domain.ClassifyDataverse(&domain.DataverseError{Message: "Expected non empty guid \nParameter: objectId"})
+	if f.Details["attribute"] != "objectId" {
+		t.Errorf("the parameter is not named: %v", f.Details)
+	}
+}
