@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"maps"
 	"time"
 	"unicode/utf8"
 )
@@ -231,14 +232,24 @@ func ClassOf(k Kind) Class {
 
 // RecordSkipped is the failure reported for a change of a skipped record: the change is kept with
 // the record's open error and not sent, as Business Central skips a record after a repeated failure.
-func RecordSkipped(ev ChangeEvent, kind Kind, failures int) *Failure {
+// cause is the failure the change itself met (its lookups'), or nil: when it is of the skipped
+// kind its details are kept, so that a record skipped for a dependency names the dependency it
+// waits for. Its error may be the only one of the record the ledger gets (the errors of the
+// failures before it can be lost, or stored after it), and the ledger finds the records to
+// replay once a dependency is coupled by the dependency their errors name.
+func RecordSkipped(ev ChangeEvent, kind Kind, failures int, cause *Failure) *Failure {
+	details := map[string]string{}
+	if cause != nil && cause.Kind == kind {
+		maps.Copy(details, cause.Details)
+	}
+	details["skipped"], details["failures"] = "true", fmt.Sprint(failures)
 	return &Failure{
 		Class: ClassOf(kind),
 		Kind:  kind,
 		Message: fmt.Sprintf("%s is skipped: it failed with %s %d times in a row. This change is kept and not sent.",
 			ev.Ref(), kind, failures),
 		Resolution: "Fix the cause named in the record's error, then retry the record; a missing dependency is noticed by itself once it is coupled.",
-		Details:    map[string]string{"skipped": "true", "failures": fmt.Sprint(failures)},
+		Details:    details,
 	}
 }
 

@@ -99,3 +99,26 @@ func TestDifferentFailuresDoNotSkip(t *testing.T) {
 		t.Fatalf("two different failures: %+v", cp)
 	}
 }
+
+// A change of a record skipped for a dependency names the dependency it waits for, as the
+// failures before it did: its error may be the only one of the record that reaches the ledger
+// (the errors of the first failures lost in a NATS leader loss, or stored after it), and the
+// ledger finds the records to replay once a dependency is coupled by the dependency they name.
+func TestASkippedChangeNamesTheDependencyItWaitsFor(t *testing.T) {
+	dv := &recorder{}
+	s, _, _ := skipSyncer(dv)
+	for v := int64(1); v <= 2; v++ {
+		mustSync(t, s, upsert("customer", "C1", v, map[string]any{"number": "C1", "currencyCode": "EUR"}))
+	}
+	for v, cur := range map[int64]string{3: "EUR", 4: "GBP"} {
+		out := mustSync(t, s, upsert("customer", "C1", v, map[string]any{"number": "C1", "currencyCode": cur}))
+		d := out.Failure.Details
+		if out.Result != domain.ResultSkipped || out.Failure.Kind != domain.KindDependencyNotCoupled ||
+			d["dependency_table"] != "currency" || d["dependency_key"] != cur || d["field"] != "currencyCode" || d["skipped"] != "true" || d["failures"] != "2" {
+			t.Fatalf("v%d (currency %s) of the skipped record: %s, details %v; want skipped, naming currency %s", v, cur, out.Result, d, cur)
+		}
+	}
+	if len(dv.calls) != 0 {
+		t.Fatalf("%d Dataverse calls for a record whose currency is not coupled", len(dv.calls))
+	}
+}

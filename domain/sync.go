@@ -124,7 +124,7 @@ func (s *Syncer) Sync(ctx context.Context, ev ChangeEvent) (Outcome, error) {
 			return cur, ErrUnchanged
 		}
 		if s.holdBack(ev, cur, failure) {
-			out.Result, out.Failure = ResultSkipped, RecordSkipped(ev, cur.LastErrorKind, cur.Failures)
+			out.Result, out.Failure = ResultSkipped, RecordSkipped(ev, cur.LastErrorKind, cur.Failures, failure)
 			return cur, ErrUnchanged
 		}
 		cur.LastAttemptAt = s.Now().UTC()

@@ -812,3 +812,60 @@ func TestAPanicTakesTheFallbackNotARedeliveryLoop(t *testing.T) {
 
 // fallbackAfter is the projector's: the delivery on which it stops retrying.
 const fallbackAfter = 3
+
+// The window of a NATS leader loss: the errors of a customer's first failures are lost or reach
+// the projector late, so the first error of the record the ledger stores is the one of a change
+// held back because the record is skipped. That error names the dependency too (as the worker's
+// syncer reports it), so the record is replayed once its currency is coupled, whether the
+// currency was coupled after the error was stored or before it.
+func TestASkippedRecordWhoseFirstErrorsWereLostWaitsForItsDependency(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := fmt.Sprintf("run%x", time.Now().UnixNano())
+	lookup := domain.Lookup{Source: "currencyCode", Table: "currency"}
+	fail := func(cust, cur string, v int64, skipped bool) domain.ErrorEvent {
+		ce := domain.ChangeEvent{Table: "customer", Key: cust}
+		f := domain.DependencyNotCoupled(ce, lookup, cur)
+		if skipped {
+			f = domain.RecordSkipped(ce, domain.KindDependencyNotCoupled, 2, f)
+		}
+		e := h.change("customer", cust, v, map[string]any{"number": cust, "displayName": fmt.Sprintf("v%d", v), "currencyCode": cur}, f)
+		if skipped {
+			e.Stage = "skipped"
+		}
+		return e
+	}
+	_, _, done := h.run(ctx)
+
+	// Coupled after the error was stored: the currency's resolution replays the record's newest
+	// change, although the error of its v1 (naming the currency) came after the skipped v2's.
+	late, usd := run+"-C1", run+"-USD"
+	v1, v2 := fail(late, usd, 1, false), fail(late, usd, 2, true)
+	h.publishError(v2)
+	waitFor(t, "the skipped change's error", func() bool { return h.stored("customer", late).ID != 0 })
+	h.publishError(v1)
+	waitFor(t, "the older error counted", func() bool { return h.stored("customer", late).Occurrences == 2 && h.consumerSettled() })
+	if e := h.stored("customer", late); e.Status != storage.ErrorOpen || e.Details["dependency_key"] != usd || string(e.Event) != string(v2.Event) {
+		t.Fatalf("the skipped record's error: %s, dependency %q, keeps %s; want open, waiting on %s, with v2", e.Status, e.Details["dependency_key"], e.Event, usd)
+	}
+	h.coupleCurrency(usd)
+	if err := (natsjs.Publisher{JS: h.js}).PublishSynced(ctx, "synced-"+usd, domain.RecordSynced{Table: "currency", Key: usd, Version: 1, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the skipped record replayed", func() bool { return h.stored("customer", late).Status == storage.ErrorReplayed })
+	if msg, err := h.changes.GetLastMsgForSubject(ctx, "dvsync.changes.customer"); err != nil || string(msg.Data) != string(v2.Event) || msg.Header.Get(replay.HeaderReplayedBy) != replay.DependencyActor {
+		t.Fatalf("replayed %v (%v), want v2 by the dependency replay: %s", msg, err, v2.Event)
+	}
+
+	// Coupled before the error was stored (its replay has run): storing the error replays it.
+	early, eur := run+"-C2", run+"-EUR"
+	skipped := fail(early, eur, 2, true)
+	skipped.OccurredAt = h.coupleCurrency(eur).Add(-time.Minute) // held back, then the currency was coupled
+	h.publishError(skipped)
+	waitFor(t, "the late skipped error replayed", func() bool { return h.stored("customer", early).Status == storage.ErrorReplayed })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
