@@ -246,8 +246,9 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 		if isRowMissing(err, row) {
 			switch m.OnDestinationDeleted {
 			case ConflictRestore:
+				// The record is coupled to the row: no other record can have it, nothing to claim.
 				s.stage(out, "dataverse", "restore "+ref.String())
-				version, err = w.create(ctx, ref, attrs)
+				version, err = w.create(ctx, m, ref, attrs, true)
 			case ConflictUncouple:
 				out.Result = ResultUncoupled
 				return Coupling{Table: ev.Table, Key: ev.Key, Entity: m.Entity, Version: ev.Version, Status: CouplingUncoupled}, nil
@@ -258,14 +259,11 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 			}
 		}
 	} else {
-		if rowFindable(m, ev, row) {
-			if next, taken, err := s.claimRow(ctx, w, m, ev, cur, FoundRow{ID: row}); taken || err != nil {
-				return next, err
-			}
+		var taken *RowTakenError
+		row, version, taken, err = s.createRow(ctx, w, m, ev, row, attrs)
+		if taken != nil {
+			return s.alreadyCoupled(w, m, ev, cur, FoundRow{ID: taken.Row}, taken)
 		}
-		// Created with the deterministic id: a redelivery after a crash finds the row it created.
-		s.stage(out, "dataverse", "create "+ref.String())
-		version, err = w.create(ctx, ref, attrs)
 	}
 	if err != nil {
 		f, err := s.dataverseFailure(err)
@@ -280,13 +278,72 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 		Version: ev.Version, Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
 }
 
-// rowFindable reports whether another record could take the row the record is about to create
-// or adopt, so that the row is claimed first: a row of a mapping that couples by match (another
-// record's match may find it), or one that is not the record's own deterministic id (a row it had
-// before). The record's own new row of a mapping without match fields is found by nobody else;
-// only a person's Couple names it, and then the store refuses the later of the two couplings.
-func rowFindable(m Mapping, ev ChangeEvent, row uuid.UUID) bool {
-	return len(m.MatchGroups()) > 0 || row != DeterministicRowID(ev.Table, ev.Key)
+// maxNewRows bounds how many rows createRow tries for a record whose row other records have.
+const maxNewRows = 3
+
+// createRow creates the row of a record without one, starting with row (its deterministic id, or
+// the row it had before it was deleted at the source), or adopts the row an earlier attempt
+// created. A row another record is coupled to is not the record's any more (a person coupled that
+// record to it after this one was uncoupled, or that record's match found it): as Business
+// Central creates a new row for a record that is no longer coupled, the record gets a new row,
+// whose id is derived from the taken one so that a retry after a crash finds and adopts it. taken
+// is the last refusal when maxNewRows rows were all taken: nothing was written.
+func (s *Syncer) createRow(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, row uuid.UUID, attrs Attributes) (uuid.UUID, string, *RowTakenError, error) {
+	for round := 1; ; round++ {
+		ref := m.Row(row)
+		claimed := s.rowFindable(m, ev, row)
+		var (
+			version string
+			err     error
+		)
+		if claimed {
+			err = w.lock.ClaimRow(ctx, m.Entity, row)
+		}
+		if err == nil {
+			s.stage(w.out, "dataverse", "create "+ref.String())
+			version, err = w.create(ctx, m, ref, attrs, claimed)
+		}
+		var taken *RowTakenError
+		if !errors.As(err, &taken) {
+			return row, version, nil, err
+		}
+		if round == maxNewRows {
+			return row, "", taken, nil
+		}
+		next := nextRowID(ev, row)
+		s.stage(w.out, "couple", fmt.Sprintf("%s is coupled to %s/%s: %s/%s gets a new row, %s",
+			named(ref, taken.Other.RowName), taken.Other.Table, taken.Other.Key, ev.Table, ev.Key, next))
+		row = next
+	}
+}
+
+// nextRowID is the id of the row dvsync creates for a record whose row taken another record has.
+func nextRowID(ev ChangeEvent, taken uuid.UUID) uuid.UUID {
+	return uuid.NewSHA1(rowNamespace, []byte(ev.Table+"\x00"+ev.Key+"\x00"+taken.String()))
+}
+
+// rowFindable reports whether another record could take the row the record is about to create,
+// so that the row is claimed before it exists: a row of an entity that a mapping couples by match
+// (another record's match, of this mapping or another of the entity, may find it as soon as it is
+// created), or one that is not the record's own deterministic id (a row it had before). The
+// record's own new row of an entity no mapping matches is found by nobody else; should a person's
+// Couple name it meanwhile, the store refuses the later of the two couplings. A row that exists
+// already is claimed in any case before it is adopted (rowWriter.create).
+func (s *Syncer) rowFindable(m Mapping, ev ChangeEvent, row uuid.UUID) bool {
+	if row != DeterministicRowID(ev.Table, ev.Key) {
+		return true
+	}
+	for _, o := range s.Mappings {
+		if o.Entity != m.Entity {
+			continue
+		}
+		for _, f := range o.Fields {
+			if f.Match != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // named is a row's reference for the call stack, with its primary name when known.
@@ -305,12 +362,19 @@ type rowWriter struct {
 }
 
 // create creates the row. When it exists already, an earlier attempt at this record created it
-// (dvsync crashed, or stopped waiting, before recording the coupling): the row is adopted and
-// updated on the version it has now.
-func (w rowWriter) create(ctx context.Context, ref RowRef, attrs Attributes) (string, error) {
+// (dvsync crashed, or stopped waiting, before recording the coupling), or the record had it
+// before it was uncoupled: the row is adopted and updated on the version it has now, once it is
+// claimed (unless claimed says it is already). A row another record is coupled to is a
+// *RowTakenError, and nothing is written to it.
+func (w rowWriter) create(ctx context.Context, m Mapping, ref RowRef, attrs Attributes, claimed bool) (string, error) {
 	version, err := w.s.Dataverse.CreateRow(ctx, ref, attrs)
 	if !IsAlreadyExists(err) {
 		return version, err
+	}
+	if !claimed {
+		if err := w.lock.ClaimRow(ctx, m.Entity, ref.ID); err != nil {
+			return "", err
+		}
 	}
 	current, found, err := w.s.Dataverse.RowVersion(ctx, ref)
 	if err != nil {
@@ -322,7 +386,7 @@ func (w rowWriter) create(ctx context.Context, ref RowRef, attrs Attributes) (st
 	if !found { // deleted in the meantime: create it after all
 		return w.s.Dataverse.CreateRow(ctx, ref, attrs)
 	}
-	w.s.stage(w.out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it): update version %s", ref, current))
+	w.s.stage(w.out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it, or the record had it before): update version %s", ref, current))
 	return w.update(ctx, ref, attrs, current)
 }
 
