@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -58,9 +59,23 @@ type Syncer struct {
 	Now        func() time.Time
 	// LocalCurrency is the source's local currency (DVSYNC_LOCAL_CURRENCY): a blank currency code
 	// means it, as in Business Central (LCY), so a lookup to the currency table with a blank code
-	// binds the currency record of that code instead of clearing. Empty: a blank code clears.
+	// binds the currency record of that code instead of clearing; while no such record is coupled
+	// (Business Central keeps LCY in its setup, not among its currencies), Dataverse's currency of
+	// that ISO code. Empty: a blank code clears.
 	LocalCurrency string
+
+	localRow atomic.Pointer[foundAt] // Dataverse's currency row of LocalCurrency, once found
 }
+
+// foundAt is a row found in Dataverse, and when.
+type foundAt struct {
+	id uuid.UUID
+	at time.Time
+}
+
+// localRowFor is how long the local currency's row, once found, is bound without asking again:
+// every change with a blank currency code would ask otherwise, and the row hardly ever changes.
+const localRowFor = 5 * time.Minute
 
 // SkipPolicy is Business Central's skip rule, made smarter: a record that fails the same way
 // After times in a row is skipped; its changes are kept but not sent until a person retries it,
@@ -443,13 +458,16 @@ func versionText(v string) string {
 // not coupled is a failure, and nothing is sent to Dataverse.
 func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, attrs Attributes, out *Outcome) (*Failure, error) {
 	for _, l := range m.Lookups {
-		var value string
+		var (
+			value string
+			local bool // the blank code of the local currency
+		)
 		if raw, present := ev.Fields[l.Source]; present && (raw == nil || raw == "") {
 			if s.LocalCurrency == "" || s.Mappings[l.Table].Entity != CurrencyEntity {
 				attrs[l.Bind+"@odata.bind"] = nil // an emptied field clears the lookup
 				continue
 			}
-			value = s.LocalCurrency
+			value, local = s.LocalCurrency, true
 			s.stage(out, "lookup", fmt.Sprintf("%s is blank: the local currency %s", l.Source, value))
 		} else {
 			v, ok, err := l.LookupValue(ev.Fields)
@@ -465,11 +483,19 @@ func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, att
 		if err != nil {
 			return nil, fmt.Errorf("read coupling of %s/%s: %w", l.Table, value, err)
 		}
+		depMapping, _ := s.Mappings.For(l.Table)
+		if !dep.Coupled() && local {
+			target, f, err := s.localCurrencyRow(ctx, ev, l, depMapping, out)
+			if f != nil || err != nil {
+				return f, err
+			}
+			attrs[l.Bind+"@odata.bind"] = "/" + target.String()
+			continue
+		}
 		if !dep.Coupled() {
 			s.stage(out, "lookup", fmt.Sprintf("%s %s: %s/%s is not coupled", l.Source, value, l.Table, value))
 			return DependencyNotCoupled(ev, l, value), nil
 		}
-		depMapping, _ := s.Mappings.For(l.Table)
 		target := depMapping.Row(dep.RowID)
 		if q := l.Query; q != nil {
 			filter := strings.ReplaceAll(q.Filter, "{rowId}", dep.RowID.String())
@@ -490,6 +516,32 @@ func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, att
 		attrs[l.Bind+"@odata.bind"] = "/" + target.String()
 	}
 	return nil, nil
+}
+
+// localCurrencyRow is Dataverse's currency of the local currency's ISO code, for a blank currency
+// code while no currency record of the local currency is coupled, as Business Central binds its
+// LCY. A Dataverse without one is a dependency_not_coupled failure.
+func (s *Syncer) localCurrencyRow(ctx context.Context, ev ChangeEvent, l Lookup, cur Mapping, out *Outcome) (RowRef, *Failure, error) {
+	if c := s.localRow.Load(); c != nil && s.Now().Sub(c.at) < localRowFor {
+		s.stage(out, "lookup", fmt.Sprintf("%s %s -> %s (the local currency)", l.Source, s.LocalCurrency, cur.Row(c.id)))
+		return cur.Row(c.id), nil, nil
+	}
+	filter := fmt.Sprintf("isocurrencycode eq '%s'", strings.ReplaceAll(s.LocalCurrency, "'", "''"))
+	id, found, err := s.Dataverse.FindRowID(ctx, cur.EntitySet, cur.PrimaryID, filter)
+	if err != nil {
+		f, err := s.dataverseFailure(err)
+		return RowRef{}, f, err
+	}
+	if !found {
+		s.stage(out, "lookup", fmt.Sprintf("%s?$filter=%s found no row", cur.EntitySet, filter))
+		f := DependencyNotCoupled(ev, l, s.LocalCurrency)
+		f.Message = fmt.Sprintf("%s cannot be synchronized: its %s is blank, the local currency %s, but no %s record %s is coupled and "+
+			"Dataverse has no currency with the ISO code %s.", ev.Ref(), l.caption(), s.LocalCurrency, cur.Table, s.LocalCurrency, s.LocalCurrency)
+		return RowRef{}, f, nil
+	}
+	s.localRow.Store(&foundAt{id: id, at: s.Now()})
+	s.stage(out, "lookup", fmt.Sprintf("%s %s -> %s (the local currency, found by %s)", l.Source, s.LocalCurrency, cur.Row(id), filter))
+	return cur.Row(id), nil, nil
 }
 
 // isRowMissing reports whether err says that this row (not a row a lookup binds) does not exist.
