@@ -252,12 +252,17 @@ func (s *Syncer) claimRow(ctx context.Context, w rowWriter, m Mapping, ev Change
 	if !errors.As(err, &other) {
 		return cur, false, err
 	}
+	next, err = s.alreadyCoupled(w, m, ev, cur, row, other)
+	return next, true, err
+}
+
+// alreadyCoupled records the already_coupled failure of a record whose row other has.
+func (s *Syncer) alreadyCoupled(w rowWriter, m Mapping, ev ChangeEvent, cur Coupling, row FoundRow, other *RowTakenError) (Coupling, error) {
 	if row.Name == "" {
 		row.Name = other.Other.RowName
 	}
 	s.stage(w.out, "couple", fmt.Sprintf("%s is coupled to %s/%s", named(m.Row(row.ID), row.Name), other.Other.Table, other.Other.Key))
-	next, err = s.fail(w.out, cur, m, AlreadyCoupled(ev, m, row, other.Other))
-	return next, true, err
+	return s.fail(w.out, cur, m, AlreadyCoupled(ev, m, row, other.Other))
 }
 
 // NoMatch is the coupling failure for a record that matches no row while its mapping does not

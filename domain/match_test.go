@@ -235,24 +235,31 @@ func TestACreatedRowIsClaimedWhenAnotherRecordCouldFindIt(t *testing.T) {
 	}
 }
 
-// A record whose created row is already another record's (a person coupled that record to it)
-// fails already_coupled before anything is written.
-func TestACreatedRowCoupledToAnotherRecordIsAlreadyCoupled(t *testing.T) {
+// A record whose own row is already another record's (a person coupled that record to it) gets a
+// new row, as Business Central creates one for a record that is no longer coupled: nothing is
+// written to the other record's row.
+func TestACreatedRowCoupledToAnotherRecordGetsANewRow(t *testing.T) {
 	dv := &recorder{}
 	s, st := newMatchSyncer(dv)
 	own := domain.DeterministicRowID("customer", "C1")
 	st.rows["customer/OTHER"] = domain.Coupling{Table: "customer", Key: "OTHER", Entity: "account", RowID: own, RowName: "Fabrikam",
 		Status: domain.CouplingSynced, Exists: true}
 	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1"}))
-	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindAlreadyCoupled || out.Failure.Details["coupled_key"] != "OTHER" ||
-		!strings.Contains(out.Failure.Message, `account "Fabrikam"`) {
-		t.Fatalf("outcome = %+v; want already_coupled naming customer/OTHER and the row", out)
+	if out.Result != domain.ResultSynced || out.RowID == own || out.RowID == uuid.Nil {
+		t.Fatalf("outcome = %+v; want synced to a new row", out)
 	}
-	if ops(dv.calls) != "match" {
-		t.Fatalf("calls = %s; want no write", ops(dv.calls))
+	if ops(dv.calls) != "match create" || dv.calls[1].row.ID != out.RowID {
+		t.Fatalf("calls = %+v; want only the new row created", dv.calls)
 	}
-	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.Coupled() || c.LastErrorKind != domain.KindAlreadyCoupled {
-		t.Fatalf("coupling = %+v; want uncoupled with already_coupled", c)
+	if c, _ := st.Coupling(context.Background(), "customer", "C1"); c.RowID != out.RowID || !c.Coupled() {
+		t.Fatalf("coupling = %+v; want coupled to the new row", c)
+	}
+	// The new row's id depends only on the record and the taken row: a retry finds it again.
+	dv2 := &recorder{}
+	s2, st2 := newMatchSyncer(dv2)
+	st2.rows["customer/OTHER"] = st.rows["customer/OTHER"]
+	if again := mustSync(t, s2, upsert("customer", "C1", 1, map[string]any{"number": "C1"})); again.RowID != out.RowID {
+		t.Fatalf("a second run gave row %s, want %s", again.RowID, out.RowID)
 	}
 }
 

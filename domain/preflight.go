@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -326,6 +327,12 @@ func checkCurrencies(ms Mappings, in PreflightInput, rep *PreflightReport, check
 	if in.CoupledSkipped != "" {
 		rep.Skipped = append(rep.Skipped, "coupled currencies: "+in.CoupledSkipped)
 		return
+	}
+	if in.LocalCurrency != "" && !slices.ContainsFunc(in.Coupled, func(c CoupledCurrency) bool { return strings.EqualFold(c.Key, in.LocalCurrency) }) {
+		// Not a gap: Business Central keeps LCY in its setup, and may never publish a currency record of it.
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("No currency record of the local currency %s is coupled: a blank currency code "+
+			"binds Dataverse's currency with the ISO code %s, looked up in Dataverse (and a record fails dependency_not_coupled "+
+			"if there is none).", in.LocalCurrency, in.LocalCurrency))
 	}
 	for _, c := range in.Coupled {
 		if !c.Found {

@@ -177,6 +177,14 @@ func TestPreflightCurrencies(t *testing.T) {
 	if len(rep.Gaps) != 2 || !slices.Contains(keys, "currency/USD") || slices.Contains(keys, "currency/DKK") {
 		t.Errorf("gaps %v, keys %v", byKey, keys)
 	}
+	// No currency record of the local currency EUR is coupled: a warning, not a gap.
+	if len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], "No currency record of the local currency EUR is coupled") {
+		t.Errorf("warnings %q; want one saying EUR is not coupled", rep.Warnings)
+	}
+	in.Coupled = append(in.Coupled, CoupledCurrency{Table: "currency", Key: "eur", RowID: "e", Code: "EUR", Found: true, Active: true})
+	if rep := Preflight(ms, in); len(rep.Warnings) != 0 {
+		t.Errorf("warnings %q with the local currency coupled; want none", rep.Warnings)
+	}
 	// The ledger down: the coupled currencies are skipped, and so are their keys.
 	in.Coupled, in.CoupledSkipped = nil, "the ledger did not answer"
 	rep = Preflight(ms, in)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -58,9 +59,23 @@ type Syncer struct {
 	Now        func() time.Time
 	// LocalCurrency is the source's local currency (DVSYNC_LOCAL_CURRENCY): a blank currency code
 	// means it, as in Business Central (LCY), so a lookup to the currency table with a blank code
-	// binds the currency record of that code instead of clearing. Empty: a blank code clears.
+	// binds the currency record of that code instead of clearing; while no such record is coupled
+	// (Business Central keeps LCY in its setup, not among its currencies), Dataverse's currency of
+	// that ISO code. Empty: a blank code clears.
 	LocalCurrency string
+
+	localRow atomic.Pointer[foundAt] // Dataverse's currency row of LocalCurrency, once found
 }
+
+// foundAt is a row found in Dataverse, and when.
+type foundAt struct {
+	id uuid.UUID
+	at time.Time
+}
+
+// localRowFor is how long the local currency's row, once found, is bound without asking again:
+// every change with a blank currency code would ask otherwise, and the row hardly ever changes.
+const localRowFor = 5 * time.Minute
 
 // SkipPolicy is Business Central's skip rule, made smarter: a record that fails the same way
 // After times in a row is skipped; its changes are kept but not sent until a person retries it,
@@ -246,8 +261,9 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 		if isRowMissing(err, row) {
 			switch m.OnDestinationDeleted {
 			case ConflictRestore:
+				// The record is coupled to the row: no other record can have it, nothing to claim.
 				s.stage(out, "dataverse", "restore "+ref.String())
-				version, err = w.create(ctx, ref, attrs)
+				version, err = w.create(ctx, m, ref, attrs, true)
 			case ConflictUncouple:
 				out.Result = ResultUncoupled
 				return Coupling{Table: ev.Table, Key: ev.Key, Entity: m.Entity, Version: ev.Version, Status: CouplingUncoupled}, nil
@@ -258,14 +274,11 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 			}
 		}
 	} else {
-		if rowFindable(m, ev, row) {
-			if next, taken, err := s.claimRow(ctx, w, m, ev, cur, FoundRow{ID: row}); taken || err != nil {
-				return next, err
-			}
+		var taken *RowTakenError
+		row, version, taken, err = s.createRow(ctx, w, m, ev, row, attrs)
+		if taken != nil {
+			return s.alreadyCoupled(w, m, ev, cur, FoundRow{ID: taken.Row}, taken)
 		}
-		// Created with the deterministic id: a redelivery after a crash finds the row it created.
-		s.stage(out, "dataverse", "create "+ref.String())
-		version, err = w.create(ctx, ref, attrs)
 	}
 	if err != nil {
 		f, err := s.dataverseFailure(err)
@@ -280,13 +293,72 @@ func (s *Syncer) applyUpsert(ctx context.Context, w rowWriter, m Mapping, ev Cha
 		Version: ev.Version, Status: CouplingSynced, LastSyncedAt: s.Now().UTC(), LastAttemptAt: s.Now().UTC()}, nil
 }
 
-// rowFindable reports whether another record could take the row the record is about to create
-// or adopt, so that the row is claimed first: a row of a mapping that couples by match (another
-// record's match may find it), or one that is not the record's own deterministic id (a row it had
-// before). The record's own new row of a mapping without match fields is found by nobody else;
-// only a person's Couple names it, and then the store refuses the later of the two couplings.
-func rowFindable(m Mapping, ev ChangeEvent, row uuid.UUID) bool {
-	return len(m.MatchGroups()) > 0 || row != DeterministicRowID(ev.Table, ev.Key)
+// maxNewRows bounds how many rows createRow tries for a record whose row other records have.
+const maxNewRows = 3
+
+// createRow creates the row of a record without one, starting with row (its deterministic id, or
+// the row it had before it was deleted at the source), or adopts the row an earlier attempt
+// created. A row another record is coupled to is not the record's any more (a person coupled that
+// record to it after this one was uncoupled, or that record's match found it): as Business
+// Central creates a new row for a record that is no longer coupled, the record gets a new row,
+// whose id is derived from the taken one so that a retry after a crash finds and adopts it. taken
+// is the last refusal when maxNewRows rows were all taken: nothing was written.
+func (s *Syncer) createRow(ctx context.Context, w rowWriter, m Mapping, ev ChangeEvent, row uuid.UUID, attrs Attributes) (uuid.UUID, string, *RowTakenError, error) {
+	for round := 1; ; round++ {
+		ref := m.Row(row)
+		claimed := s.rowFindable(m, ev, row)
+		var (
+			version string
+			err     error
+		)
+		if claimed {
+			err = w.lock.ClaimRow(ctx, m.Entity, row)
+		}
+		if err == nil {
+			s.stage(w.out, "dataverse", "create "+ref.String())
+			version, err = w.create(ctx, m, ref, attrs, claimed)
+		}
+		var taken *RowTakenError
+		if !errors.As(err, &taken) {
+			return row, version, nil, err
+		}
+		if round == maxNewRows {
+			return row, "", taken, nil
+		}
+		next := nextRowID(ev, row)
+		s.stage(w.out, "couple", fmt.Sprintf("%s is coupled to %s/%s: %s/%s gets a new row, %s",
+			named(ref, taken.Other.RowName), taken.Other.Table, taken.Other.Key, ev.Table, ev.Key, next))
+		row = next
+	}
+}
+
+// nextRowID is the id of the row dvsync creates for a record whose row taken another record has.
+func nextRowID(ev ChangeEvent, taken uuid.UUID) uuid.UUID {
+	return uuid.NewSHA1(rowNamespace, []byte(ev.Table+"\x00"+ev.Key+"\x00"+taken.String()))
+}
+
+// rowFindable reports whether another record could take the row the record is about to create,
+// so that the row is claimed before it exists: a row of an entity that a mapping couples by match
+// (another record's match, of this mapping or another of the entity, may find it as soon as it is
+// created), or one that is not the record's own deterministic id (a row it had before). The
+// record's own new row of an entity no mapping matches is found by nobody else; should a person's
+// Couple name it meanwhile, the store refuses the later of the two couplings. A row that exists
+// already is claimed in any case before it is adopted (rowWriter.create).
+func (s *Syncer) rowFindable(m Mapping, ev ChangeEvent, row uuid.UUID) bool {
+	if row != DeterministicRowID(ev.Table, ev.Key) {
+		return true
+	}
+	for _, o := range s.Mappings {
+		if o.Entity != m.Entity {
+			continue
+		}
+		for _, f := range o.Fields {
+			if f.Match != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // named is a row's reference for the call stack, with its primary name when known.
@@ -305,12 +377,19 @@ type rowWriter struct {
 }
 
 // create creates the row. When it exists already, an earlier attempt at this record created it
-// (dvsync crashed, or stopped waiting, before recording the coupling): the row is adopted and
-// updated on the version it has now.
-func (w rowWriter) create(ctx context.Context, ref RowRef, attrs Attributes) (string, error) {
+// (dvsync crashed, or stopped waiting, before recording the coupling), or the record had it
+// before it was uncoupled: the row is adopted and updated on the version it has now, once it is
+// claimed (unless claimed says it is already). A row another record is coupled to is a
+// *RowTakenError, and nothing is written to it.
+func (w rowWriter) create(ctx context.Context, m Mapping, ref RowRef, attrs Attributes, claimed bool) (string, error) {
 	version, err := w.s.Dataverse.CreateRow(ctx, ref, attrs)
 	if !IsAlreadyExists(err) {
 		return version, err
+	}
+	if !claimed {
+		if err := w.lock.ClaimRow(ctx, m.Entity, ref.ID); err != nil {
+			return "", err
+		}
 	}
 	current, found, err := w.s.Dataverse.RowVersion(ctx, ref)
 	if err != nil {
@@ -322,7 +401,7 @@ func (w rowWriter) create(ctx context.Context, ref RowRef, attrs Attributes) (st
 	if !found { // deleted in the meantime: create it after all
 		return w.s.Dataverse.CreateRow(ctx, ref, attrs)
 	}
-	w.s.stage(w.out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it): update version %s", ref, current))
+	w.s.stage(w.out, "dataverse", fmt.Sprintf("%s exists already (an earlier attempt created it, or the record had it before): update version %s", ref, current))
 	return w.update(ctx, ref, attrs, current)
 }
 
@@ -379,13 +458,16 @@ func versionText(v string) string {
 // not coupled is a failure, and nothing is sent to Dataverse.
 func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, attrs Attributes, out *Outcome) (*Failure, error) {
 	for _, l := range m.Lookups {
-		var value string
+		var (
+			value string
+			local bool // the blank code of the local currency
+		)
 		if raw, present := ev.Fields[l.Source]; present && (raw == nil || raw == "") {
 			if s.LocalCurrency == "" || s.Mappings[l.Table].Entity != CurrencyEntity {
 				attrs[l.Bind+"@odata.bind"] = nil // an emptied field clears the lookup
 				continue
 			}
-			value = s.LocalCurrency
+			value, local = s.LocalCurrency, true
 			s.stage(out, "lookup", fmt.Sprintf("%s is blank: the local currency %s", l.Source, value))
 		} else {
 			v, ok, err := l.LookupValue(ev.Fields)
@@ -401,11 +483,19 @@ func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, att
 		if err != nil {
 			return nil, fmt.Errorf("read coupling of %s/%s: %w", l.Table, value, err)
 		}
+		depMapping, _ := s.Mappings.For(l.Table)
+		if !dep.Coupled() && local {
+			target, f, err := s.localCurrencyRow(ctx, ev, l, depMapping, out)
+			if f != nil || err != nil {
+				return f, err
+			}
+			attrs[l.Bind+"@odata.bind"] = "/" + target.String()
+			continue
+		}
 		if !dep.Coupled() {
 			s.stage(out, "lookup", fmt.Sprintf("%s %s: %s/%s is not coupled", l.Source, value, l.Table, value))
 			return DependencyNotCoupled(ev, l, value), nil
 		}
-		depMapping, _ := s.Mappings.For(l.Table)
 		target := depMapping.Row(dep.RowID)
 		if q := l.Query; q != nil {
 			filter := strings.ReplaceAll(q.Filter, "{rowId}", dep.RowID.String())
@@ -426,6 +516,32 @@ func (s *Syncer) bindLookups(ctx context.Context, m Mapping, ev ChangeEvent, att
 		attrs[l.Bind+"@odata.bind"] = "/" + target.String()
 	}
 	return nil, nil
+}
+
+// localCurrencyRow is Dataverse's currency of the local currency's ISO code, for a blank currency
+// code while no currency record of the local currency is coupled, as Business Central binds its
+// LCY. A Dataverse without one is a dependency_not_coupled failure.
+func (s *Syncer) localCurrencyRow(ctx context.Context, ev ChangeEvent, l Lookup, cur Mapping, out *Outcome) (RowRef, *Failure, error) {
+	if c := s.localRow.Load(); c != nil && s.Now().Sub(c.at) < localRowFor {
+		s.stage(out, "lookup", fmt.Sprintf("%s %s -> %s (the local currency)", l.Source, s.LocalCurrency, cur.Row(c.id)))
+		return cur.Row(c.id), nil, nil
+	}
+	filter := fmt.Sprintf("isocurrencycode eq '%s'", strings.ReplaceAll(s.LocalCurrency, "'", "''"))
+	id, found, err := s.Dataverse.FindRowID(ctx, cur.EntitySet, cur.PrimaryID, filter)
+	if err != nil {
+		f, err := s.dataverseFailure(err)
+		return RowRef{}, f, err
+	}
+	if !found {
+		s.stage(out, "lookup", fmt.Sprintf("%s?$filter=%s found no row", cur.EntitySet, filter))
+		f := DependencyNotCoupled(ev, l, s.LocalCurrency)
+		f.Message = fmt.Sprintf("%s cannot be synchronized: its %s is blank, the local currency %s, but no %s record %s is coupled and "+
+			"Dataverse has no currency with the ISO code %s.", ev.Ref(), l.caption(), s.LocalCurrency, cur.Table, s.LocalCurrency, s.LocalCurrency)
+		return RowRef{}, f, nil
+	}
+	s.localRow.Store(&foundAt{id: id, at: s.Now()})
+	s.stage(out, "lookup", fmt.Sprintf("%s %s -> %s (the local currency, found by %s)", l.Source, s.LocalCurrency, cur.Row(id), filter))
+	return cur.Row(id), nil, nil
 }
 
 // isRowMissing reports whether err says that this row (not a row a lookup binds) does not exist.

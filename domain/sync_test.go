@@ -190,20 +190,38 @@ func TestUncoupledDependencyFailsWithoutCallingDataverse(t *testing.T) {
 }
 
 // With a local currency configured, a blank currency code means it (Business Central's LCY): the
-// lookup binds the local currency's row rather than clearing.
+// lookup binds the local currency's row rather than clearing. While no currency record of it is
+// coupled (Business Central keeps LCY in its setup, not among its currencies), Dataverse's
+// currency of that ISO code is bound, found once; a Dataverse without one fails the record.
 func TestABlankCurrencyCodeIsTheLocalCurrency(t *testing.T) {
 	dv := &recorder{}
 	s, _ := newSyncer(dv)
 	s.LocalCurrency = "USD"
 	out := mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": ""}))
-	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindDependencyNotCoupled || !strings.Contains(out.Failure.Message, "Currency Code USD") {
-		t.Fatalf("blank before the local currency is coupled: %+v", out.Failure)
+	if out.Result != domain.ResultFailed || out.Failure.Kind != domain.KindDependencyNotCoupled ||
+		!strings.Contains(out.Failure.Message, "no currency with the ISO code USD") {
+		t.Fatalf("blank, no currency record of USD coupled, none in Dataverse: %+v", out.Failure)
+	}
+	if c := dv.calls[0]; c.op != "find" || c.row.EntitySet != "transactioncurrencies" || c.attrs["filter"] != "isocurrencycode eq 'USD'" {
+		t.Fatalf("calls = %+v; want the currency looked up by its ISO code", dv.calls)
+	}
+	base := uuid.New()
+	dv.found, dv.calls = base, nil
+	for v := int64(1); v <= 2; v++ {
+		out = mustSync(t, s, upsert("customer", "C1", v, map[string]any{"number": "C1", "currencyCode": ""}))
+		bind := dv.calls[len(dv.calls)-1].attrs["transactioncurrencyid@odata.bind"]
+		if out.Result != domain.ResultSynced || bind != "/transactioncurrencies("+base.String()+")" {
+			t.Fatalf("version %d: outcome %+v, bind %v; want Dataverse's USD", v, out, bind)
+		}
+	}
+	if ops(dv.calls) != "find create update" {
+		t.Fatalf("calls = %s; the local currency's row is looked up once", ops(dv.calls))
 	}
 	mustSync(t, s, upsert("currency", "USD", 1, map[string]any{"code": "USD"}))
-	out = mustSync(t, s, upsert("customer", "C1", 1, map[string]any{"number": "C1", "currencyCode": ""}))
+	out = mustSync(t, s, upsert("customer", "C1", 3, map[string]any{"number": "C1", "currencyCode": ""}))
 	bind := dv.calls[len(dv.calls)-1].attrs["transactioncurrencyid@odata.bind"]
 	if out.Result != domain.ResultSynced || bind != "/transactioncurrencies("+domain.DeterministicRowID("currency", "USD").String()+")" {
-		t.Fatalf("outcome %+v, bind %v", out, bind)
+		t.Fatalf("coupled: outcome %+v, bind %v; want the coupled record's row", out, bind)
 	}
 }
 

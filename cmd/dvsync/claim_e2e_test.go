@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"testing"
 
 	"github.com/google/uuid"
@@ -86,4 +87,44 @@ func alreadyCoupledTo(h *harness, key, winner string) bool {
 		}
 	}
 	return false
+}
+
+// A record uncoupled from its row, whose row a person then couples to another record: the
+// record's next change does not take the row back (its create meets the row and would adopt it),
+// so the other record's row keeps its data and its coupling; the record gets a new row. A unit of
+// measure: its mapping couples by no match, so only the create meets the row.
+func TestAnUncoupledRecordsNextChangeLeavesTheRowAPersonCoupledElsewhere(t *testing.T) {
+	h := start(t, 1)
+	base := h.api()
+	v, c := h.key("V"), h.key("C")
+	h.publish("unitOfMeasure", v, 1, map[string]any{"code": v, "displayName": "V's unit"})
+	row := h.waitCoupled("unitOfMeasure", v, 1).RowID
+	path := func(key, action string) string {
+		return base + "/api/v1/couplings/unitOfMeasure/" + url.PathEscape(key) + "/" + action
+	}
+	if st := call(t, "POST", path(v, "uncouple"), testOperatorToken, nil, nil); st != 200 {
+		t.Fatalf("uncouple %s: status %d", v, st)
+	}
+	if st := call(t, "POST", path(c, "couple"), testOperatorToken, map[string]any{"row_id": row.String()}, nil); st != 200 {
+		t.Fatalf("couple %s to %s: status %d", c, row, st)
+	}
+	h.publish("unitOfMeasure", c, 1, map[string]any{"code": c, "displayName": "C's unit, on V's old row"})
+	if cc := h.waitCoupled("unitOfMeasure", c, 1); cc.RowID != row {
+		t.Fatalf("unitOfMeasure/%s coupled to %s, want %s", c, cc.RowID, row)
+	}
+
+	h.publish("unitOfMeasure", v, 2, map[string]any{"code": v, "displayName": "V again"})
+	got := h.waitCoupled("unitOfMeasure", v, 2)
+	if got.RowID == row {
+		t.Fatalf("unitOfMeasure/%s coupled to %s again; want a new row (its old one is %s's)", v, got.RowID, c)
+	}
+	if r := h.row("uomschedules", row); r == nil || r["description"] != "C's unit, on V's old row" {
+		t.Fatalf("the row coupled to %s: %v; want C's data", c, r)
+	}
+	if r := h.row("uomschedules", got.RowID); r == nil || r["description"] != "V again" {
+		t.Fatalf("the new row of %s: %v", v, r)
+	}
+	if cc := h.coupling("unitOfMeasure", c); !cc.Coupled() || cc.RowID != row {
+		t.Fatalf("unitOfMeasure/%s = %+v; want coupled to %s still", c, cc, row)
+	}
 }

@@ -175,7 +175,7 @@ func alreadyCoupled(table, key, entity string, other domain.Coupling) error {
 // Uncouple removes the record's link to its Dataverse row; the row stays in Dataverse, and the
 // record's open errors are resolved. Its version is kept: an older change still counts as stale.
 // Its next change creates a row with the record's deterministic id, or finds and adopts the row
-// dvsync created for it before.
+// dvsync created for it before; a new row when another record has that one meanwhile.
 func (a *Actions) Uncouple(ctx context.Context, table, key, actor string) (Result, error) {
 	res := Result{Table: table, Key: key, Action: domain.ActionUncouple.Command}
 	if _, err := a.mapping(table); err != nil {

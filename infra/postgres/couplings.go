@@ -407,8 +407,8 @@ func (io *couplingIO) claimBatch(ctx context.Context, cs []*claim) ([]claimed, [
 }
 
 // commitBatch stores the couplings of a batch and releases its claims (and their row claims) in
-// one statement. A record whose claim is no longer this worker's is neither stored nor released:
-// its result is false. A coupling the unique index on a row's live couplings refuses fails that
+// one statement. A record whose claim is no longer this worker's is neither stored nor released
+// (its row claims, dead with the claim, are deleted): its result is false. A coupling the unique index on a row's live couplings refuses fails that
 // record alone, as a *domain.RowTakenError: the batch is tried again without it.
 func (io *couplingIO) commitBatch(ctx context.Context, cs []commit) ([]bool, []error) {
 	outs, errs := io.commitEach(ctx, cs)
@@ -461,8 +461,10 @@ func (io *couplingIO) commitEach(ctx context.Context, cs []commit) ([]bool, []er
 				DELETE FROM record_claims r USING mine m
 				WHERE r.table_name = m.table_name AND r.source_key = m.source_key
 				RETURNING r.token),
+			-- A lost claim's row claims are dead (its token holds no record claim) and go too:
+			-- nothing else would ever delete them.
 			rows_mine AS (
-				SELECT rc.entity, rc.row_id FROM row_claims rc JOIN items i ON rc.token = i.tok JOIN mine m ON m.table_name = i.t AND m.source_key = i.k
+				SELECT rc.entity, rc.row_id FROM row_claims rc JOIN items i ON rc.token = i.tok
 				ORDER BY rc.entity, rc.row_id -- locked in key order, as claimRows locks them
 				FOR UPDATE OF rc),
 			rows_released AS (
@@ -472,7 +474,10 @@ func (io *couplingIO) commitEach(ctx context.Context, cs []commit) ([]bool, []er
 				SELECT i.t, i.k, i.row_id, i.entity, i.version, i.status, i.last_synced_at, i.skipped, i.last_error_kind,
 					i.failures, i.last_attempt_at, i.row_version, i.row_name, now()
 				FROM items i JOIN released r ON r.token = i.tok WHERE i.w
-				ORDER BY i.t, i.k
+				-- In row order: a second live coupling of a row waits on the unique index for the
+				-- first's transaction, so two batches writing rows in one order never deadlock. (A
+				-- record's coupling is written by the one batch holding its claim.)
+				ORDER BY i.entity, i.row_id, i.t, i.k
 				ON CONFLICT (table_name, source_key) DO UPDATE SET
 					row_id = EXCLUDED.row_id, entity = EXCLUDED.entity, version = EXCLUDED.version,
 					status = EXCLUDED.status, last_synced_at = EXCLUDED.last_synced_at,

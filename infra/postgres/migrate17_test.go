@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/pressly/goose/v3"
@@ -81,5 +82,75 @@ func TestMigration17KeepsTheRecordThatSyncedLast(t *testing.T) {
 	}
 	if _, err := s.pool.Exec(ctx, `UPDATE couplings SET row_id = $1, status = 'synced' WHERE source_key = 'OLD'`, row); !isRowTaken(err) {
 		t.Fatalf("a second live coupling after the migration: %v, want the unique index's refusal", err)
+	}
+}
+
+// Migration 00017 during a rolling upgrade: a worker of the previous version is committing a
+// second coupling of a row when the migration starts. The migration waits for it and repairs what
+// it committed, so that the unique index builds; without the lock the repair would miss it and
+// the index build fail, and the process would not start.
+func TestMigration17WaitsForACommitOfAnOldWorker(t *testing.T) {
+	ctx := context.Background()
+	url, drop, err := pgtest.Database("m17_lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sub, _ := fs.Sub(migrations, "migrations")
+	p, err := goose.NewProvider(goose.DialectPostgres, db, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 16); err != nil {
+		t.Fatal(err)
+	}
+	row := uuid.New()
+	if _, err := db.ExecContext(ctx, `INSERT INTO couplings (table_name, source_key, row_id, entity, version, status, last_synced_at, updated_at)
+		VALUES ('customer', 'FIRST', $1, 'account', 1, 'synced', now() - interval '1 hour', now())`, row); err != nil {
+		t.Fatal(err)
+	}
+	old, err := db.BeginTx(ctx, nil) // the old worker's commit, under way
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = old.Rollback() }()
+	if _, err := old.ExecContext(ctx, `INSERT INTO couplings (table_name, source_key, row_id, entity, version, status, last_synced_at, updated_at)
+		VALUES ('customer', 'SECOND', $1, 'account', 1, 'synced', now(), now())`, row); err != nil {
+		t.Fatal(err)
+	}
+	migrated := make(chan error, 1)
+	go func() { _, err := p.UpTo(ctx, 17); migrated <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for waiting := 0; waiting == 0; {
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-migrated:
+			t.Fatalf("the migration finished while a commit was under way: %v", err)
+		case <-time.After(5 * time.Millisecond): // polled with a deadline, not slept on
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the migration does not wait on a lock")
+		}
+	}
+	if err := old.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-migrated; err != nil {
+		t.Fatalf("the migration after the old worker's commit: %v", err)
+	}
+	var second sql.NullString
+	if err := db.QueryRowContext(ctx, `SELECT row_id::text FROM couplings WHERE source_key = 'FIRST'`).Scan(&second); err != nil || second.Valid {
+		t.Fatalf("customer/FIRST keeps row %v (%v); want it uncoupled, customer/SECOND synced the row last", second, err)
+	}
+	var kept string
+	if err := db.QueryRowContext(ctx, `SELECT row_id::text FROM couplings WHERE source_key = 'SECOND'`).Scan(&kept); err != nil || kept != row.String() {
+		t.Fatalf("customer/SECOND's row %q (%v), want %s", kept, err, row)
 	}
 }

@@ -3,7 +3,9 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sort"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -65,4 +67,104 @@ func TestACommitBatchFailsOnlyTheRecordCouplingATakenRow(t *testing.T) {
 	if c, _ := s.Coupling(ctx, "customer", "B"); c.Exists {
 		t.Fatalf("customer/B = %+v; the refused coupling is not stored", c)
 	}
+}
+
+// Two commit batches that couple the same rows in a different order of their records' keys: the
+// unique index makes the second wait on the first at each row, so the batches write their rows in
+// row order, and the second finds the rows taken (already_coupled) instead of a deadlock failing
+// a whole batch. A third transaction holding one row makes the first wait midway, so that the
+// second has begun when the first goes on.
+func TestCommitBatchesCouplingTheSameRowsDoNotDeadlock(t *testing.T) {
+	ctx := context.Background()
+	url, drop, err := pgtest.Database("rows_order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	s, err := Open(ctx, url, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r1, r2, held := uuid.MustParse("10000000-0000-4000-8000-000000000000"), uuid.MustParse("20000000-0000-4000-8000-000000000000"),
+		uuid.MustParse("30000000-0000-4000-8000-000000000000")
+	batch := func(rows map[string]uuid.UUID) []commit {
+		var cs []commit
+		for _, k := range sortedKeys(rows) {
+			c, _, err := s.claimRecord(ctx, "customer", k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.io.drop(c) })
+			next := domain.Coupling{Table: "customer", Key: k, RowID: rows[k], Entity: "account", Status: domain.CouplingSynced, Version: 1}
+			cs = append(cs, commit{claim: c, next: &next})
+		}
+		return cs
+	}
+	// In key order the first couples r2, then the held row, then r1; the second r1, then r2.
+	first := batch(map[string]uuid.UUID{"A1": r2, "A2": held, "A3": r1})
+	second := batch(map[string]uuid.UUID{"B1": r1, "B2": r2})
+
+	blocker, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = blocker.Rollback(ctx) }()
+	if _, err := blocker.Exec(ctx, `INSERT INTO couplings (table_name, source_key, row_id, entity, version, status, updated_at)
+		VALUES ('customer', 'Z', $1, 'account', 1, 'synced', now())`, held); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		outs []bool
+		errs []error
+	}
+	results := make([]chan result, 2)
+	waiting := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var got int
+			if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d commit statements waiting on a lock, want %d", got, n)
+			}
+			<-time.After(5 * time.Millisecond) // polled with a deadline, not slept on
+		}
+	}
+	for i, cs := range [][]commit{first, second} {
+		results[i] = make(chan result, 1)
+		go func() {
+			outs, errs := s.couplingIO().commitEach(ctx, cs)
+			results[i] <- result{outs, errs}
+		}()
+		waiting(i + 1)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, b := <-results[0], <-results[1]
+	for i, err := range a.errs {
+		if err != nil || !a.outs[i] {
+			t.Fatalf("the first batch's item %d: %v, stored %v; want stored", i, err, a.outs[i])
+		}
+	}
+	for i, err := range b.errs {
+		if !isRowTaken(err) {
+			t.Fatalf("the second batch's item %d: %v; want the unique index's refusal, not a deadlock", i, err)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -89,6 +89,18 @@ func TestContract(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		RowClaims: func(t *testing.T, key string) int {
+			admin, err := pgx.Connect(context.Background(), dbURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer admin.Close(context.Background())
+			var n int
+			if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM row_claims WHERE source_key = $1`, key).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
 		AgeCouplingRuns: func(t *testing.T, table string, d time.Duration) {
 			admin, err := pgx.Connect(context.Background(), dbURL)
 			if err != nil {

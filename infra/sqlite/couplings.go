@@ -183,14 +183,12 @@ func (s *Store) commit(ctx context.Context, c *claim, next *domain.Coupling) (bo
 		if err != nil {
 			return fmt.Errorf("sqlite: release %s/%s: %w", c.table, c.key, err)
 		}
-		n, _ := res.RowsAffected()
-		if mine = n == 1; !mine {
-			return nil
-		}
+		// Deleted even when the claim is lost: they died with it, and nothing else would delete them.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM row_claims WHERE token = ?`, c.token); err != nil {
 			return fmt.Errorf("sqlite: release %s/%s: %w", c.table, c.key, err)
 		}
-		if next == nil {
+		n, _ := res.RowsAffected()
+		if mine = n == 1; !mine || next == nil {
 			return nil
 		}
 		return s.writeCoupling(ctx, tx, c.table, c.key, next)

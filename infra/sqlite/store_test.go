@@ -38,6 +38,18 @@ func TestContract(t *testing.T) {
 				t.Fatal(err)
 			}
 		},
+		RowClaims: func(t *testing.T, key string) int {
+			db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var n int
+			if err := db.QueryRow(`SELECT count(*) FROM row_claims WHERE source_key = ?`, key).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
 		AgeCouplingRuns: func(t *testing.T, table string, d time.Duration) {
 			db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 			if err != nil {

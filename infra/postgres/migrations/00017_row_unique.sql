@@ -3,6 +3,12 @@
 -- row it is about to couple to (matched, created or adopted) together with the check that no
 -- other record is coupled to it, and a unique index refuses a second live coupling of a row.
 
+-- A worker of the previous version may still be committing couplings (a rolling upgrade): the
+-- lock waits for its open commits and holds new ones until this migration commits, so that no
+-- second coupling of a row lands between the repair below and the index, which would then fail.
+-- Reads go on; the old workers' commits wait (seconds: the repair and index build are quick).
+LOCK TABLE couplings IN SHARE ROW EXCLUSIVE MODE;
+
 -- A record's claim on a Dataverse row while its sync (or a person's Couple) is under way. It lives
 -- as long as the record's claim of the same token (record_claims), and is deleted with it when the
 -- record's coupling is stored or its claim released; a row claim whose token no longer holds a

@@ -148,6 +148,41 @@ func testRowClaimsGoWithTheRecordClaim(t *testing.T, h Harness) {
 	}
 }
 
+// A claim lost under a stalled worker (its lease ran out and another worker took the record) is
+// neither stored nor released when the stalled worker commits, but its row claims go: nothing
+// else would ever delete them.
+func testALostClaimLeavesNoRowClaim(t *testing.T, h Harness) {
+	if h.RowClaims == nil {
+		t.Skip("the harness cannot count row claims")
+	}
+	s, other := h.Open(t, 0), h.Open(t, 0)
+	ctx := context.Background()
+	key := "RL" + uuid.NewString()[:8]
+	row := uuid.New()
+	err := s.UpdateCoupling(ctx, "customer", key, func(ctx context.Context, cur domain.Coupling, lock domain.RecordLock) (domain.Coupling, error) {
+		if err := lock.ClaimRow(ctx, "account", row); err != nil {
+			return cur, err
+		}
+		h.ExpireClaims(t, key)
+		// Another worker takes the record and is done with it.
+		if err := other.UpdateCoupling(ctx, "customer", key, func(_ context.Context, c domain.Coupling, _ domain.RecordLock) (domain.Coupling, error) {
+			return c, domain.ErrUnchanged
+		}); err != nil {
+			t.Errorf("the other worker's update of a record whose claim ran out: %v", err)
+		}
+		return coupledTo(cur, row), nil
+	})
+	if !errors.Is(err, storage.ErrLockLost) {
+		t.Fatalf("the stalled worker's commit: %v, want ErrLockLost", err)
+	}
+	if n := h.RowClaims(t, key); n != 0 {
+		t.Fatalf("%d row claims of customer/%s left after its lost claim's commit; want none", n, key)
+	}
+	if got, _ := s.Coupling(ctx, "customer", key); got.Coupled() {
+		t.Fatalf("the lost claim's coupling was stored: %+v", got)
+	}
+}
+
 // The unique index refuses a second live coupling of a row, whichever way it comes (a sync's
 // commit without a claim, a person's edit), fails only that record when many commit together,
 // and lets a row be coupled again once its coupling is no longer live.

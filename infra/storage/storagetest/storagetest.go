@@ -31,6 +31,9 @@ type Harness struct {
 	// ExpireClaims makes the claims on records with this key run out now, as if their worker had
 	// stalled past its lease.
 	ExpireClaims func(t *testing.T, key string)
+	// RowClaims counts the row claims that records with this key hold, live or dead (nil skips
+	// the checks that no row claim is left behind).
+	RowClaims func(t *testing.T, key string) int
 	// AgeCouplingRuns moves the table's coupling runs' times back by d, as if their process had
 	// died that long ago (nil skips the stale-run cases).
 	AgeCouplingRuns func(t *testing.T, table string, d time.Duration)
@@ -69,6 +72,7 @@ func Run(t *testing.T, h Harness) {
 		{"EditCouplingStoresRemovesAndAudits", testEditCouplingStoresRemovesAndAudits},
 		{"ConcurrentRowClaimsHaveOneWinner", testConcurrentRowClaimsHaveOneWinner},
 		{"RowClaimsGoWithTheRecordClaim", testRowClaimsGoWithTheRecordClaim},
+		{"ALostClaimLeavesNoRowClaim", testALostClaimLeavesNoRowClaim},
 		{"ARowHasOneLiveCoupling", testARowHasOneLiveCoupling},
 		{"AnEditWaitsForARowClaimedBySync", testAnEditWaitsForARowClaimedBySync},
 		{"ACoupleResolvesOnlyCouplingErrors", testACoupleResolvesOnlyCouplingErrors},
