@@ -36,11 +36,10 @@ CREATE TABLE coupling_runs (
 CREATE UNIQUE INDEX coupling_runs_unfinished ON coupling_runs (table_name) WHERE finished_at IS NULL;
 CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
 
--- A resume's catch-up is a backlog period now: table_pauses keeps the pause alone.
-ALTER TABLE table_pauses DROP COLUMN catching_up, DROP COLUMN resume_backlog;
+-- A resume's catch-up is a backlog period now, but table_pauses keeps catching_up and
+-- resume_backlog (expand/contract): the previous release's workers and serve replicas read them
+-- while an upgrade rolls, so pause and resume still write them as it did. A later release drops them.
 
 -- +goose Down
-ALTER TABLE table_pauses ADD COLUMN catching_up boolean NOT NULL DEFAULT false,
-    ADD COLUMN resume_backlog bigint NOT NULL DEFAULT 0;
 DROP TABLE coupling_runs;
 DROP TABLE backlog_periods;

@@ -33,12 +33,9 @@ CREATE TABLE coupling_runs (
 CREATE UNIQUE INDEX coupling_runs_unfinished ON coupling_runs (table_name) WHERE finished_at IS NULL;
 CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
 
--- A resume's catch-up is a backlog period now: table_pauses keeps the pause alone.
-ALTER TABLE table_pauses DROP COLUMN catching_up;
-ALTER TABLE table_pauses DROP COLUMN resume_backlog;
+-- table_pauses keeps catching_up and resume_backlog for the previous release (see the PostgreSQL
+-- migration); a later release drops them.
 
 -- +goose Down
-ALTER TABLE table_pauses ADD COLUMN catching_up INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE table_pauses ADD COLUMN resume_backlog INTEGER NOT NULL DEFAULT 0;
 DROP TABLE coupling_runs;
 DROP TABLE backlog_periods;
