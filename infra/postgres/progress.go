@@ -121,10 +121,14 @@ func optionalInt(n *int) any {
 
 // BeatCouplingRun stores the counts and the heartbeat of an unfinished run.
 func (s *Store) BeatCouplingRun(ctx context.Context, id int64, c storage.RunCounts) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE coupling_runs SET heartbeat_at = now(), total = $2, done = $3, coupled = $4,
+	tag, err := s.pool.Exec(ctx, `UPDATE coupling_runs SET heartbeat_at = now(), total = $2, done = $3, coupled = $4,
 		created = $5, failed = $6, skipped = $7 WHERE id = $1 AND finished_at IS NULL`,
-		id, optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped); err != nil {
+		id, optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped)
+	if err != nil {
 		return fmt.Errorf("postgres: coupling run %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: coupling run %d: %w", id, storage.ErrRunLost)
 	}
 	return nil
 }

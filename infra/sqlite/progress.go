@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/dvsync/dvsync/infra/storage"
@@ -132,10 +133,14 @@ func optionalInt(n *int) any {
 
 // BeatCouplingRun stores the counts and the heartbeat of an unfinished run.
 func (s *Store) BeatCouplingRun(ctx context.Context, id int64, c storage.RunCounts) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE coupling_runs SET heartbeat_at = ?, total = ?, done = ?, coupled = ?,
+	res, err := s.db.ExecContext(ctx, `UPDATE coupling_runs SET heartbeat_at = ?, total = ?, done = ?, coupled = ?,
 		created = ?, failed = ?, skipped = ? WHERE id = ? AND finished_at IS NULL`,
-		s.now().UnixNano(), optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped, id); err != nil {
+		s.now().UnixNano(), optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped, id)
+	if err != nil {
 		return fmt.Errorf("sqlite: coupling run %d: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return fmt.Errorf("sqlite: coupling run %d: %w", id, errors.Join(storage.ErrRunLost, err))
 	}
 	return nil
 }

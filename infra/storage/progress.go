@@ -28,7 +28,8 @@ type ProgressStore interface {
 	// of the table is unfinished and beating, it fails with ErrRunInProgress; an unfinished run
 	// whose heartbeat is older than StaleRunAfter is marked interrupted and the new one starts.
 	StartCouplingRun(ctx context.Context, table, actor string) (CouplingRunRecord, error)
-	// BeatCouplingRun stores a running run's counts and its heartbeat.
+	// BeatCouplingRun stores a running run's counts and its heartbeat. It is ErrRunLost once the
+	// run is finished, by another start that found it stale among others: the run must stop.
 	BeatCouplingRun(ctx context.Context, id int64, c RunCounts) error
 	// FinishCouplingRun stores a run's last counts and ends it; failure, when not empty, says why
 	// it could not finish.
@@ -65,6 +66,10 @@ const StaleRunAfter = time.Minute
 
 // ErrRunInProgress is a coupling run started while another one of the table runs.
 var ErrRunInProgress = errors.New("a coupling run of this table is in progress")
+
+// ErrRunLost is the beat of a run that is no longer unfinished in the store: another start
+// marked it interrupted (its heartbeat was stale), and another run of the table may go on now.
+var ErrRunLost = errors.New("the coupling run was marked interrupted")
 
 // RunCounts are a coupling run's counts so far. Total is nil while the run is still listing its
 // records.

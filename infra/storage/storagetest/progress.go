@@ -125,6 +125,9 @@ func testCouplingRunsOnePerTableWithHeartbeats(t *testing.T, h Harness) {
 	if runs, _ = s.CouplingRuns(ctx, table, 1); len(runs) != 1 || runs[0].State != storage.RunFailed {
 		t.Fatalf("failed run = %+v", runs)
 	}
+	if err := s.BeatCouplingRun(ctx, second.ID, storage.RunCounts{Done: 1}); !errors.Is(err, storage.ErrRunLost) {
+		t.Fatalf("the beat of a finished run = %v, want ErrRunLost", err)
+	}
 	if h.AgeCouplingRuns == nil {
 		return
 	}
@@ -139,6 +142,11 @@ func testCouplingRunsOnePerTableWithHeartbeats(t *testing.T, h Harness) {
 	fourth, err := s.StartCouplingRun(ctx, table, "dee")
 	if err != nil {
 		t.Fatalf("a start after a stale run: %v", err)
+	}
+	// The stale run's process was alive after all (a long database outage): its next beat says it
+	// lost the run, so that it stops instead of running beside the new one.
+	if err := s.BeatCouplingRun(ctx, third.ID, storage.RunCounts{Done: 1}); !errors.Is(err, storage.ErrRunLost) {
+		t.Fatalf("the beat of a run another start interrupted = %v, want ErrRunLost", err)
 	}
 	runs, _ = s.CouplingRuns(ctx, table, 2)
 	if len(runs) != 2 || runs[0].ID != fourth.ID || runs[0].State != storage.RunRunning || runs[1].State != storage.RunInterrupted || runs[1].FinishedAt == nil {
