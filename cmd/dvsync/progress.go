@@ -19,7 +19,7 @@ import (
 
 // progress is the worker's keeper of the tables' backlog periods (syncworker.Progress).
 func (s *stack) progress(pauses *syncworker.Pauses) *syncworker.Progress {
-	return &syncworker.Progress{Store: backlogStore{s.store}, Stream: streamPosition{s.js}, Tables: s.mappings.Tables(),
+	return &syncworker.Progress{Store: backlogStore{s.store}, Stream: &natsjs.WorkerStream{JS: s.js}, Tables: s.mappings.Tables(),
 		Every: s.cfg.Worker.ProgressEvery, Threshold: s.cfg.Worker.BacklogThreshold, Paused: pauses.Paused,
 		Log: s.log.With("component", "progress")}
 }
@@ -30,22 +30,6 @@ type backlogStore struct{ storage.Store }
 func (b backlogStore) Synced(ctx context.Context, table string) (bool, error) {
 	cs, err := b.ListCouplings(ctx, storage.CouplingFilter{Table: table, Limit: 1})
 	return len(cs) > 0, err
-}
-
-// streamPosition reads the workers' consumer through natsjs.
-type streamPosition struct{ js jetstream.JetStream }
-
-func (p streamPosition) Position(ctx context.Context) (uint64, uint64, error) {
-	pos, err := natsjs.WorkerPosition(ctx, p.js)
-	return pos.Delivered, pos.FirstSeq, err
-}
-
-func (p streamPosition) Waiting(ctx context.Context, table string, delivered uint64) (uint64, error) {
-	return natsjs.TableWaiting(ctx, p.js, table, delivered)
-}
-
-func (p streamPosition) FromAckFloor(ctx context.Context, table string) (uint64, error) {
-	return natsjs.TableBacklog(ctx, p.js, table)
 }
 
 // streamViewTTL is how long one reading of JetStream serves every status view: many people
@@ -122,9 +106,9 @@ func (v *streamView) waiting(ctx context.Context, paused map[string]bool) (map[s
 		for _, table := range v.tables {
 			var n uint64
 			if paused[table] {
-				n, err = natsjs.TableBacklog(ctx, v.js, table)
+				n, err = pos.Backlog(ctx, table)
 			} else {
-				n, err = natsjs.TableWaiting(ctx, v.js, table, pos.Delivered)
+				n, err = pos.Waiting(ctx, table)
 			}
 			if err != nil {
 				return nil, err

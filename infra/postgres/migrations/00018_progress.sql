@@ -16,6 +16,20 @@ CREATE TABLE backlog_periods (
 );
 CREATE UNIQUE INDEX backlog_periods_open ON backlog_periods (table_name) WHERE ended_at IS NULL;
 
+-- The lease on counting the backlog (one row): one worker reads JetStream for every table, the
+-- others report. backlog_reports are each worker's changes in hand per table (a JSON object of
+-- counts), stamped: a period ends only when the fresh reports add up to nothing in hand.
+CREATE TABLE backlog_counter (
+    id         integer     PRIMARY KEY CHECK (id = 1),
+    holder     text        NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE backlog_reports (
+    worker      text        PRIMARY KEY,
+    in_hand     jsonb       NOT NULL,
+    reported_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- A coupling run of a table: one unfinished per table (a stale one is marked interrupted before
 -- another starts); its heartbeat says it is alive.
 CREATE TABLE coupling_runs (
@@ -41,5 +55,7 @@ CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
 -- while an upgrade rolls, so pause and resume still write them as it did. A later release drops them.
 
 -- +goose Down
+DROP TABLE backlog_reports;
+DROP TABLE backlog_counter;
 DROP TABLE coupling_runs;
 DROP TABLE backlog_periods;

@@ -15,6 +15,18 @@ CREATE TABLE backlog_periods (
 );
 CREATE UNIQUE INDEX backlog_periods_open ON backlog_periods (table_name) WHERE ended_at IS NULL;
 
+-- The lease on counting the backlog, and each worker's changes in hand (see the PostgreSQL migration).
+CREATE TABLE backlog_counter (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    holder     TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE backlog_reports (
+    worker      TEXT    PRIMARY KEY,
+    in_hand     TEXT    NOT NULL,
+    reported_at INTEGER NOT NULL
+);
+
 CREATE TABLE coupling_runs (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     table_name   TEXT    NOT NULL,
@@ -37,5 +49,7 @@ CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
 -- migration); a later release drops them.
 
 -- +goose Down
+DROP TABLE backlog_reports;
+DROP TABLE backlog_counter;
 DROP TABLE coupling_runs;
 DROP TABLE backlog_periods;
