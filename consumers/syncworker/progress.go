@@ -57,7 +57,7 @@ type tableCounts struct {
 // BacklogStore is the part of the store Progress uses.
 type BacklogStore interface {
 	StartBacklog(ctx context.Context, table string, kind storage.BacklogKind, total, startSeq uint64) (bool, error)
-	TickBacklog(ctx context.Context, table string, left uint64) error
+	TickBacklog(ctx context.Context, table string, done, left uint64) error
 	EndBacklog(ctx context.Context, table string) (bool, error)
 	BacklogPeriods(ctx context.Context) ([]storage.BacklogPeriod, error)
 	LeaseBacklogCount(ctx context.Context, holder string, ttl time.Duration) (bool, error)
@@ -177,7 +177,8 @@ func (p *Progress) Run(ctx context.Context) {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
-			if err := p.report(fctx); err != nil {
+			inHand, acked := p.take()
+			if err := p.report(fctx, inHand, acked); err != nil {
 				p.Log.Debug("reporting the last acks", "err", err)
 			}
 			return
@@ -191,10 +192,9 @@ func (p *Progress) Run(ctx context.Context) {
 	}
 }
 
-// report stores what this worker holds and its acks since the last report; acks a failed report
-// could not store are kept for the next.
-func (p *Progress) report(ctx context.Context) error {
-	inHand, acked := p.take()
+// report stores what this worker holds and acked (nil: the acks wait in acked for the count's
+// ticks); acks a failed report could not store are kept for the next.
+func (p *Progress) report(ctx context.Context, inHand, acked map[string]uint64) error {
 	if err := p.Store.ReportBacklog(ctx, p.ID, inHand, acked); err != nil {
 		p.giveBack(acked)
 		return err
@@ -206,15 +206,28 @@ func (p *Progress) report(ctx context.Context) error {
 // too: the others are counted every tick.
 const everyTable = 5
 
-// Tick reports, and counts once when this worker holds the counting lease.
-func (p *Progress) Tick(ctx context.Context) error {
-	if err := p.report(ctx); err != nil {
-		return err
-	}
+// Tick reports what this worker holds and acked, and counts once when it holds the counting
+// lease. The counter's own acks go with its counts (TickBacklog), so that a period's done and
+// left move together as far as this worker knows them.
+func (p *Progress) Tick(ctx context.Context) (err error) {
+	p.build() // p.ID first
 	counting, err := p.Store.LeaseBacklogCount(ctx, p.ID, p.leaseFor())
-	if err != nil || !counting {
+	if err != nil {
 		return err
 	}
+	mine, acked := p.take()
+	if !counting {
+		return p.report(ctx, mine, acked)
+	}
+	if err := p.report(ctx, mine, nil); err != nil {
+		p.giveBack(acked)
+		return err
+	}
+	defer func() {
+		if err != nil {
+			p.giveBack(acked) // those not counted yet
+		}
+	}()
 	p.ticks++
 	delivered, firstSeq, err := p.Stream.Position(ctx)
 	if err != nil {
@@ -255,18 +268,19 @@ func (p *Progress) Tick(ctx context.Context) error {
 		}
 		left := waiting + inHand[table]
 		if isOpen {
-			if pr.Done < pr.Total {
+			if done := pr.Done + acked[table]; done < pr.Total {
 				// Nak'd changes of a resumed table come back from before the delivered position:
 				// the total not done yet, capped by what is after the ack floor, still waits.
 				floor, err := p.Stream.FromAckFloor(ctx, table)
 				if err != nil {
 					return err
 				}
-				left = max(left, min(floor, pr.Total-pr.Done))
+				left = max(left, min(floor, pr.Total-done))
 			}
-			if err := p.Store.TickBacklog(ctx, table, left); err != nil {
+			if err := p.Store.TickBacklog(ctx, table, acked[table], left); err != nil {
 				return err
 			}
+			delete(acked, table)
 			if left == 0 {
 				if _, err := p.Store.EndBacklog(ctx, table); err != nil {
 					return err

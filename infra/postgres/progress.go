@@ -29,10 +29,10 @@ func (s *Store) StartBacklog(ctx context.Context, table string, kind storage.Bac
 	return tag.RowsAffected() == 1, nil
 }
 
-// TickBacklog stores left on the open period.
-func (s *Store) TickBacklog(ctx context.Context, table string, left uint64) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE backlog_periods SET left_now = $2, updated_at = now()
-		WHERE table_name = $1 AND ended_at IS NULL`, table, big(left)); err != nil {
+// TickBacklog adds done and stores left on the open period.
+func (s *Store) TickBacklog(ctx context.Context, table string, done, left uint64) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE backlog_periods SET done = done + $2, left_now = $3, updated_at = now()
+		WHERE table_name = $1 AND ended_at IS NULL`, table, big(done), big(left)); err != nil {
 		return fmt.Errorf("postgres: count backlog of %s: %w", table, err)
 	}
 	return nil

@@ -37,10 +37,10 @@ func (s *Store) startBacklog(ctx context.Context, db interface {
 	return res.RowsAffected()
 }
 
-// TickBacklog stores left on the open period.
-func (s *Store) TickBacklog(ctx context.Context, table string, left uint64) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE backlog_periods SET left_now = ?, updated_at = ?
-		WHERE table_name = ? AND ended_at IS NULL`, big(left), s.now().UnixNano(), table); err != nil {
+// TickBacklog adds done and stores left on the open period.
+func (s *Store) TickBacklog(ctx context.Context, table string, done, left uint64) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE backlog_periods SET done = done + ?, left_now = ?, updated_at = ?
+		WHERE table_name = ? AND ended_at IS NULL`, big(done), big(left), s.now().UnixNano(), table); err != nil {
 		return fmt.Errorf("sqlite: count backlog of %s: %w", table, err)
 	}
 	return nil

@@ -15,9 +15,10 @@ type ProgressStore interface {
 	// opened one. total is the backlog at the start; startSeq the workers' consumer's delivered
 	// stream sequence then, so a stream recreated since (its sequences start again) ends it.
 	StartBacklog(ctx context.Context, table string, kind BacklogKind, total, startSeq uint64) (bool, error)
-	// TickBacklog stores left, the table's backlog now, on its open period; without an open
-	// period it does nothing. The period's done comes from ReportBacklog.
-	TickBacklog(ctx context.Context, table string, left uint64) error
+	// TickBacklog adds done (the counting worker's acks since its last tick; the others' come
+	// with ReportBacklog) to the table's open period and stores left, the backlog now, in one
+	// statement; without an open period it does nothing.
+	TickBacklog(ctx context.Context, table string, done, left uint64) error
 	// EndBacklog ends the table's open period (false when there was none). PauseTable ends it too,
 	// in its own transaction.
 	EndBacklog(ctx context.Context, table string) (bool, error)

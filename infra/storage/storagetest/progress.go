@@ -31,7 +31,7 @@ func testBacklogPeriodsOpenCountAndEnd(t *testing.T, h Harness) {
 		}
 		return storage.BacklogPeriod{}, false
 	}
-	if err := s.TickBacklog(ctx, table, 5); err != nil {
+	if err := s.TickBacklog(ctx, table, 5, 5); err != nil {
 		t.Fatalf("a tick without a period: %v", err)
 	}
 	if err := s.ReportBacklog(ctx, "w-"+table, nil, map[string]uint64{table: 5}); err != nil {
@@ -46,17 +46,14 @@ func testBacklogPeriodsOpenCountAndEnd(t *testing.T, h Harness) {
 	if opened, err := other.StartBacklog(ctx, table, storage.BacklogCatchingUp, 999, 9); err != nil || opened {
 		t.Fatalf("a second start while one is open = %v, %v", opened, err)
 	}
-	// Every worker's acks add up; left is the counter's.
-	if err := s.ReportBacklog(ctx, "a-"+table, nil, map[string]uint64{table: 20, table + "x": 3}); err != nil {
+	// Every worker's acks add up, the counter's with its ticks, the others' with their reports.
+	if err := s.TickBacklog(ctx, table, 20, 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.ReportBacklog(ctx, "b-"+table, nil, map[string]uint64{table: 10}); err != nil {
+	if err := other.ReportBacklog(ctx, "b-"+table, nil, map[string]uint64{table: 6, table + "x": 3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.TickBacklog(ctx, table, 100); err != nil {
-		t.Fatal(err)
-	}
-	if err := other.TickBacklog(ctx, table, 90); err != nil {
+	if err := other.TickBacklog(ctx, table, 4, 90); err != nil {
 		t.Fatal(err)
 	}
 	p, ok := period(other)
