@@ -2,6 +2,7 @@ package syncworker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -61,6 +62,7 @@ type BacklogStore interface {
 	EndBacklog(ctx context.Context, table string) (bool, error)
 	BacklogPeriods(ctx context.Context) ([]storage.BacklogPeriod, error)
 	LeaseBacklogCount(ctx context.Context, holder string, ttl time.Duration) (bool, error)
+	ReleaseBacklogCount(ctx context.Context, holder string) error
 	ReportBacklog(ctx context.Context, worker string, inHand, acked map[string]uint64) error
 	InHand(ctx context.Context, freshFor time.Duration) (map[string]uint64, error)
 	// Synced reports whether any record of the table was synced (a table that has none loads).
@@ -168,8 +170,11 @@ func (p *Progress) every() time.Duration {
 // a missed tick loses neither, and a worker gone is replaced (its report forgotten) soon.
 func (p *Progress) leaseFor() time.Duration { return max(3*p.every(), 5*time.Second) }
 
-// Run counts every Every until ctx ends, then reports the acks not reported yet.
+// Run counts every Every until ctx ends, then reports the acks not reported yet and gives the
+// counting lease up, so that another worker counts at once. The worker ends ctx once its lanes
+// are done: nothing is in hand then.
 func (p *Progress) Run(ctx context.Context) {
+	p.build()
 	t := time.NewTicker(p.every())
 	defer t.Stop()
 	for {
@@ -178,7 +183,11 @@ func (p *Progress) Run(ctx context.Context) {
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 			inHand, acked := p.take()
-			if err := p.report(fctx, inHand, acked); err != nil {
+			err := p.report(fctx, inHand, acked)
+			if rerr := p.Store.ReleaseBacklogCount(fctx, p.ID); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			if err != nil {
 				p.Log.Debug("reporting the last acks", "err", err)
 			}
 			return

@@ -434,3 +434,39 @@ func TestProgressHooksAreSafeAcrossLanesAndRunNeedsNoInterval(t *testing.T) {
 	}()
 	<-done
 }
+
+// A worker that stops reports its last acks and gives the counting lease up: another worker
+// counts at its next tick, not once the lease ran out.
+func TestAStoppingCounterHandsTheCountingOver(t *testing.T) {
+	r := newProgressRig(t)
+	a, b := r.keeper(nil), r.keeper(nil)
+	a.Every = 20 * time.Millisecond
+	r.publish(5)
+	ms := r.fetch(a, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := r.period(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the running keeper opened no period")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	}
+	r.finish(a, ms)
+	cancel()
+	<-done
+	if pr, ok := r.period(); !ok || pr.Done != 2 {
+		t.Fatalf("the stopped keeper's last acks: %+v, %v; want done 2", pr, ok)
+	}
+	if _, err := r.store.EndBacklog(context.Background(), "currency"); err != nil {
+		t.Fatal(err)
+	}
+	r.tick(b)
+	if pr, ok := r.period(); !ok || pr.Total != 3 {
+		t.Fatalf("the next worker did not count at its first tick: %+v, %v", pr, ok)
+	}
+}

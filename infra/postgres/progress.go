@@ -49,6 +49,14 @@ func (s *Store) LeaseBacklogCount(ctx context.Context, holder string, ttl time.D
 	return tag.RowsAffected() == 1, nil
 }
 
+// ReleaseBacklogCount gives holder's counting lease up.
+func (s *Store) ReleaseBacklogCount(ctx context.Context, holder string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM backlog_counter WHERE holder = $1`, holder); err != nil {
+		return fmt.Errorf("postgres: backlog counting lease: %w", err)
+	}
+	return nil
+}
+
 // ReportBacklog stores the worker's changes in hand and adds its acks to the open periods.
 func (s *Store) ReportBacklog(ctx context.Context, worker string, inHand, acked map[string]uint64) error {
 	batch := &pgx.Batch{}

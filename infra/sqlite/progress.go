@@ -60,6 +60,14 @@ func (s *Store) LeaseBacklogCount(ctx context.Context, holder string, ttl time.D
 	return n == 1, err
 }
 
+// ReleaseBacklogCount gives holder's counting lease up.
+func (s *Store) ReleaseBacklogCount(ctx context.Context, holder string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM backlog_counter WHERE holder = ?`, holder); err != nil {
+		return fmt.Errorf("sqlite: backlog counting lease: %w", err)
+	}
+	return nil
+}
+
 // ReportBacklog stores the worker's changes in hand and adds its acks to the open periods.
 func (s *Store) ReportBacklog(ctx context.Context, worker string, inHand, acked map[string]uint64) error {
 	report, err := json.Marshal(storage.NonZero(inHand))

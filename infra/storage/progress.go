@@ -28,6 +28,9 @@ type ProgressStore interface {
 	// for ttl from now, and reports whether holder has it: one worker counts at a time (reading
 	// JetStream is the costly part), the others only report.
 	LeaseBacklogCount(ctx context.Context, holder string, ttl time.Duration) (bool, error)
+	// ReleaseBacklogCount gives holder's lease up (a worker that stops), so that another worker
+	// counts at its next tick instead of once the lease ran out; not holding it is no error.
+	ReleaseBacklogCount(ctx context.Context, holder string) error
 	// ReportBacklog stores a worker's report, in one transaction: inHand, the changes it holds
 	// per table, replaces its last report (stamped now); acked, the changes it acked per table
 	// since its last report, is added to those tables' open periods' done. On error nothing is

@@ -210,6 +210,22 @@ func testOneWorkerCountsTheBacklogAtATime(t *testing.T, h Harness) {
 	if held, err := s.LeaseBacklogCount(ctx, a, time.Hour); err != nil || held {
 		t.Fatalf("the former holder kept the lease b took: %v, %v", held, err)
 	}
+	// Only its holder gives a lease up; once b did, a takes it at once.
+	if err := s.ReleaseBacklogCount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := other.LeaseBacklogCount(ctx, b, time.Hour); err != nil || !held {
+		t.Fatalf("another's release freed b's lease: %v, %v", held, err)
+	}
+	if err := other.ReleaseBacklogCount(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := s.LeaseBacklogCount(ctx, a, time.Minute); err != nil || !held {
+		t.Fatalf("after b gave the lease up a could not take it: %v, %v", held, err)
+	}
+	if err := s.ReleaseBacklogCount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // The changes in hand are every worker's last report added up, and only the fresh ones: a
