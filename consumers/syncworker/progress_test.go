@@ -16,6 +16,7 @@ import (
 	"github.com/dvsync/dvsync/infra/natsjs"
 	"github.com/dvsync/dvsync/infra/sqlite"
 	"github.com/dvsync/dvsync/infra/storage"
+	"github.com/dvsync/dvsync/infra/telemetry"
 )
 
 // progressStore is the embedded store with Synced: nothing is synced in these tests.
@@ -468,5 +469,27 @@ func TestAStoppingCounterHandsTheCountingOver(t *testing.T) {
 	r.tick(b)
 	if pr, ok := r.period(); !ok || pr.Total != 3 {
 		t.Fatalf("the next worker did not count at its first tick: %+v, %v", pr, ok)
+	}
+}
+
+// ackMsg is a change whose ack is sent or not.
+type ackMsg struct {
+	jetstream.Msg
+	err error
+}
+
+func (m ackMsg) Ack() error    { return m.err }
+func (ackMsg) Subject() string { return "dvsync.changes.currency" }
+
+// Only an ack sent counts as done: an ack that failed is redelivered, found stale and acked
+// again, and that ack counts.
+func TestOnlyAnAckSentCountsAsDone(t *testing.T) {
+	p := &Progress{Tables: []string{"currency"}}
+	w := &Worker{Progress: p, Metrics: telemetry.New([]string{"currency"})}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w.ack(log, job{msg: ackMsg{err: errors.New("connection closed")}, meta: &jetstream.MsgMetadata{}}, "synced")
+	w.ack(log, job{msg: ackMsg{}, meta: &jetstream.MsgMetadata{}}, "stale")
+	if _, acked := p.take(); acked["currency"] != 1 {
+		t.Fatalf("acked = %v, want the one sent", acked)
 	}
 }
