@@ -19,7 +19,7 @@ import (
 
 // progress is the worker's keeper of the tables' backlog periods (syncworker.Progress).
 func (s *stack) progress(pauses *syncworker.Pauses) *syncworker.Progress {
-	return &syncworker.Progress{Store: backlogStore{s.store}, Stream: streamPosition{s.js}, Tables: s.mappings.Tables(),
+	return &syncworker.Progress{Store: backlogStore{s.store}, Stream: &natsjs.WorkerStream{JS: s.js}, Tables: s.mappings.Tables(),
 		Every: s.cfg.Worker.ProgressEvery, Threshold: s.cfg.Worker.BacklogThreshold, Paused: pauses.Paused,
 		Log: s.log.With("component", "progress")}
 }
@@ -30,22 +30,6 @@ type backlogStore struct{ storage.Store }
 func (b backlogStore) Synced(ctx context.Context, table string) (bool, error) {
 	cs, err := b.ListCouplings(ctx, storage.CouplingFilter{Table: table, Limit: 1})
 	return len(cs) > 0, err
-}
-
-// streamPosition reads the workers' consumer through natsjs.
-type streamPosition struct{ js jetstream.JetStream }
-
-func (p streamPosition) Position(ctx context.Context) (uint64, uint64, error) {
-	pos, err := natsjs.WorkerPosition(ctx, p.js)
-	return pos.Delivered, pos.FirstSeq, err
-}
-
-func (p streamPosition) Waiting(ctx context.Context, table string, delivered uint64) (uint64, error) {
-	return natsjs.TableWaiting(ctx, p.js, table, delivered)
-}
-
-func (p streamPosition) FromAckFloor(ctx context.Context, table string) (uint64, error) {
-	return natsjs.TableBacklog(ctx, p.js, table)
 }
 
 // streamViewTTL is how long one reading of JetStream serves every status view: many people
@@ -122,9 +106,9 @@ func (v *streamView) waiting(ctx context.Context, paused map[string]bool) (map[s
 		for _, table := range v.tables {
 			var n uint64
 			if paused[table] {
-				n, err = natsjs.TableBacklog(ctx, v.js, table)
+				n, err = pos.Backlog(ctx, table)
 			} else {
-				n, err = natsjs.TableWaiting(ctx, v.js, table, pos.Delivered)
+				n, err = pos.Waiting(ctx, table)
 			}
 			if err != nil {
 				return nil, err
@@ -203,30 +187,66 @@ func (r recordedRuns) CouplingRuns(ctx context.Context, table string, limit int)
 
 // run runs rec, beating on its own ticker with the counts the run reports as it goes.
 func (r recordedRuns) run(ctx context.Context, rec storage.CouplingRunRecord, wait time.Duration) (replay.CouplingRun, error) {
+	return r.watched(ctx, rec, func(ctx context.Context, watch func(replay.CouplingRun, bool)) (replay.CouplingRun, error) {
+		return r.replayer.CoupleTableWatched(ctx, r.ledger, rec.Table, rec.By, wait, watch)
+	})
+}
+
+// runOrphanedAfter is how long a run goes on without a stored beat: short of StaleRunAfter, so
+// that it has stopped before another start may find it stale and run beside it.
+const runOrphanedAfter = storage.StaleRunAfter * 3 / 4
+
+// errRunOrphaned stops a run whose beats could not be stored for runOrphanedAfter.
+var errRunOrphaned = errors.New("its heartbeat could not be stored: another run of the table may start")
+
+// watched runs do, beating rec. A run stops when its beat finds it lost (another start marked it
+// interrupted) or when no beat was stored for runOrphanedAfter: one run of a table at a time.
+func (r recordedRuns) watched(ctx context.Context, rec storage.CouplingRunRecord,
+	do func(context.Context, func(replay.CouplingRun, bool)) (replay.CouplingRun, error)) (replay.CouplingRun, error) {
 	var mu sync.Mutex
 	var counts storage.RunCounts
 	current := func() storage.RunCounts { mu.Lock(); defer mu.Unlock(); return counts }
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
 	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
 	var beats sync.WaitGroup
 	beats.Go(func() {
 		t := time.NewTicker(r.beat)
 		defer t.Stop()
+		stored := time.Now()
 		for {
 			select {
 			case <-beatCtx.Done():
 				return
 			case <-t.C:
-				_ = r.store.BeatCouplingRun(beatCtx, rec.ID, current()) // a missed beat is retried at the next
 			}
+			// Its own deadline: a beat that hangs must not hold the next ones back.
+			bctx, cancel := context.WithTimeout(beatCtx, max(r.beat, 5*time.Second))
+			err := r.store.BeatCouplingRun(bctx, rec.ID, current())
+			cancel()
+			switch {
+			case err == nil:
+				stored = time.Now()
+			case errors.Is(err, storage.ErrRunLost):
+				stopRun(err)
+				return
+			case time.Since(stored) > runOrphanedAfter:
+				stopRun(fmt.Errorf("%w: %w", errRunOrphaned, err))
+				return
+			} // else a missed beat: retried at the next
 		}
 	})
-	run, err := r.replayer.CoupleTableWatched(ctx, r.ledger, rec.Table, rec.By, wait, func(run replay.CouplingRun, listed bool) {
+	run, err := do(runCtx, func(run replay.CouplingRun, listed bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		counts = runCounts(run, listed)
 	})
 	stopBeat()
 	beats.Wait()
+	if cause := context.Cause(runCtx); cause != nil && ctx.Err() == nil {
+		err = fmt.Errorf("coupling run of %s stopped: %w", rec.Table, cause)
+	}
+	// A lost run's end changes nothing: the store finishes only an unfinished run.
 	failure := ""
 	if err != nil {
 		failure = err.Error()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,7 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dvsync/dvsync/consumers/replay"
 	"github.com/dvsync/dvsync/infra/natsjs"
+	"github.com/dvsync/dvsync/infra/sqlite"
+	"github.com/dvsync/dvsync/infra/storage"
 )
 
 // Many status views at once cost JetStream one reading: the others share it (singleflight), and
@@ -94,5 +99,47 @@ func TestStatusViewWaitingFollowsTheStream(t *testing.T) {
 	}
 	if lag, err := v.lag(ctx); err != nil || lag != 3 {
 		t.Fatalf("lag = %d, %v", lag, err)
+	}
+}
+
+// A coupling run whose beat finds it interrupted by another start (its heartbeat was stale after
+// a long database outage) stops instead of running beside the new run.
+func TestACouplingRunStopsWhenAnotherStartInterruptedIt(t *testing.T) {
+	ctx := context.Background()
+	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "dvsync.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	rec, err := store.StartCouplingRun(ctx, "customer", "ada")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recordedRuns{store: store, beat: 10 * time.Millisecond}
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.watched(ctx, rec, func(ctx context.Context, _ func(replay.CouplingRun, bool)) (replay.CouplingRun, error) {
+			close(started)
+			select {
+			case <-ctx.Done():
+				return replay.CouplingRun{}, ctx.Err()
+			case <-time.After(30 * time.Second): // the run would go on; the test's deadline
+				return replay.CouplingRun{}, errors.New("the run was not stopped")
+			}
+		})
+		done <- err
+	}()
+	<-started
+	// Another start found the run stale and interrupted it.
+	if err := store.FinishCouplingRun(ctx, rec.ID, storage.RunCounts{}, storage.RunInterrupted); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, storage.ErrRunLost) {
+		t.Fatalf("the lost run ended with %v, want ErrRunLost", err)
+	}
+	runs, err := store.CouplingRuns(ctx, "customer", 1)
+	if err != nil || len(runs) != 1 || runs[0].State != storage.RunInterrupted {
+		t.Fatalf("the lost run's end overwrote the interruption: %+v, %v", runs, err)
 	}
 }

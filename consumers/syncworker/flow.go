@@ -304,8 +304,9 @@ func (w *Worker) publish(ctx context.Context, send func(context.Context) error) 
 func (w *Worker) ack(log *slog.Logger, j job, outcome string) {
 	if err := j.msg.Ack(); err != nil {
 		log.Warn("ack not sent; the change will be redelivered and found stale", "err", err)
+	} else {
+		w.Progress.ackedOne(j.msg.Subject()) // a lost ack is counted when its redelivery is acked
 	}
-	w.Progress.ackedOne(j.msg.Subject())
 	table := w.Metrics.Table(j.event.Table)
 	w.Metrics.EventsHandled.WithLabelValues(table, outcome).Inc()
 	if !j.meta.Timestamp.IsZero() {

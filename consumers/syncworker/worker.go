@@ -157,7 +157,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	if w.Progress != nil {
 		var pw sync.WaitGroup
-		pctx, stopProgress := context.WithCancel(ctx)
+		// It counts on while the lanes finish (the defers below stop it after them), so that their
+		// last acks are reported and nothing is left in hand.
+		pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
 		pw.Go(func() { w.Progress.Run(pctx) })
 		defer pw.Wait()
 		defer stopProgress()

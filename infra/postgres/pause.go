@@ -27,15 +27,19 @@ func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, 
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
 	// Only a change of state is stored: a table never paused runs already, so resuming it stores
-	// nothing; the WHERE keeps a second pause (or resume) from moving changed_at.
+	// nothing; the WHERE keeps a second pause (or resume) from moving changed_at. catching_up and
+	// resume_backlog are written as the previous release did, for its processes during an upgrade
+	// (its serve replicas show the catch-up from them and end it); nothing here reads them.
 	var tag interface{ RowsAffected() int64 }
 	if paused {
 		tag, err = tx.Exec(ctx, `INSERT INTO table_pauses (table_name, paused, changed_by) VALUES ($1, true, $2)
-			ON CONFLICT (table_name) DO UPDATE SET paused = true, changed_at = now(), changed_by = EXCLUDED.changed_by
+			ON CONFLICT (table_name) DO UPDATE SET paused = true, changed_at = now(), changed_by = EXCLUDED.changed_by,
+				catching_up = false, resume_backlog = 0
 			WHERE NOT table_pauses.paused`, table, actor)
 	} else {
-		tag, err = tx.Exec(ctx, `UPDATE table_pauses SET paused = false, changed_at = now(), changed_by = $2
-			WHERE table_name = $1 AND paused`, table, actor)
+		tag, err = tx.Exec(ctx, `UPDATE table_pauses SET paused = false, changed_at = now(), changed_by = $2,
+				catching_up = $3 > 0, resume_backlog = $3
+			WHERE table_name = $1 AND paused`, table, actor, big(backlog))
 	}
 	if err != nil {
 		return false, fmt.Errorf("postgres: %s %s: %w", action, table, err)

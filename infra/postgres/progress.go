@@ -38,6 +38,58 @@ func (s *Store) TickBacklog(ctx context.Context, table string, done, left uint64
 	return nil
 }
 
+// LeaseBacklogCount takes the counting lease when it is free or run out, or renews holder's.
+func (s *Store) LeaseBacklogCount(ctx context.Context, holder string, ttl time.Duration) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO backlog_counter (id, holder, expires_at) VALUES (1, $1, now() + make_interval(secs => $2))
+		ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+		WHERE backlog_counter.holder = EXCLUDED.holder OR backlog_counter.expires_at < now()`, holder, ttl.Seconds())
+	if err != nil {
+		return false, fmt.Errorf("postgres: backlog counting lease: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ReleaseBacklogCount gives holder's counting lease up.
+func (s *Store) ReleaseBacklogCount(ctx context.Context, holder string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM backlog_counter WHERE holder = $1`, holder); err != nil {
+		return fmt.Errorf("postgres: backlog counting lease: %w", err)
+	}
+	return nil
+}
+
+// ReportBacklog stores the worker's changes in hand and adds its acks to the open periods.
+func (s *Store) ReportBacklog(ctx context.Context, worker string, inHand, acked map[string]uint64) error {
+	batch := &pgx.Batch{}
+	batch.Queue(`INSERT INTO backlog_reports (worker, in_hand) VALUES ($1, $2)
+		ON CONFLICT (worker) DO UPDATE SET in_hand = EXCLUDED.in_hand, reported_at = now()`, worker, storage.NonZero(inHand))
+	batch.Queue(`DELETE FROM backlog_reports WHERE reported_at < now() - make_interval(secs => $1)`, storage.ReportsKeptFor.Seconds())
+	for table, n := range acked {
+		if n > 0 {
+			batch.Queue(`UPDATE backlog_periods SET done = done + $2 WHERE table_name = $1 AND ended_at IS NULL`, table, big(n))
+		}
+	}
+	// One transaction: a report that fails stores none of its acks, so the worker keeps them.
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() })
+	if err != nil {
+		return fmt.Errorf("postgres: backlog report of %s: %w", worker, err)
+	}
+	return nil
+}
+
+// InHand adds up the fresh reports.
+func (s *Store) InHand(ctx context.Context, freshFor time.Duration) (map[string]uint64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT in_hand FROM backlog_reports WHERE reported_at > now() - make_interval(secs => $1)`,
+		freshFor.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("postgres: changes in hand: %w", err)
+	}
+	reports, err := pgx.CollectRows(rows, pgx.RowTo[map[string]uint64])
+	if err != nil {
+		return nil, fmt.Errorf("postgres: changes in hand: %w", err)
+	}
+	return storage.SumInHand(reports), nil
+}
+
 // EndBacklog ends the open period.
 func (s *Store) EndBacklog(ctx context.Context, table string) (bool, error) {
 	n, err := endBacklog(ctx, s.pool, table)
@@ -121,10 +173,14 @@ func optionalInt(n *int) any {
 
 // BeatCouplingRun stores the counts and the heartbeat of an unfinished run.
 func (s *Store) BeatCouplingRun(ctx context.Context, id int64, c storage.RunCounts) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE coupling_runs SET heartbeat_at = now(), total = $2, done = $3, coupled = $4,
+	tag, err := s.pool.Exec(ctx, `UPDATE coupling_runs SET heartbeat_at = now(), total = $2, done = $3, coupled = $4,
 		created = $5, failed = $6, skipped = $7 WHERE id = $1 AND finished_at IS NULL`,
-		id, optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped); err != nil {
+		id, optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped)
+	if err != nil {
 		return fmt.Errorf("postgres: coupling run %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: coupling run %d: %w", id, storage.ErrRunLost)
 	}
 	return nil
 }

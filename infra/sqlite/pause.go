@@ -27,11 +27,15 @@ func (s *Store) setPause(ctx context.Context, table, actor string, paused bool, 
 		now := s.now().UnixNano()
 		if paused {
 			res, err = tx.ExecContext(ctx, `INSERT INTO table_pauses (table_name, paused, changed_at, changed_by) VALUES (?, 1, ?, ?)
-				ON CONFLICT (table_name) DO UPDATE SET paused = 1, changed_at = excluded.changed_at, changed_by = excluded.changed_by
+				ON CONFLICT (table_name) DO UPDATE SET paused = 1, changed_at = excluded.changed_at, changed_by = excluded.changed_by,
+					catching_up = 0, resume_backlog = 0
 				WHERE NOT table_pauses.paused`, table, now, actor)
 		} else {
-			res, err = tx.ExecContext(ctx, `UPDATE table_pauses SET paused = 0, changed_at = ?, changed_by = ?
-				WHERE table_name = ? AND paused`, now, actor, table)
+			// catching_up and resume_backlog as the previous release wrote them (see infra/postgres).
+			b := big(backlog)
+			res, err = tx.ExecContext(ctx, `UPDATE table_pauses SET paused = 0, changed_at = ?, changed_by = ?,
+					catching_up = ? > 0, resume_backlog = ?
+				WHERE table_name = ? AND paused`, now, actor, b, b, table)
 		}
 		if err != nil {
 			return fmt.Errorf("sqlite: %s %s: %w", action, table, err)

@@ -3,7 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dvsync/dvsync/infra/storage"
 )
@@ -41,6 +44,87 @@ func (s *Store) TickBacklog(ctx context.Context, table string, done, left uint64
 		return fmt.Errorf("sqlite: count backlog of %s: %w", table, err)
 	}
 	return nil
+}
+
+// LeaseBacklogCount takes the counting lease when it is free or run out, or renews holder's.
+func (s *Store) LeaseBacklogCount(ctx context.Context, holder string, ttl time.Duration) (bool, error) {
+	now := s.now()
+	res, err := s.db.ExecContext(ctx, `INSERT INTO backlog_counter (id, holder, expires_at) VALUES (1, ?1, ?2)
+		ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		WHERE backlog_counter.holder = excluded.holder OR backlog_counter.expires_at < ?3`,
+		holder, now.Add(ttl).UnixNano(), now.UnixNano())
+	if err != nil {
+		return false, fmt.Errorf("sqlite: backlog counting lease: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// ReleaseBacklogCount gives holder's counting lease up.
+func (s *Store) ReleaseBacklogCount(ctx context.Context, holder string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM backlog_counter WHERE holder = ?`, holder); err != nil {
+		return fmt.Errorf("sqlite: backlog counting lease: %w", err)
+	}
+	return nil
+}
+
+// ReportBacklog stores the worker's changes in hand and adds its acks to the open periods.
+func (s *Store) ReportBacklog(ctx context.Context, worker string, inHand, acked map[string]uint64) error {
+	report, err := json.Marshal(storage.NonZero(inHand))
+	if err != nil {
+		return fmt.Errorf("sqlite: backlog report of %s: %w", worker, err)
+	}
+	// One transaction: a report that fails stores none of its acks, so the worker keeps them.
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO backlog_reports (worker, in_hand, reported_at) VALUES (?, ?, ?)
+			ON CONFLICT (worker) DO UPDATE SET in_hand = excluded.in_hand, reported_at = excluded.reported_at`,
+			worker, string(report), now.UnixNano()); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM backlog_reports WHERE reported_at < ?`, now.Add(-storage.ReportsKeptFor).UnixNano()); err != nil {
+			return err
+		}
+		for table, n := range acked {
+			if n == 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE backlog_periods SET done = done + ? WHERE table_name = ? AND ended_at IS NULL`,
+				big(n), table); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: backlog report of %s: %w", worker, err)
+	}
+	return nil
+}
+
+// InHand adds up the fresh reports.
+func (s *Store) InHand(ctx context.Context, freshFor time.Duration) (map[string]uint64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT in_hand FROM backlog_reports WHERE reported_at > ?`, s.now().Add(-freshFor).UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: changes in hand: %w", err)
+	}
+	defer rows.Close()
+	var reports []map[string]uint64
+	for rows.Next() {
+		var text string
+		if err := rows.Scan(&text); err != nil {
+			return nil, fmt.Errorf("sqlite: changes in hand: %w", err)
+		}
+		var r map[string]uint64
+		if err := json.Unmarshal([]byte(text), &r); err != nil {
+			return nil, fmt.Errorf("sqlite: changes in hand: %w", err)
+		}
+		reports = append(reports, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: changes in hand: %w", err)
+	}
+	return storage.SumInHand(reports), nil
 }
 
 // EndBacklog ends the open period.
@@ -132,10 +216,14 @@ func optionalInt(n *int) any {
 
 // BeatCouplingRun stores the counts and the heartbeat of an unfinished run.
 func (s *Store) BeatCouplingRun(ctx context.Context, id int64, c storage.RunCounts) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE coupling_runs SET heartbeat_at = ?, total = ?, done = ?, coupled = ?,
+	res, err := s.db.ExecContext(ctx, `UPDATE coupling_runs SET heartbeat_at = ?, total = ?, done = ?, coupled = ?,
 		created = ?, failed = ?, skipped = ? WHERE id = ? AND finished_at IS NULL`,
-		s.now().UnixNano(), optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped, id); err != nil {
+		s.now().UnixNano(), optionalInt(c.Total), c.Done, c.Coupled, c.Created, c.Failed, c.Skipped, id)
+	if err != nil {
 		return fmt.Errorf("sqlite: coupling run %d: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return fmt.Errorf("sqlite: coupling run %d: %w", id, errors.Join(storage.ErrRunLost, err))
 	}
 	return nil
 }

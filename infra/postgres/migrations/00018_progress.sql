@@ -16,6 +16,20 @@ CREATE TABLE backlog_periods (
 );
 CREATE UNIQUE INDEX backlog_periods_open ON backlog_periods (table_name) WHERE ended_at IS NULL;
 
+-- The lease on counting the backlog (one row): one worker reads JetStream for every table, the
+-- others report. backlog_reports are each worker's changes in hand per table (a JSON object of
+-- counts), stamped: a period ends only when the fresh reports add up to nothing in hand.
+CREATE TABLE backlog_counter (
+    id         integer     PRIMARY KEY CHECK (id = 1),
+    holder     text        NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE backlog_reports (
+    worker      text        PRIMARY KEY,
+    in_hand     jsonb       NOT NULL,
+    reported_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- A coupling run of a table: one unfinished per table (a stale one is marked interrupted before
 -- another starts); its heartbeat says it is alive.
 CREATE TABLE coupling_runs (
@@ -36,11 +50,12 @@ CREATE TABLE coupling_runs (
 CREATE UNIQUE INDEX coupling_runs_unfinished ON coupling_runs (table_name) WHERE finished_at IS NULL;
 CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
 
--- A resume's catch-up is a backlog period now: table_pauses keeps the pause alone.
-ALTER TABLE table_pauses DROP COLUMN catching_up, DROP COLUMN resume_backlog;
+-- A resume's catch-up is a backlog period now, but table_pauses keeps catching_up and
+-- resume_backlog (expand/contract): the previous release's workers and serve replicas read them
+-- while an upgrade rolls, so pause and resume still write them as it did. A later release drops them.
 
 -- +goose Down
-ALTER TABLE table_pauses ADD COLUMN catching_up boolean NOT NULL DEFAULT false,
-    ADD COLUMN resume_backlog bigint NOT NULL DEFAULT 0;
+DROP TABLE backlog_reports;
+DROP TABLE backlog_counter;
 DROP TABLE coupling_runs;
 DROP TABLE backlog_periods;

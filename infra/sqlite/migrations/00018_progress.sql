@@ -15,6 +15,18 @@ CREATE TABLE backlog_periods (
 );
 CREATE UNIQUE INDEX backlog_periods_open ON backlog_periods (table_name) WHERE ended_at IS NULL;
 
+-- The lease on counting the backlog, and each worker's changes in hand (see the PostgreSQL migration).
+CREATE TABLE backlog_counter (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    holder     TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE backlog_reports (
+    worker      TEXT    PRIMARY KEY,
+    in_hand     TEXT    NOT NULL,
+    reported_at INTEGER NOT NULL
+);
+
 CREATE TABLE coupling_runs (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     table_name   TEXT    NOT NULL,
@@ -33,12 +45,11 @@ CREATE TABLE coupling_runs (
 CREATE UNIQUE INDEX coupling_runs_unfinished ON coupling_runs (table_name) WHERE finished_at IS NULL;
 CREATE INDEX coupling_runs_table ON coupling_runs (table_name, id DESC);
 
--- A resume's catch-up is a backlog period now: table_pauses keeps the pause alone.
-ALTER TABLE table_pauses DROP COLUMN catching_up;
-ALTER TABLE table_pauses DROP COLUMN resume_backlog;
+-- table_pauses keeps catching_up and resume_backlog for the previous release (see the PostgreSQL
+-- migration); a later release drops them.
 
 -- +goose Down
-ALTER TABLE table_pauses ADD COLUMN catching_up INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE table_pauses ADD COLUMN resume_backlog INTEGER NOT NULL DEFAULT 0;
+DROP TABLE backlog_reports;
+DROP TABLE backlog_counter;
 DROP TABLE coupling_runs;
 DROP TABLE backlog_periods;

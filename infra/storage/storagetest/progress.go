@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -33,6 +34,9 @@ func testBacklogPeriodsOpenCountAndEnd(t *testing.T, h Harness) {
 	if err := s.TickBacklog(ctx, table, 5, 5); err != nil {
 		t.Fatalf("a tick without a period: %v", err)
 	}
+	if err := s.ReportBacklog(ctx, "w-"+table, nil, map[string]uint64{table: 5}); err != nil {
+		t.Fatalf("a report of acks without a period: %v", err)
+	}
 	if _, ok := period(s); ok {
 		t.Fatal("a tick opened a period")
 	}
@@ -42,10 +46,14 @@ func testBacklogPeriodsOpenCountAndEnd(t *testing.T, h Harness) {
 	if opened, err := other.StartBacklog(ctx, table, storage.BacklogCatchingUp, 999, 9); err != nil || opened {
 		t.Fatalf("a second start while one is open = %v, %v", opened, err)
 	}
+	// Every worker's acks add up, the counter's with its ticks, the others' with their reports.
 	if err := s.TickBacklog(ctx, table, 20, 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.TickBacklog(ctx, table, 10, 90); err != nil {
+	if err := other.ReportBacklog(ctx, "b-"+table, nil, map[string]uint64{table: 6, table + "x": 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.TickBacklog(ctx, table, 4, 90); err != nil {
 		t.Fatal(err)
 	}
 	p, ok := period(other)
@@ -125,6 +133,9 @@ func testCouplingRunsOnePerTableWithHeartbeats(t *testing.T, h Harness) {
 	if runs, _ = s.CouplingRuns(ctx, table, 1); len(runs) != 1 || runs[0].State != storage.RunFailed {
 		t.Fatalf("failed run = %+v", runs)
 	}
+	if err := s.BeatCouplingRun(ctx, second.ID, storage.RunCounts{Done: 1}); !errors.Is(err, storage.ErrRunLost) {
+		t.Fatalf("the beat of a finished run = %v, want ErrRunLost", err)
+	}
 	if h.AgeCouplingRuns == nil {
 		return
 	}
@@ -140,11 +151,131 @@ func testCouplingRunsOnePerTableWithHeartbeats(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatalf("a start after a stale run: %v", err)
 	}
+	// The stale run's process was alive after all (a long database outage): its next beat says it
+	// lost the run, so that it stops instead of running beside the new one.
+	if err := s.BeatCouplingRun(ctx, third.ID, storage.RunCounts{Done: 1}); !errors.Is(err, storage.ErrRunLost) {
+		t.Fatalf("the beat of a run another start interrupted = %v, want ErrRunLost", err)
+	}
 	runs, _ = s.CouplingRuns(ctx, table, 2)
 	if len(runs) != 2 || runs[0].ID != fourth.ID || runs[0].State != storage.RunRunning || runs[1].State != storage.RunInterrupted || runs[1].FinishedAt == nil {
 		t.Fatalf("runs after the stale one = %+v", runs)
 	}
 	if all, err := s.CouplingRuns(ctx, "", 500); err != nil || len(all) < 5 {
 		t.Fatalf("every table's runs = %d, %v", len(all), err)
+	}
+}
+
+// One worker at a time holds the lease on counting the backlog: it renews it, another takes it
+// only once it ran out.
+func testOneWorkerCountsTheBacklogAtATime(t *testing.T, h Harness) {
+	s, other := h.Open(t, 0), h.Open(t, 0)
+	ctx := context.Background()
+	a, b := "a-"+uuid.NewString()[:8], "b-"+uuid.NewString()[:8]
+	// The lease is one per database: wait out one a former test left (a short one, see below).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		held, err := s.LeaseBacklogCount(ctx, a, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the counting lease never came free")
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+	}
+	if held, err := other.LeaseBacklogCount(ctx, b, time.Hour); err != nil || held {
+		t.Fatalf("a second worker took a held lease: %v, %v", held, err)
+	}
+	// a renews it, now short: once it ran out, b takes it and a has lost it.
+	if held, err := s.LeaseBacklogCount(ctx, a, 200*time.Millisecond); err != nil || !held {
+		t.Fatalf("renewing = %v, %v", held, err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		held, err := other.LeaseBacklogCount(ctx, b, 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a lease that ran out was not taken")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+	}
+	if held, err := s.LeaseBacklogCount(ctx, a, time.Hour); err != nil || held {
+		t.Fatalf("the former holder kept the lease b took: %v, %v", held, err)
+	}
+	// Only its holder gives a lease up; once b did, a takes it at once.
+	if err := s.ReleaseBacklogCount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := other.LeaseBacklogCount(ctx, b, time.Hour); err != nil || !held {
+		t.Fatalf("another's release freed b's lease: %v, %v", held, err)
+	}
+	if err := other.ReleaseBacklogCount(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := s.LeaseBacklogCount(ctx, a, time.Minute); err != nil || !held {
+		t.Fatalf("after b gave the lease up a could not take it: %v, %v", held, err)
+	}
+	if err := s.ReleaseBacklogCount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The changes in hand are every worker's last report added up, and only the fresh ones: a
+// worker's new report replaces its last, and a worker gone stops counting once its report ages.
+func testChangesInHandAreTheFreshReportsAddedUp(t *testing.T, h Harness) {
+	s, other := h.Open(t, 0), h.Open(t, 0)
+	ctx := context.Background()
+	table := "h" + uuid.NewString()[:8]
+	a, b := "a-"+table, "b-"+table
+	inHand := func(fresh time.Duration) uint64 {
+		t.Helper()
+		all, err := s.InHand(ctx, fresh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return all[table]
+	}
+	if err := s.ReportBacklog(ctx, a, map[string]uint64{table: 3, table + "x": 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.ReportBacklog(ctx, b, map[string]uint64{table: 4}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := inHand(time.Minute); n != 7 {
+		t.Fatalf("in hand = %d, want 3 + 4", n)
+	}
+	if err := s.ReportBacklog(ctx, a, map[string]uint64{table: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := inHand(time.Minute); n != 5 {
+		t.Fatalf("in hand after a's new report = %d, want 1 + 4", n)
+	}
+	// b goes on reporting, a stops: once a's report is older than the freshness, only b's counts.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+		if err := other.ReportBacklog(ctx, b, map[string]uint64{table: 4}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := inHand(300 * time.Millisecond); n == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's old report still counts: %d in hand", inHand(300*time.Millisecond))
+		}
+	}
+	if err := other.ReportBacklog(ctx, b, map[string]uint64{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := inHand(time.Minute); n != 1 {
+		t.Fatalf("in hand after b reported nothing = %d, want a's 1 (still younger than a minute)", n)
 	}
 }

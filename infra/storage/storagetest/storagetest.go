@@ -80,6 +80,8 @@ func Run(t *testing.T, h Harness) {
 		{"RowNameRoundTrips", testRowNameRoundTrips},
 		{"PauseResumeAndCatchUpAreStoredAndAudited", testPauseResumeAndCatchUpAreStoredAndAudited},
 		{"BacklogPeriodsOpenCountAndEnd", testBacklogPeriodsOpenCountAndEnd},
+		{"OneWorkerCountsTheBacklogAtATime", testOneWorkerCountsTheBacklogAtATime},
+		{"ChangesInHandAreTheFreshReportsAddedUp", testChangesInHandAreTheFreshReportsAddedUp},
 		{"CouplingRunsOnePerTableWithHeartbeats", testCouplingRunsOnePerTableWithHeartbeats},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, h) })
