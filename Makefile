@@ -27,11 +27,11 @@ test-env:
 # Every test, with the race detector. Each package creates and drops its own PostgreSQL database
 # (on 127.0.0.1:5432, or DVSYNC_TEST_DATABASE_URL).
 test: test-env deps
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # The concurrent tests, three times over, as before resolving an issue.
 test-repeat: test-env deps
-	$(GO) test -race -count=3 ./cmd/... ./infra/postgres/... ./infra/sqlite/... ./consumers/...
+	$(GO) test -race -count=3 -timeout 45m ./cmd/... ./infra/postgres/... ./infra/sqlite/... ./consumers/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
