@@ -145,7 +145,7 @@ func ClassifyDataverse(err error) *Failure {
 // matchMessage is the first message rule that matches.
 func matchMessage(status int, msg string) (rule, bool) {
 	for _, p := range byMessage {
-		if p.serverSide && status != 0 && status < 500 {
+		if p.serverSide && status != 0 && status < 500 || p.only5xx && status < 500 {
 			continue
 		}
 		if p.re.MatchString(msg) {
@@ -239,6 +239,8 @@ var (
 	reSegment   = regexp.MustCompile(`segment '([^']+)'`)
 	reSQLNumber = regexp.MustCompile(`Sql Number: (-?\d+)`)
 	reAADSTS    = regexp.MustCompile(`AADSTS(\d+)`)
+	// The host named in a failed lookup of a placeholder environment URL.
+	rePlaceholder = regexp.MustCompile(`(?i)(?:resolved|host|ENOTFOUND|getaddrinfo)\W{1,4}(?:\S*[/@])?((?:your-?org(?:anization)?|your-?(?:environment|instance|tenant)|myorg|orgname|<org>|\{org\}|example|contoso)\.(?:crm\d*\.)?dynamics\.com)`)
 )
 
 // details parses what the person acting needs out of Dataverse's message.
@@ -302,6 +304,10 @@ func details(f *Failure) {
 		if m := reSQLNumber.FindStringSubmatch(msg); m != nil {
 			d["sql_number"] = m[1]
 		}
+	case KindDataverseUnavailable:
+		if m := rePlaceholder.FindStringSubmatch(msg); m != nil {
+			d["host"] = m[1]
+		}
 	case KindAuthentication:
 		if m := reAADSTS.FindStringSubmatch(msg); m != nil {
 			d["aadsts"] = m[1]
@@ -360,8 +366,12 @@ func (c Classifier) resolution(f *Failure) string {
 		return fmt.Sprintf("In Dataverse, enable the user the message names (%s, or the owner a record is assigned to), give it a security role "+
 			"(and a licence if it is not an application user); then retry.", c.user())
 	case KindDataverseUnavailable:
-		return "The Dataverse environment is disabled, read-only, in administration mode or its services do not start: check its state in the " +
-			"Power Platform admin center (an administrator's change, an update or a restore in progress); then retry."
+		if d["host"] != "" {
+			return fmt.Sprintf("The host %s does not resolve: it is a placeholder, not an environment. Set DATAVERSE_URL to the environment URL "+
+				"the Power Platform admin center shows (https://<org>.crm.dynamics.com); then retry.", d["host"])
+		}
+		return "The Dataverse environment is disabled, read-only, in administration mode or its services do not start, or it does not offer the request " +
+			"(a Dataverse for Teams environment): check its state and type in the Power Platform admin center (an administrator's change, an update or a restore in progress); then retry."
 	case KindAppRestricted:
 		return "An administrator restricted this application from the Dataverse API: ask them to lift the restriction on its application id " +
 			"in the Power Platform admin center. It is not a missing privilege: changing roles does not help."
