@@ -238,7 +238,10 @@ var (
 	reNotFound  = regexp.MustCompile(`(?i)(?:attribute|column|field|property) '([\w.@]+)' (?:wasn['’]t|was not|is not|could not be|cannot be) found(?: (?:in|on) (?:the )?'?(\w+)'? (?:entity|table))?`)
 	reSegment   = regexp.MustCompile(`segment '([^']+)'`)
 	reSQLNumber = regexp.MustCompile(`Sql Number: (-?\d+)`)
-	reAADSTS    = regexp.MustCompile(`AADSTS(\d+)`)
+	// "The user with id … need a role with the prvReadAsyncOperation privilege", `missing "prvReadSolution" privileges`.
+	rePrvNamed = regexp.MustCompile(`(?is)(?:user with id ([0-9a-f-]{36})\b.{0,200}?)?["'“]?\b(prv[A-Z]\w*)["'”]? privileges?`)
+	reNoTable  = regexp.MustCompile(`(?i)(?:table|entity) with (?:the )?(?:logical |schema )?name '([\w.]+)' (?:does not|doesn['’]t) exist`)
+	reAADSTS   = regexp.MustCompile(`AADSTS(\d+)`)
 	// The host named in a failed lookup of a placeholder environment URL.
 	rePlaceholder = regexp.MustCompile(`(?i)(?:resolved|host|ENOTFOUND|getaddrinfo)\W{1,4}(?:\S*[/@])?((?:your-?org(?:anization)?|your-?(?:environment|instance|tenant)|myorg|orgname|<org>|\{org\}|example|contoso)\.(?:crm\d*\.)?dynamics\.com)`)
 )
@@ -257,6 +260,8 @@ func details(f *Failure) {
 		} else if m := reCheckPriv.FindStringSubmatch(msg); m != nil {
 			d["user_id"], d["privilege"] = m[1], m[2]
 		} else if m := reSecLib.FindStringSubmatch(msg); m != nil {
+			d["user_id"], d["privilege"] = m[1], m[2]
+		} else if m := rePrvNamed.FindStringSubmatch(msg); m != nil {
 			d["user_id"], d["privilege"] = m[1], m[2]
 		}
 		if e := reEntity.FindStringSubmatch(msg); e != nil {
@@ -297,6 +302,8 @@ func details(f *Failure) {
 			d["entity"], d["attribute"] = m[1], m[2]
 		} else if m := reNotFound.FindStringSubmatch(msg); m != nil {
 			d["attribute"], d["entity"] = m[1], m[2]
+		} else if m := reNoTable.FindStringSubmatch(msg); m != nil {
+			d["entity"] = m[1]
 		} else if m := reSegment.FindStringSubmatch(msg); m != nil {
 			d["segment"] = m[1]
 		}
@@ -353,8 +360,11 @@ func (c Classifier) resolution(f *Failure) string {
 			if d["verb"] != "" && d["entity"] != "" {
 				what = fmt.Sprintf("%s (%s on %s)", d["privilege"], d["verb"], d["entity"])
 			}
-			res := fmt.Sprintf("In Dataverse, sign in as an administrator and add the %s privilege to a security role of %s (Id=%s); then retry.",
-				what, c.user(), d["user_id"])
+			who := c.user()
+			if d["user_id"] != "" {
+				who += " (Id=" + d["user_id"] + ")"
+			}
+			res := fmt.Sprintf("In Dataverse, sign in as an administrator and add the %s privilege to a security role of %s; then retry.", what, who)
 			if d["licence_hint"] != "" {
 				// A stub user's privileges are filtered until it has a licence: a role it has already does not count.
 				res += " Dataverse reports a stub or unlicensed user: if its roles have the privilege already, assign it a licence (or a full access mode)."
@@ -411,6 +421,9 @@ func (c Classifier) resolution(f *Failure) string {
 	case KindSchemaMismatch:
 		if d["attribute"] != "" {
 			return fmt.Sprintf("Dataverse has no column %q on %s: correct the mapping or add the column in Dataverse.", d["attribute"], d["entity"])
+		}
+		if d["entity"] != "" {
+			return fmt.Sprintf("Dataverse has no table %q: correct the mapping, or install the solution that adds the table in Dataverse.", d["entity"])
 		}
 		return "The mapping names a table, column, key or lookup that Dataverse does not have: correct the mapping or the Dataverse schema."
 	case KindCustomLogic:
