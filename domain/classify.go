@@ -144,11 +144,12 @@ func ClassifyDataverse(err error) *Failure {
 
 // matchMessage is the first message rule that matches.
 func matchMessage(status int, msg string) (rule, bool) {
+	lower, ascii := strings.ToLower(msg), isASCII(msg)
 	for _, p := range byMessage {
 		if p.serverSide && status != 0 && status < 500 || p.only5xx && status < 500 {
 			continue
 		}
-		if p.re.MatchString(msg) {
+		if p.matches(msg, lower, ascii) {
 			return p.rule, true
 		}
 	}

@@ -15,12 +15,15 @@ type messageRule struct {
 	serverSide bool
 	// only5xx limits the rule to answers with a 5xx status.
 	only5xx bool
+	// branches are the expression's top-level alternatives, each with the literals it needs
+	// (classify_prefilter.go).
+	branches []branch
 }
 
 func rx(s string) *regexp.Regexp { return regexp.MustCompile(`(?i)` + s) }
 
 func on(name string, re *regexp.Regexp, r rule) messageRule {
-	return messageRule{name: name, re: re, rule: r}
+	return messageRule{name: name, re: re, rule: r, branches: branchesOf(re)}
 }
 
 func (m messageRule) serverOnly() messageRule { m.serverSide = true; return m }

@@ -351,3 +351,37 @@ func TestMessageFamiliesAreToldByTheirShape(t *testing.T) {
 		t.Errorf("the parameter is not named: %v", f.Details)
 	}
 }
+
+// benchErrors are typical errors: one decided by its hex code, one by a message rule half-way
+// down the list, one by its status, and one that no rule knows (every rule tried).
+var benchErrors = []*domain.DataverseError{
+	{Status: 403, Code: "0x80040220", Message: "Principal user (Id=0d3ff1f6-2f3c-e611-80e1-c4346bac3990, type=8) is missing prvCreateAccount privilege (Id=94a1d6c3-0a3b-4d5c-9b0f-1c2d3e4f5a6b) on OTC=1 for entity 'account'"},
+	{Status: 400, Message: "A validation error occurred.  The length of the 'name' attribute of the 'account' entity exceeded the maximum allowed length of '160'."},
+	{Status: 503, Message: "Service busy"},
+	{Status: 400, Message: "Something went wrong that no rule of the classifier knows about, with a message of an ordinary length for Dataverse."},
+}
+
+func BenchmarkClassify(b *testing.B) {
+	c := domain.Classifier{IntegrationUser: "dvsync-integration"}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		_ = c.Classify(benchErrors[i%len(benchErrors)])
+	}
+}
+
+// BenchmarkClassifyCorpus classifies every public error of the corpus once per iteration.
+func BenchmarkClassifyCorpus(b *testing.B) {
+	entries := loadCorpus(b)
+	errs := make([]*domain.DataverseError, len(entries))
+	for i, e := range entries {
+		errs[i] = e.asError(b)
+	}
+	c := domain.Classifier{IntegrationUser: "dvsync-integration"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, e := range errs {
+			_ = c.Classify(e)
+		}
+	}
+}
