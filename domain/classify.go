@@ -244,7 +244,7 @@ var (
 	reNoTable  = regexp.MustCompile(`(?i)(?:table|entity) with (?:the )?(?:logical |schema )?name '([\w.]+)' (?:does not|doesn['’]t) exist`)
 	reAADSTS   = regexp.MustCompile(`AADSTS(\d+)`)
 	// The host named in a failed lookup of a placeholder environment URL.
-	rePlaceholder = regexp.MustCompile(`(?i)(?:resolved|host|ENOTFOUND|getaddrinfo)\W{1,4}(?:\S*[/@])?((?:your-?org(?:anization)?|your-?(?:environment|instance|tenant)|myorg|orgname|<org>|\{org\}|example|contoso)\.(?:crm\d*\.)?dynamics\.com)`)
+	rePlaceholder = regexp.MustCompile(`(?i)(?:resolved|host|ENOTFOUND|getaddrinfo)\W{1,4}(?:\S*[/@])?((?:your-?org(?:anization)?|your-?(?:environment|instance|tenant)|orgname|<org>|\{org\})\.(?:crm\d*\.)?dynamics\.com)`)
 )
 
 // details parses what the person acting needs out of Dataverse's message.

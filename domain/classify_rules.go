@@ -233,5 +233,6 @@ const wrongType = `Cannot convert the literal|Invalid type for (the )?[\w ]{1,40
 	`expected type 'Edm\.\w+'|does not match the expected type|` +
 	`(date|time|date-time|datetime|number|numeric|decimal|guid|money|currency)[- ]?(format|value) .{0,60}(is )?(invalid|not valid|not recognized)|not in (a|the) (valid|correct|recognized|supported) (date |time |number |numeric )?format`
 
-// placeholderHost is a name lookup failing for a host that is a documentation placeholder.
-const placeholderHost = `(remote name could not be resolved|no such host|ENOTFOUND|getaddrinfo|No such host is known|Name or service not known)\W{1,4}(\S*[/@])?(your-?org(anization)?|your-?(environment|instance|tenant)|myorg|orgname|<org>|\{org\}|example|contoso)\.(crm\d*\.)?dynamics\.com`
+// placeholderHost is a name lookup failing for a host that is a template's placeholder ("yourorg",
+// "<org>"): not a sample company's name such as contoso, which posters put in place of their own.
+const placeholderHost = `(remote name could not be resolved|no such host|ENOTFOUND|getaddrinfo|No such host is known|Name or service not known)\W{1,4}(\S*[/@])?(your-?org(anization)?|your-?(environment|instance|tenant)|orgname|<org>|\{org\})\.(crm\d*\.)?dynamics\.com`
