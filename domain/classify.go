@@ -144,11 +144,12 @@ func ClassifyDataverse(err error) *Failure {
 
 // matchMessage is the first message rule that matches.
 func matchMessage(status int, msg string) (rule, bool) {
+	lower, ascii := strings.ToLower(msg), isASCII(msg)
 	for _, p := range byMessage {
-		if p.serverSide && status != 0 && status < 500 {
+		if p.serverSide && status != 0 && status < 500 || p.only5xx && status < 500 {
 			continue
 		}
-		if p.re.MatchString(msg) {
+		if p.matches(msg, lower, ascii) {
 			return p.rule, true
 		}
 	}
@@ -238,7 +239,12 @@ var (
 	reNotFound  = regexp.MustCompile(`(?i)(?:attribute|column|field|property) '([\w.@]+)' (?:wasn['’]t|was not|is not|could not be|cannot be) found(?: (?:in|on) (?:the )?'?(\w+)'? (?:entity|table))?`)
 	reSegment   = regexp.MustCompile(`segment '([^']+)'`)
 	reSQLNumber = regexp.MustCompile(`Sql Number: (-?\d+)`)
-	reAADSTS    = regexp.MustCompile(`AADSTS(\d+)`)
+	// "The user with id … need a role with the prvReadAsyncOperation privilege", `missing "prvReadSolution" privileges`.
+	rePrvNamed = regexp.MustCompile(`(?is)(?:user with id ([0-9a-f-]{36})\b.{0,200}?)?["'“]?\b(prv[A-Z]\w*)["'”]? privileges?`)
+	reNoTable  = regexp.MustCompile(`(?i)(?:table|entity) with (?:the )?(?:logical |schema )?name '([\w.]+)' (?:does not|doesn['’]t) exist`)
+	reAADSTS   = regexp.MustCompile(`AADSTS(\d+)`)
+	// The host named in a failed lookup of a placeholder environment URL.
+	rePlaceholder = regexp.MustCompile(`(?i)(?:resolved|host|ENOTFOUND|getaddrinfo)\W{1,4}(?:\S*[/@])?((?:your-?org(?:anization)?|your-?(?:environment|instance|tenant)|orgname|<org>|\{org\})\.(?:crm\d*\.)?dynamics\.com)`)
 )
 
 // details parses what the person acting needs out of Dataverse's message.
@@ -255,6 +261,8 @@ func details(f *Failure) {
 		} else if m := reCheckPriv.FindStringSubmatch(msg); m != nil {
 			d["user_id"], d["privilege"] = m[1], m[2]
 		} else if m := reSecLib.FindStringSubmatch(msg); m != nil {
+			d["user_id"], d["privilege"] = m[1], m[2]
+		} else if m := rePrvNamed.FindStringSubmatch(msg); m != nil {
 			d["user_id"], d["privilege"] = m[1], m[2]
 		}
 		if e := reEntity.FindStringSubmatch(msg); e != nil {
@@ -295,12 +303,18 @@ func details(f *Failure) {
 			d["entity"], d["attribute"] = m[1], m[2]
 		} else if m := reNotFound.FindStringSubmatch(msg); m != nil {
 			d["attribute"], d["entity"] = m[1], m[2]
+		} else if m := reNoTable.FindStringSubmatch(msg); m != nil {
+			d["entity"] = m[1]
 		} else if m := reSegment.FindStringSubmatch(msg); m != nil {
 			d["segment"] = m[1]
 		}
 	case KindServerError:
 		if m := reSQLNumber.FindStringSubmatch(msg); m != nil {
 			d["sql_number"] = m[1]
+		}
+	case KindDataverseUnavailable:
+		if m := rePlaceholder.FindStringSubmatch(msg); m != nil {
+			d["host"] = m[1]
 		}
 	case KindAuthentication:
 		if m := reAADSTS.FindStringSubmatch(msg); m != nil {
@@ -347,8 +361,11 @@ func (c Classifier) resolution(f *Failure) string {
 			if d["verb"] != "" && d["entity"] != "" {
 				what = fmt.Sprintf("%s (%s on %s)", d["privilege"], d["verb"], d["entity"])
 			}
-			res := fmt.Sprintf("In Dataverse, sign in as an administrator and add the %s privilege to a security role of %s (Id=%s); then retry.",
-				what, c.user(), d["user_id"])
+			who := c.user()
+			if d["user_id"] != "" {
+				who += " (Id=" + d["user_id"] + ")"
+			}
+			res := fmt.Sprintf("In Dataverse, sign in as an administrator and add the %s privilege to a security role of %s; then retry.", what, who)
 			if d["licence_hint"] != "" {
 				// A stub user's privileges are filtered until it has a licence: a role it has already does not count.
 				res += " Dataverse reports a stub or unlicensed user: if its roles have the privilege already, assign it a licence (or a full access mode)."
@@ -360,8 +377,12 @@ func (c Classifier) resolution(f *Failure) string {
 		return fmt.Sprintf("In Dataverse, enable the user the message names (%s, or the owner a record is assigned to), give it a security role "+
 			"(and a licence if it is not an application user); then retry.", c.user())
 	case KindDataverseUnavailable:
-		return "The Dataverse environment is disabled, read-only, in administration mode or its services do not start: check its state in the " +
-			"Power Platform admin center (an administrator's change, an update or a restore in progress); then retry."
+		if d["host"] != "" {
+			return fmt.Sprintf("The host %s does not resolve: it is a placeholder, not an environment. Set DATAVERSE_URL to the environment URL "+
+				"the Power Platform admin center shows (https://<org>.crm.dynamics.com); then retry.", d["host"])
+		}
+		return "The Dataverse environment is disabled, read-only, in administration mode or its services do not start, or it does not offer the request " +
+			"(a Dataverse for Teams environment): check its state and type in the Power Platform admin center (an administrator's change, an update or a restore in progress); then retry."
 	case KindAppRestricted:
 		return "An administrator restricted this application from the Dataverse API: ask them to lift the restriction on its application id " +
 			"in the Power Platform admin center. It is not a missing privilege: changing roles does not help."
@@ -401,6 +422,9 @@ func (c Classifier) resolution(f *Failure) string {
 	case KindSchemaMismatch:
 		if d["attribute"] != "" {
 			return fmt.Sprintf("Dataverse has no column %q on %s: correct the mapping or add the column in Dataverse.", d["attribute"], d["entity"])
+		}
+		if d["entity"] != "" {
+			return fmt.Sprintf("Dataverse has no table %q: correct the mapping, or install the solution that adds the table in Dataverse.", d["entity"])
 		}
 		return "The mapping names a table, column, key or lookup that Dataverse does not have: correct the mapping or the Dataverse schema."
 	case KindCustomLogic:
