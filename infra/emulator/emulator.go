@@ -60,13 +60,17 @@ type Emulator struct {
 	tokens       map[string]token
 	tokenTTL     time.Duration
 	businessUnit uuid.UUID
-	privilegeIDs map[string]uuid.UUID
-	now          func() time.Time
-	prot         *protection
-	base         Currency     // the base currency Reset provisions
-	teams        *teamState   // teams and their roles (teams.go)
-	inFlight     atomic.Int64 // Web API requests being served, slow faults included
-	writes       atomic.Int64 // changes to rows and users, for Changes
+	// baseCurrencyID is the base currency row's id: a new one per emulated environment, as each
+	// provisioned Dataverse environment has its own (a store shared by several emulators, tests
+	// run again on one database, must not find it coupled already); Save and Load keep it.
+	baseCurrencyID uuid.UUID
+	privilegeIDs   map[string]uuid.UUID
+	now            func() time.Time
+	prot           *protection
+	base           Currency     // the base currency Reset provisions
+	teams          *teamState   // teams and their roles (teams.go)
+	inFlight       atomic.Int64 // Web API requests being served, slow faults included
+	writes         atomic.Int64 // changes to rows and users, for Changes
 	// Tenant is the Entra ID tenant the token endpoint serves.
 	Tenant string
 }
@@ -82,7 +86,8 @@ const DefaultTenant = "00000000-0000-0000-0000-0000000000aa"
 // New returns an emulator with the default entities, the default base currency (USD) and
 // DefaultApp, whose user holds every privilege on every entity.
 func New() *Emulator {
-	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour, prot: newProtection(), base: DefaultBaseCurrency}
+	e := &Emulator{now: time.Now, Tenant: DefaultTenant, tokenTTL: time.Hour, prot: newProtection(), base: DefaultBaseCurrency,
+		baseCurrencyID: uuid.Must(uuid.NewV7())}
 	e.Reset()
 	return e
 }

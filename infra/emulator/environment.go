@@ -27,9 +27,6 @@ type Currency struct {
 // DefaultBaseCurrency is the base currency of a new emulated environment.
 var DefaultBaseCurrency = Currency{ISOCode: "USD", Name: "US Dollar", Symbol: "$"}
 
-// baseCurrencyID is the id of the base currency row: stable, so that a saved environment keeps it.
-var baseCurrencyID = uuid.NewSHA1(uuid.NameSpaceOID, []byte("base currency"))
-
 // organizationID is the emulated organization's id, as WhoAmI answers it.
 var organizationID = uuid.NewSHA1(uuid.NameSpaceOID, []byte("organization"))
 
@@ -40,8 +37,8 @@ func (e *Emulator) insertBaseCurrencyLocked() {
 	if ent == nil || e.base.ISOCode == "" {
 		return
 	}
-	e.put(ent.LogicalName, baseCurrencyID, nil)
-	e.insert(ent, baseCurrencyID, write{attrs: map[string]any{
+	e.put(ent.LogicalName, e.baseCurrencyID, nil)
+	e.insert(ent, e.baseCurrencyID, write{attrs: map[string]any{
 		"isocurrencycode": e.base.ISOCode, "currencyname": e.base.Name, "currencysymbol": e.base.Symbol,
 		"exchangerate": 1.0, "currencyprecision": int64(2),
 	}})
@@ -58,7 +55,7 @@ func (e *Emulator) SetBaseCurrency(c Currency) error {
 	defer e.mu.Unlock()
 	e.base = c
 	if c.ISOCode == "" {
-		e.put("transactioncurrency", baseCurrencyID, nil)
+		e.put("transactioncurrency", e.baseCurrencyID, nil)
 		return nil
 	}
 	e.insertBaseCurrencyLocked()
@@ -69,10 +66,10 @@ func (e *Emulator) SetBaseCurrency(c Currency) error {
 func (e *Emulator) BaseCurrency() (uuid.UUID, string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, ok := e.rows["transactioncurrency"][baseCurrencyID]; !ok {
+	if _, ok := e.rows["transactioncurrency"][e.baseCurrencyID]; !ok {
 		return uuid.Nil, ""
 	}
-	return baseCurrencyID, e.base.ISOCode
+	return e.baseCurrencyID, e.base.ISOCode
 }
 
 // LoadSeed loads existing rows into any table, as a Dataverse environment people already work in

@@ -1,6 +1,7 @@
 package emulator_test
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
 	"strings"
@@ -164,5 +165,27 @@ func TestEntityDefinitions(t *testing.T) {
 	resp, out := a.do("GET", "EntityDefinitions(LogicalName='nosuch')", "")
 	if e, _ := out["error"].(map[string]any); resp.StatusCode != 404 || e["code"] != "0x80041102" {
 		t.Fatalf("unknown entity: %d %v", resp.StatusCode, out)
+	}
+}
+
+// Each emulated environment has its own base currency row, as each provisioned Dataverse
+// environment does; a saved one keeps its id when another emulator loads it, with no second row.
+func TestEachEnvironmentsBaseCurrencyHasItsOwnIDKeptBySave(t *testing.T) {
+	a, b := emulator.New(), emulator.New()
+	idA, _ := a.BaseCurrency()
+	idB, _ := b.BaseCurrency()
+	if idA == idB {
+		t.Fatalf("two environments share the base currency id %s", idA)
+	}
+	var saved bytes.Buffer
+	if err := a.Save(&saved); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Load(&saved); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := b.Rows("transactioncurrencies")
+	if id, _ := b.BaseCurrency(); id != idA || len(rows) != 1 || rows[0]["transactioncurrencyid"] != idA.String() {
+		t.Fatalf("after loading: base %s, rows %v; want the saved base currency %s alone", id, rows, idA)
 	}
 }

@@ -46,8 +46,8 @@ func (e *Emulator) serveFunction(w http.ResponseWriter, r *http.Request, u *user
 	case seg == "organizations":
 		// The one organization row, with the base currency every environment has.
 		org := map[string]any{"organizationid": organizationID.String(), "name": "Emulated environment"}
-		if _, ok := e.rows["transactioncurrency"][baseCurrencyID]; ok {
-			org["_basecurrencyid_value"] = baseCurrencyID.String()
+		if _, ok := e.rows["transactioncurrency"][e.baseCurrencyID]; ok {
+			org["_basecurrencyid_value"] = e.baseCurrencyID.String()
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"@odata.context": baseURL(r) + apiPath + "$metadata#organizations", "value": []any{org}})
 	case userFunctionRE.MatchString(seg):

@@ -20,6 +20,8 @@ type snapshot struct {
 	Rows  map[string]map[uuid.UUID]row
 	Users map[uuid.UUID]userState
 	Teams *teamState
+	// BaseCurrencyID is zero in a snapshot of a version that had one fixed id for every environment.
+	BaseCurrencyID uuid.UUID
 }
 
 type userState struct {
@@ -34,7 +36,7 @@ func init() { gob.Register(uuid.UUID{}) }
 // Save writes the emulator's rows and users' privileges to w.
 func (e *Emulator) Save(w io.Writer) error {
 	e.mu.Lock()
-	snap := snapshot{Rows: e.rows, Users: map[uuid.UUID]userState{}, Teams: e.teams}
+	snap := snapshot{Rows: e.rows, Users: map[uuid.UUID]userState{}, Teams: e.teams, BaseCurrencyID: e.baseCurrencyID}
 	for id, u := range e.users {
 		snap.Users[id] = userState{Privileges: u.privileges, Disabled: u.disabled, NoRole: u.noRole, Restricted: u.restricted}
 	}
@@ -55,6 +57,15 @@ func (e *Emulator) Load(r io.Reader) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	saved := snap.BaseCurrencyID
+	if saved == uuid.Nil {
+		saved = uuid.NewSHA1(uuid.NameSpaceOID, []byte("base currency")) // the one id of older versions
+	}
+	if _, ok := snap.Rows["transactioncurrency"][saved]; ok && saved != e.baseCurrencyID {
+		// The saved environment's base currency replaces the one this emulator started with.
+		e.replace("transactioncurrency", e.baseCurrencyID, nil)
+		e.baseCurrencyID = saved
+	}
 	var newest int64
 	for entity, rows := range snap.Rows {
 		if e.rows[entity] == nil {

@@ -350,7 +350,7 @@ func (e *Emulator) formatted(ent *Entity, a Attribute, raw row, v any) (string, 
 func (e *Emulator) currencyOf(raw row) (string, int) {
 	id := refID(raw["transactioncurrencyid"])
 	if id == uuid.Nil {
-		id = baseCurrencyID
+		id = e.baseCurrencyID
 	}
 	cur, ok := e.rows["transactioncurrency"][id]
 	if !ok {
@@ -422,12 +422,12 @@ func (e *Emulator) defaultCurrency(ent *Entity, r row) {
 	if ent.Attributes["transactioncurrencyid"].Type != Lookup || r["transactioncurrencyid"] != nil {
 		return
 	}
-	if _, ok := e.rows["transactioncurrency"][baseCurrencyID]; !ok {
+	if _, ok := e.rows["transactioncurrency"][e.baseCurrencyID]; !ok {
 		return
 	}
 	for k, v := range r {
 		if v != nil && ent.Attributes[k].Type == Money {
-			r["transactioncurrencyid"] = baseCurrencyID
+			r["transactioncurrencyid"] = e.baseCurrencyID
 			return
 		}
 	}
