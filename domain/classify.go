@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	// redact is a leaf package of pure text rules (no I/O): the one place credential removal lives.
 	"github.com/dvsync/dvsync/infra/redact"
@@ -142,8 +143,20 @@ func ClassifyDataverse(err error) *Failure {
 	return nil
 }
 
-// matchMessage is the first message rule that matches.
+// maxRuleText is how much of a message the message rules read: Dataverse and its gateways say
+// what failed first and append traces after; a plug-in's megabyte of trace must not cost each
+// worker seconds of regular expressions on every failure.
+const maxRuleText = 8 << 10
+
+// matchMessage is the first message rule that matches the message's first maxRuleText bytes.
 func matchMessage(status int, msg string) (rule, bool) {
+	if len(msg) > maxRuleText {
+		cut := maxRuleText
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut]
+	}
 	lower, ascii := strings.ToLower(msg), isASCII(msg)
 	for _, p := range byMessage {
 		if p.serverSide && status != 0 && status < 500 || p.only5xx && status < 500 {

@@ -418,3 +418,16 @@ func BenchmarkClassifyCorpus(b *testing.B) {
 		}
 	}
 }
+
+// The message rules read a message's head: what failed comes first, a long trace after it is not
+// searched (a phrase deep in it decides nothing), and a cut inside a character is no problem.
+func TestMessageRulesReadTheHeadOfALongMessage(t *testing.T) {
+	c := domain.Classifier{}
+	head := "Number of requests exceeded the limit of 6000 over time window of 300 seconds."
+	if f := c.Classify(&domain.DataverseError{Status: 400, Message: head + strings.Repeat("é trace ", 1<<17)}); f.Kind != domain.KindThrottled {
+		t.Fatalf("a throttling message with a long trace after it: %s/%s", f.Class, f.Kind)
+	}
+	if f := c.Classify(&domain.DataverseError{Status: 400, Message: strings.Repeat("é trace ", 1<<12) + head}); f.Kind == domain.KindThrottled {
+		t.Fatalf("a phrase 32 KiB into a trace decided the kind: %s/%s", f.Class, f.Kind)
+	}
+}
