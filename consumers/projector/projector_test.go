@@ -269,9 +269,12 @@ func TestAnErrorEventIsNeverAckedBeforeItIsStored(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		list, _ := store.ListErrors(ctx, storage.ErrorFilter{Table: "vendor", Key: key})
+		// The consumer first, the rows second: an ack seen before the rows are read must find
+		// them stored (read the other way round, a store and ack between the reads look like an
+		// ack before the store).
 		legacy, _ := nc.JetStream()
 		info, _ := legacy.ConsumerInfo(natsjs.ErrorsStream, natsjs.ProjectorConsumer)
+		list, _ := store.ListErrors(ctx, storage.ErrorFilter{Table: "vendor", Key: key})
 		if len(list) == 1 && info != nil && info.NumAckPending == 0 && info.NumPending == 0 {
 			if ledger.calls.Load() < 5 || list[0].Occurrences != 1 || list[0].Kind != domain.KindMappingMissing {
 				t.Fatalf("stored after %d calls as %s with %d occurrences; want at least 5 calls and the error in full, once", ledger.calls.Load(), list[0].Kind, list[0].Occurrences)
