@@ -26,12 +26,14 @@ type keyIndex struct {
 // entityKeys are the indexes of one entity, in the order of its definition: the first key or rule
 // a write breaks is the one Dataverse names.
 type entityKeys struct {
+	ent      *Entity
 	alt, dup []*keyIndex
-	all      []*keyIndex // alt, then dup
+	all      []*keyIndex        // alt, then dup
+	eq       map[string]eqIndex // by rendered column, built as $filter queries need them (eqindex.go)
 }
 
 func newEntityKeys(ent *Entity, rows map[uuid.UUID]row) *entityKeys {
-	k := &entityKeys{}
+	k := &entityKeys{ent: ent, eq: map[string]eqIndex{}}
 	for _, attrs := range ent.AlternateKeys {
 		k.alt = append(k.alt, &keyIndex{attrs: attrs, rows: map[string]map[uuid.UUID]struct{}{}})
 	}
@@ -46,6 +48,7 @@ func newEntityKeys(ent *Entity, rows map[uuid.UUID]row) *entityKeys {
 }
 
 func (k *entityKeys) add(id uuid.UUID, r row) {
+	k.indexEq(id, r, true)
 	for _, x := range k.all {
 		if v, ok := x.valueOf(r); ok {
 			ids := x.rows[v]
@@ -59,6 +62,7 @@ func (k *entityKeys) add(id uuid.UUID, r row) {
 }
 
 func (k *entityKeys) remove(id uuid.UUID, r row) {
+	k.indexEq(id, r, false)
 	for _, x := range k.all {
 		if v, ok := x.valueOf(r); ok {
 			delete(x.rows[v], id)

@@ -728,8 +728,20 @@ func (e *Emulator) matching(r *http.Request, ent *Entity) ([]map[string]any, *ap
 			return nil, aerr
 		}
 	}
-	all := make([]map[string]any, 0, len(e.rows[ent.LogicalName]))
-	for _, rw := range e.rows[ent.LogicalName] {
+	rows := e.rows[ent.LogicalName]
+	if cond != nil {
+		if ids, ok := e.keys[ent.LogicalName].candidates(cond, rows); ok {
+			all := make([]map[string]any, 0, len(ids))
+			for id := range ids {
+				if full := render(ent, rows[id], nil); cond.match(full) {
+					all = append(all, full)
+				}
+			}
+			return all, nil
+		}
+	}
+	all := make([]map[string]any, 0, len(rows))
+	for _, rw := range rows {
 		full := render(ent, rw, nil)
 		if cond == nil || cond.match(full) {
 			all = append(all, full)
