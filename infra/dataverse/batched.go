@@ -72,12 +72,14 @@ type Batched struct {
 	growBy  int64
 	onBatch func(user, entitySet string, calls int)
 
-	mu        sync.Mutex
-	batchers  map[string]*microbatch.Batcher[batchCall, *response]
-	next      int // where the next pick starts, so that users equally loaded take turns
-	closed    bool
-	recheck   *time.Timer // wakes the batchers when a throttled user's gate opens
-	recheckAt time.Time
+	mu            sync.Mutex
+	batchers      map[string]*microbatch.Batcher[batchCall, *response]
+	lookups       map[string]*microbatch.Batcher[domain.MatchQuery, []domain.FoundRow] // by lookupShape (lookup.go)
+	lookupsClosed bool                                                                 // Close has begun: the lookups' own calls still go out through batchers
+	next          int                                                                  // where the next pick starts, so that users equally loaded take turns
+	closed        bool
+	recheck       *time.Timer // wakes the batchers when a throttled user's gate opens
+	recheckAt     time.Time
 }
 
 type batchUser struct {
@@ -108,7 +110,8 @@ func NewBatched(users []User, cfg BatchConfig) (*Batched, error) {
 	cfg.MinSize = min(cfg.MinSize, cfg.Size)
 	cfg.Linger = max(cfg.Linger, 0)
 	b := &Batched{cfg: cfg, growBy: int64(max(1, cfg.Size/20)), onBatch: cfg.OnBatch,
-		batchers: map[string]*microbatch.Batcher[batchCall, *response]{}}
+		batchers: map[string]*microbatch.Batcher[batchCall, *response]{},
+		lookups:  map[string]*microbatch.Batcher[domain.MatchQuery, []domain.FoundRow]{}}
 	for _, u := range users {
 		if u.Client == nil {
 			return nil, fmt.Errorf("dataverse: user %q has no client", u.Name)
@@ -164,6 +167,17 @@ func (b *Batched) BatchSize() int { return int(b.size.Load()) }
 
 // Close sends the calls that are waiting, waits for every request in flight and refuses new calls.
 func (b *Batched) Close() {
+	// The lookups first: what they have waiting goes out through the entity sets' batchers.
+	b.mu.Lock()
+	b.lookupsClosed = true
+	lookups := make([]*microbatch.Batcher[domain.MatchQuery, []domain.FoundRow], 0, len(b.lookups))
+	for _, bt := range b.lookups {
+		lookups = append(lookups, bt)
+	}
+	b.mu.Unlock()
+	for _, bt := range lookups {
+		bt.Close()
+	}
 	b.mu.Lock()
 	b.closed = true
 	if b.recheck != nil {

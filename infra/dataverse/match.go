@@ -25,9 +25,17 @@ func (c *Client) FindRows(ctx context.Context, q domain.MatchQuery) ([]domain.Fo
 	return foundRows(q, req)(c.exec(ctx, req))
 }
 
-// FindRows is Client.FindRows sent as a part of a $batch with the other calls made at the same
-// time on the entity set: the lookups of many records go in one request, each with its own $top.
+// FindRows is Client.FindRows with the lookups of the same shape made at the same time merged
+// into one GET (lookup.go), which travels as a part of a $batch with the other calls on the
+// entity set. Each caller gets the rows its own query would have found.
 func (b *Batched) FindRows(ctx context.Context, q domain.MatchQuery) ([]domain.FoundRow, error) {
+	if mergeable(q) {
+		bt, err := b.lookupBatcher(lookupShape(q))
+		if err != nil {
+			return nil, err
+		}
+		return bt.Do(ctx, q)
+	}
 	req, err := findRowsRequest(q)
 	if err != nil {
 		return nil, err

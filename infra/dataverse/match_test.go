@@ -2,8 +2,10 @@ package dataverse_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sync"
+	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,15 +15,20 @@ import (
 	"github.com/dvsync/dvsync/infra/dataverse"
 )
 
+func byName(name string) domain.MatchQuery {
+	return domain.MatchQuery{EntitySet: "accounts", IDAttribute: "accountid", NameAttribute: "name", Top: 5,
+		Values: []domain.MatchValue{{Attribute: "name", Value: name}}}
+}
+
 func accountQuery(number string) domain.MatchQuery {
 	return domain.MatchQuery{EntitySet: "accounts", IDAttribute: "accountid", NameAttribute: "name", Top: 5,
 		Values: []domain.MatchValue{{Attribute: "accountnumber", Value: number}}}
 }
 
-// Lookups of many records made at the same time go to Dataverse as one $batch, each answered
-// with its own rows: none, one (with its name and version), or several; text without regard to
-// case, quotes escaped.
-func TestFindRowsOfManyRecordsShareABatch(t *testing.T) {
+// Lookups of many records made at the same time go to Dataverse as one GET, each answered with
+// its own rows: none, one (with its name and version), or several; text without regard to case,
+// quotes escaped. Alone, a lookup is the client's own GET.
+func TestLookupsOfManyRecordsAreMergedIntoOneGET(t *testing.T) {
 	p := newPool(t)
 	single := p.clients[0]
 	ctx := context.Background()
@@ -34,15 +41,7 @@ func TestFindRowsOfManyRecordsShareABatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var (
-		mu      sync.Mutex
-		batches []int
-	)
-	b := p.batched(t, dataverse.BatchConfig{Linger: 200 * time.Millisecond, OnBatch: func(_, _ string, calls int) {
-		mu.Lock()
-		defer mu.Unlock()
-		batches = append(batches, calls)
-	}})
+	b := p.batched(t, dataverse.BatchConfig{Linger: 200 * time.Millisecond})
 	before := p.counts[0].get("GET accounts")
 	const n = 12
 	got := make([][]domain.FoundRow, n)
@@ -76,21 +75,173 @@ func TestFindRowsOfManyRecordsShareABatch(t *testing.T) {
 		t.Fatalf("lookup of C'20000 = %+v; want both accounts (Dataverse does not regard case)", got[1])
 	}
 	for i := 2; i < n; i++ {
-		if len(got[i]) != 0 {
-			t.Fatalf("lookup %d = %+v; want none", i, got[i])
+		if got[i] == nil || len(got[i]) != 0 {
+			t.Fatalf("lookup %d = %#v; want an empty answer", i, got[i])
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if sent := p.counts[0].get("POST $batch"); sent == 0 || sent > 2 || p.counts[0].get("GET accounts") != before {
-		t.Fatalf("%d $batch requests and %d single GETs (batches %v); want the lookups batched", sent, p.counts[0].get("GET accounts")-before, batches)
+	if gets, batches := p.counts[0].get("GET accounts")-before, p.counts[0].get("POST $batch"); gets != 1 || batches != 0 {
+		t.Fatalf("%d GETs and %d $batch requests for %d lookups; want them in one GET", gets, batches, n)
 	}
-	// Alone it is a single GET, and the client sends the same.
+	// Alone it is a single GET, as the client sends it.
+	before = p.counts[0].get("GET accounts")
+	if rows, err := b.FindRows(ctx, accountQuery("C10000")); err != nil || len(rows) != 1 || rows[0].ID != one.ID {
+		t.Fatalf("a lookup alone = %+v, %v", rows, err)
+	}
 	if rows, err := single.FindRows(ctx, accountQuery("C10000")); err != nil || len(rows) != 1 || rows[0].ID != one.ID {
 		t.Fatalf("single lookup = %+v, %v", rows, err)
 	}
+	if gets := p.counts[0].get("GET accounts") - before; gets != 2 {
+		t.Fatalf("%d GETs for two lookups alone", gets)
+	}
 	if _, err := single.FindRows(ctx, domain.MatchQuery{EntitySet: "accounts", IDAttribute: "accountid"}); err == nil {
 		t.Fatal("a lookup without values must be refused")
+	}
+}
+
+// rowIDs is the set of a lookup's rows.
+func rowIDs(rows []domain.FoundRow) map[uuid.UUID]bool {
+	ids := map[uuid.UUID]bool{}
+	for _, r := range rows {
+		ids[r.ID] = true
+	}
+	return ids
+}
+
+// Whatever mix of records look up at once, each gets the rows its own query finds: by one field
+// or two, values that differ in case, accents or trailing spaces (which the merged answer must
+// not hand to the wrong record), several rows for one value, the same value asked twice, and
+// values that are not text (which keep their own query).
+func TestAMergedLookupAnswersEachRecordAsItsOwnQuery(t *testing.T) {
+	p := newPool(t)
+	single := p.clients[0]
+	ctx := context.Background()
+	for _, a := range []struct{ number, name string }{
+		{"N1", "Adatum"}, {"n1", "adatum"}, {"N2", "Café"}, {"N3", "Cafe"}, {"N4", "Fabrikam "}, {"N5", "Fabrikam"},
+		{"N6", "Straße"}, {"N7", "Strasse"}, {"N8", "O'Neil"}, {"D1", "Trey"}, {"D2", "Trey"}, {"D3", "trey"},
+	} {
+		if _, err := single.CreateRow(ctx, accountRef(), domain.Attributes{"accountnumber": a.number, "name": a.name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byBoth := func(number, name string) domain.MatchQuery {
+		return domain.MatchQuery{EntitySet: "accounts", IDAttribute: "accountid", NameAttribute: "name", Top: 5,
+			Values: []domain.MatchValue{{Attribute: "accountnumber", Value: number}, {Attribute: "name", Value: name}}}
+	}
+	qs := []domain.MatchQuery{
+		accountQuery("N1"), accountQuery("n1"), accountQuery("N2"), byName("Trey"), byName("Trey"), accountQuery("NONE"),
+		byName("Café"), byName("Cafe"), byName("CAFE"), byName("Fabrikam"), byName("Fabrikam "), byName("Straße"), byName("Strasse"),
+		byName("O'Neil"), byName("Nobody"),
+		byBoth("N1", "ADATUM"), byBoth("N2", "Cafe"), byBoth("D3", "TREY"), byBoth("N8", "O'Neil"),
+		{EntitySet: "accounts", IDAttribute: "accountid", NameAttribute: "name", Top: 5,
+			Values: []domain.MatchValue{{Attribute: "accountnumber", Value: int64(1)}}}, // not text: its own query
+	}
+	want := make([][]domain.FoundRow, len(qs))
+	for i, q := range qs {
+		rows, err := single.FindRows(ctx, q)
+		if err != nil && i != len(qs)-1 {
+			t.Fatalf("own query %d: %v", i, err)
+		}
+		want[i] = rows
+	}
+	b := p.batched(t, dataverse.BatchConfig{Linger: 200 * time.Millisecond})
+	got := make([][]domain.FoundRow, len(qs))
+	errs := make([]error, len(qs))
+	var calls []func()
+	for i, q := range qs {
+		calls = append(calls, func() { got[i], errs[i] = b.FindRows(ctx, q) })
+	}
+	together(calls...)
+	for i, q := range qs {
+		if i == len(qs)-1 {
+			continue // compared below: an error of its own
+		}
+		if errs[i] != nil {
+			t.Fatalf("%v: %v", q.Values, errs[i])
+		}
+		if g, w := rowIDs(got[i]), rowIDs(want[i]); len(got[i]) != len(want[i]) || !maps.Equal(g, w) {
+			t.Errorf("%v: merged %v, own query %v", q.Values, got[i], want[i])
+		}
+	}
+	if len(want[3]) != 3 || len(rowIDs(got[6])) != 1 {
+		t.Fatalf("the emulator itself: Trey %d rows, Café %d: the test means nothing", len(want[3]), len(got[6]))
+	}
+	if (errs[len(qs)-1] == nil) != (want[len(qs)-1] != nil) {
+		t.Errorf("the number's lookup: %v, own query %v", errs[len(qs)-1], want[len(qs)-1])
+	}
+}
+
+// When the merged answer is cut by its $top, the records that may have lost rows to the cut ask
+// their own queries; the ones that have all they asked for keep theirs.
+func TestACutMergedAnswerFallsBackToTheRecordsOwnQueries(t *testing.T) {
+	p := newPool(t)
+	single := p.clients[0]
+	ctx := context.Background()
+	for i := 0; i < 40; i++ {
+		if _, err := single.CreateRow(ctx, accountRef(), domain.Attributes{"accountnumber": fmt.Sprint("M", i), "name": "Many"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	few := map[string]uuid.UUID{}
+	for _, number := range []string{"F1", "F2", "F3"} {
+		row := accountRef()
+		if _, err := single.CreateRow(ctx, row, domain.Attributes{"accountnumber": number, "name": "Few " + number}); err != nil {
+			t.Fatal(err)
+		}
+		few[number] = row.ID
+	}
+	b := p.batched(t, dataverse.BatchConfig{Linger: 200 * time.Millisecond})
+	// The merged $top is 4×5+1 = 21 of the 43 rows that match: some of F1–F3 are cut in most
+	// rounds, which rows Dataverse picks for a $top being its own.
+	for round := 0; round < 5; round++ {
+		numbers := []string{"Many", "Few F1", "Few F2", "Few F3"}
+		got := make([][]domain.FoundRow, len(numbers))
+		errs := make([]error, len(numbers))
+		var calls []func()
+		for i, number := range numbers {
+			calls = append(calls, func() { got[i], errs[i] = b.FindRows(ctx, byName(number)) })
+		}
+		together(calls...)
+		for i, number := range numbers {
+			if errs[i] != nil {
+				t.Fatalf("%s: %v", number, errs[i])
+			}
+			if number == "Many" {
+				if len(got[i]) != 5 {
+					t.Fatalf("round %d: Many found %d rows, want its $top of 5", round, len(got[i]))
+				}
+				continue
+			}
+			if len(got[i]) != 1 || got[i][0].ID != few[strings.TrimPrefix(number, "Few ")] {
+				t.Fatalf("round %d: %s found %+v, want its one row", round, number, got[i])
+			}
+		}
+	}
+}
+
+// A merged GET that fails gives each record the failure of its own query: its own request in
+// the call stack, not the other records' values.
+func TestAFailedMergedLookupIsEachRecordsOwnError(t *testing.T) {
+	p := newPool(t)
+	b := p.batched(t, dataverse.BatchConfig{Linger: 200 * time.Millisecond})
+	numbers := []string{"E1", "E2", "E3"}
+	errs := make([]error, len(numbers))
+	var calls []func()
+	for i, number := range numbers {
+		q := domain.MatchQuery{EntitySet: "accounts", IDAttribute: "accountid", NameAttribute: "name", Top: 5,
+			Values: []domain.MatchValue{{Attribute: "nosuchcolumn", Value: number}}}
+		calls = append(calls, func() { _, errs[i] = b.FindRows(context.Background(), q) })
+	}
+	together(calls...)
+	for i, number := range numbers {
+		var dv *dataverse.Error
+		if !errors.As(errs[i], &dv) || dv.Status != 400 {
+			t.Fatalf("%s: %v; want Dataverse's 400", number, errs[i])
+		}
+		for _, other := range numbers {
+			if in := strings.Contains(dv.Request, other) || strings.Contains(errs[i].Error(), other); in != (other == number) {
+				t.Errorf("%s: the error names %s: %v; request %q", number, other, in, dv.Request)
+			}
+		}
 	}
 }
 
