@@ -74,9 +74,9 @@ type Batched struct {
 
 	mu            sync.Mutex
 	batchers      map[string]*microbatch.Batcher[batchCall, *response]
-	lookups       map[string]*microbatch.Batcher[domain.MatchQuery, []domain.FoundRow] // by lookupShape (lookup.go)
-	lookupsClosed bool                                                                 // Close has begun: the lookups' own calls still go out through batchers
-	next          int                                                                  // where the next pick starts, so that users equally loaded take turns
+	lookups       map[string]*microbatch.Batcher[lookupCall, []domain.FoundRow] // by lookupShape (lookup.go)
+	lookupsClosed bool                                                          // Close has begun: the lookups' own calls still go out through batchers
+	next          int                                                           // where the next pick starts, so that users equally loaded take turns
 	closed        bool
 	recheck       *time.Timer // wakes the batchers when a throttled user's gate opens
 	recheckAt     time.Time
@@ -111,7 +111,7 @@ func NewBatched(users []User, cfg BatchConfig) (*Batched, error) {
 	cfg.Linger = max(cfg.Linger, 0)
 	b := &Batched{cfg: cfg, growBy: int64(max(1, cfg.Size/20)), onBatch: cfg.OnBatch,
 		batchers: map[string]*microbatch.Batcher[batchCall, *response]{},
-		lookups:  map[string]*microbatch.Batcher[domain.MatchQuery, []domain.FoundRow]{}}
+		lookups:  map[string]*microbatch.Batcher[lookupCall, []domain.FoundRow]{}}
 	for _, u := range users {
 		if u.Client == nil {
 			return nil, fmt.Errorf("dataverse: user %q has no client", u.Name)
@@ -170,7 +170,7 @@ func (b *Batched) Close() {
 	// The lookups first: what they have waiting goes out through the entity sets' batchers.
 	b.mu.Lock()
 	b.lookupsClosed = true
-	lookups := make([]*microbatch.Batcher[domain.MatchQuery, []domain.FoundRow], 0, len(b.lookups))
+	lookups := make([]*microbatch.Batcher[lookupCall, []domain.FoundRow], 0, len(b.lookups))
 	for _, bt := range b.lookups {
 		lookups = append(lookups, bt)
 	}

@@ -3,6 +3,7 @@ package dataverse
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -34,7 +35,10 @@ func (b *Batched) FindRows(ctx context.Context, q domain.MatchQuery) ([]domain.F
 		if err != nil {
 			return nil, err
 		}
-		return bt.Do(ctx, q)
+		rows, err := bt.Do(ctx, lookupCall{ctx: ctx, q: q})
+		if !errors.Is(err, errOwnQuery) {
+			return rows, err
+		}
 	}
 	req, err := findRowsRequest(q)
 	if err != nil {

@@ -1,11 +1,16 @@
 package dataverse_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +18,7 @@ import (
 
 	"github.com/dvsync/dvsync/domain"
 	"github.com/dvsync/dvsync/infra/dataverse"
+	"github.com/dvsync/dvsync/infra/emulator"
 )
 
 func byName(name string) domain.MatchQuery {
@@ -150,7 +156,13 @@ func TestAMergedLookupAnswersEachRecordAsItsOwnQuery(t *testing.T) {
 	for i, q := range qs {
 		calls = append(calls, func() { got[i], errs[i] = b.FindRows(ctx, q) })
 	}
+	before := p.counts[0].total()
 	together(calls...)
+	// One merged GET, after the lookups' linger; the number's own query may go before it, and the
+	// values that reduce like another's (n1 beside N1, Cafe beside Café) after it.
+	if sent := p.counts[0].total() - before; sent > 3 {
+		t.Errorf("%d requests for %d lookups; want the merged GET, then the own queries of those that share its key", sent, len(qs))
+	}
 	for i, q := range qs {
 		if i == len(qs)-1 {
 			continue // compared below: an error of its own
@@ -232,6 +244,9 @@ func TestAFailedMergedLookupIsEachRecordsOwnError(t *testing.T) {
 		calls = append(calls, func() { _, errs[i] = b.FindRows(context.Background(), q) })
 	}
 	together(calls...)
+	if gets, batches := p.counts[0].get("GET accounts"), p.counts[0].get("POST $batch"); gets != 1 || batches != 1 {
+		t.Errorf("%d GETs and %d $batch requests; want the merged GET, then the records' own queries in one $batch", gets, batches)
+	}
 	for i, number := range numbers {
 		var dv *dataverse.Error
 		if !errors.As(errs[i], &dv) || dv.Status != 400 {
@@ -253,5 +268,111 @@ func TestLiteral(t *testing.T) {
 	}
 	if _, err := dataverse.Literal([]int{1}); err == nil {
 		t.Error("a slice has no literal")
+	}
+}
+
+// strangerTransport adds a row to every merged GET's answer (a filter with "or") that none of
+// the records' values explains, as a collation that equals more than dvsync's key would.
+type strangerTransport struct{ base http.RoundTripper }
+
+func (s strangerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := s.base.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || !strings.Contains(req.URL.Query().Get("$filter"), " or ") {
+		return resp, err
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	var page map[string]any
+	if err := json.Unmarshal(raw, &page); err != nil {
+		return nil, err
+	}
+	page["value"] = append(page["value"].([]any), map[string]any{"accountid": uuid.NewString(), "name": "Stranger",
+		"accountnumber": "ZZ-STRANGER", "@odata.etag": `W/"1"`})
+	raw, _ = json.Marshal(page)
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// A merged answer holding a row that no record's values explain cannot say whose it is: every
+// record of that GET asks its own query, and none gets the stranger.
+func TestARowNoRecordExplainsSendsTheRecordsOwnQueries(t *testing.T) {
+	p := newPool(t)
+	ctx := context.Background()
+	mine := map[string]uuid.UUID{}
+	for _, number := range []string{"S1", "S2", "S3"} {
+		row := accountRef()
+		if _, err := p.clients[0].CreateRow(ctx, row, domain.Attributes{"accountnumber": number, "name": number}); err != nil {
+			t.Fatal(err)
+		}
+		mine[number] = row.ID
+	}
+	creds := dataverse.ClientCredentials{TokenURL: p.url + "/" + emulator.DefaultTenant + "/oauth2/v2.0/token",
+		ClientID: emulator.DefaultApp.ClientID, ClientSecret: emulator.DefaultApp.ClientSecret}
+	transport := dataverse.NewTransport(8)
+	t.Cleanup(transport.CloseIdleConnections)
+	var gets, batches atomic.Int64
+	c, err := dataverse.NewClient(p.url, dataverse.WithTokenSource(creds.TokenSource(ctx, p.url)),
+		dataverse.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: strangerTransport{transport}}),
+		dataverse.WithRequestObserver(func(method, entitySet string, _ int, _ time.Duration) {
+			switch method + " " + entitySet {
+			case "GET accounts":
+				gets.Add(1)
+			case "POST $batch":
+				batches.Add(1)
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := dataverse.NewBatched([]dataverse.User{{Name: "stranger", Client: c}}, dataverse.BatchConfig{Linger: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	numbers := []string{"S1", "S2", "S3"}
+	got := make([][]domain.FoundRow, len(numbers))
+	errs := make([]error, len(numbers))
+	var calls []func()
+	for i, number := range numbers {
+		calls = append(calls, func() { got[i], errs[i] = b.FindRows(ctx, accountQuery(number)) })
+	}
+	together(calls...)
+	for i, number := range numbers {
+		if errs[i] != nil || len(got[i]) != 1 || got[i][0].ID != mine[number] {
+			t.Errorf("%s: %+v, %v; want its own row only", number, got[i], errs[i])
+		}
+	}
+	if gets.Load() != 1 || batches.Load() != 1 {
+		t.Errorf("%d GETs and %d $batch requests; want the merged GET, then the own queries in one $batch", gets.Load(), batches.Load())
+	}
+}
+
+// Callers that cannot wait for a closed gate are told at once, as their own queries would tell
+// them, when their lookups share a merged GET: the GET carries their deadlines.
+func TestMergedLookupsKeepTheCallersDeadlines(t *testing.T) {
+	p := newPool(t)
+	b := p.batched(t, dataverse.BatchConfig{Linger: 50 * time.Millisecond})
+	p.clients[0].HoldUntil(time.Now().Add(time.Minute))
+	timeouts := []time.Duration{5 * time.Second, 20 * time.Second}
+	errs := make([]error, len(timeouts))
+	ctxErrs := make([]error, len(timeouts))
+	var calls []func()
+	for i, timeout := range timeouts {
+		calls = append(calls, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			_, errs[i] = b.FindRows(ctx, accountQuery(fmt.Sprint("P", i)))
+			ctxErrs[i] = ctx.Err()
+		})
+	}
+	together(calls...)
+	for i, err := range errs {
+		if f := domain.ClassifyDataverse(err); f == nil || f.Kind != domain.KindThrottled || f.RetryAfter < 30*time.Second || ctxErrs[i] != nil {
+			t.Errorf("the caller with %s to wait: %v (ctx %v); want the throttling error at once", timeouts[i], err, ctxErrs[i])
+		}
+	}
+	if n := p.counts[0].total(); n != 0 {
+		t.Errorf("%d requests sent while the gate was closed", n)
 	}
 }
