@@ -278,8 +278,9 @@ func NoMatch(ev ChangeEvent, m Mapping, criteria string) *Failure {
 		Class:   ClassCoupling,
 		Kind:    KindNoMatch,
 		Message: msg,
-		Resolution: fmt.Sprintf("Create the %s record in Dataverse or correct the record's match fields, or couple it by hand; "+
-			"or let the mapping create new records (createNewIfNoMatch); then retry %s.", m.Entity, ev.Ref()),
+		Resolution: fmt.Sprintf("Create the %s record in Dataverse or correct the record's match fields, or couple it by hand (%s on "+
+			"the error's page, with the row's id: %s); or let the mapping create new records (createNewIfNoMatch); then retry %s.",
+			m.Entity, ActionCouple.Button, ActionCouple.CLI(ev.Table, ev.Key, "ROW"), ev.Ref()),
 		Details: map[string]string{"entity": m.Entity, "criteria": criteria},
 	}
 }
@@ -300,8 +301,9 @@ func MultipleMatches(ev ChangeEvent, m Mapping, criteria string, rows []FoundRow
 		Kind:  KindMultipleMatches,
 		Message: fmt.Sprintf("%s cannot be coupled: %s %s records in Dataverse match it (%s): %s.",
 			ev.Ref(), count, m.Entity, criteria, strings.Join(names, ", ")),
-		Resolution: fmt.Sprintf("Couple %s by hand to the right one, or make the match unique (remove the duplicates in Dataverse, "+
-			"or add a field to the match priority); then retry.", ev.Ref()),
+		Resolution: fmt.Sprintf("Couple %s by hand to the right one (%s on the error's page, with the row's id: %s), or make the "+
+			"match unique (remove the duplicates in Dataverse, or add a field to the match priority); then retry.",
+			ev.Ref(), ActionCouple.Button, ActionCouple.CLI(ev.Table, ev.Key, "ROW")),
 		Details: map[string]string{"entity": m.Entity, "criteria": criteria, "candidates": strings.Join(ids, ","),
 			"candidate_names": strings.Join(names, ", ")},
 	}

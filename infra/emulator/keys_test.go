@@ -54,7 +54,12 @@ func TestAlternateKeysFollowCreatesUpdatesAndDeletes(t *testing.T) {
 	first := a.expect(201, "", "POST", "accounts", `{"name":"First","accountnumber":"K1"}`, "Prefer", "return=representation")
 	id := first["accountid"].(string)
 	a.expect(412, keyTaken, "POST", "accounts", `{"name":"Second","accountnumber":"K1"}`)
+	// Text keys compare as the database's collation does, without regard to case.
+	a.expect(412, keyTaken, "POST", "accounts", `{"name":"Second","accountnumber":"k1"}`)
 	a.expect(200, "", "GET", "accounts(accountnumber='K1')", "")
+	if out := a.expect(200, "", "GET", "accounts(accountnumber='k1')", ""); out["accountid"] != id {
+		t.Fatalf("k1 found %v, want %s", out["accountid"], id)
+	}
 
 	// An update moves the row to its new key value and frees the old one.
 	a.expect(204, "", "PATCH", "accounts("+id+")", `{"accountnumber":"K2"}`, "If-Match", "*")

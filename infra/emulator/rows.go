@@ -91,6 +91,11 @@ func (x *keyIndex) valueOf(r row) (string, bool) {
 		if v == nil {
 			return "", false
 		}
+		if s, ok := v.(string); ok {
+			// Alternate keys compare text as the database's collation does: without regard to case.
+			parts[i] = foldKey(s)
+			continue
+		}
 		parts[i] = fmt.Sprint(v)
 	}
 	return joinKey(parts), true
@@ -145,6 +150,9 @@ func (e *Emulator) findByKey(ent *Entity, alt map[string]string) uuid.UUID {
 		parts := make([]string, len(x.attrs))
 		for i, a := range x.attrs {
 			parts[i] = alt[a]
+			if t := ent.Attributes[a].Type; t == String || t == Memo {
+				parts[i] = foldKey(alt[a]) // as valueOf keeps text
+			}
 		}
 		for id := range x.rows[joinKey(parts)] {
 			return id

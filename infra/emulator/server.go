@@ -475,9 +475,19 @@ func sameFold(attrs []string, a, b row) bool {
 	return true
 }
 
+// sameKey compares an alternate key's values, text without regard to case (the collation's).
 func sameKey(key []string, a, b row) bool {
 	for _, k := range key {
-		if a[k] == nil || b[k] == nil || a[k] != b[k] {
+		if a[k] == nil || b[k] == nil {
+			return false
+		}
+		as, aText := a[k].(string)
+		bs, bText := b[k].(string)
+		if aText && bText {
+			if foldKey(as) != foldKey(bs) {
+				return false
+			}
+		} else if a[k] != b[k] {
 			return false
 		}
 	}

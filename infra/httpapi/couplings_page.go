@@ -48,10 +48,18 @@ func (d pageData) ErrorActions(e storage.StoredError) []string {
 	return []string{domain.ActionSyncNow.Command}
 }
 
-// OffersCouple reports whether an error's page offers to couple its record to a given row: a
-// duplicate in Dataverse is coupled to the row that exists.
+// OffersCouple reports whether an error's page offers to couple its record to a given row, where
+// the advice asks for it: a duplicate in Dataverse is coupled to the row that exists, a record
+// with several matches or none to the row a person chooses.
 func (d pageData) OffersCouple(e storage.StoredError) bool {
-	return e.Class == domain.ClassCoupling && e.Status != storage.ErrorResolved && e.Kind == domain.KindDuplicateRecord
+	if e.Class != domain.ClassCoupling || e.Status == storage.ErrorResolved {
+		return false
+	}
+	switch e.Kind {
+	case domain.KindDuplicateRecord, domain.KindMultipleMatches, domain.KindNoMatch:
+		return true
+	}
+	return false
 }
 
 func actionOf(command string) (domain.CouplingAction, bool) {

@@ -261,3 +261,20 @@ func TestRestoreAndDeleteCouplingAPI(t *testing.T) {
 		t.Fatalf("deleting a deleted coupling: %d %s", a.status, a.body)
 	}
 }
+
+// An error's page offers Couple where its advice asks for it: a duplicate, several matches or
+// none, while the error is open.
+func TestErrorPagesOfferCoupleWhereTheAdviceAsksForIt(t *testing.T) {
+	var d pageData
+	for kind, want := range map[domain.Kind]bool{domain.KindDuplicateRecord: true, domain.KindMultipleMatches: true,
+		domain.KindNoMatch: true, domain.KindAlreadyCoupled: false, domain.KindDestinationDeleted: false} {
+		e := storage.StoredError{Class: domain.ClassCoupling, Kind: kind, Status: storage.ErrorOpen}
+		if got := d.OffersCouple(e); got != want {
+			t.Errorf("%s: offers Couple %v, want %v", kind, got, want)
+		}
+		e.Status = storage.ErrorResolved
+		if d.OffersCouple(e) {
+			t.Errorf("%s resolved: offers Couple", kind)
+		}
+	}
+}
