@@ -40,7 +40,10 @@ func TestTwoRecordsMatchingOneRowAtOnceCoupleOnlyOne(t *testing.T) {
 		h.eventually(fmt.Sprintf("one of %v coupled, the other already_coupled", p.keys), func() bool {
 			for i, k := range p.keys {
 				other := p.keys[1-i]
-				if h.coupling("customer", k).Coupled() && alreadyCoupledTo(h, other, k) {
+				// The loser's error can be stored before the worker has recorded the loser's
+				// state: both are waited for.
+				if h.coupling("customer", k).Coupled() && alreadyCoupledTo(h, other, k) &&
+					h.coupling("customer", other).LastErrorKind == domain.KindAlreadyCoupled {
 					winner, loser = k, other
 					return true
 				}
