@@ -69,13 +69,7 @@ func TestCouplingActionsInABrowser(t *testing.T) {
 		}
 		return out
 	}
-	if err := chromedp.Run(ctx,
-		chromedp.Navigate(base+"/login"),
-		chromedp.WaitVisible("#token", chromedp.ByID),
-		chromedp.SendKeys("#token", testOperatorToken, chromedp.ByID),
-		chromedp.Submit("#token", chromedp.ByID),
-		chromedp.WaitVisible("main h1", chromedp.ByQuery),
-	); err != nil {
+	if err := chromedp.Run(ctx, browserSignIn(base+"/login", testOperatorToken, "main h1")); err != nil {
 		t.Fatal(err)
 	}
 

@@ -53,6 +53,17 @@ func browser(t *testing.T) context.Context {
 	return nil
 }
 
+// browserSignIn opens page, signs in on the form it shows with token, and waits for landed to show.
+func browserSignIn(page, token, landed string) chromedp.Tasks {
+	return chromedp.Tasks{
+		chromedp.Navigate(page),
+		chromedp.WaitVisible("#token", chromedp.ByID),
+		chromedp.SendKeys("#token", token, chromedp.ByID),
+		chromedp.Submit("#token", chromedp.ByID),
+		chromedp.WaitVisible(landed, chromedp.ByQuery),
+	}
+}
+
 // A seeded error shows, its call stack opens, retry and delete work and the list updates; bulk
 // deletion asks first. Driven in a real headless browser on a narrow screen.
 func TestErrorsPageInABrowser(t *testing.T) {
